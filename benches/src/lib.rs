@@ -1,0 +1,1 @@
+//! Benchmarks for sus-cluster: criterion micro benchmarks and the peer-engine harness (issue #7).

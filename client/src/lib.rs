@@ -1,0 +1,1 @@
+//! sus-cluster client library.

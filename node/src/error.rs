@@ -1,0 +1,55 @@
+//! The one error type of `sus-node`, classed by what the caller must do.
+//!
+//! A submission that fails validation is not an error: it is an answer (a rejected
+//! [`crate::report::SubmissionReport`]). Errors here are failures of the node or of its inputs
+//! outside a submission (reference data, configuration, disk, corrupt state).
+
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reference data is missing or malformed: names the file, the line and what is wrong.
+    #[error("reference data {path}:{line}: {message}")]
+    RefData {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    /// A caller passed something unusable (not a submission's content: that gets a report).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Stored state contradicts itself (a catalogued segment missing, a checksum mismatch).
+    /// The node must not serve or accept writes on top of it.
+    #[error("corruption in {what}: {message}")]
+    Corruption { what: String, message: String },
+    /// A file-system operation failed. Durability failures (fsync) are fatal to the node.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sled catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] sled::Error),
+    /// Encoding or decoding a Parquet segment failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// An Arrow kernel or batch construction failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! `sus-node`: the sus-cluster server as a library.
+//!
+//! ```text
+//!  submission file ──► ingest::parse ──► validate ──► derive (spells, HRG) ──► price
+//!       (CSV/Parquet)        │ rejects whole submission      │                     │
+//!                            ▼                               ▼                     ▼
+//!                      SubmissionReport ◄──────────── ingest::encode (Arrow, stored schema)
+//!                                                            │
+//!                                                            ▼
+//!                                   store::Store::apply (segments + sled catalog, versioned)
+//! ```
+//!
+//! The domain core (`validate`, `derive`, `price`, `refdata`) is pure: no I/O beyond loading
+//! reference files, no clock, no globals, so that every replica would compute the same result.
+
+pub mod error;
+pub mod model;
+
+pub use error::{Error, Result};
