@@ -384,6 +384,33 @@ impl fmt::Display for Rule {
     }
 }
 
+/// One finding against a submission: the record (1-based ordinal and id, where known), the item, the
+/// rule and a message a submitter can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    pub ordinal: Option<u64>,
+    pub cds_unique_id: Option<String>,
+    pub item: Option<String>,
+    pub rule: Rule,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(n) = self.ordinal {
+            write!(f, "record {n}")?;
+            if let Some(id) = &self.cds_unique_id {
+                write!(f, " ({id})")?;
+            }
+            f.write_str(": ")?;
+        }
+        if let Some(item) = &self.item {
+            write!(f, "item {item}: ")?;
+        }
+        write!(f, "{} [{}]", self.message, self.rule.code())
+    }
+}
+
 /// The set of warnings raised on one record, as the stored bitmask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Warnings(pub u32);
