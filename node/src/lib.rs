@@ -13,7 +13,16 @@
 //! The domain core (`validate`, `derive`, `price`, `refdata`) is pure: no I/O beyond loading
 //! reference files, no clock, no globals, so that every replica would compute the same result.
 
+pub mod derive;
 pub mod error;
+pub mod ingest;
 pub mod model;
+pub mod node;
+pub mod price;
+pub mod refdata;
+pub mod report;
+pub mod schema;
+pub mod store;
+pub mod validate;
 
 pub use error::{Error, Result};

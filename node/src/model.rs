@@ -427,7 +427,9 @@ impl Warnings {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Rule> {
-        Rule::WARNINGS.into_iter().filter(move |r| self.contains(*r))
+        Rule::WARNINGS
+            .into_iter()
+            .filter(move |r| self.contains(*r))
     }
 
     pub fn is_empty(self) -> bool {

@@ -1,0 +1,154 @@
+//! The ingest pipeline: one submission file in, one [`SubmissionReport`] out.
+//!
+//! ```text
+//!  bytes ─► parse (R01-R04) ─► validate::submission_issues (R05, R06, R08) ─┐ any finding:
+//!                                                                           ├─► rejected, nothing stored
+//!        ─► validate::record_warnings (W01-W09) ─► derive (spells, HRG, price)
+//!        ─► encode (stored Arrow schema) ─► Store::apply (R07, stale/replace/delete, segments)
+//! ```
+//!
+//! Derivation happens once, here, before the change is applied: a replica that applies the change
+//! stores what the leader derived and never re-derives (prices cannot diverge between replicas).
+
+pub mod encode;
+pub mod parse;
+
+use crate::derive::derive_submission;
+use crate::model::SubmissionMeta;
+use crate::refdata::RefData;
+use crate::report::{SubmissionReport, WarningTally};
+use crate::store::{ApplyOutcome, Change, DeleteKey, Store};
+use crate::validate::{record_warnings, submission_issues};
+use crate::{Error, Result};
+use tracing::{info, warn};
+
+/// Validates, derives, prices and stores one submission.
+///
+/// A rejected submission is an `Ok` report with outcome `Rejected` (nothing stored). A submission
+/// whose `(sender, submission_id)` was already processed gets its original report with `resent`.
+/// `Err` means the node failed (disk, catalog), not the submission.
+pub fn submit(
+    refdata: &RefData,
+    store: &Store,
+    meta: &SubmissionMeta,
+    file: &str,
+    bytes: &[u8],
+) -> Result<SubmissionReport> {
+    check_envelope_text(meta)?;
+    if let Some(previous) = store.submission(&meta.sender, &meta.submission_id)? {
+        let mut report =
+            SubmissionReport::from_json(&previous.report).map_err(|e| Error::Corruption {
+                what: format!("stored report of {}/{}", meta.sender, meta.submission_id),
+                message: e.to_string(),
+            })?;
+        report.resent = true;
+        return Ok(report);
+    }
+
+    let mut report = SubmissionReport::new(meta, file);
+    let records = match parse::parse(meta.dataset, bytes) {
+        Ok(records) => records,
+        Err(rejected) => return reject(store, meta, report, rejected.issues, rejected.more),
+    };
+    report.records = records.len() as u64;
+    let issues = submission_issues(meta, &records, refdata);
+    if !issues.is_empty() {
+        let more = issues.len().saturating_sub(parse::MAX_ISSUES) as u64;
+        let listed = issues.into_iter().take(parse::MAX_ISSUES).collect();
+        return reject(store, meta, report, listed, more);
+    }
+
+    let mut tally = WarningTally::default();
+    let warnings: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let w = record_warnings(meta, r, refdata);
+            w.iter()
+                .for_each(|rule| tally.add(rule, &r.common.cds_unique_id));
+            w
+        })
+        .collect();
+    report.warnings = tally.finish();
+
+    let derived = derive_submission(records, warnings, refdata);
+    let (deletes, upserts): (Vec<_>, Vec<_>) =
+        derived.into_iter().partition(|d| d.record.is_delete());
+    let deletes = deletes
+        .into_iter()
+        .filter_map(|d| {
+            Some(DeleteKey {
+                applicable: d.record.common.cds_applicable_datetime?,
+                ordinal: d.record.ordinal,
+                cds_unique_id: d.record.common.cds_unique_id,
+            })
+        })
+        .collect();
+    let upsert_ordinals = upserts.iter().map(|d| d.record.ordinal).collect();
+    let batch = encode::encode(meta.dataset, &upserts)?;
+    drop(upserts);
+
+    let change = Change {
+        meta: meta.clone(),
+        upserts: batch,
+        upsert_ordinals,
+        deletes,
+        report: report.to_json(),
+    };
+    match store.apply(change)? {
+        ApplyOutcome::Applied(counts) => {
+            report.version = Some(counts.version);
+            report.inserted = counts.inserted;
+            report.replaced = counts.replaced;
+            report.deleted = counts.deleted;
+            report.bulk_deleted = counts.bulk_deleted;
+            report.stale = counts.stale;
+            info!(
+                sender = %meta.sender, submission = %meta.submission_id, dataset = %meta.dataset,
+                version = counts.version, records = report.records, inserted = counts.inserted,
+                replaced = counts.replaced, deleted = counts.deleted, stale = counts.stale,
+                "submission accepted"
+            );
+            Ok(report)
+        }
+        ApplyOutcome::AlreadyApplied(previous) => {
+            let mut report =
+                SubmissionReport::from_json(&previous.report).map_err(|e| Error::Corruption {
+                    what: format!("stored report of {}/{}", meta.sender, meta.submission_id),
+                    message: e.to_string(),
+                })?;
+            report.resent = true;
+            Ok(report)
+        }
+        ApplyOutcome::Rejected(issue) => reject(store, meta, report, vec![issue], 0),
+    }
+}
+
+fn reject(
+    store: &Store,
+    meta: &SubmissionMeta,
+    report: SubmissionReport,
+    issues: Vec<crate::model::Issue>,
+    more: u64,
+) -> Result<SubmissionReport> {
+    let report = report.reject(issues, more);
+    if let Some(r) = &report.rejection {
+        warn!(
+            sender = %meta.sender, submission = %meta.submission_id, file = %report.file,
+            "submission rejected: {}", r.summary()
+        );
+    }
+    store.record_rejected(meta, report.to_json())?;
+    Ok(report)
+}
+
+/// The envelope's own text must be usable as catalog keys: refuse it before anything else.
+fn check_envelope_text(meta: &SubmissionMeta) -> Result<()> {
+    let ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic());
+    if !ok(&meta.sender) || !ok(&meta.submission_id) {
+        return Err(Error::InvalidArgument(format!(
+            "sender '{}' and submission id '{}' must be 1-64 printable ASCII characters",
+            meta.sender, meta.submission_id
+        )));
+    }
+    Ok(())
+}

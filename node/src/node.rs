@@ -1,0 +1,54 @@
+//! A node: reference data plus a store, and the operations a server exposes.
+//!
+//! Until replication arrives (issue #3) a node is a single shard that owns every partition.
+
+use crate::Result;
+use crate::ingest;
+use crate::model::SubmissionMeta;
+use crate::refdata::RefData;
+use crate::report::SubmissionReport;
+use crate::store::Store;
+use std::path::PathBuf;
+
+/// Where a node keeps its data and finds its reference data.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Data directory: the sled catalog and the segment files live under it.
+    pub data_dir: PathBuf,
+    /// Reference data folder (see `refdata/README.md`).
+    pub refdata_dir: PathBuf,
+}
+
+/// A running node.
+pub struct Node {
+    refdata: RefData,
+    store: Store,
+}
+
+impl Node {
+    /// Loads and checks the reference data, then opens (or creates) the store, recovering from a
+    /// crash if needed.
+    pub fn open(config: &NodeConfig) -> Result<Node> {
+        let refdata = RefData::load(&config.refdata_dir)?;
+        let store = Store::open(&config.data_dir)?;
+        Ok(Node { refdata, store })
+    }
+
+    /// Validates, prices and stores one submission; see [`ingest::submit`].
+    pub fn submit(
+        &self,
+        meta: &SubmissionMeta,
+        file: &str,
+        bytes: &[u8],
+    ) -> Result<SubmissionReport> {
+        ingest::submit(&self.refdata, &self.store, meta, file, bytes)
+    }
+
+    pub fn refdata(&self) -> &RefData {
+        &self.refdata
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
