@@ -1,1 +1,7 @@
-//! sus-cluster client library.
+//! sus-cluster client library: the synthetic data generator (`sus gen`) and, later, the submission
+//! and query client.
+
+pub mod error;
+pub mod r#gen;
+
+pub use error::{Error, Result};

@@ -23,6 +23,7 @@ pub mod refdata;
 pub mod report;
 pub mod schema;
 pub mod store;
+pub mod summary;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -23,6 +23,9 @@ pub mod spells;
 pub use grouper::{EC_DEPARTMENT_TYPES, EC_UNGROUPABLE_HRG, Grouper, TableGrouper};
 pub use spells::{Spell, build_spells};
 
+#[cfg(test)]
+mod tests;
+
 use crate::model::{
     ApcItems, Derived, DerivedRecord, Detail, EcItems, MFF_ONE, OpItems, Pod, Record, Rule,
     UNGROUPED_HRG, Warnings, financial_year,

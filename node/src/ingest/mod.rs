@@ -11,13 +11,14 @@
 //! stores what the leader derived and never re-derives (prices cannot diverge between replicas).
 
 pub mod encode;
+pub mod files;
 pub mod parse;
 
 use crate::derive::derive_submission;
 use crate::model::SubmissionMeta;
 use crate::refdata::RefData;
 use crate::report::{SubmissionReport, WarningTally};
-use crate::store::{ApplyOutcome, Change, DeleteKey, Store};
+use crate::store::{ApplyCounts, ApplyOutcome, Change, DeleteKey, Store, StoredSubmission};
 use crate::validate::{record_warnings, submission_issues};
 use crate::{Error, Result};
 use tracing::{info, warn};
@@ -36,13 +37,7 @@ pub fn submit(
 ) -> Result<SubmissionReport> {
     check_envelope_text(meta)?;
     if let Some(previous) = store.submission(&meta.sender, &meta.submission_id)? {
-        let mut report =
-            SubmissionReport::from_json(&previous.report).map_err(|e| Error::Corruption {
-                what: format!("stored report of {}/{}", meta.sender, meta.submission_id),
-                message: e.to_string(),
-            })?;
-        report.resent = true;
-        return Ok(report);
+        return resent(meta, &previous);
     }
 
     let mut report = SubmissionReport::new(meta, file);
@@ -96,12 +91,7 @@ pub fn submit(
     };
     match store.apply(change)? {
         ApplyOutcome::Applied(counts) => {
-            report.version = Some(counts.version);
-            report.inserted = counts.inserted;
-            report.replaced = counts.replaced;
-            report.deleted = counts.deleted;
-            report.bulk_deleted = counts.bulk_deleted;
-            report.stale = counts.stale;
+            fill_counts(&mut report, &counts);
             info!(
                 sender = %meta.sender, submission = %meta.submission_id, dataset = %meta.dataset,
                 version = counts.version, records = report.records, inserted = counts.inserted,
@@ -110,17 +100,33 @@ pub fn submit(
             );
             Ok(report)
         }
-        ApplyOutcome::AlreadyApplied(previous) => {
-            let mut report =
-                SubmissionReport::from_json(&previous.report).map_err(|e| Error::Corruption {
-                    what: format!("stored report of {}/{}", meta.sender, meta.submission_id),
-                    message: e.to_string(),
-                })?;
-            report.resent = true;
-            Ok(report)
-        }
+        ApplyOutcome::AlreadyApplied(previous) => resent(meta, &previous),
         ApplyOutcome::Rejected(issue) => reject(store, meta, report, vec![issue], 0),
     }
+}
+
+/// The original report of a submission already processed; the store keeps the counts beside the
+/// report it was given before applying.
+fn resent(meta: &SubmissionMeta, previous: &StoredSubmission) -> Result<SubmissionReport> {
+    let mut report =
+        SubmissionReport::from_json(&previous.report).map_err(|e| Error::Corruption {
+            what: format!("stored report of {}/{}", meta.sender, meta.submission_id),
+            message: e.to_string(),
+        })?;
+    if let Some(counts) = &previous.counts {
+        fill_counts(&mut report, counts);
+    }
+    report.resent = true;
+    Ok(report)
+}
+
+fn fill_counts(report: &mut SubmissionReport, counts: &ApplyCounts) {
+    report.version = Some(counts.version);
+    report.inserted = counts.inserted;
+    report.replaced = counts.replaced;
+    report.deleted = counts.deleted;
+    report.bulk_deleted = counts.bulk_deleted;
+    report.stale = counts.stale;
 }
 
 fn reject(

@@ -256,3 +256,429 @@ fn check_year_name(root: &Path, name: &str) -> Result<()> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testdata::{self, files, refdata};
+    use super::*;
+
+    /// Loads the fixture with `rel` replaced by `text`.
+    fn load_with(rel: &str, text: &str) -> Result<RefData> {
+        let mut f = files();
+        f.insert(PathBuf::from(rel), text.to_string());
+        RefData::from_files(Path::new("/fixture"), &f)
+    }
+
+    /// The (path, line, message) of a reference data error.
+    fn refdata_error(r: Result<RefData>) -> (PathBuf, u64, String) {
+        match r {
+            Err(Error::RefData {
+                path,
+                line,
+                message,
+            }) => (path, line, message),
+            Err(other) => panic!("expected a reference data error, got {other}"),
+            Ok(_) => panic!("expected a reference data error, got Ok"),
+        }
+    }
+
+    const APC_HEADER: &str = "HRG code,Outpatient procedure tariff (£),Combined day case / ordinary elective spell tariff (£),Day case spell tariff (£),Ordinary elective spell tariff (£),Ordinary elective long stay trim point (days),Non-elective spell tariff (£),Non-elective long stay trim point (days),Per day long stay payment (for days exceeding trim point) (£),Reduced short stay emergency tariff _applicable?,Reduced short stay emergency tariff (£)";
+
+    #[test]
+    fn fixture_loads_both_years() {
+        let rd = refdata();
+        assert_eq!(rd.years().collect::<Vec<_>>(), vec!["2023-24", "2024-25"]);
+        assert_eq!(
+            rd.year_of(testdata::d(2024, 3, 31))
+                .map(|y| y.year.as_str()),
+            Some("2023-24")
+        );
+        assert_eq!(
+            rd.year_of(testdata::d(2024, 4, 1)).map(|y| y.year.as_str()),
+            Some("2024-25")
+        );
+        assert!(rd.year_of(testdata::d(2025, 4, 1)).is_none());
+    }
+
+    #[test]
+    fn apc_rows_read_exactly() {
+        let rd = refdata();
+        let y = rd.year("2024-25").expect("2024-25 loaded");
+        // HN12A: "£8,000" → 800_000; "7,500.00" → 750_000; "9,000" → 900_000; 350.50 → 35_050.
+        assert_eq!(
+            y.apc_price("HN12A"),
+            Some(&ApcPrice {
+                op_procedure: None,
+                combined: Some(800_000),
+                day_case: None,
+                elective: Some(750_000),
+                el_trim_days: Some(5),
+                non_elective: Some(900_000),
+                nel_trim_days: Some(10),
+                per_day: Some(35_050),
+                ssem_applies: false,
+                ssem: None,
+            })
+        );
+        // HN12B: "-" DC and EL are blank.
+        let b = y.apc_price("HN12B").expect("HN12B");
+        assert_eq!(
+            (b.combined, b.day_case, b.elective),
+            (Some(600_000), None, None)
+        );
+        // EB10A: 4,500.50 → 450_050; 275.25 → 27_525; SSEM Yes "1,234.56" → 123_456.
+        let a = y.apc_price("EB10A").expect("EB10A");
+        assert_eq!(
+            (a.non_elective, a.per_day, a.ssem_applies, a.ssem),
+            (Some(450_050), Some(27_525), true, Some(123_456))
+        );
+        assert_eq!((a.combined, a.el_trim_days), (None, None));
+        // EB99Z NEL trim 0 is a trim point of 0 days, not blank; 500.01 → 50_001.
+        let z = y.apc_price("EB99Z").expect("EB99Z");
+        assert_eq!((z.nel_trim_days, z.ssem), (Some(0), Some(50_001)));
+        assert_eq!(y.op_procedure_price("MA01Z"), Some(15_000));
+        assert_eq!(y.op_procedure_price("HN30Z"), None);
+        assert_eq!(y.apc_price("WD99Z"), None);
+        // 2023-24 has fewer rows and lower prices.
+        let y23 = rd.year("2023-24").expect("2023-24 loaded");
+        assert_eq!(
+            y23.apc_price("HN12C").map(|p| (p.elective, p.per_day)),
+            Some((Some(500_000), Some(24_000)))
+        );
+        assert_eq!(y23.apc_price("HN20Z"), None);
+    }
+
+    #[test]
+    fn op_ec_and_mff_read_exactly() {
+        let rd = refdata();
+        let y = rd.year("2024-25").expect("2024-25 loaded");
+        // Single-professional prices: "£180.00" → 18_000, "£95.50" → 9_550; "-" → blank.
+        assert_eq!(
+            y.op_price("110"),
+            Some(&OpPrice {
+                first: Some(18_000),
+                follow_up: Some(9_550)
+            })
+        );
+        assert_eq!(
+            y.op_price("100"),
+            Some(&OpPrice {
+                first: Some(16_000),
+                follow_up: None
+            })
+        );
+        assert_eq!(y.op_price("999"), None);
+        assert_eq!(
+            y.ec_price("VB10Z"),
+            Some(&EcPrice {
+                types_1_2: Some(12_050),
+                types_3_4: Some(6_025)
+            })
+        );
+        assert_eq!(y.ec_price("VB11Z").and_then(|p| p.types_3_4), None);
+        assert_eq!(y.mff("RRV"), 1_045_678);
+        assert_eq!(y.mff("RX1"), 1_000_005);
+        assert_eq!(y.mff("8HA03"), 1_000_000); // absent → 1.000000
+        let y23 = rd.year("2023-24").expect("2023-24 loaded");
+        assert_eq!(y23.mff("RRV"), 1_040_000); // "1.04"
+        assert_eq!(y23.mff("RX1"), 1_000_000);
+    }
+
+    #[test]
+    fn organisations_and_restricted_codes() {
+        let rd = refdata();
+        for p in ["RRV", "RX1", "8HA03"] {
+            assert!(rd.is_provider(p), "{p}");
+        }
+        assert!(!rd.is_provider("RRV01"));
+        assert!(!rd.is_provider("rrv"));
+        for c in ["D4U1Y", "15E", "QMJ", "QHL"] {
+            assert!(rd.is_commissioner(c), "{c}");
+        }
+        assert!(!rd.is_commissioner("QXX"));
+        for g in ["A81001", "B82002", "V81997", "V81998", "V81999"] {
+            assert!(rd.is_gp_practice(g), "{g}");
+        }
+        assert!(!rd.is_gp_practice("V81996"));
+        assert!(rd.may_send("RRV", "RRV"));
+        assert!(rd.may_send("X26", "RRV"));
+        assert!(!rd.may_send("X26", "RX1"));
+        assert!(!rd.may_send("RRV", "X26"));
+        assert_eq!(
+            rd.organisations()
+                .provider("8HA03")
+                .map(|p| p.org_type.as_str()),
+            Some("Independent")
+        );
+        assert!(rd.is_restricted(CodeType::Icd10, "N970"));
+        assert!(rd.is_restricted(CodeType::Icd10, "F640"));
+        assert!(rd.is_restricted(CodeType::Opcs4, "Q131"));
+        assert!(!rd.is_restricted(CodeType::Opcs4, "N970")); // N97 is an ICD10 prefix
+        assert!(!rd.is_restricted(CodeType::Icd10, "Q131"));
+        assert!(!rd.is_restricted(CodeType::Icd10, "AN97"));
+        assert_eq!(
+            rd.restricted_codes()
+                .find(CodeType::Icd10, "F641")
+                .map(|c| c.list.as_str()),
+            Some("GENDER_RECOGNITION")
+        );
+    }
+
+    #[test]
+    fn grouper_table_longest_prefix() {
+        let rd = refdata();
+        let g = &rd.year("2024-25").expect("2024-25").grouper;
+        let hrg = |r: Option<&GrouperRule>| r.map(|r| r.hrg.clone());
+        assert_eq!(hrg(g.apc_procedure("W371")), Some("HN12".into()));
+        assert_eq!(hrg(g.apc_procedure("W301")), Some("HN20Z".into()));
+        assert_eq!(hrg(g.apc_procedure("W401")), Some("HN99Z".into()));
+        assert_eq!(hrg(g.apc_procedure("A011")), None);
+        assert_eq!(hrg(g.apc_diagnosis("I219")), Some("EB10".into()));
+        assert_eq!(hrg(g.op_procedure("Q551")), Some("MA01Z".into()));
+        assert_eq!(hrg(g.op_procedure("W371")), None);
+        let ec = &rd.year("2024-25").expect("2024-25").ec_grouper;
+        assert_eq!(ec.investigation_category("1003"), Some(3));
+        assert_eq!(ec.investigation_category("2003"), None); // a treatment code
+        assert_eq!(ec.treatment_category("2004"), Some(4));
+        assert_eq!(ec.hrg(3, 4), Some("VB01Z"));
+        assert_eq!(ec.hrg(0, 0), Some("VB11Z"));
+        assert_eq!(ec.hrg(4, 0), None);
+    }
+
+    #[test]
+    fn malformed_money_names_path_line_and_column() {
+        // Header line 1, HN12C line 2, HN12B line 3 with a badly grouped amount.
+        let text = format!(
+            "{APC_HEADER}\nHN12C,,5000,4000,5500,3,6000,6,250,Yes,1500\nHN12B,,6000,\"12,34\",,4,7000,8,300,No,\n"
+        );
+        let (path, line, message) = refdata_error(load_with("2024-25/apc_oproc_prices.csv", &text));
+        assert_eq!(path, PathBuf::from("/fixture/2024-25/apc_oproc_prices.csv"));
+        assert_eq!(line, 3);
+        assert!(
+            message.contains("column 'Day case spell tariff (£)'"),
+            "{message}"
+        );
+        assert!(message.contains("'12,34'"), "{message}");
+        // The displayed error reads path:line: column.
+        let shown = load_with("2024-25/apc_oproc_prices.csv", &text)
+            .expect_err("malformed")
+            .to_string();
+        assert!(
+            shown.starts_with(
+                "reference data /fixture/2024-25/apc_oproc_prices.csv:3: column 'Day case spell tariff (£)'"
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn line_numbers_count_physical_lines() {
+        // A quoted name spanning two lines (lines 2-3), a blank line 4 and a row of commas on line 5:
+        // the bad row is on line 6.
+        let text = "Org code,Org name,MFF payment index\nRRV,\"University College\nLondon\",1.045678\n\n,,\nRX1,Nottingham,1.0000005\n";
+        let (path, line, message) = refdata_error(load_with("2024-25/mff.csv", text));
+        assert_eq!(path, PathBuf::from("/fixture/2024-25/mff.csv"));
+        assert_eq!(line, 6);
+        assert!(message.contains("column 'MFF payment index'"), "{message}");
+        assert!(message.contains("more than six decimals"), "{message}");
+    }
+
+    #[test]
+    fn sheet_errors() {
+        let year = "2024-25/mff.csv";
+        // Missing column: line 1.
+        let (_, line, message) = refdata_error(load_with(year, "Org code,Index\nRRV,1.0\n"));
+        assert_eq!(line, 1);
+        assert!(
+            message.contains("missing column 'MFF payment index'"),
+            "{message}"
+        );
+        // Column twice.
+        let (_, line, message) = refdata_error(load_with(
+            year,
+            "Org code,MFF payment index, MFF payment index\nRRV,1.0,1.1\n",
+        ));
+        assert_eq!(line, 1);
+        assert!(message.contains("more than once"), "{message}");
+        // A row with too many cells (line 3).
+        let (_, line, message) = refdata_error(load_with(
+            year,
+            "Org code,MFF payment index\nRRV,1.0\nRX1,1.0,extra\n",
+        ));
+        assert_eq!(line, 3);
+        assert!(message.contains("malformed CSV"), "{message}");
+        // Duplicate key (line 3).
+        let (_, line, message) = refdata_error(load_with(
+            year,
+            "Org code,MFF payment index\nRRV,1.0\nRRV,1.1\n",
+        ));
+        assert_eq!(line, 3);
+        assert!(message.contains("column 'Org code'"), "{message}");
+        assert!(
+            message.contains("'RRV' is listed more than once"),
+            "{message}"
+        );
+        // Blank payment index.
+        let (_, line, message) =
+            refdata_error(load_with(year, "Org code,MFF payment index\nRRV,\n"));
+        assert_eq!(line, 2);
+        assert!(message.contains("blank payment index"), "{message}");
+        // Blank key.
+        let (_, line, message) =
+            refdata_error(load_with(year, "Org code,MFF payment index\n,1.0\n"));
+        assert_eq!(line, 2);
+        assert!(message.contains("column 'Org code': blank"), "{message}");
+        // Empty file.
+        let (_, line, message) = refdata_error(load_with(year, ""));
+        assert_eq!(line, 1);
+        assert!(message.contains("header"), "{message}");
+    }
+
+    #[test]
+    fn sheets_accept_bom_reordered_and_extra_columns() {
+        let text = "\u{feff}Extra,MFF payment index,Org code\nx,1.5,RRV\n,,\n";
+        let rd = load_with("2024-25/mff.csv", text).expect("loads");
+        let y = rd.year("2024-25").expect("2024-25");
+        assert_eq!(y.mff("RRV"), 1_500_000);
+        assert_eq!(y.mff("RX1"), 1_000_000);
+    }
+
+    #[test]
+    fn apc_sheet_value_errors() {
+        let rel = "2024-25/apc_oproc_prices.csv";
+        let row = |trim: &str, ssem: &str| {
+            format!("{APC_HEADER}\nHN12C,,5000,4000,5500,{trim},6000,6,250,{ssem},1500\n")
+        };
+        let (_, line, message) = refdata_error(load_with(rel, &row("2.5", "Yes")));
+        assert_eq!(line, 2);
+        assert!(
+            message.contains("column 'Ordinary elective long stay trim point (days)'"),
+            "{message}"
+        );
+        let (_, line, message) = refdata_error(load_with(rel, &row("3", "Maybe")));
+        assert_eq!(line, 2);
+        assert!(
+            message.contains("column 'Reduced short stay emergency tariff _applicable?'"),
+            "{message}"
+        );
+        // Three decimals: refused, never rounded.
+        let text = format!("{APC_HEADER}\nHN12C,,5000.001,,,,,,,No,\n");
+        let (_, _, message) = refdata_error(load_with(rel, &text));
+        assert!(message.contains("more than two decimals"), "{message}");
+    }
+
+    #[test]
+    fn grouper_file_errors() {
+        let rel = "2024-25/hrg_grouper.csv";
+        let head = "setting,code_type,code_prefix,hrg,cc_split\n";
+        let cases = [
+            ("APC,OPCS4,W37,HN12Z,Y", "column 'hrg'"), // split rule needs a 4-character root
+            ("APC,OPCS4,W37,HN12,N", "column 'hrg'"),  // unsplit needs 5
+            ("APC,SNOMED,W37,HN12Z,N", "column 'code_type'"),
+            ("XYZ,OPCS4,W37,HN12Z,N", "column 'setting'"),
+            ("OP,ICD10,I21,EB10Z,N", "column 'code_type'"),
+            ("OP,OPCS4,Q55,MA01,Y", "column 'cc_split'"),
+            ("APC,OPCS4,W37,HN12,maybe", "column 'cc_split'"),
+        ];
+        for (row, want) in cases {
+            let (path, line, message) = refdata_error(load_with(
+                rel,
+                &format!("{head}APC,OPCS4,W,HN99Z,N\n{row}\n"),
+            ));
+            assert_eq!(path, PathBuf::from("/fixture/2024-25/hrg_grouper.csv"));
+            assert_eq!(line, 3, "{row}");
+            assert!(message.contains(want), "{row}: {message}");
+        }
+        // Duplicate prefix within one setting and code type.
+        let (_, line, message) = refdata_error(load_with(
+            rel,
+            &format!("{head}APC,OPCS4,W,HN99Z,N\nAPC,OPCS4,W,HN98Z,N\n"),
+        ));
+        assert_eq!(line, 3);
+        assert!(
+            message.contains("'W' is listed more than once"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn ec_grouper_file_errors() {
+        // Category out of range for its kind (investigations 1-3).
+        let (path, line, message) = refdata_error(load_with(
+            "2023-24/ec_grouper.csv",
+            "snomed_code,kind,category\n1001,investigation,4\n",
+        ));
+        assert_eq!(path, PathBuf::from("/fixture/2023-24/ec_grouper.csv"));
+        assert_eq!(line, 2);
+        assert!(message.contains("column 'category'"), "{message}");
+        // A missing category pair is a whole-file error.
+        let without_3_4 = testdata::EC_HRG.replace("3,4,VB01Z\n", "");
+        let (path, line, message) = refdata_error(load_with("2023-24/ec_hrg.csv", &without_3_4));
+        assert_eq!(path, PathBuf::from("/fixture/2023-24/ec_hrg.csv"));
+        assert_eq!(line, 0);
+        assert!(
+            message.contains("investigation category 3 and treatment category 4"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn missing_files_and_bad_year_folders() {
+        let mut f = files();
+        f.remove(Path::new("2023-24/ec_hrg.csv"));
+        let (path, line, message) = refdata_error(RefData::from_files(Path::new("/fixture"), &f));
+        assert_eq!(path, PathBuf::from("/fixture/2023-24/ec_hrg.csv"));
+        assert_eq!(line, 0);
+        assert_eq!(message, "file not found");
+        let mut f = files();
+        f.remove(Path::new(SENDERS));
+        let (path, _, _) = refdata_error(RefData::from_files(Path::new("/fixture"), &f));
+        assert_eq!(path, PathBuf::from("/fixture/organisations/senders.csv"));
+        // 2024-26 is not a financial year.
+        let (path, _, message) = refdata_error(load_with("2024-26/mff.csv", testdata::MFF_2024));
+        assert_eq!(path, PathBuf::from("/fixture/2024-26"));
+        assert!(message.contains("not a financial year"), "{message}");
+        // 1999-00 is.
+        let mut f = files();
+        for (k, v) in files() {
+            if let Ok(rest) = k.strip_prefix("2024-25") {
+                f.insert(Path::new("1999-00").join(rest), v);
+            }
+        }
+        let rd = RefData::from_files(Path::new("/fixture"), &f).expect("1999-00 loads");
+        assert!(rd.year_of(testdata::d(2000, 3, 31)).is_some());
+    }
+
+    #[test]
+    fn load_reads_a_folder_from_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (rel, text) in files() {
+            let path = dir.path().join(&rel);
+            std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+            std::fs::write(&path, text).expect("write");
+        }
+        // A folder that is not a year is ignored.
+        std::fs::create_dir_all(dir.path().join("tools")).expect("mkdir");
+        let rd = RefData::load(dir.path()).expect("loads");
+        assert_eq!(rd, refdata());
+        // Not UTF-8: names the file.
+        let bad = dir.path().join("2024-25/op_prices.csv");
+        std::fs::write(&bad, b"Treatment function code\xff\n").expect("write");
+        match RefData::load(dir.path()) {
+            Err(Error::RefData { path, message, .. }) => {
+                assert_eq!(path, bad);
+                assert!(message.contains("not UTF-8"), "{message}");
+            }
+            other => panic!("expected a UTF-8 error, got {other:?}"),
+        }
+        // A missing year file names it.
+        std::fs::remove_file(&bad).expect("rm");
+        match RefData::load(dir.path()) {
+            Err(Error::RefData { path, message, .. }) => {
+                assert_eq!(path, bad);
+                assert_eq!(message, "file not found");
+            }
+            other => panic!("expected a missing file error, got {other:?}"),
+        }
+    }
+}

@@ -1,13 +1,60 @@
 //! Single-node storage: immutable Parquet+zstd segments per (dataset, provider, activity month),
-//! with a sled catalog that makes every change atomic and versioned.
+//! with a sled catalog that makes every change atomic and versioned (docs/rules.md section 6).
 //!
-//! INTERFACE SKELETON — the bodies are being written (see the store helper's task).
+//! ```text
+//!  <dir>/FORMAT                                   store format and stored schema version
+//!  <dir>/catalog/                                 sled: segments, record index, deletions, submissions
+//!  <dir>/segments/<dataset>/<provider>/<YYYY-MM>/<segment id, 20 digits>.parquet
+//! ```
+//!
+//! **Applying a change** (one writer at a time, behind a mutex):
+//! 1. plan it against the record index ([`apply`]): Net Change in (applicable date-time, ordinal)
+//!    order with stale detection; Bulk Replacement deletes the sender's live records of the period
+//!    (found through the `bysender/` index) and then stores every record;
+//! 2. write one segment per touched partition, rows sorted by `cds_unique_id` ([`segment`]): temp
+//!    file, fsync, rename, fsync the directory;
+//! 3. commit in ONE sled batch: segment entries, record states, sender index, deletion marks
+//!    (`del/<segment><row>`: rows are never rewritten), the submission's report and version, the bulk
+//!    extract marker, the version and segment counters; then `flush`.
+//!
+//! A crash before step 3 leaves segment files that no catalog entry names; [`Store::open`] deletes
+//! them and any temp files. A crash after it loses nothing. So a segment is in the catalog wholly or
+//! not at all, and a version is acknowledged only once durable. An error during steps 2-3 marks the
+//! store failed: it refuses further writes until reopened (an fsync failure must not be retried).
+//!
+//! **Idempotency**: `(sender, submission id)` is used once. A resend of an applied submission gets
+//! `AlreadyApplied` with the original report; a resend of a rejected one gets the stored rejection
+//! (`version: None`), as SUS does: a corrected file needs a new submission id. A store-level
+//! rejection (R07) is returned by `apply` and recorded by the caller through `record_rejected`.
+//!
+//! **Counts** follow the sequential reading of the rules: each record of the submission is applied in
+//! order, so an id inserted and then updated by the same submission counts one insert and one
+//! replacement. A Bulk Replacement leaves a tombstone with the deleted version's applicable
+//! date-time, so replaying an older Net Change cannot bring a bulk-deleted record back; a record the
+//! bulk re-sends after deleting it counts as inserted.
+//!
+//! Reads take a shared lock only while listing the catalog (segments and deletion marks), so a scan
+//! sees one version; segment files are immutable and read without the lock.
 
-use crate::Result;
-use crate::model::{Dataset, Issue, SubmissionMeta};
-use arrow::array::RecordBatch;
-use chrono::NaiveDateTime;
-use std::path::Path;
+mod apply;
+mod keys;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use crate::model::{Dataset, Issue, Protocol, Rule, SubmissionMeta};
+use crate::schema::{SCHEMA_VERSION, stored_schema};
+use crate::{Error, Result};
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use chrono::{DateTime, NaiveDateTime};
+use keys::{Live, SegmentEntry};
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tracing::{debug, info, warn};
 
 /// A deletion of one record, in the submission's Net Change order.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +95,8 @@ pub struct ApplyCounts {
 pub struct StoredSubmission {
     /// The report given when it was first processed (JSON).
     pub report: Vec<u8>,
-    /// The version it created, or `None` if it was rejected.
-    pub version: Option<u64>,
+    /// What applying it did (its version and counts), or `None` if it was rejected.
+    pub counts: Option<ApplyCounts>,
 }
 
 /// The result of [`Store::apply`].
@@ -69,30 +116,467 @@ pub struct DatasetStats {
     pub segment_bytes: u64,
 }
 
-pub struct Store {}
+/// Version of the on-disk layout (catalog keys, segment paths); bump on any incompatible change.
+pub const STORE_FORMAT: u32 = 1;
+
+const FORMAT_FILE: &str = "FORMAT";
+const CATALOG_DIR: &str = "catalog";
+const SEGMENTS_DIR: &str = "segments";
+
+/// The store of one node: see the module documentation.
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    /// Serialises changes: planning reads the catalog the commit then overwrites.
+    writer: Mutex<()>,
+    /// Held exclusively around a commit and shared while a reader lists the catalog.
+    view: RwLock<()>,
+    /// Set when a write failed after it started touching disk.
+    failed: AtomicBool,
+}
 
 impl Store {
-    pub fn open(_dir: &Path) -> Result<Store> {
-        todo!()
+    /// Opens (or creates) the store in `dir`, removing what an interrupted change left behind.
+    pub fn open(dir: &Path) -> Result<Store> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        check_format(dir)?;
+        let catalog = dir.join(CATALOG_DIR);
+        let db = sled::Config::new().path(&catalog).open()?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db,
+            writer: Mutex::new(()),
+            view: RwLock::new(()),
+            failed: AtomicBool::new(false),
+        };
+        let segments = store.recover()?;
+        info!(dir = %dir.display(), version = store.version()?, segments, "store opened");
+        Ok(store)
     }
-    pub fn submission(&self, _sender: &str, _id: &str) -> Result<Option<StoredSubmission>> {
-        todo!()
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
-    pub fn apply(&self, _change: Change) -> Result<ApplyOutcome> {
-        todo!()
+
+    pub fn submission(&self, sender: &str, id: &str) -> Result<Option<StoredSubmission>> {
+        keys::short_text("sender", sender)?;
+        self.db
+            .get(keys::submission(sender, id))?
+            .map(|v| keys::decode_submission(&v))
+            .transpose()
     }
-    pub fn record_rejected(&self, _meta: &SubmissionMeta, _report: Vec<u8>) -> Result<()> {
-        todo!()
+
+    pub fn apply(&self, change: Change) -> Result<ApplyOutcome> {
+        let _writer = self.lock_writer();
+        self.check_not_failed()?;
+        let meta = &change.meta;
+        keys::short_text("sender", &meta.sender)?;
+        keys::short_text("submission id", &meta.submission_id)?;
+        if let Some(previous) = self.submission(&meta.sender, &meta.submission_id)? {
+            debug!(sender = %meta.sender, submission = %meta.submission_id, "already applied");
+            return Ok(ApplyOutcome::AlreadyApplied(previous));
+        }
+        let dataset = meta.dataset;
+        let batch = RecordBatch::try_new(stored_schema(dataset), change.upserts.columns().to_vec())
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "upserts do not have the stored schema of {dataset}: {e}"
+                ))
+            })?;
+        if change.upsert_ordinals.len() != batch.num_rows() {
+            return Err(Error::InvalidArgument(format!(
+                "{} upsert ordinals for {} upsert rows",
+                change.upsert_ordinals.len(),
+                batch.num_rows()
+            )));
+        }
+        let cols = apply::Columns::new(&batch)?;
+        let version = self.version()? + 1;
+        let mut plan = apply::Plan::new(dataset, version, &meta.sender);
+        let mut bulk_marker = None;
+        match &meta.protocol {
+            Protocol::NetChange => {
+                plan.net_change(&self.db, &cols, &change.upsert_ordinals, &change.deletes)?;
+            }
+            Protocol::BulkReplacement {
+                period_start,
+                period_end,
+                extract_datetime,
+                ..
+            } => {
+                if !change.deletes.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "a Bulk Replacement cannot carry deletions (R08)".into(),
+                    ));
+                }
+                let (start, end) = (apply::days(*period_start), apply::days(*period_end));
+                let key = keys::bulk(dataset, &meta.sender, start, end);
+                let extract = extract_datetime.and_utc().timestamp();
+                if let Some(previous) = self.db.get(&key)? {
+                    let (applied, applied_id) = keys::decode_bulk(&previous)?;
+                    if applied >= extract {
+                        let applied = DateTime::from_timestamp(applied, 0)
+                            .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string())
+                            .unwrap_or_else(|| applied.to_string());
+                        let issue = Issue {
+                            ordinal: None,
+                            cds_unique_id: None,
+                            item: Some("extract_datetime".into()),
+                            rule: Rule::BulkExtractNotNewer,
+                            message: format!(
+                                "extract date-time {} is not later than {applied} of submission \
+                                 {applied_id}, already applied for sender {}, dataset {dataset} and \
+                                 period {period_start} to {period_end}",
+                                fmt_datetime(extract_datetime),
+                                meta.sender
+                            ),
+                        };
+                        debug!(sender = %meta.sender, submission = %meta.submission_id, "{issue}");
+                        return Ok(ApplyOutcome::Rejected(issue));
+                    }
+                }
+                plan.bulk(&self.db, &cols, &change.upsert_ordinals, start, end)?;
+                bulk_marker = Some((key, keys::encode_bulk(extract, &meta.submission_id)));
+            }
+        }
+        let partitions = plan.partitions(&cols)?;
+        let committed = self.commit(plan, partitions, &batch, &change, bulk_marker);
+        if committed.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        let counts = committed?;
+        // The caller logs the submission's outcome; this is the store's own view of it.
+        debug!(
+            sender = %meta.sender, submission = %meta.submission_id, dataset = %dataset,
+            version = counts.version, inserted = counts.inserted, replaced = counts.replaced,
+            deleted = counts.deleted, bulk_deleted = counts.bulk_deleted, stale = counts.stale,
+            "change applied"
+        );
+        Ok(ApplyOutcome::Applied(counts))
     }
+
+    /// Writes the plan's segments, then commits everything in one sled batch and flushes.
+    fn commit(
+        &self,
+        mut plan: apply::Plan,
+        partitions: Vec<apply::PartitionRows>,
+        batch: &RecordBatch,
+        change: &Change,
+        bulk_marker: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<ApplyCounts> {
+        let meta = &change.meta;
+        let dataset = meta.dataset;
+        let version = plan.counts.version;
+        let mut next_segment = match self.db.get(keys::NEXT_SEGMENT)? {
+            Some(v) => keys::u64_value(&v, "segment counter")?,
+            None => 1,
+        };
+        let mut entries = Vec::new();
+        let mut written = Vec::new();
+        let outcome = (|| -> Result<()> {
+            for part in partitions {
+                let id = next_segment;
+                next_segment += 1;
+                let file = segment::relative_path(dataset, &part.provider, &part.month, id);
+                let rows: Vec<u32> = part.rows.iter().map(|r| r.1 as u32).collect();
+                written.push(self.dir.join(&file));
+                let bytes = segment::write(&self.dir, &file, batch, &rows)?;
+                for (pos, (rid, _, activity)) in part.rows.iter().enumerate() {
+                    let live = Live {
+                        segment: id,
+                        row: pos as u32,
+                        activity: *activity,
+                    };
+                    plan.place(rid, live);
+                }
+                entries.push(SegmentEntry {
+                    id,
+                    dataset,
+                    provider: part.provider,
+                    month: part.month,
+                    rows: rows.len() as u32,
+                    bytes,
+                    version,
+                    file,
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            // Uncatalogued files are harmless (open removes them), but do not leave them to chance.
+            for path in &written {
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
+        }
+
+        let mut ops = sled::Batch::default();
+        for entry in &entries {
+            ops.insert(keys::segment(dataset, entry.id), entry.encode()?);
+        }
+        plan.write_to(&mut ops)?;
+        let stored = StoredSubmission {
+            report: change.report.clone(),
+            counts: Some(plan.counts),
+        };
+        ops.insert(
+            keys::submission(&meta.sender, &meta.submission_id),
+            keys::encode_submission(&stored),
+        );
+        if let Some((key, value)) = bulk_marker {
+            ops.insert(key, value);
+        }
+        ops.insert(keys::VERSION, &version.to_be_bytes());
+        ops.insert(keys::NEXT_SEGMENT, &next_segment.to_be_bytes());
+        {
+            // Readers must not list a half-applied view; holding the lock through the flush also
+            // keeps them from seeing a version that is not yet durable.
+            let _view = self.lock_view_exclusive();
+            self.db.apply_batch(ops)?;
+            self.db.flush()?;
+        }
+        debug!(version, segments = entries.len(), "change committed");
+        Ok(plan.counts)
+    }
+
+    /// Stores the report of a rejected submission so that a resend gets the same answer.
+    pub fn record_rejected(&self, meta: &SubmissionMeta, report: Vec<u8>) -> Result<()> {
+        let _writer = self.lock_writer();
+        self.check_not_failed()?;
+        keys::short_text("sender", &meta.sender)?;
+        keys::short_text("submission id", &meta.submission_id)?;
+        let key = keys::submission(&meta.sender, &meta.submission_id);
+        if self.db.contains_key(&key)? {
+            // The id is spent: never overwrite the outcome a sender has already been given.
+            warn!(sender = %meta.sender, submission = %meta.submission_id,
+                "rejection of an already processed submission not recorded");
+            return Ok(());
+        }
+        let stored = StoredSubmission {
+            report,
+            counts: None,
+        };
+        let written = self
+            .db
+            .insert(key, keys::encode_submission(&stored))
+            .and_then(|_| self.db.flush());
+        if written.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        written?;
+        Ok(())
+    }
+
     /// Live rows of a dataset (replaced and deleted rows removed), in the stored schema.
-    pub fn scan_live(&self, _dataset: Dataset) -> Result<Vec<RecordBatch>> {
-        todo!()
+    pub fn scan_live(&self, dataset: Dataset) -> Result<Vec<RecordBatch>> {
+        let listing = {
+            let _view = self.lock_view_shared();
+            let mut listing = Vec::new();
+            for entry in self.segments(dataset)? {
+                let deleted = self.deleted_rows(entry.id)?;
+                listing.push((entry, deleted));
+            }
+            listing
+        };
+        let mut out = Vec::new();
+        for (entry, deleted) in listing {
+            if deleted.len() as u64 >= u64::from(entry.rows) {
+                continue;
+            }
+            let path = self.dir.join(&entry.file);
+            let mut offset = 0usize;
+            for batch in segment::read(&path, dataset)? {
+                let n = batch.num_rows();
+                if deleted.is_empty() {
+                    out.push(batch);
+                } else {
+                    let keep: BooleanArray = (offset..offset + n)
+                        .map(|row| Some(!deleted.contains(&(row as u32))))
+                        .collect();
+                    let kept = filter_record_batch(&batch, &keep)?;
+                    if kept.num_rows() > 0 {
+                        out.push(kept);
+                    }
+                }
+                offset += n;
+            }
+            if offset != entry.rows as usize {
+                return Err(Error::Corruption {
+                    what: format!("segment {}", path.display()),
+                    message: format!("{offset} rows read, {} catalogued", entry.rows),
+                });
+            }
+        }
+        Ok(out)
     }
-    pub fn stats(&self, _dataset: Dataset) -> Result<DatasetStats> {
-        todo!()
+
+    pub fn stats(&self, dataset: Dataset) -> Result<DatasetStats> {
+        let _view = self.lock_view_shared();
+        let mut stats = DatasetStats::default();
+        for entry in self.segments(dataset)? {
+            let deleted = self
+                .db
+                .scan_prefix(keys::deleted_prefix(entry.id))
+                .keys()
+                .try_fold(0u64, |n, k| k.map(|_| n + 1))?;
+            stats.segments += 1;
+            stats.segment_bytes += entry.bytes;
+            stats.live_records += u64::from(entry.rows).saturating_sub(deleted);
+        }
+        Ok(stats)
     }
+
     /// The latest version (0 for an empty store).
     pub fn version(&self) -> Result<u64> {
-        todo!()
+        match self.db.get(keys::VERSION)? {
+            Some(v) => keys::u64_value(&v, "version"),
+            None => Ok(0),
+        }
+    }
+
+    /// The files of every catalogued segment, of every dataset (for checks and tools).
+    pub fn segment_files(&self) -> Result<Vec<PathBuf>> {
+        let _view = self.lock_view_shared();
+        self.db
+            .scan_prefix(keys::SEGMENT_ANY)
+            .values()
+            .map(|v| Ok(self.dir.join(SegmentEntry::decode(&v?)?.file)))
+            .collect()
+    }
+
+    fn segments(&self, dataset: Dataset) -> Result<Vec<SegmentEntry>> {
+        self.db
+            .scan_prefix(keys::segment_prefix(dataset))
+            .values()
+            .map(|v| SegmentEntry::decode(&v?))
+            .collect()
+    }
+
+    fn deleted_rows(&self, segment: u64) -> Result<HashSet<u32>> {
+        self.db
+            .scan_prefix(keys::deleted_prefix(segment))
+            .keys()
+            .map(|k| keys::deleted_row(&k?))
+            .collect()
+    }
+
+    /// Removes temp and uncatalogued segment files, then checks that every catalogued segment is
+    /// there with its catalogued size. Returns the number of catalogued segments.
+    fn recover(&self) -> Result<usize> {
+        let mut catalogued = HashSet::new();
+        let mut entries = Vec::new();
+        for v in self.db.scan_prefix(keys::SEGMENT_ANY).values() {
+            let entry = SegmentEntry::decode(&v?)?;
+            catalogued.insert(self.dir.join(&entry.file));
+            entries.push(entry);
+        }
+        let mut files = Vec::new();
+        list_files(&self.dir.join(SEGMENTS_DIR), &mut files)?;
+        for path in files {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let leftover = name.ends_with(segment::TEMP_SUFFIX)
+                || (name.ends_with(segment::SUFFIX) && !catalogued.contains(&path));
+            if leftover {
+                warn!(file = %path.display(), "removing a segment file of an interrupted change");
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        for entry in &entries {
+            let path = self.dir.join(&entry.file);
+            let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            if len != entry.bytes {
+                return Err(Error::Corruption {
+                    what: format!("segment {}", path.display()),
+                    message: format!("{len} bytes on disk, {} catalogued", entry.bytes),
+                });
+            }
+        }
+        Ok(entries.len())
+    }
+
+    fn check_not_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::Corruption {
+                what: format!("store {}", self.dir.display()),
+                message: "an earlier write failed part-way; reopen the store to recover".into(),
+            });
+        }
+        Ok(())
+    }
+
+    // A panic while holding a lock leaves nothing half-done in the catalog (commits are single
+    // batches), so a poisoned lock is still safe to take.
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_view_shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_view_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn fmt_datetime(t: &NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if kind.is_dir() {
+            list_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The text of the `FORMAT` file this build writes and accepts.
+fn format_text() -> String {
+    format!("sus-store-format {STORE_FORMAT}\nschema-version {SCHEMA_VERSION}\n")
+}
+
+/// Refuses a store written in another format; marks a new store with ours.
+fn check_format(dir: &Path) -> Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    let expected = format_text();
+    match fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(found) => Err(Error::InvalidArgument(format!(
+            "store {} has format '{}' but this build reads '{}'; refusing to open it",
+            dir.display(),
+            found.trim().replace('\n', ", "),
+            expected.trim().replace('\n', ", ")
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if dir.join(CATALOG_DIR).exists() {
+                return Err(Error::Corruption {
+                    what: format!("store {}", dir.display()),
+                    message: format!("a catalog without a {FORMAT_FILE} file; refusing to open it"),
+                });
+            }
+            // Before the catalog exists: a crash here leaves a FORMAT and no catalog, a new store.
+            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+            fs::write(&tmp, expected.as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&tmp, e))?;
+            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            segment::sync_dir(dir)
+        }
+        Err(e) => Err(Error::io(&path, e)),
     }
 }

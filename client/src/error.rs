@@ -1,0 +1,56 @@
+//! The client crate's one error type.
+
+use std::path::PathBuf;
+
+/// Errors of the client library and the `sus` command line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CSV file could not be read or written.
+    #[error("{path}: {source}")]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
+    /// A reference data file has content the generator cannot use.
+    #[error("{path} line {line}: {message}")]
+    RefData {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    /// JSON could not be written.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The requested configuration cannot be generated.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Result with the client's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A CSV error on `path`.
+    pub fn csv(path: impl Into<PathBuf>, source: csv::Error) -> Error {
+        Error::Csv {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! The pricing ORACLE: an implementation of `docs/rules.md` §3-§6 written for the generator,
+//! independently of the node, so that the node's totals can be checked against it to the penny.
+
+use super::model::{Apc, Dataset, Detail, Rec, financial_year};
+use super::refdata::{MffMicros, Pence, RefData, Year};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Warning bits (`W01` = bit 0 ... `W09` = bit 8).
+pub mod warn {
+    pub const NHS_NUMBER: u16 = 1 << 0;
+    pub const NHS_STATUS: u16 = 1 << 1;
+    pub const DATE_OF_BIRTH: u16 = 1 << 2;
+    pub const GP_PRACTICE: u16 = 1 << 3;
+    pub const COMMISSIONER: u16 = 1 << 4;
+    pub const ICD10: u16 = 1 << 5;
+    pub const OPCS4: u16 = 1 << 6;
+    pub const PATIENT_DATA_IN_KEY: u16 = 1 << 7;
+    pub const OUTSIDE_PERIOD: u16 = 1 << 8;
+}
+
+/// HRG of ungroupable activity.
+pub const UNGROUPABLE: &str = "UZ01Z";
+
+/// What the oracle derives for one record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Priced {
+    pub hrg: String,
+    pub spell_hrg: String,
+    pub pod: String,
+    pub base_price: Pence,
+    pub excess_bed_days: i64,
+    pub excess_payment: Pence,
+    pub mff: Option<MffMicros>,
+    pub price: Pence,
+    pub excluded: bool,
+    pub reason: String,
+    pub warnings: u16,
+}
+
+/// Modulus 11 check of an NHS number (spaces removed; all-same-digit numbers invalid).
+pub fn nhs_number_valid(raw: &str) -> bool {
+    let digits: Vec<u32> = raw
+        .chars()
+        .filter(|c| *c != ' ')
+        .map(|c| c.to_digit(10))
+        .collect::<Option<Vec<u32>>>()
+        .unwrap_or_default();
+    if digits.len() != 10 || digits.iter().all(|d| *d == digits[0]) {
+        return false;
+    }
+    let sum: u32 = digits[..9]
+        .iter()
+        .zip((2..=10).rev())
+        .map(|(d, w)| d * w)
+        .sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => return false,
+        c => c,
+    };
+    check == digits[9]
+}
+
+/// The check digit that makes nine digits a valid NHS number, if any.
+pub fn nhs_check_digit(nine: &[u32; 9]) -> Option<u32> {
+    let sum: u32 = nine.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
+    match 11 - sum % 11 {
+        11 => Some(0),
+        10 => None,
+        c => Some(c),
+    }
+}
+
+/// `[A-Z][0-9][0-9X][0-9X]([0-9X])?(A|D)?`.
+pub fn icd10_well_formed(code: &str) -> bool {
+    let b = code.as_bytes();
+    if !(4..=6).contains(&b.len()) {
+        return false;
+    }
+    let d_or_x = |c: u8| c.is_ascii_digit() || c == b'X';
+    if !(b[0].is_ascii_uppercase() && b[1].is_ascii_digit() && d_or_x(b[2]) && d_or_x(b[3])) {
+        return false;
+    }
+    match &b[4..] {
+        [] => true,
+        [x] => d_or_x(*x) || *x == b'A' || *x == b'D',
+        [x, y] => d_or_x(*x) && (*y == b'A' || *y == b'D'),
+        _ => false,
+    }
+}
+
+/// `[A-Z][0-9]{3}`, letters I and U excluded.
+pub fn opcs4_well_formed(code: &str) -> bool {
+    let b = code.as_bytes();
+    b.len() == 4
+        && b[0].is_ascii_uppercase()
+        && b[0] != b'I'
+        && b[0] != b'U'
+        && b[1..].iter().all(u8::is_ascii_digit)
+}
+
+/// Whole years completed on `on`.
+pub fn age_on(dob: NaiveDate, on: NaiveDate) -> i32 {
+    let mut years = on.year() - dob.year();
+    if (on.month(), on.day()) < (dob.month(), dob.day()) {
+        years -= 1;
+    }
+    years
+}
+
+/// `round_half_even(amount × mff / 1 000 000)` in i128.
+pub fn apply_mff(amount: Pence, mff: MffMicros) -> Pence {
+    let n = i128::from(amount) * i128::from(mff);
+    let d: i128 = 1_000_000;
+    let (q, r) = (n.div_euclid(d), n.rem_euclid(d));
+    let q = if 2 * r > d || (2 * r == d && q % 2 != 0) {
+        q + 1
+    } else {
+        q
+    };
+    i64::try_from(q).unwrap_or(i64::MAX)
+}
+
+fn longest_prefix<'a, V>(map: &'a BTreeMap<String, V>, code: &str) -> Option<&'a V> {
+    (1..=code.len())
+        .rev()
+        .filter_map(|n| code.get(..n))
+        .find_map(|p| map.get(p))
+}
+
+/// The per-record warnings of an upsert (§3). `period` is a Bulk Replacement's report period.
+pub fn warnings(rd: &RefData, rec: &Rec, period: Option<(NaiveDate, NaiveDate)>) -> u16 {
+    let c = &rec.common;
+    if !c.upsert {
+        return 0;
+    }
+    let mut w = 0;
+    if !nhs_number_valid(&c.nhs_number) {
+        w |= warn::NHS_NUMBER;
+    }
+    if c.nhs_number_status != "01" {
+        w |= warn::NHS_STATUS;
+    }
+    let activity = rec.activity_date();
+    if let Some(dob) = c.date_of_birth {
+        let floor = NaiveDate::from_ymd_opt(1880, 1, 1).unwrap_or(NaiveDate::MIN);
+        if dob < floor || dob > activity {
+            w |= warn::DATE_OF_BIRTH;
+        }
+    }
+    if !c.gp_practice.is_empty() && !rd.is_gp(&c.gp_practice) {
+        w |= warn::GP_PRACTICE;
+    }
+    if !rd.commissioner_codes.contains(&c.commissioner) {
+        w |= warn::COMMISSIONER;
+    }
+    let (diags, procs): (Vec<&str>, Vec<&str>) = match &rec.detail {
+        Detail::Apc(a) => (
+            std::iter::once(a.primary_diagnosis.as_str())
+                .chain(a.secondary_diagnoses.iter().map(String::as_str))
+                .collect(),
+            std::iter::once(a.primary_procedure.as_str())
+                .chain(a.secondary_procedures.iter().map(String::as_str))
+                .collect(),
+        ),
+        Detail::Op(o) => (
+            vec![o.primary_diagnosis.as_str()],
+            vec![o.primary_procedure.as_str()],
+        ),
+        _ => (vec![], vec![]),
+    };
+    if diags.iter().any(|d| !d.is_empty() && !icd10_well_formed(d)) {
+        w |= warn::ICD10;
+    }
+    if procs.iter().any(|p| !p.is_empty() && !opcs4_well_formed(p)) {
+        w |= warn::OPCS4;
+    }
+    let nhs: String = c.nhs_number.chars().filter(|c| *c != ' ').collect();
+    if nhs.len() == 10 && nhs.bytes().all(|b| b.is_ascii_digit()) {
+        let spell = match &rec.detail {
+            Detail::Apc(a) => a.spell.as_str(),
+            _ => "",
+        };
+        if c.cds_unique_id.contains(&nhs) || spell.contains(&nhs) {
+            w |= warn::PATIENT_DATA_IN_KEY;
+        }
+    }
+    if let Some((start, end)) = period
+        && (activity < start || activity > end)
+    {
+        w |= warn::OUTSIDE_PERIOD;
+    }
+    w
+}
+
+/// The APC episode HRG from the grouper of `year`.
+pub fn group_episode(year: &Year, a: &Apc) -> String {
+    let rule = (!a.primary_procedure.is_empty())
+        .then(|| longest_prefix(&year.apc_procedure_rules, &a.primary_procedure))
+        .flatten()
+        .or_else(|| {
+            (!a.primary_diagnosis.is_empty())
+                .then(|| longest_prefix(&year.apc_diagnosis_rules, &a.primary_diagnosis))
+                .flatten()
+        });
+    match rule {
+        None => UNGROUPABLE.to_string(),
+        Some(r) if !r.cc_split => r.hrg.clone(),
+        Some(r) => {
+            let band = match a.secondary_diagnoses.len() {
+                0 => 'C',
+                1 | 2 => 'B',
+                _ => 'A',
+            };
+            format!("{}{band}", r.hrg)
+        }
+    }
+}
+
+/// The APC POD of a spell's first episode.
+pub fn apc_pod(a: &Apc) -> &'static str {
+    match a.patient_classification.as_str() {
+        "3" => return "RDA",
+        "4" => return "RNA",
+        _ => {}
+    }
+    let m = a.admission_method.as_str();
+    let nel = m.starts_with('2') || m.starts_with('3') || m.starts_with('8');
+    if nel {
+        return "NEL";
+    }
+    match (m, a.patient_classification.as_str()) {
+        ("11" | "12" | "13", "2") => "DC",
+        ("11" | "12" | "13", "1" | "5") => "EL",
+        _ => "",
+    }
+}
+
+fn apc_base(year: &Year, hrg: &str, pod: &str) -> Option<Pence> {
+    let t = year.apc.get(hrg)?;
+    match pod {
+        "DC" => t.day_case.or(t.combined),
+        "EL" => t.elective.or(t.combined),
+        "NEL" => t.non_elective,
+        _ => None,
+    }
+}
+
+fn exclude(p: &mut Priced, reason: String) {
+    p.excluded = true;
+    p.reason = reason;
+    p.price = 0;
+    p.base_price = 0;
+    p.excess_bed_days = 0;
+    p.excess_payment = 0;
+}
+
+/// Prices every record of one accepted submission (deletions get a default [`Priced`]).
+pub fn price_submission(
+    rd: &RefData,
+    dataset: Dataset,
+    recs: &[Rec],
+    period: Option<(NaiveDate, NaiveDate)>,
+) -> Vec<Priced> {
+    let mut out: Vec<Priced> = recs
+        .iter()
+        .map(|r| Priced {
+            warnings: warnings(rd, r, period),
+            ..Priced::default()
+        })
+        .collect();
+    match dataset {
+        Dataset::Apc => price_apc(rd, recs, &mut out),
+        Dataset::Op => {
+            for (r, p) in recs.iter().zip(out.iter_mut()) {
+                if let Detail::Op(o) = &r.detail {
+                    price_op(rd, &r.common.provider, r.common.date_of_birth, o, p);
+                }
+            }
+        }
+        Dataset::Ec => {
+            for (r, p) in recs.iter().zip(out.iter_mut()) {
+                if let Detail::Ec(e) = &r.detail {
+                    price_ec(rd, &r.common.provider, e, p);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn price_op(
+    rd: &RefData,
+    provider: &str,
+    _dob: Option<NaiveDate>,
+    o: &super::model::Op,
+    p: &mut Priced,
+) {
+    let first = matches!(o.first_attendance.as_str(), "1" | "3");
+    p.pod = if first { "OPFA" } else { "OPFU" }.to_string();
+    p.hrg = if first { "WF01B" } else { "WF01A" }.to_string();
+    let fy = financial_year(o.appointment_date);
+    let Some(year) = rd.years.get(&fy) else {
+        exclude(p, format!("no tariff for {fy}"));
+        return;
+    };
+    p.mff = Some(year.mff_of(provider));
+    if p.warnings & (warn::ICD10 | warn::OPCS4) != 0 {
+        p.hrg = UNGROUPABLE.into();
+        exclude(p, "ungroupable".into());
+        return;
+    }
+    let procedure = (!o.primary_procedure.is_empty())
+        .then(|| longest_prefix(&year.op_procedure_rules, &o.primary_procedure))
+        .flatten()
+        .and_then(|r| {
+            year.apc
+                .get(&r.hrg)
+                .and_then(|t| t.op_procedure)
+                .map(|price| (r.hrg.clone(), price))
+        });
+    let base = match procedure {
+        Some((hrg, price)) => {
+            p.pod = "OPPROC".into();
+            p.hrg = hrg;
+            Some(price)
+        }
+        None => year
+            .op
+            .get(&o.tfc)
+            .and_then(|(f, u)| if first { *f } else { *u }),
+    };
+    if p.warnings & warn::DATE_OF_BIRTH != 0 {
+        exclude(p, "date of birth implausible".into());
+    } else if !matches!(o.attended.as_str(), "5" | "6") {
+        exclude(p, "not attended".into());
+    } else if let Some(base) = base {
+        p.base_price = base;
+        p.price = apply_mff(base, year.mff_of(provider));
+    } else {
+        exclude(p, format!("no national price for TFC {}", o.tfc));
+    }
+}
+
+fn price_ec(rd: &RefData, provider: &str, e: &super::model::Ec, p: &mut Priced) {
+    p.pod = "AE".into();
+    let fy = financial_year(e.arrival.date());
+    let Some(year) = rd.years.get(&fy) else {
+        exclude(p, format!("no tariff for {fy}"));
+        return;
+    };
+    p.mff = Some(year.mff_of(provider));
+    let dept = e.department_type.as_str();
+    if !matches!(dept, "01" | "02" | "03" | "04") {
+        p.hrg = "VB99Z".into();
+        exclude(p, "ungroupable".into());
+        return;
+    }
+    let inv = e
+        .investigations
+        .iter()
+        .filter_map(|c| year.ec_investigations.get(c))
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let tr = e
+        .treatments
+        .iter()
+        .filter_map(|c| year.ec_treatments.get(c))
+        .max()
+        .copied()
+        .unwrap_or(0);
+    p.hrg = year
+        .ec_hrg
+        .get(&(inv, tr))
+        .cloned()
+        .unwrap_or_else(|| "VB99Z".into());
+    let prices = year.ec.get(&p.hrg);
+    let base = match dept {
+        "01" | "02" => prices.and_then(|x| x.0),
+        "03" => prices.and_then(|x| x.1),
+        _ => None,
+    };
+    if p.warnings & warn::DATE_OF_BIRTH != 0 {
+        exclude(p, "date of birth implausible".into());
+    } else if dept == "04" {
+        exclude(p, "walk-in centre: local price".into());
+    } else if let Some(base) = base {
+        p.base_price = base;
+        p.price = apply_mff(base, year.mff_of(provider));
+    } else {
+        exclude(p, format!("no national price for HRG {} AE", p.hrg));
+    }
+}
+
+fn price_apc(rd: &RefData, recs: &[Rec], out: &mut [Priced]) {
+    // Spells: upserts grouped by (provider, spell number), ordered by episode number.
+    let mut spells: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, r) in recs.iter().enumerate() {
+        if let Detail::Apc(a) = &r.detail {
+            spells
+                .entry((r.common.provider.as_str(), a.spell.as_str()))
+                .or_default()
+                .push(i);
+            let fy = financial_year(a.episode_start);
+            out[i].hrg = match rd.years.get(&fy) {
+                Some(_) if out[i].warnings & (warn::ICD10 | warn::OPCS4) != 0 => UNGROUPABLE.into(),
+                Some(y) => group_episode(y, a),
+                None => UNGROUPABLE.into(),
+            };
+        }
+    }
+    for ((provider, _), mut eps) in spells {
+        let apc = |i: usize| -> &Apc {
+            match &recs[i].detail {
+                Detail::Apc(a) => a,
+                _ => unreachable!("only APC episodes are grouped into spells"),
+            }
+        };
+        eps.sort_by_key(|&i| (apc(i).episode_number, i));
+        let (Some(&first), Some(&last)) = (eps.first(), eps.last()) else {
+            continue;
+        };
+        let pod = apc_pod(apc(first));
+        for &i in &eps {
+            out[i].pod = pod.to_string();
+        }
+        let Some(discharge) = apc(last).discharge_date else {
+            for &i in &eps {
+                exclude(&mut out[i], "spell unfinished".into());
+            }
+            continue;
+        };
+        let fy = financial_year(discharge);
+        let Some(year) = rd.years.get(&fy) else {
+            exclude(&mut out[last], format!("no tariff for {fy}"));
+            continue;
+        };
+        let mff = year.mff_of(provider);
+        // Spell HRG: highest base price for the POD; ties to the lowest episode number.
+        let mut best = first;
+        let mut best_price = apc_base(year, &out[first].hrg, pod).unwrap_or(0);
+        for &i in &eps[1..] {
+            let p = apc_base(year, &out[i].hrg, pod).unwrap_or(0);
+            if p > best_price {
+                best = i;
+                best_price = p;
+            }
+        }
+        let spell_hrg = out[best].hrg.clone();
+        for &i in &eps {
+            out[i].spell_hrg = spell_hrg.clone();
+            out[i].mff = Some(mff);
+        }
+        let a = apc(first);
+        let spell_los = (discharge - a.admission_date).num_days();
+        let dob_bad = eps
+            .iter()
+            .any(|&i| out[i].warnings & warn::DATE_OF_BIRTH != 0);
+        let p = &mut out[last];
+        if spell_hrg == UNGROUPABLE {
+            exclude(p, "ungroupable".into());
+            continue;
+        }
+        if dob_bad {
+            exclude(p, "date of birth implausible".into());
+            continue;
+        }
+        let Some(mut base) = apc_base(year, &spell_hrg, pod) else {
+            exclude(p, format!("no national price for HRG {spell_hrg} {pod}"));
+            continue;
+        };
+        let Some(t) = year.apc.get(&spell_hrg) else {
+            continue;
+        };
+        let adult = recs[first]
+            .common
+            .date_of_birth
+            .is_some_and(|dob| age_on(dob, a.admission_date) >= 19);
+        if pod == "NEL"
+            && spell_los <= 1
+            && adult
+            && t.ssem_applies
+            && let Some(ssem) = t.ssem
+        {
+            base = ssem;
+        }
+        let trim = if pod == "NEL" { t.nel_trim } else { t.el_trim };
+        let days = trim.map_or(0, |trim| (spell_los - trim).max(0));
+        let payment = days * t.per_day.unwrap_or(0);
+        p.base_price = base;
+        p.excess_bed_days = days;
+        p.excess_payment = payment;
+        p.price = apply_mff(base + payment, mff);
+    }
+}
+
+/// Counts of one applied submission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub inserted: u64,
+    pub replaced: u64,
+    pub deleted: u64,
+    pub stale: u64,
+    pub bulk_deleted: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    applicable: NaiveDateTime,
+    live: bool,
+    dataset: Dataset,
+    sender: u32,
+    activity: NaiveDate,
+    provider: u32,
+    priced: Priced,
+}
+
+/// The simulated store: what is live after each submission.
+#[derive(Debug, Default)]
+pub struct Store {
+    ids: HashMap<String, usize>,
+    rows: Vec<Stored>,
+    /// Live rows by (dataset, sender, activity date, row) for Bulk Replacement.
+    live_index: BTreeSet<(Dataset, u32, NaiveDate, usize)>,
+    names: Vec<String>,
+    name_ids: HashMap<String, u32>,
+    /// Applied bulk extracts: (sender, dataset, start, end) → latest extract.
+    bulks: BTreeMap<(String, Dataset, NaiveDate, NaiveDate), NaiveDateTime>,
+}
+
+/// A Bulk Replacement envelope, as the store needs it.
+#[derive(Debug, Clone)]
+pub struct BulkEnvelope {
+    pub period_start: NaiveDate,
+    pub period_end: NaiveDate,
+    pub extract: NaiveDateTime,
+}
+
+impl Store {
+    fn name(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.name_ids.get(s) {
+            return *i;
+        }
+        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(s.to_string());
+        self.name_ids.insert(s.to_string(), i);
+        i
+    }
+
+    /// R07: whether a bulk extract is not newer than one already applied.
+    pub fn bulk_not_newer(&self, sender: &str, dataset: Dataset, b: &BulkEnvelope) -> bool {
+        self.bulks
+            .get(&(sender.to_string(), dataset, b.period_start, b.period_end))
+            .is_some_and(|prev| b.extract <= *prev)
+    }
+
+    fn put(&mut self, id: &str, row: Stored) -> bool {
+        let dataset = row.dataset;
+        match self.ids.get(id).copied() {
+            Some(i) => {
+                let old = &self.rows[i];
+                let was_live = old.live;
+                if was_live {
+                    self.live_index
+                        .remove(&(old.dataset, old.sender, old.activity, i));
+                }
+                if row.live {
+                    self.live_index
+                        .insert((dataset, row.sender, row.activity, i));
+                }
+                self.rows[i] = row;
+                was_live
+            }
+            None => {
+                let i = self.rows.len();
+                if row.live {
+                    self.live_index
+                        .insert((dataset, row.sender, row.activity, i));
+                }
+                self.rows.push(row);
+                self.ids.insert(id.to_string(), i);
+                false
+            }
+        }
+    }
+
+    /// Applies an accepted submission (records and their prices) and returns its counts.
+    pub fn apply(
+        &mut self,
+        dataset: Dataset,
+        sender: &str,
+        bulk: Option<&BulkEnvelope>,
+        recs: &[Rec],
+        priced: Vec<Priced>,
+    ) -> Counts {
+        let mut counts = Counts::default();
+        let sender_id = self.name(sender);
+        let mut items: Vec<(usize, Priced)> = priced.into_iter().enumerate().collect();
+        if let Some(b) = bulk {
+            self.bulks.insert(
+                (sender.to_string(), dataset, b.period_start, b.period_end),
+                b.extract,
+            );
+            let victims: Vec<usize> = self
+                .live_index
+                .range(
+                    (dataset, sender_id, b.period_start, 0)
+                        ..=(dataset, sender_id, b.period_end, usize::MAX),
+                )
+                .map(|k| k.3)
+                .collect();
+            for i in victims {
+                let r = &mut self.rows[i];
+                r.live = false;
+                self.live_index
+                    .remove(&(r.dataset, r.sender, r.activity, i));
+                counts.bulk_deleted += 1;
+            }
+        } else {
+            items.sort_by_key(|(i, _)| (recs[*i].common.applicable, *i));
+        }
+        for (i, priced) in items {
+            let r = &recs[i];
+            let c = &r.common;
+            if bulk.is_none()
+                && let Some(&k) = self.ids.get(&c.cds_unique_id)
+                && self.rows[k].applicable >= c.applicable
+            {
+                counts.stale += 1;
+                continue;
+            }
+            let provider = self.name(&c.provider);
+            let row = Stored {
+                applicable: c.applicable,
+                live: c.upsert,
+                dataset,
+                sender: sender_id,
+                activity: r.activity_date(),
+                provider,
+                priced,
+            };
+            let was_live = self.put(&c.cds_unique_id, row);
+            match (c.upsert, was_live) {
+                (true, false) => counts.inserted += 1,
+                (true, true) => counts.replaced += 1,
+                (false, true) => counts.deleted += 1,
+                (false, false) => counts.stale += 1,
+            }
+        }
+        counts
+    }
+
+    /// Totals of the live records.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for r in self.rows.iter().filter(|r| r.live) {
+            let d = t.datasets.entry(r.dataset).or_default();
+            d.add(&r.priced);
+            let pname = self.names[r.provider as usize].clone();
+            let p = t.providers.entry(pname).or_default();
+            let pd = p.entry(r.dataset).or_default();
+            pd.live_records += 1;
+            pd.total_price_pence += r.priced.price;
+        }
+        t
+    }
+}
+
+/// Live totals of one dataset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DatasetTotals {
+    pub live_records: u64,
+    pub total_price_pence: i64,
+    pub total_base_price_pence: i64,
+    pub total_excess_payment_pence: i64,
+    pub total_excess_bed_days: i64,
+    pub excluded_records: u64,
+    pub records_with_warnings: u64,
+}
+
+impl DatasetTotals {
+    fn add(&mut self, p: &Priced) {
+        self.live_records += 1;
+        self.total_price_pence += p.price;
+        self.total_base_price_pence += p.base_price;
+        self.total_excess_payment_pence += p.excess_payment;
+        self.total_excess_bed_days += p.excess_bed_days;
+        self.excluded_records += u64::from(p.excluded);
+        self.records_with_warnings += u64::from(p.warnings != 0);
+    }
+}
+
+/// Live totals of one provider in one dataset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProviderTotals {
+    pub live_records: u64,
+    pub total_price_pence: i64,
+}
+
+/// Live totals of the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub datasets: BTreeMap<Dataset, DatasetTotals>,
+    pub providers: BTreeMap<String, BTreeMap<Dataset, ProviderTotals>>,
+}

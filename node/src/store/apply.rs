@@ -1,0 +1,389 @@
+//! Planning one change: which rows become live, which stored rows are superseded, the counts.
+//!
+//! The plan reads the catalog (under the writer lock) but writes nothing; [`super::Store`] then
+//! writes the planned segments and commits the plan in one sled batch.
+
+use super::keys::{self, Live, RecState};
+use super::{ApplyCounts, DeleteKey, segment};
+use crate::model::Dataset;
+use crate::{Error, Result};
+use arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray, TimestampSecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Date32Type, TimestampSecondType};
+use chrono::{Datelike, NaiveDate};
+use std::collections::{BTreeMap, HashMap};
+
+/// Days since 1970 of a date (the Date32 encoding).
+pub(super) fn days(date: NaiveDate) -> i32 {
+    // 1970-01-01 is day 719_163 of the common era; every NaiveDate is within i32 days of it.
+    date.num_days_from_ce() - 719_163
+}
+
+/// `YYYY-MM` of a Date32 value.
+pub(super) fn month(days: i32) -> Result<String> {
+    NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
+        .map(|d| d.format("%Y-%m").to_string())
+        .ok_or_else(|| Error::InvalidArgument(format!("activity date {days} is out of range")))
+}
+
+/// The key columns of the upserts, typed.
+pub(super) struct Columns<'a> {
+    pub ids: &'a StringArray,
+    pub applicable: &'a TimestampSecondArray,
+    pub activity: &'a Date32Array,
+    pub providers: StringArray,
+}
+
+impl<'a> Columns<'a> {
+    pub fn new(batch: &'a RecordBatch) -> Result<Columns<'a>> {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::InvalidArgument(format!("upserts lack column {name}")))
+        };
+        let ids = segment::ids(batch)?;
+        let applicable = col("cds_applicable_datetime")?
+            .as_primitive_opt::<TimestampSecondType>()
+            .ok_or_else(|| Error::InvalidArgument("cds_applicable_datetime type".into()))?;
+        let activity = col("activity_date")?
+            .as_primitive_opt::<Date32Type>()
+            .ok_or_else(|| Error::InvalidArgument("activity_date type".into()))?;
+        let providers = cast(col("provider_code")?, &DataType::Utf8)?
+            .as_string_opt::<i32>()
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument("provider_code type".into()))?;
+        // The stored schema makes these non-nullable, but the plan indexes them blindly.
+        for (name, nulls) in [
+            ("cds_unique_id", ids.null_count()),
+            ("cds_applicable_datetime", applicable.null_count()),
+            ("activity_date", activity.null_count()),
+            ("provider_code", providers.null_count()),
+        ] {
+            if nulls > 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "{nulls} upserts have no {name}"
+                )));
+            }
+        }
+        // The provider is a path component of the segment: refuse anything that could escape it.
+        if let Some(bad) = providers
+            .iter()
+            .flatten()
+            .find(|p| p.is_empty() || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "provider code '{bad}' is not 1-16 ASCII letters and digits"
+            )));
+        }
+        Ok(Columns {
+            ids,
+            applicable,
+            activity,
+            providers,
+        })
+    }
+}
+
+/// Where a record's current row is: already in a segment, or in this change's upserts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loc {
+    Stored(Live),
+    Pending { row: usize, activity: i32 },
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    applicable: i64,
+    version: u64,
+    sender: String,
+    live: Option<Loc>,
+}
+
+/// A row to write: (id, upsert row, activity date).
+pub(super) type PartRow = (String, usize, i32);
+
+/// A partition's rows of the upserts, sorted by `cds_unique_id`.
+pub(super) struct PartitionRows {
+    pub provider: String,
+    pub month: String,
+    pub rows: Vec<PartRow>,
+}
+
+pub(super) struct Plan {
+    dataset: Dataset,
+    version: u64,
+    sender: String,
+    pub counts: ApplyCounts,
+    /// Final state of every id this change touches.
+    states: HashMap<String, State>,
+    /// Catalog state of those ids before the change.
+    original: HashMap<String, Option<RecState>>,
+    /// Stored rows this change supersedes.
+    pub deletions: Vec<(u64, u32)>,
+}
+
+impl Plan {
+    pub fn new(dataset: Dataset, version: u64, sender: &str) -> Plan {
+        Plan {
+            dataset,
+            version,
+            sender: sender.to_string(),
+            counts: ApplyCounts {
+                version,
+                ..ApplyCounts::default()
+            },
+            states: HashMap::new(),
+            original: HashMap::new(),
+            deletions: Vec::new(),
+        }
+    }
+
+    /// The current state of `id`, reading the catalog the first time.
+    fn current(&mut self, db: &sled::Db, id: &str) -> Result<Option<State>> {
+        if let Some(s) = self.states.get(id) {
+            return Ok(Some(s.clone()));
+        }
+        if self.original.contains_key(id) {
+            return Ok(None);
+        }
+        let stored = db
+            .get(keys::record(self.dataset, id))?
+            .map(|v| RecState::decode(&v))
+            .transpose()?;
+        let state = stored.as_ref().map(|s| State {
+            applicable: s.applicable,
+            version: s.version,
+            sender: s.sender.clone(),
+            live: s.live.map(Loc::Stored),
+        });
+        self.original.insert(id.to_string(), stored);
+        if let Some(s) = &state {
+            self.states.insert(id.to_string(), s.clone());
+        }
+        Ok(state)
+    }
+
+    /// Marks the row a state points at as superseded (a pending row simply never gets written).
+    fn supersede(&mut self, live: Option<Loc>) {
+        if let Some(Loc::Stored(l)) = live {
+            self.deletions.push((l.segment, l.row));
+        }
+    }
+
+    fn set(&mut self, id: &str, applicable: i64, live: Option<Loc>) {
+        self.states.insert(
+            id.to_string(),
+            State {
+                applicable,
+                version: self.version,
+                sender: self.sender.clone(),
+                live,
+            },
+        );
+    }
+
+    /// Stores upsert `row`; `check_stale` is false for Bulk Replacement, which stores regardless.
+    fn upsert(
+        &mut self,
+        db: &sled::Db,
+        cols: &Columns,
+        row: usize,
+        check_stale: bool,
+    ) -> Result<()> {
+        let id = cols.ids.value(row);
+        let applicable = cols.applicable.value(row);
+        let pending = Loc::Pending {
+            row,
+            activity: cols.activity.value(row),
+        };
+        match self.current(db, id)? {
+            Some(s) if check_stale && applicable <= s.applicable => self.counts.stale += 1,
+            Some(s) if s.live.is_some() => {
+                self.supersede(s.live);
+                self.counts.replaced += 1;
+                self.set(id, applicable, Some(pending));
+            }
+            _ => {
+                self.counts.inserted += 1;
+                self.set(id, applicable, Some(pending));
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, db: &sled::Db, key: &DeleteKey) -> Result<()> {
+        let id = key.cds_unique_id.as_str();
+        let applicable = key.applicable.and_utc().timestamp();
+        match self.current(db, id)? {
+            Some(s) if applicable <= s.applicable => self.counts.stale += 1,
+            Some(s) if s.live.is_some() => {
+                self.supersede(s.live);
+                self.counts.deleted += 1;
+                self.set(id, applicable, None);
+            }
+            // Nothing live to delete: keep the later time so that an older upsert stays stale.
+            _ => {
+                self.counts.stale += 1;
+                self.set(id, applicable, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Net Change: upserts and deletions together in (applicable date-time, file ordinal) order.
+    pub fn net_change(
+        &mut self,
+        db: &sled::Db,
+        cols: &Columns,
+        ordinals: &[u64],
+        deletes: &[DeleteKey],
+    ) -> Result<()> {
+        enum Op {
+            Upsert(usize),
+            Delete(usize),
+        }
+        let mut ops: Vec<(i64, u64, Op)> = Vec::with_capacity(ordinals.len() + deletes.len());
+        ops.extend(
+            ordinals
+                .iter()
+                .enumerate()
+                .map(|(row, &ord)| (cols.applicable.value(row), ord, Op::Upsert(row))),
+        );
+        ops.extend(
+            deletes
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.applicable.and_utc().timestamp(), d.ordinal, Op::Delete(i))),
+        );
+        ops.sort_by_key(|(t, ord, _)| (*t, *ord));
+        for (_, _, op) in ops {
+            match op {
+                Op::Upsert(row) => self.upsert(db, cols, row, true)?,
+                Op::Delete(i) => self.delete(db, &deletes[i])?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Bulk Replacement: delete the sender's live records dated in `[start, end]` (days), then
+    /// store every upsert, later (applicable, ordinal) winning within the submission.
+    pub fn bulk(
+        &mut self,
+        db: &sled::Db,
+        cols: &Columns,
+        ordinals: &[u64],
+        start: i32,
+        end: i32,
+    ) -> Result<()> {
+        let (from, to) = keys::by_sender_range(self.dataset, &self.sender, start, end);
+        let mut ids = Vec::new();
+        for entry in db.range(from..to) {
+            let (key, _) = entry?;
+            ids.push(keys::by_sender_id(self.dataset, &self.sender, &key)?);
+        }
+        for id in ids {
+            match self.current(db, &id)? {
+                Some(s) if s.live.is_some() => {
+                    self.supersede(s.live);
+                    self.counts.bulk_deleted += 1;
+                    // The tombstone keeps the deleted version's time: replaying an old Net Change
+                    // after the bulk replacement must not resurrect what it removed.
+                    self.set(&id, s.applicable, None);
+                }
+                _ => {
+                    return Err(keys::corrupt(
+                        "sender index",
+                        &format!("{} {id} is indexed as live but is not", self.dataset),
+                    ));
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..ordinals.len()).collect();
+        order.sort_by_key(|&row| (cols.applicable.value(row), ordinals[row]));
+        for row in order {
+            self.upsert(db, cols, row, false)?;
+        }
+        Ok(())
+    }
+
+    /// The rows to write, by partition, each sorted by id.
+    pub fn partitions(&self, cols: &Columns) -> Result<Vec<PartitionRows>> {
+        let mut parts: BTreeMap<(String, String), Vec<PartRow>> = BTreeMap::new();
+        for (id, state) in &self.states {
+            if let Some(Loc::Pending { row, activity }) = state.live {
+                let key = (cols.providers.value(row).to_string(), month(activity)?);
+                parts
+                    .entry(key)
+                    .or_default()
+                    .push((id.clone(), row, activity));
+            }
+        }
+        Ok(parts
+            .into_iter()
+            .map(|((provider, month), mut rows)| {
+                rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                PartitionRows {
+                    provider,
+                    month,
+                    rows,
+                }
+            })
+            .collect())
+    }
+
+    /// Records where a pending row was written.
+    pub fn place(&mut self, id: &str, live: Live) {
+        if let Some(s) = self.states.get_mut(id) {
+            s.live = Some(Loc::Stored(live));
+        }
+    }
+
+    /// The catalog writes of the record index: states, the sender index, deletion marks.
+    pub fn write_to(&self, batch: &mut sled::Batch) -> Result<()> {
+        let ds = self.dataset;
+        let version = self.version.to_be_bytes();
+        for &(seg, row) in &self.deletions {
+            batch.insert(keys::deleted(seg, row), &version);
+        }
+        // Ids read but left alone (stale operations) keep their state and index entries.
+        let changed = || {
+            self.states
+                .iter()
+                .filter(|(_, s)| s.version == self.version)
+        };
+        // Removals first: a sled batch keeps the last write of a key, so a record that stays under
+        // the same sender and date keeps its index entry.
+        for (id, _) in changed() {
+            if let Some(Some(RecState {
+                sender,
+                live: Some(l),
+                ..
+            })) = self.original.get(id)
+            {
+                batch.remove(keys::by_sender(ds, sender, l.activity, id));
+            }
+        }
+        for (id, s) in changed() {
+            let live = match s.live {
+                None => None,
+                Some(Loc::Stored(l)) => Some(l),
+                Some(Loc::Pending { .. }) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "record {id} was planned but not written"
+                    )));
+                }
+            };
+            if let Some(l) = live {
+                batch.insert(keys::by_sender(ds, &s.sender, l.activity, id), &[]);
+            }
+            let state = RecState {
+                applicable: s.applicable,
+                version: s.version,
+                sender: s.sender.clone(),
+                live,
+            };
+            batch.insert(keys::record(ds, id), state.encode());
+        }
+        Ok(())
+    }
+}
