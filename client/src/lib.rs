@@ -2,6 +2,6 @@
 //! and query client.
 
 pub mod error;
-pub mod r#gen;
+pub mod generator;
 
 pub use error::{Error, Result};

@@ -3,12 +3,12 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use sus_client::r#gen::model::{Apc, Common, Dataset, Detail, Ec, Op, Rec};
-use sus_client::r#gen::oracle::{
+use sus_client::generator::model::{Apc, Common, Dataset, Detail, Ec, Op, Rec};
+use sus_client::generator::oracle::{
     self, Priced, Store, apply_mff, nhs_number_valid, price_submission,
 };
-use sus_client::r#gen::refdata::RefData;
-use sus_client::r#gen::{GenConfig, generate};
+use sus_client::generator::refdata::RefData;
+use sus_client::generator::{GenConfig, generate};
 
 fn d(y: i32, m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, day).expect("valid date")
@@ -331,9 +331,9 @@ fn nhs_numbers_modulus_11() {
     assert!(!nhs_number_valid("1234567890"));
     assert!(!nhs_number_valid("0000000000"));
     assert!(nhs_number_valid("943 476 5919"));
-    let mut rng = sus_client::r#gen::synth::rng_for(&[42]);
+    let mut rng = sus_client::generator::synth::rng_for(&[42]);
     for _ in 0..10_000 {
-        let n = sus_client::r#gen::synth::valid_nhs_number(&mut rng);
+        let n = sus_client::generator::synth::valid_nhs_number(&mut rng);
         assert!(nhs_number_valid(&n), "{n}");
     }
     assert!(oracle::icd10_well_formed("I10X"));

@@ -246,3 +246,264 @@ pub fn ec_payment(
             pod: Pod::Ae,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refdata::testdata::refdata;
+
+    const RRV: MffMicros = 1_045_678;
+
+    #[test]
+    fn round_half_even_division() {
+        // Below, above and exactly half, with even and odd quotients.
+        assert_eq!(round_half_even_div(14, 10), 1); // 1.4 → 1
+        assert_eq!(round_half_even_div(16, 10), 2); // 1.6 → 2
+        assert_eq!(round_half_even_div(5, 10), 0); // 0.5 → 0 (even)
+        assert_eq!(round_half_even_div(15, 10), 2); // 1.5 → 2 (even)
+        assert_eq!(round_half_even_div(25, 10), 2); // 2.5 → 2 (even)
+        assert_eq!(round_half_even_div(35, 10), 4); // 3.5 → 4 (even)
+        assert_eq!(round_half_even_div(30, 10), 3); // exact
+        // Negative amounts round the same way (−1.5 → −2, −2.5 → −2, −1.4 → −1, −1.6 → −2).
+        assert_eq!(round_half_even_div(-15, 10), -2);
+        assert_eq!(round_half_even_div(-25, 10), -2);
+        assert_eq!(round_half_even_div(-5, 10), 0);
+        assert_eq!(round_half_even_div(-14, 10), -1);
+        assert_eq!(round_half_even_div(-16, 10), -2);
+    }
+
+    #[test]
+    fn apply_mff_rounds_half_even_in_pence() {
+        // 550_000 × 1.045678 = 575_122.9 → 575_123 (up: above half).
+        assert_eq!(apply_mff(550_000, RRV), 575_123);
+        // 400_000 × 1.045678 = 418_271.2 → 418_271 (down: below half).
+        assert_eq!(apply_mff(400_000, RRV), 418_271);
+        // 1.000005: 100_000 × 1.000005 = 100_000.5 → 100_000 (half, to even: down).
+        assert_eq!(apply_mff(100_000, 1_000_005), 100_000);
+        // 300_000 × 1.000005 = 300_001.5 → 300_002 (half, to even: up).
+        assert_eq!(apply_mff(300_000, 1_000_005), 300_002);
+        // 500_000 × 1.000005 = 500_002.5 → 500_002 (down); 700_000 → 700_003.5 → 700_004 (up).
+        assert_eq!(apply_mff(500_000, 1_000_005), 500_002);
+        assert_eq!(apply_mff(700_000, 1_000_005), 700_004);
+        // 300_001 × 1.000005 = 300_002.500005: just above half → 300_003.
+        assert_eq!(apply_mff(300_001, 1_000_005), 300_003);
+        // MFF 1.0 and 0 pence are exact.
+        assert_eq!(apply_mff(123_456, crate::model::MFF_ONE), 123_456);
+        assert_eq!(apply_mff(0, RRV), 0);
+        // No overflow: i64::MAX × 2.0 saturates instead of wrapping.
+        assert_eq!(apply_mff(i64::MAX, 2_000_000), i64::MAX);
+        // A large but real amount: £10,000,000 × 1.045678 = 1_045_678_000 pence exactly.
+        assert_eq!(apply_mff(1_000_000_000, RRV), 1_045_678_000);
+    }
+
+    #[test]
+    fn payment_new_sums_before_mff() {
+        // (350_000 + 350_000) × 1.045678 = 731_974.6 → 731_975: rounded once on the sum. Rounding
+        // each part (365_987.3 → 365_987, twice) would give 731_974.
+        let p = Payment::new(350_000, 14, 350_000, RRV);
+        assert_eq!(
+            p,
+            Payment {
+                base_price: 350_000,
+                excess_bed_days: 14,
+                excess_payment: 350_000,
+                mff: RRV,
+                price: 731_975,
+            }
+        );
+        // (50_001 + 10_000) × 1.045678 = 62_741.725678 → 62_742.
+        assert_eq!(Payment::new(50_001, 1, 10_000, RRV).price, 62_742);
+    }
+
+    #[test]
+    fn apc_base_price_by_pod() {
+        let rd = refdata();
+        let y = rd.year("2024-25").expect("2024-25");
+        let base = |hrg: &str, pod: Pod| apc_base_price(y.apc_price(hrg).expect("row"), pod);
+        // HN12C: DC £4,000, EL £5,500, NEL £6,000.
+        assert_eq!(base("HN12C", Pod::Dc), Some(400_000));
+        assert_eq!(base("HN12C", Pod::El), Some(550_000));
+        assert_eq!(base("HN12C", Pod::Nel), Some(600_000));
+        // HN12B: DC and EL "-" → combined £6,000.
+        assert_eq!(base("HN12B", Pod::Dc), Some(600_000));
+        assert_eq!(base("HN12B", Pod::El), Some(600_000));
+        // EB10A: no combined, DC or EL.
+        assert_eq!(base("EB10A", Pod::El), None);
+        // No national price for regular day/night admissions or non-APC PODs.
+        assert_eq!(base("HN12C", Pod::Rda), None);
+        assert_eq!(base("HN12C", Pod::Rna), None);
+        assert_eq!(base("HN12C", Pod::Opfa), None);
+        // For the spell HRG choice blank or absent = 0.
+        assert_eq!(apc_base_or_zero(Some(y), "EB10A", Some(Pod::El)), 0);
+        assert_eq!(apc_base_or_zero(Some(y), "WD99Z", Some(Pod::El)), 0);
+        assert_eq!(apc_base_or_zero(Some(y), "HN12C", None), 0);
+        assert_eq!(apc_base_or_zero(None, "HN12C", Some(Pod::El)), 0);
+        assert_eq!(apc_base_or_zero(Some(y), "HN12C", Some(Pod::El)), 550_000);
+    }
+
+    fn facts(hrg: &str, pod: Pod, los: i32, age: Option<u16>) -> SpellFacts<'_> {
+        SpellFacts {
+            hrg,
+            pod: Some(pod),
+            spell_los: Some(los),
+            age_at_admission: age,
+        }
+    }
+
+    #[test]
+    fn apc_spell_payment_steps() {
+        let rd = refdata();
+        let y = rd.year("2024-25").expect("2024-25");
+        let pay = |f: SpellFacts<'_>| apc_spell_payment(y, &f, RRV);
+        // Step 1 only: HN12C EL 550_000, LoS 3 = trim 3 → 575_123.
+        assert_eq!(
+            pay(facts("HN12C", Pod::El, 3, Some(40))).map(|p| p.price),
+            Ok(575_123)
+        );
+        // Step 2: EB10C NEL LoS 1, age 19, SSEM Yes £950 → 95_000 × 1.045678 = 99_339.41 → 99_339.
+        assert_eq!(
+            pay(facts("EB10C", Pod::Nel, 1, Some(19))),
+            Ok(Payment {
+                base_price: 95_000,
+                excess_bed_days: 0,
+                excess_payment: 0,
+                mff: RRV,
+                price: 99_339,
+            })
+        );
+        // …not at 18, nor without an age: NEL £2,800 = 280_000 × 1.045678 = 292_789.84 → 292_790.
+        for age in [Some(18), None] {
+            assert_eq!(
+                pay(facts("EB10C", Pod::Nel, 1, age)).map(|p| p.price),
+                Ok(292_790)
+            );
+        }
+        // Step 3: EB10C NEL trim 8, LoS 11 → 3 × £240 = 72_000; 352_000 × 1.045678
+        // = 368_078.656 → 368_079.
+        assert_eq!(
+            pay(facts("EB10C", Pod::Nel, 11, Some(40))),
+            Ok(Payment {
+                base_price: 280_000,
+                excess_bed_days: 3,
+                excess_payment: 72_000,
+                mff: RRV,
+                price: 368_079,
+            })
+        );
+        // HN12A per day £350.50: EL trim 5, LoS 9 → 4 × 35_050 = 140_200; 750_000 + 140_200
+        // = 890_200 × 1.045678 = 930_862.5556 → 930_863.
+        assert_eq!(
+            pay(facts("HN12A", Pod::El, 9, Some(40))).map(|p| (p.excess_payment, p.price)),
+            Ok((140_200, 930_863))
+        );
+        // Blank price and unknown POD are exclusions.
+        assert_eq!(
+            pay(facts("EB30Z", Pod::Nel, 2, Some(40))),
+            Err(Exclusion::NoNationalPrice {
+                hrg: "EB30Z".into(),
+                pod: Pod::Nel
+            })
+        );
+        assert_eq!(
+            pay(facts("NOPE1", Pod::El, 2, Some(40))),
+            Err(Exclusion::NoNationalPrice {
+                hrg: "NOPE1".into(),
+                pod: Pod::El
+            })
+        );
+        let unknown = SpellFacts {
+            pod: None,
+            ..facts("HN12C", Pod::El, 2, Some(40))
+        };
+        assert_eq!(
+            apc_spell_payment(y, &unknown, RRV),
+            Err(Exclusion::PodUnknown)
+        );
+    }
+
+    #[test]
+    fn op_and_ec_payments() {
+        let rd = refdata();
+        let y = rd.year("2024-25").expect("2024-25");
+        // TFC 110: first £180 → 18_822 (18_822.204); follow-up £95.50 → 9_986 (9_986.2249).
+        assert_eq!(
+            op_tfc_payment(y, Some("110"), Pod::Opfa, RRV).map(|p| p.price),
+            Ok(18_822)
+        );
+        assert_eq!(
+            op_tfc_payment(y, Some("110"), Pod::Opfu, RRV).map(|p| p.price),
+            Ok(9_986)
+        );
+        assert_eq!(
+            op_tfc_payment(y, Some("100"), Pod::Opfu, RRV),
+            Err(Exclusion::NoTfcPrice { tfc: "100".into() })
+        );
+        assert_eq!(
+            op_tfc_payment(y, None, Pod::Opfa, RRV),
+            Err(Exclusion::NoTfcPrice { tfc: String::new() })
+        );
+        // Procedure £150 → 15_685 (15_685.17).
+        assert_eq!(op_procedure_payment(15_000, RRV).price, 15_685);
+        // EC VB02Z: types 1-2 £400 = 40_000 × 1.045678 = 41_827.12 → 41_827; type 3 £140 = 14_000
+        // × 1.045678 = 14_639.492 → 14_639.
+        for t in ["01", "02"] {
+            assert_eq!(
+                ec_payment(y, "VB02Z", Some(t), RRV).map(|p| p.price),
+                Ok(41_827)
+            );
+        }
+        assert_eq!(
+            ec_payment(y, "VB02Z", Some("03"), RRV).map(|p| p.price),
+            Ok(14_639)
+        );
+        assert_eq!(
+            ec_payment(y, "VB02Z", Some("04"), RRV),
+            Err(Exclusion::WalkInCentre)
+        );
+        assert_eq!(
+            ec_payment(y, "VB02Z", Some("05"), RRV),
+            Err(Exclusion::Ungroupable)
+        );
+        assert_eq!(
+            ec_payment(y, "VB11Z", Some("03"), RRV),
+            Err(Exclusion::NoNationalPrice {
+                hrg: "VB11Z".into(),
+                pod: Pod::Ae
+            })
+        );
+    }
+
+    #[test]
+    fn exclusion_reasons_are_the_documented_strings() {
+        let cases = [
+            (
+                Exclusion::NoTariff {
+                    year: "2025-26".into(),
+                },
+                "no tariff for 2025-26",
+            ),
+            (Exclusion::Ungroupable, "ungroupable"),
+            (
+                Exclusion::DateOfBirthImplausible,
+                "date of birth implausible",
+            ),
+            (Exclusion::SpellUnfinished, "spell unfinished"),
+            (
+                Exclusion::NoNationalPrice {
+                    hrg: "HN12C".into(),
+                    pod: Pod::Rda,
+                },
+                "no national price for HRG HN12C RDA",
+            ),
+            (
+                Exclusion::NoTfcPrice { tfc: "100".into() },
+                "no national price for TFC 100",
+            ),
+            (Exclusion::NotAttended, "not attended"),
+            (Exclusion::WalkInCentre, "walk-in centre: local price"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
+    }
+}

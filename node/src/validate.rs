@@ -100,22 +100,38 @@ impl Findings {
 }
 
 /// The whole-submission rules R05, R06 and R08 over an envelope and its parsed records: every
-/// failing record is listed (up to [`MAX_ISSUES`]). Empty means the submission may be accepted.
+/// finding, envelope first, then records in file order. Empty means the submission may be accepted.
+///
+/// Nothing is left out, so that a caller that lists the first [`MAX_ISSUES`] can also count the
+/// rest (`docs/rules.md` section 2: "up to 100, then a count"); [`submission_findings`] does both.
 pub fn submission_issues(
     meta: &SubmissionMeta,
     records: &[Record],
     refdata: &RefData,
 ) -> Vec<Issue> {
-    submission_findings(meta, records, refdata).issues
+    let mut all = Vec::new();
+    each_issue(meta, records, refdata, &mut |i| all.push(i));
+    all
 }
 
-/// [`submission_issues`] with the count of findings beyond those listed.
+/// [`submission_issues`] as the first [`MAX_ISSUES`] findings and the count of the others.
 pub fn submission_findings(
     meta: &SubmissionMeta,
     records: &[Record],
     refdata: &RefData,
 ) -> Findings {
     let mut f = Findings::default();
+    each_issue(meta, records, refdata, &mut |i| f.push(i));
+    f
+}
+
+/// Hands every finding of R05, R06 and R08 to `push`, envelope first, then records in file order.
+fn each_issue(
+    meta: &SubmissionMeta,
+    records: &[Record],
+    refdata: &RefData,
+    push: &mut dyn FnMut(Issue),
+) {
     let envelope = |item: &str, message: String| Issue {
         ordinal: None,
         cds_unique_id: None,
@@ -133,7 +149,7 @@ pub fn submission_findings(
         } => {
             let want = meta.dataset.bulk_group();
             if bulk_group != want {
-                f.push(envelope(
+                push(envelope(
                     "bulk_group",
                     format!(
                         "bulk group '{bulk_group}' does not carry dataset {}: it must be {want}",
@@ -142,7 +158,7 @@ pub fn submission_findings(
                 ));
             }
             if period_end < period_start {
-                f.push(envelope(
+                push(envelope(
                     "period_end",
                     format!("report period ends ({period_end}) before it starts ({period_start})"),
                 ));
@@ -160,7 +176,7 @@ pub fn submission_findings(
         };
         let provider = r.common.provider_code.as_str();
         if !refdata.is_provider(provider) {
-            f.push(issue(
+            push(issue(
                 "provider_code",
                 Rule::ProviderUnknown,
                 format!("provider '{provider}' is not a known provider"),
@@ -168,7 +184,7 @@ pub fn submission_findings(
         } else if !refdata.may_send(&meta.sender, provider) {
             // Only for known providers: an unknown one is already the reason, and no sender can be
             // registered for it.
-            f.push(issue(
+            push(issue(
                 "provider_code",
                 Rule::SenderNotRegistered,
                 format!(
@@ -178,7 +194,7 @@ pub fn submission_findings(
             ));
         }
         if r.dataset() != meta.dataset {
-            f.push(issue(
+            push(issue(
                 "dataset",
                 Rule::EnvelopeInvalid,
                 format!(
@@ -189,14 +205,13 @@ pub fn submission_findings(
             ));
         }
         if bulk && r.common.cds_update_type == Some(UpdateType::Delete) {
-            f.push(issue(
+            push(issue(
                 "cds_update_type",
                 Rule::EnvelopeInvalid,
                 "a deletion (1) is not allowed in a Bulk Replacement".into(),
             ));
         }
     }
-    f
 }
 
 /// The warnings W01-W09 of one record. Deletions carry only key items and get none.
@@ -253,10 +268,9 @@ pub fn record_warnings(meta: &SubmissionMeta, record: &Record, refdata: &RefData
         period_end,
         ..
     } = &meta.protocol
+        && activity.is_some_and(|a| a < *period_start || a > *period_end)
     {
-        if activity.is_some_and(|a| a < *period_start || a > *period_end) {
-            w.add(Rule::OutsideReportPeriod);
-        }
+        w.add(Rule::OutsideReportPeriod);
     }
     w
 }
@@ -383,6 +397,37 @@ mod tests {
         assert!(!nhs_number_is_valid("943 476 5918"));
     }
 
+    // Modulus 11 with weights 2..10 catches every single-digit error (w × Δ is never a multiple of
+    // 11 for w in 2..=10 and Δ in 1..=9) and every swap of two different adjacent digits among the
+    // first nine (the weights differ by 1, so the sum changes by ±Δ).
+    #[test]
+    fn nhs_number_single_digit_errors_and_transpositions_are_caught() {
+        for valid in ["9434765919", "4010232137", "9990001235", "0100000010"] {
+            assert!(nhs_number_is_valid(valid), "{valid}");
+            let digits: Vec<u8> = valid.bytes().collect();
+            for pos in 0..10 {
+                for new in b'0'..=b'9' {
+                    if new == digits[pos] {
+                        continue;
+                    }
+                    let mut m = digits.clone();
+                    m[pos] = new;
+                    let m = String::from_utf8(m).expect("ASCII");
+                    assert!(!nhs_number_is_valid(&m), "{valid} → {m}");
+                }
+            }
+            for pos in 0..8 {
+                if digits[pos] == digits[pos + 1] {
+                    continue;
+                }
+                let mut m = digits.clone();
+                m.swap(pos, pos + 1);
+                let m = String::from_utf8(m).expect("ASCII");
+                assert!(!nhs_number_is_valid(&m), "{valid} → {m}");
+            }
+        }
+    }
+
     // ----- code formats -----
 
     #[test]
@@ -451,6 +496,12 @@ mod tests {
         assert_eq!(i.cds_unique_id.as_deref(), Some("BZZZ01"));
         assert_eq!(i.item.as_deref(), Some("provider_code"));
         assert!(i.message.contains("ZZZ"), "{}", i.message);
+        // What the submitter reads names all four.
+        assert_eq!(
+            i.to_string(),
+            "record 2 (BZZZ01): item provider_code: provider 'ZZZ' is not a known provider \
+             [R05-PROVIDER-UNKNOWN]"
+        );
         // Unknown provider: no second finding (R06) for the same record.
     }
 
@@ -588,6 +639,12 @@ mod tests {
         assert_eq!(f.issues[1].ordinal, Some(1));
         assert_eq!(f.issues[99].ordinal, Some(99));
         assert!(!f.is_empty());
+        // Uncapped, so that a caller listing 100 can count the rest (ingest reports
+        // `issues.len() - 100` as "more"): 151 findings.
+        let all = submission_issues(&meta, &records, &refdata());
+        assert_eq!(all.len(), 151);
+        assert_eq!(all[..MAX_ISSUES], f.issues[..]);
+        assert_eq!(all[150].ordinal, Some(150));
     }
 
     // ----- per-record warnings -----

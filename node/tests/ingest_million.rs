@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use sus_client::r#gen::{GenConfig, generate};
+use sus_client::generator::{GenConfig, generate};
 use sus_node::ingest::files::read_submission;
 use sus_node::model::Dataset;
 use sus_node::node::{Node, NodeConfig};

@@ -260,7 +260,7 @@ fn store_survives_kill_9() {
                 .submission("RRV", &format!("C{v}"))
                 .expect("lookup")
                 .expect("every committed change is recorded");
-            assert_eq!(s.version, Some(v));
+            assert_eq!(s.counts.map(|c| c.version), Some(v));
             assert_eq!(s.report, format!("report of C{v}").into_bytes());
         }
         assert_eq!(

@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use sus_client::r#gen::{self, Dataset, GenConfig};
+use sus_client::generator::{self, Dataset, GenConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "sus", version, about = "sus-cluster command line")]
@@ -112,7 +112,7 @@ fn run_gen(a: GenArgs) -> sus_client::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
-    let summary = r#gen::generate(&cfg, &mut |p| {
+    let summary = generator::generate(&cfg, &mut |p| {
         bar.set_length(p.rows_total);
         bar.set_position(p.rows_done);
         bar.set_message(format!("{} files", p.files));
@@ -136,7 +136,7 @@ fn run_gen(a: GenArgs) -> sus_client::Result<()> {
         "{:<5} {:>10} {:>18} {:>18} {:>16} {:>9} {:>9}",
         "set", "live", "price", "base", "excess", "excluded", "warnings"
     );
-    let mut rows: Vec<(&str, &r#gen::oracle::DatasetTotals)> =
+    let mut rows: Vec<(&str, &generator::oracle::DatasetTotals)> =
         e.datasets.iter().map(|(k, v)| (k.as_str(), v)).collect();
     rows.push(("all", &e.all));
     for (name, t) in rows {

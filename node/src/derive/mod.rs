@@ -14,8 +14,9 @@
 //! ```
 //!
 //! Exclusions are checked in one order for every dataset: no tariff for the year, ungroupable,
-//! date of birth implausible (W03), then the dataset's own (unfinished spell, not attended, walk-in
-//! centre, blank price). The first that applies is the stored reason.
+//! date of birth implausible (W03), then the dataset's own (not attended, walk-in centre, blank
+//! price). The first that applies is the stored reason. An unfinished APC spell comes before all of
+//! them: without a discharge date it has neither a tariff year nor a spell HRG.
 
 pub mod grouper;
 pub mod spells;

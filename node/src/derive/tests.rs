@@ -1114,3 +1114,96 @@ fn common_fixture_is_clean() {
     r.common = common("B1");
     assert!(record_warnings(&net_change(Dataset::Op), &r, &rd).is_empty());
 }
+
+#[test]
+fn op_not_attended_with_a_priced_procedure() {
+    // The procedure still names the HRG and POD; the price is 0 because nobody was seen.
+    let mut r = op("B1");
+    op_mut(&mut r).primary_procedure = Some("Q551".into());
+    op_mut(&mut r).attended_or_did_not_attend = Some("3".into());
+    let x = one(r);
+    assert_eq!(x.hrg.as_deref(), Some("MA01Z"));
+    assert_eq!(x.pod, Some(Pod::Opproc));
+    assert_excluded(&x, "not attended");
+}
+
+/// A stand-in for a licensed grouper: every episode is `HN12C`, every OP procedure `MA01Z`, every
+/// EC attendance `VB05Z`.
+struct FixedGrouper;
+
+impl Grouper for FixedGrouper {
+    fn episode_hrg(&self, _: &Record, _: &ApcItems) -> String {
+        "HN12C".into()
+    }
+    fn op_procedure_hrg(&self, _: &Record, _: &OpItems) -> Option<String> {
+        Some("MA01Z".into())
+    }
+    fn ec_hrg(&self, _: &Record, _: &EcItems) -> String {
+        "VB05Z".into()
+    }
+}
+
+#[test]
+fn another_grouper_can_replace_the_table_grouper() {
+    let rd = refdata();
+    let records = vec![
+        // I10X would group to EB99Z (no EL price) with the table grouper.
+        elective("B1", None, "I10X", 0, 2),
+        op("B2"),
+        ec("B3"),
+    ];
+    let meta = net_change(Dataset::Apc);
+    let warnings = records
+        .iter()
+        .map(|r| record_warnings(&meta, r, &rd))
+        .collect();
+    let out = derive_submission_with(&FixedGrouper, records, warnings, &rd);
+    // HN12C EL 550_000 → 575_123 (575_122.9).
+    assert_eq!(out[0].derived.hrg.as_deref(), Some("HN12C"));
+    assert_eq!(out[0].derived.price, 575_123);
+    // MA01Z outpatient procedure £150 → 15_685 (15_685.17).
+    assert_eq!(out[1].derived.pod, Some(Pod::Opproc));
+    assert_eq!(out[1].derived.price, 15_685);
+    // VB05Z type 01 £250 = 25_000 × 1.045678 = 26_141.95 → 26_142.
+    assert_eq!(out[2].derived.hrg.as_deref(), Some("VB05Z"));
+    assert_eq!(out[2].derived.price, 26_142);
+    // A W06 record is still UZ01Z whatever the grouper says.
+    let bad = elective("B4", None, "I10", 0, 2);
+    let w = vec![record_warnings(&meta, &bad, &rd)];
+    let out = derive_submission_with(&FixedGrouper, vec![bad], w, &rd);
+    assert_eq!(out[0].derived.hrg.as_deref(), Some(UNGROUPED_HRG));
+    assert_excluded(&out[0].derived, "ungroupable");
+}
+
+#[test]
+fn exclusion_precedence() {
+    // No tariff beats ungroupable (APC: discharged 2025-04-02 → 2025-26, and W06).
+    let mut r = elective("B1", None, "I10", 0, 0);
+    stay(&mut r, d(2025, 3, 30), Some(d(2025, 4, 2)));
+    assert_excluded(&one(r), "no tariff for 2025-26");
+    // Ungroupable beats W03 (OP), W03 beats not attended (OP).
+    let mut r = op("B1");
+    op_mut(&mut r).primary_procedure = Some("Q55".into());
+    r.common.date_of_birth = Some(d(1870, 1, 1));
+    assert_excluded(&one(r), "ungroupable");
+    let mut r = op("B1");
+    op_mut(&mut r).attended_or_did_not_attend = Some("3".into());
+    r.common.date_of_birth = Some(d(1870, 1, 1));
+    assert_excluded(&one(r), "date of birth implausible");
+    // No tariff beats not attended.
+    let mut r = op("B1");
+    op_mut(&mut r).attended_or_did_not_attend = Some("3".into());
+    op_mut(&mut r).appointment_date = Some(d(2022, 4, 1));
+    assert_excluded(&one(r), "no tariff for 2022-23");
+    // W03 beats the walk-in centre (EC).
+    let mut r = ec("B1");
+    ec_mut(&mut r).department_type = Some("04".into());
+    r.common.date_of_birth = Some(d(1870, 1, 1));
+    assert_excluded(&one(r), "date of birth implausible");
+    // An unfinished spell has no tariff year or spell HRG yet: "spell unfinished" even with W03
+    // or W06.
+    let mut r = elective("B1", None, "I10", 0, 0);
+    stay(&mut r, d(2024, 5, 1), None);
+    r.common.date_of_birth = Some(d(1870, 1, 1));
+    assert_excluded(&one(r), "spell unfinished");
+}
