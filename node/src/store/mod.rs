@@ -4,7 +4,7 @@
 //! ```text
 //!  <dir>/FORMAT                                   store format and stored schema version
 //!  <dir>/catalog/                                 sled: segments, record index, deletions, submissions
-//!  <dir>/segments/<dataset>/<provider>/<YYYY-MM>/<segment id, 20 digits>.parquet
+//!  <dir>/segments/<dataset>/<provider>/<YYYY-MM>-<segment id, 20 digits>.parquet
 //! ```
 //!
 //! **Applying a change** (one writer at a time, behind a mutex):
@@ -49,6 +49,7 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use chrono::{DateTime, NaiveDateTime};
 use keys::{Live, SegmentEntry};
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -273,15 +274,26 @@ impl Store {
             None => 1,
         };
         let mut entries = Vec::new();
-        let mut written = Vec::new();
-        let outcome = (|| -> Result<()> {
-            for part in partitions {
+        // Ids first (deterministic), then the files in parallel: per-file costs (codec set-up,
+        // footer, fsync) dominate small segments, and partitions are independent.
+        let jobs: Vec<(u64, String, Vec<u32>, apply::PartitionRows)> = partitions
+            .into_iter()
+            .map(|part| {
                 let id = next_segment;
                 next_segment += 1;
                 let file = segment::relative_path(dataset, &part.provider, &part.month, id);
-                let rows: Vec<u32> = part.rows.iter().map(|r| r.1 as u32).collect();
-                written.push(self.dir.join(&file));
-                let bytes = segment::write(&self.dir, &file, batch, &rows)?;
+                let rows = part.rows.iter().map(|r| r.1 as u32).collect();
+                (id, file, rows, part)
+            })
+            .collect();
+        let written: Vec<PathBuf> = jobs.iter().map(|j| self.dir.join(&j.1)).collect();
+        let sizes: Vec<Result<u64>> = jobs
+            .par_iter()
+            .map(|(_, file, rows, _)| segment::write(&self.dir, file, batch, rows))
+            .collect();
+        let outcome = (|| -> Result<()> {
+            for ((id, file, rows, part), bytes) in jobs.into_iter().zip(sizes) {
+                let bytes = bytes?;
                 for (pos, (rid, _, activity)) in part.rows.iter().enumerate() {
                     let live = Live {
                         segment: id,

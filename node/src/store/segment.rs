@@ -10,7 +10,9 @@ use crate::{Error, Result};
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -25,7 +27,8 @@ pub(super) const SUFFIX: &str = ".parquet";
 
 /// The path of a segment relative to the store directory (always `/`-separated).
 pub(super) fn relative_path(dataset: Dataset, provider: &str, month: &str, id: u64) -> String {
-    format!("segments/{dataset}/{provider}/{month}/{id:020}{SUFFIX}")
+    // One directory per provider, not per month: creating directories dominated small changes.
+    format!("segments/{dataset}/{provider}/{month}-{id:020}{SUFFIX}")
 }
 
 /// Makes a file's directory entry (a create, rename or delete inside `dir`) durable.
@@ -80,7 +83,12 @@ pub(super) fn write(root: &Path, rel: &str, batch: &RecordBatch, rows: &[u32]) -
         }]))
         .build();
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut writer = ArrowWriter::try_new(file, sorted.schema(), Some(props))?;
+    // The Arrow schema is ours (`stored_schema`), so it is not embedded in every file: on small
+    // segments it would be a third of the bytes. The reader supplies it instead.
+    let options = ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
+    let mut writer = ArrowWriter::try_new_with_options(file, sorted.schema(), options)?;
     writer.write(&sorted)?;
     let file = writer.into_inner()?;
     file.sync_all().map_err(|e| Error::io(&tmp, e))?;
@@ -98,12 +106,13 @@ pub(super) fn read(path: &Path, dataset: Dataset) -> Result<Vec<RecordBatch>> {
         what: format!("segment {}", path.display()),
         message: e.to_string(),
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let schema = stored_schema(dataset);
+    let options = ArrowReaderOptions::new().with_schema(schema.clone());
+    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(with_path)?
         .with_batch_size(64 * 1024)
         .build()
         .map_err(with_path)?;
-    let schema = stored_schema(dataset);
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| Error::Corruption {
