@@ -140,9 +140,10 @@ fn main() -> anyhow::Result<()> {
         records as f64 / secs,
         rejected.len()
     );
-    for report in rejected.iter().take(3) {
-        print!("    {}", report.to_string().replace('\n', "\n    "));
-        println!();
+    for report in rejected.iter().take(4) {
+        if let Some(r) = &report.rejection {
+            println!("    {}: {}", report.file, r.summary());
+        }
     }
     drop(node);
 
