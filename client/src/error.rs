@@ -32,6 +32,23 @@ pub enum Error {
     /// The requested configuration cannot be generated.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The cluster could not be reached or did not settle the call in time; a submission's
+    /// outcome is unknown and resending it (same submission id) is safe.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The cluster refused the call (bad argument, wrong state); retrying will not help.
+    #[error("refused by the cluster: {0}")]
+    Refused(String),
+    /// Any other failure talking to the cluster.
+    #[error("cluster: {0}")]
+    Cluster(String),
+}
+
+impl Error {
+    /// Whether the same call may succeed if made again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
 }
 
 /// Result with the client's [`Error`].

@@ -1,7 +1,9 @@
-//! sus-cluster client library: the synthetic data generator (`sus gen`) and, later, the submission
-//! and query client.
+//! sus-cluster client library: the cluster client (submissions, administration) and the
+//! synthetic data generator (`sus gen`).
 
+pub mod cluster;
 pub mod error;
 pub mod generator;
 
+pub use cluster::{Client, RetryPolicy, SubmitOutcome};
 pub use error::{Error, Result};

@@ -1,7 +1,5 @@
-//! `sus-node`: run a node's operations from the command line.
-//!
-//! Today a node is one process over one data directory; `ingest` applies submission files to it
-//! exactly as the server will (issue #3 adds `serve` and replication).
+//! `sus-node`: run a cluster node (`serve`), or a single node's operations on a local data
+//! directory (`ingest`, `stats`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -43,6 +41,43 @@ enum Command {
     },
     /// Print record counts, segments and bytes on disk per dataset.
     Stats,
+    /// Run a cluster node: the meta group, the shard replicas the shard map gives it, and the
+    /// gRPC services (Ingest, Admin, internal Raft) on one port.
+    ///
+    /// A new node waits until `sus cluster init` (first nodes) or `sus cluster add-node` admits
+    /// it. Prints `sus-node <id> listening on <addr>` once serving. Stops on SIGINT/SIGTERM.
+    ///
+    /// Example: sus-node --data-dir /var/lib/sus/n1 serve --id 1 --listen 0.0.0.0:7401 \
+    ///            --advertise n1.internal:7401
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// This node's id: unique in the cluster and never reused (a wiped node gets a new id).
+    #[arg(long, env = "SUS_NODE_ID")]
+    id: u64,
+    /// Address to listen on; port 0 picks a free port (printed on start).
+    #[arg(long, env = "SUS_LISTEN", default_value = "127.0.0.1:7401")]
+    listen: String,
+    /// Address peers and clients use to reach this node (default: the bound listen address).
+    #[arg(long, env = "SUS_ADVERTISE")]
+    advertise: Option<String>,
+    /// Raft heartbeat interval (ms).
+    #[arg(long, env = "SUS_HEARTBEAT_MS", default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Election timeout lower bound (ms); the upper bound is twice this.
+    #[arg(long, env = "SUS_ELECTION_MS", default_value_t = 500)]
+    election_ms: u64,
+    /// Build a group snapshot after this many applied entries since the last one.
+    #[arg(long, env = "SUS_SNAPSHOT_AFTER", default_value_t = 1000)]
+    snapshot_after: u64,
+    /// Log entries kept behind a snapshot (peers lagging further catch up by snapshot).
+    #[arg(long, env = "SUS_KEEP_AFTER_SNAPSHOT", default_value_t = 200)]
+    keep_after_snapshot: u64,
+    /// How long a submission waits for its commit before the client hears "outcome unknown".
+    #[arg(long, env = "SUS_COMMIT_TIMEOUT_MS", default_value_t = 30_000)]
+    commit_timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +98,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cli = match cli.command {
+        Command::Serve(args) => return serve(cli.data_dir, cli.refdata, args),
+        _ => cli,
+    };
     let node = Node::open(&NodeConfig {
         data_dir: cli.data_dir.clone(),
         refdata_dir: cli.refdata.clone(),
@@ -118,5 +157,67 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(_) => unreachable!("handled above"),
     }
+}
+
+fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use sus_node::cluster::{Cluster, ClusterConfig, RaftTuning, service::Services};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let bound = listener.local_addr()?;
+        let advertise = args.advertise.clone().unwrap_or_else(|| bound.to_string());
+        let cluster = Cluster::start(ClusterConfig {
+            id: args.id,
+            advertise: advertise.clone(),
+            data_dir: data_dir.clone(),
+            refdata_dir: refdata,
+            raft: RaftTuning {
+                heartbeat_ms: args.heartbeat_ms,
+                election_min_ms: args.election_ms,
+                election_max_ms: args.election_ms * 2,
+                snapshot_after: args.snapshot_after,
+                keep_after_snapshot: args.keep_after_snapshot,
+            },
+            commit_timeout: std::time::Duration::from_millis(args.commit_timeout_ms),
+        })
+        .await
+        .with_context(|| format!("starting node {} in {}", args.id, data_dir.display()))?;
+        let services = Services::new(cluster.clone());
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        println!("sus-node {} listening on {bound}", args.id);
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(sus_raft::network::RaftService::server(
+                cluster.registry.clone(),
+            ))
+            .add_service(services.ingest())
+            .add_service(services.admin())
+            .serve_with_incoming_shutdown(incoming, shutdown_signal())
+            .await
+            .context("serving")?;
+        cluster.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
 }

@@ -24,6 +24,131 @@ Writes NNNN-<dataset>-<sender>-<nc|bulk>.csv files with .meta.json envelopes (su
 order) and expected.json: the live totals, per provider totals and per-submission outcomes the
 cluster must report once every file is applied. SAMPLE PRICES - NOT THE NHS PAYMENT SCHEME.")]
     Gen(GenArgs),
+    /// Submit files to a cluster, in the order given, printing each submission's outcome.
+    #[command(after_help = "\
+Example:
+  sus submit --endpoint 127.0.0.1:7401,127.0.0.1:7402 /tmp/sus-gen/*.csv
+
+Each FILE needs its FILE.meta.json envelope. Any node will do: it forwards to the shard leader.
+A submission whose outcome is unknown (node lost, no leader) is resent with the same submission id
+until --retry-for passes; the cluster answers a resend with the original report.
+Exit status: 0 all accepted, 3 some rejected, 1 a submission's outcome is unknown or a call failed.")]
+    Submit(SubmitArgs),
+    /// Administer a cluster: bootstrap, membership, leaders, status.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Args)]
+struct EndpointArgs {
+    /// Node addresses (host:port), comma-separated; any live node will do.
+    #[arg(
+        long,
+        env = "SUS_ENDPOINT",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7401"
+    )]
+    endpoint: Vec<String>,
+    /// Keep retrying calls whose outcome is unknown for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    retry_for: u64,
+}
+
+impl EndpointArgs {
+    fn client(&self) -> sus_client::Result<sus_client::Client> {
+        sus_client::Client::new(
+            &self.endpoint,
+            sus_client::RetryPolicy {
+                retry_for: std::time::Duration::from_secs(self.retry_for),
+                ..Default::default()
+            },
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+    /// Submission files (CSV or Parquet), each with FILE.meta.json beside it.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print only rejections and the final summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Bootstrap a new cluster of started nodes (send to one of them, once).
+    #[command(after_help = "\
+Example:
+  sus cluster init --endpoint 127.0.0.1:7401 --node 1=127.0.0.1:7401 --node 2=127.0.0.1:7402 \\
+      --node 3=127.0.0.1:7403 --shards 8 --replication 3")]
+    Init {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// A member as ID=HOST:PORT (repeat for each node).
+        #[arg(long = "node", required = true, value_parser = parse_member)]
+        nodes: Vec<(u64, String)>,
+        /// Number of data shards (Raft groups).
+        #[arg(long, default_value_t = 8)]
+        shards: u32,
+        /// Replicas per shard.
+        #[arg(long, default_value_t = 3)]
+        replication: u32,
+    },
+    /// Add a started node under a new id, and move shard replicas onto it.
+    AddNode {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// The new node as ID=HOST:PORT (an id never used in this cluster).
+        #[arg(value_parser = parse_member)]
+        node: (u64, String),
+        /// Do not move shard replicas onto it.
+        #[arg(long)]
+        no_rebalance: bool,
+    },
+    /// Move a node's shard replicas to other nodes, then remove it from the cluster.
+    RemoveNode {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        id: u64,
+    },
+    /// Make NODE the leader of GROUP (0 = meta, shard s = s + 1), e.g. before restarting a leader.
+    TransferLeader {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        group: u64,
+        node: u64,
+    },
+    /// Read every replica of every shard and compare their content checksums (over rows, not
+    /// file bytes). Exit status 0 when all replicas of each shard agree, 4 when not.
+    Verify {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Members, shard map, and the Raft groups of the node that answers.
+    Status {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// Read the shard map through the meta leader (read index).
+        #[arg(long)]
+        linearizable: bool,
+    },
+}
+
+fn parse_member(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not ID=HOST:PORT"))?;
+    let id = id
+        .parse()
+        .map_err(|_| format!("'{id}' is not a node id (a positive integer)"))?;
+    if id == 0 {
+        return Err("node id 0 is reserved".into());
+    }
+    Ok((id, addr.to_string()))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -168,13 +293,193 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Gen(a) => run_gen(a),
+        Command::Gen(a) => run_gen(a).map(|()| ExitCode::SUCCESS),
+        Command::Submit(a) => runtime().and_then(|rt| rt.block_on(run_submit(a))),
+        Command::Cluster(c) => runtime().and_then(|rt| rt.block_on(run_cluster(c))),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sus: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> sus_client::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| sus_client::Error::Cluster(format!("starting the async runtime: {e}")))
+}
+
+async fn run_submit(a: SubmitArgs) -> sus_client::Result<ExitCode> {
+    let client = a.endpoint.client()?;
+    let started = std::time::Instant::now();
+    let bar = ProgressBar::new(a.files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} files {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let (mut accepted, mut rejected, mut records) = (0u64, 0u64, 0u64);
+    for file in &a.files {
+        let outcome = client
+            .submit_file(file)
+            .await
+            .inspect_err(|_| bar.abandon())?;
+        let r = &outcome.report;
+        let id = r["submission_id"].as_str().unwrap_or("?");
+        if outcome.accepted {
+            accepted += 1;
+            records += r["records"].as_u64().unwrap_or(0);
+            if !a.quiet {
+                bar.println(format!(
+                    "{}: accepted{} as version {} of shard {} ({} records: {} inserted, {} replaced, {} deleted, {} stale)",
+                    id,
+                    if r["resent"].as_bool() == Some(true) { " (resent)" } else { "" },
+                    outcome.version().unwrap_or(0),
+                    outcome.shard,
+                    r["records"], r["inserted"], r["replaced"], r["deleted"], r["stale"]
+                ));
+            }
+        } else {
+            rejected += 1;
+            let first = &r["rejection"]["issues"][0];
+            bar.println(format!(
+                "{}: REJECTED ({}): {}",
+                id,
+                file.display(),
+                first["message"].as_str().unwrap_or("see report")
+            ));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} submissions: {accepted} accepted ({records} records), {rejected} rejected in {secs:.1}s ({:.0} records/s)",
+        a.files.len(),
+        records as f64 / secs.max(1e-9)
+    );
+    Ok(if rejected > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run_verify(endpoint: EndpointArgs) -> sus_client::Result<ExitCode> {
+    let contents = endpoint.client()?.replica_contents().await?;
+    let mut ok = true;
+    let (mut live, mut price) = (0u64, 0i64);
+    println!(
+        "{:>5} {:>4} {:>9} {:>8} {:>10} {:>16} checksum",
+        "shard", "node", "applied", "version", "live", "price"
+    );
+    let mut shards: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for r in &contents {
+        match &r.content {
+            Ok(c) => {
+                println!(
+                    "{:>5} {:>4} {:>9} {:>8} {:>10} {:>16} {}",
+                    r.shard,
+                    r.node,
+                    c.last_applied,
+                    c.version,
+                    c.live_records,
+                    pounds(c.price_pence),
+                    c.checksum
+                );
+                let sums = shards.entry(r.shard).or_default();
+                if sums.is_empty() {
+                    live += c.live_records;
+                    price += c.price_pence;
+                }
+                sums.push(c.checksum.clone());
+            }
+            Err(e) => {
+                ok = false;
+                println!("{:>5} {:>4} unreadable: {e}", r.shard, r.node);
+            }
+        }
+    }
+    for (shard, sums) in &shards {
+        if sums.iter().any(|s| s != &sums[0]) {
+            ok = false;
+            println!("shard {shard}: replicas DIFFER");
+        }
+    }
+    println!("total: {live} live records, {}", pounds(price));
+    println!(
+        "{}",
+        if ok {
+            "all replicas agree"
+        } else {
+            "replicas do not agree (or could not be read)"
+        }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
+}
+
+async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
+    let status = match c {
+        ClusterCommand::Init {
+            endpoint,
+            nodes,
+            shards,
+            replication,
+        } => endpoint.client()?.init(&nodes, shards, replication).await?,
+        ClusterCommand::AddNode {
+            endpoint,
+            node,
+            no_rebalance,
+        } => {
+            endpoint
+                .client()?
+                .add_node(node.0, &node.1, !no_rebalance)
+                .await?
+        }
+        ClusterCommand::RemoveNode { endpoint, id } => endpoint.client()?.remove_node(id).await?,
+        ClusterCommand::TransferLeader {
+            endpoint,
+            group,
+            node,
+        } => endpoint.client()?.transfer_leader(group, node).await?,
+        ClusterCommand::Verify { endpoint } => return run_verify(endpoint).await,
+        ClusterCommand::Status {
+            endpoint,
+            linearizable,
+        } => endpoint.client()?.status(linearizable).await?,
+    };
+    println!("node {} (meta leader {})", status.node, status.meta_leader);
+    for n in &status.nodes {
+        println!("  member {:>3} {}", n.id, n.addr);
+    }
+    for s in &status.shards {
+        println!("  shard {:>3} replicas {:?}", s.shard, s.replicas);
+    }
+    println!(
+        "  {:>5} {:>6} {:>5} {:>9} {:>9} {:>9} {:<12} learners",
+        "group", "leader", "term", "applied", "last log", "snapshot", "voters"
+    );
+    for g in &status.groups {
+        println!(
+            "  {:>5} {:>6} {:>5} {:>9} {:>9} {:>9} {:<12} {:?}",
+            g.group,
+            g.leader,
+            g.term,
+            g.last_applied,
+            g.last_log,
+            g.snapshot_index,
+            format!("{:?}", g.voters),
+            g.learners
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

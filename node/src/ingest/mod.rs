@@ -23,7 +23,8 @@ use crate::validate::{record_warnings, submission_issues};
 use crate::{Error, Result};
 use tracing::{info, warn};
 
-/// Validates, derives, prices and stores one submission.
+/// Validates, derives, prices and stores one submission on a single node: [`prepare`], then
+/// [`commit`].
 ///
 /// A rejected submission is an `Ok` report with outcome `Rejected` (nothing stored). A submission
 /// whose `(sender, submission_id)` was already processed gets its original report with `resent`.
@@ -35,22 +36,61 @@ pub fn submit(
     file: &str,
     bytes: &[u8],
 ) -> Result<SubmissionReport> {
+    match prepare(refdata, store, meta, file, bytes)? {
+        Prepared::Resent(report) => Ok(*report),
+        Prepared::Commit(command) => commit(store, command),
+    }
+}
+
+/// What a submission becomes before it touches the store: the unit a Raft entry carries.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Rejected before apply (R01-R06, R08): only the report is stored.
+    Reject {
+        meta: SubmissionMeta,
+        report: SubmissionReport,
+    },
+    /// Validated and derived: apply it (it may still be refused by R07 or be a resend).
+    Apply {
+        change: Change,
+        report: SubmissionReport,
+    },
+}
+
+/// The outcome of [`prepare`].
+#[derive(Debug)]
+pub enum Prepared {
+    /// Already processed: the original report, nothing to commit.
+    Resent(Box<SubmissionReport>),
+    /// To be committed, on this node or through the shard's Raft log.
+    Commit(Box<Command>),
+}
+
+/// Parses, validates, derives and prices a submission: everything that needs reference data and
+/// CPU, done once (on the shard leader), so that replicas only [`commit`] what it produced.
+pub fn prepare(
+    refdata: &RefData,
+    store: &Store,
+    meta: &SubmissionMeta,
+    file: &str,
+    bytes: &[u8],
+) -> Result<Prepared> {
     check_envelope_text(meta)?;
     if let Some(previous) = store.submission(&meta.sender, &meta.submission_id)? {
-        return resent(meta, &previous);
+        return resent(meta, &previous).map(|r| Prepared::Resent(Box::new(r)));
     }
 
     let mut report = SubmissionReport::new(meta, file);
     let records = match parse::parse(meta.dataset, bytes) {
         Ok(records) => records,
-        Err(rejected) => return reject(store, meta, report, rejected.issues, rejected.more),
+        Err(rejected) => return Ok(rejection(meta, report, rejected.issues, rejected.more)),
     };
     report.records = records.len() as u64;
     let issues = submission_issues(meta, &records, refdata);
     if !issues.is_empty() {
         let more = issues.len().saturating_sub(parse::MAX_ISSUES) as u64;
         let listed = issues.into_iter().take(parse::MAX_ISSUES).collect();
-        return reject(store, meta, report, listed, more);
+        return Ok(rejection(meta, report, listed, more));
     }
 
     let mut tally = WarningTally::default();
@@ -89,19 +129,37 @@ pub fn submit(
         deletes,
         report: report.to_json(),
     };
-    match store.apply(change)? {
-        ApplyOutcome::Applied(counts) => {
-            fill_counts(&mut report, &counts);
-            info!(
-                sender = %meta.sender, submission = %meta.submission_id, dataset = %meta.dataset,
-                version = counts.version, records = report.records, inserted = counts.inserted,
-                replaced = counts.replaced, deleted = counts.deleted, stale = counts.stale,
-                "submission accepted"
-            );
-            Ok(report)
+    Ok(Prepared::Commit(Box::new(Command::Apply {
+        change,
+        report,
+    })))
+}
+
+/// Applies a prepared command to the store. Deterministic: every replica that commits the same
+/// commands in the same order reaches the same catalog, versions and reports.
+pub fn commit(store: &Store, command: Box<Command>) -> Result<SubmissionReport> {
+    match *command {
+        Command::Reject { meta, report } => record_rejection(store, &meta, report),
+        Command::Apply { change, mut report } => {
+            let meta = change.meta.clone();
+            match store.apply(change)? {
+                ApplyOutcome::Applied(counts) => {
+                    fill_counts(&mut report, &counts);
+                    info!(
+                        sender = %meta.sender, submission = %meta.submission_id, dataset = %meta.dataset,
+                        version = counts.version, records = report.records, inserted = counts.inserted,
+                        replaced = counts.replaced, deleted = counts.deleted, stale = counts.stale,
+                        "submission accepted"
+                    );
+                    Ok(report)
+                }
+                ApplyOutcome::AlreadyApplied(previous) => resent(&meta, &previous),
+                ApplyOutcome::Rejected(issue) => {
+                    let report = report.reject(vec![issue], 0);
+                    record_rejection(store, &meta, report)
+                }
+            }
         }
-        ApplyOutcome::AlreadyApplied(previous) => resent(meta, &previous),
-        ApplyOutcome::Rejected(issue) => reject(store, meta, report, vec![issue], 0),
     }
 }
 
@@ -129,14 +187,27 @@ fn fill_counts(report: &mut SubmissionReport, counts: &ApplyCounts) {
     report.stale = counts.stale;
 }
 
-fn reject(
-    store: &Store,
+fn rejection(
     meta: &SubmissionMeta,
     report: SubmissionReport,
     issues: Vec<crate::model::Issue>,
     more: u64,
+) -> Prepared {
+    Prepared::Commit(Box::new(Command::Reject {
+        meta: meta.clone(),
+        report: report.reject(issues, more),
+    }))
+}
+
+fn record_rejection(
+    store: &Store,
+    meta: &SubmissionMeta,
+    report: SubmissionReport,
 ) -> Result<SubmissionReport> {
-    let report = report.reject(issues, more);
+    if let Some(previous) = store.submission(&meta.sender, &meta.submission_id)? {
+        // A replayed Raft entry or a concurrent resend: the first outcome stands.
+        return resent(meta, &previous);
+    }
     if let Some(r) = &report.rejection {
         warn!(
             sender = %meta.sender, submission = %meta.submission_id, file = %report.file,

@@ -187,6 +187,11 @@ impl RefData {
         self.orgs.may_send(sender, provider)
     }
 
+    /// The (submitting agency, provider) pairs of `senders.csv`.
+    pub fn agency_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.orgs.agency_pairs()
+    }
+
     /// The restricted code list.
     pub fn restricted_codes(&self) -> &RestrictedCodes {
         &self.restricted

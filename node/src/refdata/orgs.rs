@@ -109,6 +109,11 @@ impl Organisations {
                 .contains(&(sender.to_string(), provider.to_string()))
     }
 
+    /// The (submitting agency, provider) pairs of `senders.csv`, in order.
+    pub fn agency_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.senders.iter().map(|(s, p)| (s.as_str(), p.as_str()))
+    }
+
     /// Provider codes, in order.
     pub fn provider_codes(&self) -> impl Iterator<Item = &str> {
         self.providers.keys().map(String::as_str)

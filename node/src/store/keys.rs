@@ -136,6 +136,9 @@ pub(super) fn by_sender_id(dataset: Dataset, sender: &str, key: &[u8]) -> Result
     String::from_utf8(id.to_vec()).map_err(|e| corrupt("sender index key", &e.to_string()))
 }
 
+/// Prefix of every submission outcome.
+pub(super) const SUBMISSION_ANY: &[u8] = b"sub/";
+
 pub(super) fn submission(sender: &str, id: &str) -> Vec<u8> {
     let mut k = b"sub/".to_vec();
     push_text(&mut k, sender);

@@ -38,6 +38,8 @@
 
 mod apply;
 mod keys;
+mod replica;
+pub use replica::{ContentDigest, DumpItem};
 mod segment;
 #[cfg(test)]
 mod tests;

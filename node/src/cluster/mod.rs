@@ -1,0 +1,501 @@
+//! A cluster node: the meta group and the data shards this node hosts, each an openraft group,
+//! and the reconciliation that keeps the hosted shards equal to the meta group's shard map.
+//!
+//! ```text
+//!  Admin.Init / AddNode ──► meta group (members, shard map) ──watch──► reconcile loop
+//!                                                                        │ open / initialise /
+//!                                                                        ▼ drop shard groups
+//!  Ingest.Submit ──► shard of the sender ──► leader? ── no ──► forward once to the leader
+//!                                             │ yes
+//!                                             ▼
+//!                prepare (parse, validate, derive, price) ──► client_write (majority fsync)
+//!                                                              ──► every replica: ingest::commit
+//! ```
+//!
+//! A node keeps its identity in `<data>/node.json`: its id and, once admitted, the cluster id. A
+//! node serves Raft calls only once admitted (by `Init` or `AddNode`), and `AddNode` refuses an id
+//! the cluster has used before, so a wiped node can only rejoin under a new id.
+
+pub mod command;
+pub mod meta;
+pub mod routing;
+pub mod service;
+pub mod shard;
+pub mod snapshot;
+
+use crate::refdata::RefData;
+use crate::{Error, Result};
+use meta::{MetaCommand, MetaState, MetaStateMachine};
+use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use shard::{ShardReplica, ShardStateMachine};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use sus_raft::network::{NetworkFactory, Peers, Registry};
+use sus_raft::{GroupId, LogStore, META_GROUP, NodeId, Raft, Request};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The Raft group of data shard `shard`.
+pub fn shard_group(shard: u32) -> GroupId {
+    u64::from(shard) + 1
+}
+
+/// Timing and log-retention settings of every group (loopback defaults; raise for WANs).
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_after: u64,
+    /// Entries kept in the log behind a snapshot (a lagging peer within them needs no snapshot).
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+            snapshot_after: 1000,
+            keep_after_snapshot: 200,
+        }
+    }
+}
+
+/// What a cluster node needs to start.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub id: NodeId,
+    /// The address peers and clients use to reach this node (`host:port`).
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub refdata_dir: PathBuf,
+    pub raft: RaftTuning,
+    /// How long a submission may wait for its commit before the client is told the outcome is
+    /// unknown (and to resend with the same submission id).
+    pub commit_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Identity {
+    id: NodeId,
+    cluster_id: Option<String>,
+}
+
+/// A running cluster node.
+pub struct Cluster {
+    pub id: NodeId,
+    pub advertise: String,
+    pub refdata: Arc<RefData>,
+    pub commit_timeout: Duration,
+    pub peers: Arc<Peers>,
+    pub registry: Arc<Registry>,
+    pub meta: Raft,
+    meta_state: watch::Receiver<MetaState>,
+    shards: Mutex<BTreeMap<u32, (Raft, Arc<ShardReplica>)>>,
+    raft_config: Arc<openraft::Config>,
+    data_dir: PathBuf,
+    identity: Mutex<Identity>,
+}
+
+impl Cluster {
+    /// Opens the node's groups from its data directory and starts reconciling.
+    pub async fn start(config: ClusterConfig) -> Result<Arc<Cluster>> {
+        fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
+        let identity = load_identity(&config.data_dir, config.id)?;
+        let refdata = Arc::new(RefData::load(&config.refdata_dir)?);
+        let raft_config = Arc::new(
+            openraft::Config {
+                cluster_name: "sus".into(),
+                heartbeat_interval: config.raft.heartbeat_ms,
+                election_timeout_min: config.raft.election_min_ms,
+                election_timeout_max: config.raft.election_max_ms,
+                install_snapshot_timeout: 30_000,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after),
+                max_in_snapshot_log_to_keep: config.raft.keep_after_snapshot,
+                snapshot_max_chunk_size: 1024 * 1024,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("raft settings: {e}")))?,
+        );
+        let peers = Peers::new();
+        let registry = Registry::new();
+        let meta_dir = config.data_dir.join("meta");
+        let log = LogStore::open(&meta_dir.join("raft")).map_err(raft_error)?;
+        let (sm, meta_state) = MetaStateMachine::open(&meta_dir)?;
+        let meta = Raft::new(
+            config.id,
+            raft_config.clone(),
+            NetworkFactory::new(META_GROUP, peers.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("starting the meta group: {e}")))?;
+        let admitted = identity.cluster_id.is_some();
+        let cluster = Arc::new(Cluster {
+            id: config.id,
+            advertise: config.advertise,
+            refdata,
+            commit_timeout: config.commit_timeout,
+            peers,
+            registry,
+            meta,
+            meta_state,
+            shards: Mutex::new(BTreeMap::new()),
+            raft_config,
+            data_dir: config.data_dir,
+            identity: Mutex::new(identity),
+        });
+        if admitted {
+            cluster.registry.insert(META_GROUP, cluster.meta.clone());
+        }
+        cluster.reconcile().await?;
+        tokio::spawn(reconcile_loop(
+            Arc::downgrade(&cluster),
+            cluster.meta_state.clone(),
+        ));
+        info!(id = cluster.id, addr = %cluster.advertise, admitted, "node started");
+        Ok(cluster)
+    }
+
+    /// The cluster state as this node last applied it.
+    pub fn meta_state(&self) -> MetaState {
+        self.meta_state.borrow().clone()
+    }
+
+    /// Whether this node has been admitted to a cluster.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.identity_guard().cluster_id.clone()
+    }
+
+    /// Admits this node to `cluster_id` (idempotent; refuses a second, different cluster).
+    pub fn join(&self, cluster_id: &str, node_id: NodeId) -> Result<()> {
+        if node_id != self.id {
+            return Err(Error::InvalidArgument(format!(
+                "asked to join as node {node_id}, but this is node {}",
+                self.id
+            )));
+        }
+        let mut identity = self.identity_guard();
+        match &identity.cluster_id {
+            Some(existing) if existing == cluster_id => return Ok(()),
+            Some(existing) => {
+                return Err(Error::InvalidArgument(format!(
+                    "node {} already belongs to cluster {existing}",
+                    self.id
+                )));
+            }
+            None => {}
+        }
+        identity.cluster_id = Some(cluster_id.to_string());
+        write_identity(&self.data_dir, &identity)?;
+        drop(identity);
+        self.registry.insert(META_GROUP, self.meta.clone());
+        info!(
+            id = self.id,
+            cluster = cluster_id,
+            "admitted to the cluster"
+        );
+        Ok(())
+    }
+
+    /// The Raft and replica of a shard this node hosts.
+    pub fn shard(&self, shard: u32) -> Option<(Raft, Arc<ShardReplica>)> {
+        self.shards_guard().get(&shard).cloned()
+    }
+
+    /// The hosted shards.
+    pub fn hosted_shards(&self) -> Vec<u32> {
+        self.shards_guard().keys().copied().collect()
+    }
+
+    /// Proposes a meta command through the meta leader (this node must lead the meta group).
+    pub async fn propose_meta(&self, command: &MetaCommand) -> Result<()> {
+        let bytes =
+            bincode::serialize(command).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let response = self
+            .meta
+            .client_write(Request(bytes))
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("meta write: {e}")))?;
+        meta::decode_response(&response.data).map_err(Error::InvalidArgument)
+    }
+
+    /// Address of a node, from the meta group's members.
+    pub fn address_of(&self, node: NodeId) -> Option<String> {
+        self.meta_state.borrow().nodes.get(&node).cloned()
+    }
+
+    /// Brings the hosted shard groups in line with the shard map.
+    async fn reconcile(&self) -> Result<()> {
+        if self.cluster_id().is_none() {
+            return Ok(());
+        }
+        let state = self.meta_state();
+        for (s, info) in state.shards.iter().enumerate() {
+            let s = s as u32;
+            let hosted = self.shard(s);
+            if info.replicas.contains(&self.id) {
+                let raft = match hosted {
+                    Some((raft, _)) => raft,
+                    None => self.open_shard(s).await?,
+                };
+                if info.bootstrap.first() == Some(&self.id)
+                    && !raft.is_initialized().await.map_err(fatal)?
+                {
+                    let members: BTreeMap<NodeId, BasicNode> = info
+                        .bootstrap
+                        .iter()
+                        .filter_map(|n| {
+                            state
+                                .nodes
+                                .get(n)
+                                .map(|addr| (*n, BasicNode { addr: addr.clone() }))
+                        })
+                        .collect();
+                    info!(shard = s, ?members, "initialising shard group");
+                    if let Err(e) = raft.initialize(members).await {
+                        warn!(shard = s, "shard initialise: {e}");
+                    }
+                }
+            } else if let Some((raft, replica)) = hosted {
+                // Leave only once the group itself no longer counts this node.
+                let metrics = raft.metrics().borrow().clone();
+                let member = metrics
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .any(|(n, _)| *n == self.id);
+                if !member || metrics.membership_config.membership().nodes().count() == 0 {
+                    self.drop_shard(s, raft, replica).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_shard(&self, shard: u32) -> Result<Raft> {
+        let dir = self.shard_dir(shard);
+        let replica = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || ShardReplica::open(&dir, shard))
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("opening shard {shard}: {e}")))??
+        };
+        let log = LogStore::open(&dir.join("raft")).map_err(raft_error)?;
+        let raft = Raft::new(
+            self.id,
+            self.raft_config.clone(),
+            NetworkFactory::new(shard_group(shard), self.peers.clone()),
+            log,
+            ShardStateMachine::new(replica.clone()),
+        )
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("starting shard {shard}: {e}")))?;
+        self.registry.insert(shard_group(shard), raft.clone());
+        self.shards_guard().insert(shard, (raft.clone(), replica));
+        info!(shard, "shard replica opened");
+        Ok(raft)
+    }
+
+    async fn drop_shard(&self, shard: u32, raft: Raft, replica: Arc<ShardReplica>) {
+        info!(
+            shard,
+            "shard replica moved away: shutting it down and removing its data"
+        );
+        self.registry.remove(shard_group(shard));
+        self.shards_guard().remove(&shard);
+        if let Err(e) = raft.shutdown().await {
+            warn!(shard, "shutdown: {e}");
+        }
+        drop(replica);
+        let dir = self.shard_dir(shard);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            warn!(shard, dir = %dir.display(), "removing a dropped shard: {e}");
+        }
+    }
+
+    fn shard_dir(&self, shard: u32) -> PathBuf {
+        self.data_dir.join("shards").join(format!("{shard:04}"))
+    }
+
+    /// Stops every group (for a clean shutdown).
+    pub async fn shutdown(&self) {
+        let shards: Vec<_> = self.shards_guard().values().cloned().collect();
+        for (raft, _) in shards {
+            let _ = raft.shutdown().await;
+        }
+        let _ = self.meta.shutdown().await;
+    }
+
+    /// Waits until `raft` knows a leader, up to `timeout`.
+    pub async fn wait_leader(raft: &Raft, timeout: Duration) -> Option<NodeId> {
+        let mut rx = raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = rx.borrow().current_leader {
+                return Some(l);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Whether this node currently leads `raft`'s group.
+    pub fn is_leader(&self, raft: &Raft) -> bool {
+        let m = raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Sets a shard's voters to `replicas`: learners first (they catch up, by snapshot if the
+    /// log was purged), then one joint-consensus membership change. Must run on the shard leader.
+    pub async fn change_shard_replicas(
+        &self,
+        shard: u32,
+        replicas: &BTreeMap<NodeId, String>,
+    ) -> Result<u64> {
+        let (raft, _) = self
+            .shard(shard)
+            .ok_or_else(|| Error::InvalidArgument(format!("shard {shard} not hosted here")))?;
+        let current: BTreeSet<NodeId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(n, _)| *n)
+            .collect();
+        for (id, addr) in replicas {
+            if !current.contains(id) {
+                info!(shard, node = id, "adding learner (catch-up)");
+                raft.add_learner(*id, BasicNode { addr: addr.clone() }, true)
+                    .await
+                    .map_err(|e| Error::InvalidArgument(format!("add learner {id}: {e}")))?;
+            }
+        }
+        let voters: BTreeSet<NodeId> = replicas.keys().copied().collect();
+        let response = raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("change membership: {e}")))?;
+        Ok(response.log_id.index)
+    }
+
+    fn shards_guard(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, (Raft, Arc<ShardReplica>)>> {
+        self.shards.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn identity_guard(&self) -> std::sync::MutexGuard<'_, Identity> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn reconcile_loop(cluster: std::sync::Weak<Cluster>, mut state: watch::Receiver<MetaState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        if let Err(e) = cluster.reconcile().await {
+            warn!("reconcile: {e}");
+        }
+    }
+}
+
+fn load_identity(dir: &Path, id: NodeId) -> Result<Identity> {
+    let path = dir.join("node.json");
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let identity: Identity =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Corruption {
+                    what: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            if identity.id != id {
+                return Err(Error::InvalidArgument(format!(
+                    "data directory {} belongs to node {}, not node {id}; node ids are never \
+                     reused or changed",
+                    dir.display(),
+                    identity.id
+                )));
+            }
+            Ok(identity)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .next()
+                .is_some()
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "data directory {} is not empty but has no node.json; refusing to use it",
+                    dir.display()
+                )));
+            }
+            let identity = Identity {
+                id,
+                cluster_id: None,
+            };
+            write_identity(dir, &identity)?;
+            Ok(identity)
+        }
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+fn write_identity(dir: &Path, identity: &Identity) -> Result<()> {
+    let bytes =
+        serde_json::to_vec_pretty(identity).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    write_atomically(&dir.join("node.json"), &bytes)
+}
+
+/// Replaces `path` with `bytes` durably: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Makes renames and creations inside `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// A node failure inside a state machine, as openraft's storage error (which stops the group:
+/// an I/O or corruption error while applying must not be answered to a client as a rejection).
+pub(crate) fn storage_error(e: Error) -> openraft::StorageError<NodeId> {
+    openraft::StorageError::from(openraft::StorageIOError::write_state_machine(
+        openraft::AnyError::new(&e),
+    ))
+}
+
+fn raft_error(e: sus_raft::Error) -> Error {
+    Error::InvalidArgument(format!("raft log: {e}"))
+}
+
+fn fatal(e: openraft::error::Fatal<NodeId>) -> Error {
+    Error::InvalidArgument(format!("raft stopped: {e}"))
+}

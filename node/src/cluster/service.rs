@@ -1,0 +1,843 @@
+//! The node's gRPC services: `Ingest` (submissions) and `Admin` (bootstrap, membership, status,
+//! replica content), over a [`Cluster`].
+//!
+//! Writes reach the leader of their group: a node that does not lead forwards the call once (a
+//! forwarded call is never forwarded again), so clients may call any node. A write that is not
+//! committed within the commit timeout is answered `DEADLINE_EXCEEDED`: its outcome is unknown
+//! and the client resends with the same submission id, which is answered with the original
+//! outcome if it did commit. A write is never answered "accepted" before its commit.
+
+use super::meta::MetaCommand;
+use super::routing::Routing;
+use super::{Cluster, command, shard_group};
+use crate::ingest::{self, Prepared};
+use crate::model::SubmissionMeta;
+use crate::report::{Outcome, SubmissionReport};
+use crate::{Error, Result};
+use openraft::{BasicNode, ChangeMembers};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use sus_proto::v1::admin_client::AdminClient;
+use sus_proto::v1::admin_server::{self, AdminServer};
+use sus_proto::v1::ingest_client::IngestClient;
+use sus_proto::v1::ingest_server::{self, IngestServer};
+use sus_proto::v1::*;
+use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
+use sus_raft::{META_GROUP, NodeId, Raft, Request as RaftCommand};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+/// How long membership changes may take (a learner catching up by snapshot included).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a call waits for a group to elect a leader before answering `UNAVAILABLE`.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// The node's public services.
+#[derive(Clone)]
+pub struct Services {
+    cluster: Arc<Cluster>,
+}
+
+impl Services {
+    pub fn new(cluster: Arc<Cluster>) -> Services {
+        Services { cluster }
+    }
+
+    /// The `Ingest` service with explicit message limits.
+    pub fn ingest(&self) -> IngestServer<Services> {
+        IngestServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The `Admin` service with explicit message limits.
+    pub fn admin(&self) -> AdminServer<Services> {
+        AdminServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn channel(&self, node: NodeId) -> std::result::Result<Channel, Status> {
+        let addr = self
+            .cluster
+            .address_of(node)
+            .ok_or_else(|| Status::unavailable(format!("no address known for node {node}")))?;
+        self.cluster
+            .peers
+            .channel(&addr)
+            .map_err(|e| Status::unavailable(format!("node {node} at {addr}: {e}")))
+    }
+
+    fn ingest_client(&self, node: NodeId) -> std::result::Result<IngestClient<Channel>, Status> {
+        Ok(IngestClient::new(self.channel(node)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    fn admin_client(&self, node: NodeId) -> std::result::Result<AdminClient<Channel>, Status> {
+        Ok(AdminClient::new(self.channel(node)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// The leader of `raft`'s group, waiting for an election if needed.
+    async fn leader(&self, raft: &Raft, what: &str) -> std::result::Result<NodeId, Status> {
+        Cluster::wait_leader(raft, LEADER_WAIT)
+            .await
+            .ok_or_else(|| {
+                Status::unavailable(format!("{what} has no leader (no quorum reachable); retry"))
+            })
+    }
+
+    async fn submit_here(
+        &self,
+        raft: &Raft,
+        replica: &super::shard::ShardReplica,
+        meta: SubmissionMeta,
+        file: String,
+        content: bytes::Bytes,
+    ) -> std::result::Result<SubmissionReport, Status> {
+        let store = replica.store();
+        let refdata = self.cluster.refdata.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            ingest::prepare(&refdata, &store, &meta, &file, &content)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("prepare task: {e}")))?
+        .map_err(status)?;
+        let command = match prepared {
+            Prepared::Resent(report) => return Ok(*report),
+            Prepared::Commit(command) => command,
+        };
+        let bytes = command::encode(&command).map_err(status)?;
+        let write = raft.client_write(RaftCommand(bytes));
+        match tokio::time::timeout(self.cluster.commit_timeout, write).await {
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "not committed within {:?}: the outcome is unknown; resend with the same \
+                 submission id to learn it",
+                self.cluster.commit_timeout
+            ))),
+            Ok(Err(e)) => Err(Status::unavailable(format!("not committed: {e}; retry"))),
+            Ok(Ok(response)) => SubmissionReport::from_json(&response.data.0)
+                .map_err(|e| Status::internal(format!("undecodable report: {e}"))),
+        }
+    }
+
+    async fn init(&self, req: InitRequest) -> Result<ClusterStatus> {
+        let cluster = &self.cluster;
+        if req.nodes.is_empty() || req.shards == 0 || req.replication == 0 {
+            return Err(Error::InvalidArgument(
+                "init needs at least one node, one shard and a replication factor of 1 or more"
+                    .into(),
+            ));
+        }
+        if !req.nodes.iter().any(|n| n.id == cluster.id) {
+            return Err(Error::InvalidArgument(format!(
+                "init must be sent to one of the nodes it names (this is node {})",
+                cluster.id
+            )));
+        }
+        if cluster.cluster_id().is_some() && !cluster.meta_state().shards.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the cluster is already initialised".into(),
+            ));
+        }
+        let cluster_id = format!(
+            "sus-{:016x}",
+            crc32fast::hash(
+                format!("{:?}{:?}", req.nodes, std::time::SystemTime::now()).as_bytes()
+            )
+        );
+        for node in &req.nodes {
+            if node.id == cluster.id {
+                cluster.join(&cluster_id, node.id)?;
+            } else {
+                let channel = cluster
+                    .peers
+                    .channel(&node.addr)
+                    .map_err(|e| Error::InvalidArgument(format!("node {}: {e}", node.id)))?;
+                AdminClient::new(channel)
+                    .join(JoinRequest {
+                        format: WIRE_FORMAT_VERSION,
+                        cluster_id: cluster_id.clone(),
+                        node_id: node.id,
+                    })
+                    .await
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!(
+                            "node {} at {} did not join: {}",
+                            node.id,
+                            node.addr,
+                            e.message()
+                        ))
+                    })?;
+            }
+        }
+        let members: BTreeMap<NodeId, BasicNode> = req
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.id,
+                    BasicNode {
+                        addr: n.addr.clone(),
+                    },
+                )
+            })
+            .collect();
+        if let Err(e) = cluster.meta.initialize(members).await {
+            warn!("meta initialise: {e}");
+        }
+        // The initialiser campaigns first; make sure it leads before it writes the shard map.
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        while !cluster.is_leader(&cluster.meta) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::InvalidArgument("no meta leader elected".into()));
+            }
+            let _ = cluster.meta.trigger().elect().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster
+            .propose_meta(&MetaCommand::Bootstrap {
+                nodes: req.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
+                shards: req.shards,
+                replication: req.replication,
+            })
+            .await?;
+        info!(
+            cluster = cluster_id,
+            nodes = req.nodes.len(),
+            shards = req.shards,
+            "cluster initialised"
+        );
+        Ok(self.status_local())
+    }
+
+    async fn add_node(&self, req: AddNodeRequest) -> Result<ClusterStatus> {
+        let cluster = &self.cluster;
+        let node = req
+            .node
+            .ok_or_else(|| Error::InvalidArgument("add-node needs a node".into()))?;
+        let state = cluster.meta_state();
+        let used = state.nodes.contains_key(&node.id)
+            || cluster
+                .meta
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(n, _)| *n == node.id);
+        if used {
+            return Err(Error::InvalidArgument(format!(
+                "node id {} is or was a member: a node id is never reused (a wiped node rejoins \
+                 under a new id)",
+                node.id
+            )));
+        }
+        let cluster_id = cluster
+            .cluster_id()
+            .ok_or_else(|| Error::InvalidArgument("this node is not in a cluster".into()))?;
+        let channel = cluster
+            .peers
+            .channel(&node.addr)
+            .map_err(|e| Error::InvalidArgument(format!("node {}: {e}", node.id)))?;
+        AdminClient::new(channel)
+            .join(JoinRequest {
+                format: WIRE_FORMAT_VERSION,
+                cluster_id,
+                node_id: node.id,
+            })
+            .await
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "node {} at {} did not join: {}",
+                    node.id,
+                    node.addr,
+                    e.message()
+                ))
+            })?;
+        cluster
+            .meta
+            .add_learner(
+                node.id,
+                BasicNode {
+                    addr: node.addr.clone(),
+                },
+                true,
+            )
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("meta add learner: {e}")))?;
+        let voters: BTreeSet<NodeId> = cluster
+            .meta
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters.len() < 5 {
+            cluster
+                .meta
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node.id])), true)
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("meta add voter: {e}")))?;
+        }
+        cluster
+            .propose_meta(&MetaCommand::AddNode {
+                id: node.id,
+                addr: node.addr.clone(),
+            })
+            .await?;
+        info!(node = node.id, addr = %node.addr, "node added");
+        if req.rebalance {
+            self.rebalance_onto(node.id).await?;
+        }
+        Ok(self.status_local())
+    }
+
+    /// Moves replicas onto `target` until it holds its even share.
+    async fn rebalance_onto(&self, target: NodeId) -> Result<()> {
+        let state = self.cluster.meta_state();
+        let total: usize = state.shards.iter().map(|s| s.replicas.len()).sum();
+        let share = total.div_ceil(state.nodes.len().max(1));
+        let mut load: BTreeMap<NodeId, usize> = state.nodes.keys().map(|n| (*n, 0)).collect();
+        for s in &state.shards {
+            for r in &s.replicas {
+                *load.entry(*r).or_default() += 1;
+            }
+        }
+        for (shard, info) in state.shards.iter().enumerate() {
+            if load.get(&target).copied().unwrap_or(0) >= share {
+                break;
+            }
+            if info.replicas.contains(&target) {
+                continue;
+            }
+            let Some(from) = info
+                .replicas
+                .iter()
+                .copied()
+                .max_by_key(|n| (load.get(n).copied().unwrap_or(0), *n))
+            else {
+                continue;
+            };
+            self.move_replica(shard as u32, from, target).await?;
+            *load.entry(from).or_default() -= 1;
+            *load.entry(target).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// Moves shard `shard`'s replica from `from` to `to` (`to` may be `None` to shrink).
+    async fn move_replica(&self, shard: u32, from: NodeId, to: NodeId) -> Result<()> {
+        let cluster = &self.cluster;
+        let state = cluster.meta_state();
+        let info = state
+            .shards
+            .get(shard as usize)
+            .ok_or_else(|| Error::InvalidArgument(format!("no shard {shard}")))?;
+        info!(shard, from, to, "moving replica");
+        // 1. Announce the joining replica so that `to` opens the group and can receive.
+        let mut joining = info.replicas.clone();
+        if !joining.contains(&to) {
+            joining.push(to);
+        }
+        cluster
+            .propose_meta(&MetaCommand::SetReplicas {
+                shard,
+                replicas: joining,
+            })
+            .await?;
+        // 2. The shard leader adds `to` as a learner (it catches up), then swaps the voters.
+        let mut target: Vec<NodeId> = info
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| *n != from)
+            .collect();
+        target.push(to);
+        self.change_replicas_via_leader(shard, &target).await?;
+        // 3. Record the final replica set; `from` drops its copy when it sees it.
+        cluster
+            .propose_meta(&MetaCommand::SetReplicas {
+                shard,
+                replicas: target,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn change_replicas_via_leader(&self, shard: u32, replicas: &[NodeId]) -> Result<()> {
+        let state = self.cluster.meta_state();
+        let addresses: Vec<NodeAddress> = replicas
+            .iter()
+            .map(|id| NodeAddress {
+                id: *id,
+                addr: state.nodes.get(id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let request = ChangeShardReplicasRequest {
+            format: WIRE_FORMAT_VERSION,
+            shard,
+            replicas: addresses,
+        };
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let leader = self.shard_leader_anywhere(shard).await;
+            let result = match leader {
+                Some(leader) => match self.admin_client(leader) {
+                    Ok(mut client) => {
+                        let mut r = Request::new(request.clone());
+                        r.set_timeout(ADMIN_TIMEOUT);
+                        client.change_shard_replicas(r).await.map(|_| ())
+                    }
+                    Err(e) => Err(e),
+                },
+                None => Err(Status::unavailable(format!("shard {shard} has no leader"))),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    warn!(shard, "change replicas: {}; retrying", e.message());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(Error::InvalidArgument(e.message().to_string())),
+            }
+        }
+    }
+
+    /// The leader of a shard: from the local replica if hosted, else by asking its replicas.
+    async fn shard_leader_anywhere(&self, shard: u32) -> Option<NodeId> {
+        if let Some((raft, _)) = self.cluster.shard(shard)
+            && let Some(l) = Cluster::wait_leader(&raft, LEADER_WAIT).await
+        {
+            return Some(l);
+        }
+        let state = self.cluster.meta_state();
+        for node in state.shards.get(shard as usize)?.replicas.clone() {
+            let Ok(mut client) = self.admin_client(node) else {
+                continue;
+            };
+            if let Ok(status) = client
+                .status(StatusRequest {
+                    format: WIRE_FORMAT_VERSION,
+                    linearizable: false,
+                })
+                .await
+            {
+                let group = shard_group(shard);
+                if let Some(g) = status
+                    .into_inner()
+                    .groups
+                    .into_iter()
+                    .find(|g| g.group == group && g.leader != 0)
+                {
+                    return Some(g.leader);
+                }
+            }
+        }
+        None
+    }
+
+    async fn remove_node(&self, req: RemoveNodeRequest) -> Result<ClusterStatus> {
+        let cluster = &self.cluster;
+        let id = req.id;
+        let state = cluster.meta_state();
+        if !state.nodes.contains_key(&id) {
+            return Err(Error::InvalidArgument(format!("node {id} is not a member")));
+        }
+        for (shard, info) in state.shards.iter().enumerate() {
+            if !info.replicas.contains(&id) {
+                continue;
+            }
+            let current = cluster.meta_state();
+            let mut load: BTreeMap<NodeId, usize> = current
+                .nodes
+                .keys()
+                .filter(|n| **n != id)
+                .map(|n| (*n, 0))
+                .collect();
+            for s in &current.shards {
+                for r in &s.replicas {
+                    if let Some(l) = load.get_mut(r) {
+                        *l += 1;
+                    }
+                }
+            }
+            let candidate = load
+                .iter()
+                .filter(|(n, _)| !info.replicas.contains(n))
+                .min_by_key(|(n, l)| (**l, **n))
+                .map(|(n, _)| *n);
+            match candidate {
+                Some(to) => self.move_replica(shard as u32, id, to).await?,
+                None => {
+                    // Too few nodes to keep the replication factor: shrink the shard.
+                    let target: Vec<NodeId> =
+                        info.replicas.iter().copied().filter(|n| *n != id).collect();
+                    warn!(
+                        shard,
+                        node = id,
+                        "no spare node: shard shrinks to {} replicas",
+                        target.len()
+                    );
+                    self.change_replicas_via_leader(shard as u32, &target)
+                        .await?;
+                    cluster
+                        .propose_meta(&MetaCommand::SetReplicas {
+                            shard: shard as u32,
+                            replicas: target,
+                        })
+                        .await?;
+                }
+            }
+        }
+        let membership = cluster.meta.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        if voters.contains(&id) {
+            cluster
+                .meta
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("meta remove voter: {e}")))?;
+        } else if membership.membership().nodes().any(|(n, _)| *n == id) {
+            cluster
+                .meta
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("meta remove learner: {e}")))?;
+        }
+        cluster
+            .propose_meta(&MetaCommand::RemoveNode { id })
+            .await?;
+        info!(node = id, "node removed");
+        Ok(self.status_local())
+    }
+
+    /// This node's view of the cluster.
+    fn status_local(&self) -> ClusterStatus {
+        let cluster = &self.cluster;
+        let state = cluster.meta_state();
+        let mut groups = vec![group_status(META_GROUP, &cluster.meta)];
+        for shard in cluster.hosted_shards() {
+            if let Some((raft, _)) = cluster.shard(shard) {
+                groups.push(group_status(shard_group(shard), &raft));
+            }
+        }
+        ClusterStatus {
+            node: cluster.id,
+            meta_leader: cluster.meta.metrics().borrow().current_leader.unwrap_or(0),
+            nodes: state
+                .nodes
+                .iter()
+                .map(|(id, addr)| NodeAddress {
+                    id: *id,
+                    addr: addr.clone(),
+                })
+                .collect(),
+            shards: state
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(s, info)| ShardReplicas {
+                    shard: s as u32,
+                    replicas: info.replicas.clone(),
+                })
+                .collect(),
+            groups,
+        }
+    }
+
+    /// Runs `f` on the meta leader: here if this node leads, else by forwarding `forward` once.
+    async fn on_meta_leader<T, F, Fut>(
+        &self,
+        forwarded: bool,
+        here: F,
+        forward: impl AsyncFnOnce(AdminClient<Channel>) -> std::result::Result<Response<T>, Status>,
+    ) -> std::result::Result<Response<T>, Status>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let leader = self.leader(&self.cluster.meta, "the meta group").await?;
+        if leader == self.cluster.id {
+            return here().await.map(Response::new).map_err(status);
+        }
+        if forwarded {
+            return Err(Status::unavailable("meta leadership moved; retry"));
+        }
+        forward(self.admin_client(leader)?).await
+    }
+}
+
+fn group_status(group: u64, raft: &Raft) -> GroupStatus {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    GroupStatus {
+        group,
+        voters: membership.voter_ids().collect(),
+        learners: membership.learner_ids().collect(),
+        leader: m.current_leader.unwrap_or(0),
+        last_applied: m.last_applied.map_or(0, |l| l.index),
+        last_log: m.last_log_index.unwrap_or(0),
+        term: m.current_term,
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
+    }
+}
+
+/// Maps a node error to a gRPC status by what the caller must do.
+fn status(e: Error) -> Status {
+    match e {
+        Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::RefData { .. } => Status::failed_precondition(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn check_format(format: u32) -> std::result::Result<(), Status> {
+    if format != WIRE_FORMAT_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "wire format {format} not supported (this node speaks {WIRE_FORMAT_VERSION})"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl ingest_server::Ingest for Services {
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> std::result::Result<Response<SubmitReply>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        if self.cluster.cluster_id().is_none() {
+            return Err(Status::failed_precondition(
+                "this node is not part of a cluster yet",
+            ));
+        }
+        let meta: SubmissionMeta = serde_json::from_str(&req.envelope_json).map_err(|e| {
+            Status::invalid_argument(format!("{}: invalid envelope: {e}", req.file_name))
+        })?;
+        let state = self.cluster.meta_state();
+        if state.shards.is_empty() {
+            return Err(Status::unavailable("the cluster has no shard map yet"));
+        }
+        let routing = Routing::new(&self.cluster.refdata, state.shards.len() as u32);
+        let shard = routing.shard_of(&meta.sender);
+        let hosted = self.cluster.shard(shard);
+        let leader = match &hosted {
+            Some((raft, _)) => self.leader(raft, &format!("shard {shard}")).await?,
+            None => {
+                // Not hosted here: ask a replica's view via the shard map.
+                self.shard_leader_anywhere(shard).await.ok_or_else(|| {
+                    Status::unavailable(format!("shard {shard} has no leader; retry"))
+                })?
+            }
+        };
+        if leader != self.cluster.id {
+            if req.forwarded {
+                return Err(Status::unavailable(format!(
+                    "shard {shard} leadership moved to node {leader}; retry"
+                )));
+            }
+            let mut forward = req.clone();
+            forward.forwarded = true;
+            let mut r = Request::new(forward);
+            r.set_timeout(self.cluster.commit_timeout + LEADER_WAIT);
+            return self.ingest_client(leader)?.submit(r).await;
+        }
+        let Some((raft, replica)) = hosted else {
+            return Err(Status::unavailable("shard moved; retry"));
+        };
+        let report = self
+            .submit_here(&raft, &replica, meta, req.file_name, req.content)
+            .await?;
+        Ok(Response::new(SubmitReply {
+            accepted: report.outcome == Outcome::Accepted,
+            report_json: String::from_utf8_lossy(&report.to_json()).into_owned(),
+            shard,
+            leader: self.cluster.id,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for Services {
+    async fn init(
+        &self,
+        request: Request<InitRequest>,
+    ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        self.init(req).await.map(Response::new).map_err(status)
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let forwarded = req.clone();
+        self.on_meta_leader(
+            false,
+            || self.add_node(req),
+            async move |mut c: AdminClient<Channel>| {
+                let mut r = Request::new(forwarded);
+                r.set_timeout(ADMIN_TIMEOUT);
+                c.add_node(r).await
+            },
+        )
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let forwarded = req;
+        self.on_meta_leader(
+            false,
+            || self.remove_node(req),
+            async move |mut c: AdminClient<Channel>| {
+                let mut r = Request::new(forwarded);
+                r.set_timeout(ADMIN_TIMEOUT);
+                c.remove_node(r).await
+            },
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        if req.node != self.cluster.id {
+            let mut client = self.admin_client(req.node)?;
+            return client.transfer_leader(req).await;
+        }
+        let raft = if req.group == META_GROUP {
+            self.cluster.meta.clone()
+        } else {
+            let shard = u32::try_from(req.group - 1)
+                .map_err(|_| Status::invalid_argument("no such group"))?;
+            self.cluster
+                .shard(shard)
+                .map(|(r, _)| r)
+                .ok_or_else(|| Status::not_found(format!("group {} not hosted here", req.group)))?
+        };
+        // openraft 0.9 has no transfer call: this node, caught up, campaigns with a higher term.
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        while !self.cluster.is_leader(&raft) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Status::unavailable(
+                    "could not take leadership (not caught up?)",
+                ));
+            }
+            raft.trigger()
+                .elect()
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let mut rx = raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+        }
+        Ok(Response::new(self.status_local()))
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        if req.linearizable {
+            // Read index through the meta leader: the shard map returned is at least as new as
+            // every write acknowledged before this call.
+            if let Err(e) = self.cluster.meta.ensure_linearizable().await {
+                let leader = e.forward_to_leader::<BasicNode>().and_then(|f| f.leader_id);
+                return match leader {
+                    Some(l) if l != self.cluster.id => self.admin_client(l)?.status(req).await,
+                    _ => Err(Status::unavailable(format!("linearizable read: {e}"))),
+                };
+            }
+        }
+        Ok(Response::new(self.status_local()))
+    }
+
+    async fn change_shard_replicas(
+        &self,
+        request: Request<ChangeShardReplicasRequest>,
+    ) -> std::result::Result<Response<ChangeShardReplicasReply>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let (raft, _) = self
+            .cluster
+            .shard(req.shard)
+            .ok_or_else(|| Status::not_found(format!("shard {} not hosted here", req.shard)))?;
+        if !self.cluster.is_leader(&raft) {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not lead shard {}",
+                self.cluster.id, req.shard
+            )));
+        }
+        let replicas: BTreeMap<NodeId, String> =
+            req.replicas.into_iter().map(|n| (n.id, n.addr)).collect();
+        let index = self
+            .cluster
+            .change_shard_replicas(req.shard, &replicas)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ChangeShardReplicasReply { log_index: index }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<JoinRequest>,
+    ) -> std::result::Result<Response<JoinReply>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        self.cluster
+            .join(&req.cluster_id, req.node_id)
+            .map_err(status)?;
+        Ok(Response::new(JoinReply {}))
+    }
+
+    async fn shard_content(
+        &self,
+        request: Request<ShardContentRequest>,
+    ) -> std::result::Result<Response<ShardContentReply>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let (raft, replica) = self
+            .cluster
+            .shard(req.shard)
+            .ok_or_else(|| Status::not_found(format!("shard {} not hosted here", req.shard)))?;
+        if req.linearizable {
+            raft.ensure_linearizable()
+                .await
+                .map_err(|e| Status::failed_precondition(format!("linearizable read: {e}")))?;
+        }
+        let store = replica.store();
+        let digest = tokio::task::spawn_blocking(move || store.content_digest())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(ShardContentReply {
+            shard: req.shard,
+            last_applied: replica.last_applied(),
+            version: digest.version,
+            checksum: digest.checksum,
+            live_records: digest.live_records,
+            price_pence: digest.price_pence,
+            submissions: digest.submissions,
+        }))
+    }
+}

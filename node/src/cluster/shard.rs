@@ -1,0 +1,397 @@
+//! A data shard's replica on this node: the store and the Raft state machine that feeds it.
+//!
+//! ```text
+//!  <data>/shards/<shard>/raft/            the group's log and vote (sus_raft::LogStore)
+//!  <data>/shards/<shard>/CURRENT          name of the live store directory
+//!  <data>/shards/<shard>/store-<n>/       the Store (catalog + segments)
+//!  <data>/shards/<shard>/snapshots/       current.snap (+ current.meta.json), incoming-*.snap
+//! ```
+//!
+//! `apply` commits each entry's prepared submission with [`ingest::commit`], then records the
+//! applied log id (and membership) in the store's catalog. A crash between the two replays the
+//! entry on restart, which is a no-op: every command is idempotent by (sender, submission id).
+//! Installing a snapshot builds a new store directory from the archive, then switches `CURRENT`
+//! to it; the old directory is removed after the switch (or at the next start).
+
+use super::{command, snapshot, storage_error, sync_dir, write_atomically};
+use crate::ingest;
+use crate::store::Store;
+use crate::{Error, Result};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StoredMembership,
+};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use sus_raft::{GroupId, NodeId, Response, TypeConfig};
+use tracing::{info, warn};
+
+type Membership = StoredMembership<NodeId, openraft::BasicNode>;
+
+const APPLIED: &str = "applied";
+const MEMBERSHIP: &str = "membership";
+const CURRENT: &str = "CURRENT";
+const SNAPSHOT_FILE: &str = "current.snap";
+const SNAPSHOT_META: &str = "current.meta.json";
+
+/// Version of the snapshot archive a shard writes and accepts.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// A shard replica: shared by its state machine and the services that read it.
+pub struct ShardReplica {
+    pub group: GroupId,
+    pub shard: u32,
+    dir: PathBuf,
+    store: RwLock<Arc<Store>>,
+    /// Distinguishes incoming snapshot files and store directories.
+    counter: AtomicU64,
+}
+
+impl ShardReplica {
+    /// Opens (or creates) the replica in `dir`, removing what an interrupted install left.
+    pub fn open(dir: &Path, shard: u32) -> Result<Arc<ShardReplica>> {
+        fs::create_dir_all(dir.join("snapshots")).map_err(|e| Error::io(dir, e))?;
+        let current = match fs::read_to_string(dir.join(CURRENT)) {
+            Ok(name) => name.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomically(&dir.join(CURRENT), b"store-0\n")?;
+                "store-0".to_string()
+            }
+            Err(e) => return Err(Error::io(dir.join(CURRENT), e)),
+        };
+        let mut highest = 0u64;
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(n) = name.strip_prefix("store-") {
+                highest = highest.max(n.parse().unwrap_or(0));
+                if name != current {
+                    warn!(dir = %entry.path().display(), "removing a store left by a snapshot install");
+                    fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                }
+            }
+        }
+        for entry in fs::read_dir(dir.join("snapshots")).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with("incoming-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let store = Store::open(&dir.join(&current))?;
+        Ok(Arc::new(ShardReplica {
+            group: super::shard_group(shard),
+            shard,
+            dir: dir.to_path_buf(),
+            store: RwLock::new(Arc::new(store)),
+            counter: AtomicU64::new(highest + 1),
+        }))
+    }
+
+    /// The live store (a snapshot install may replace it; holders of the old one finish safely).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The applied log index recorded in the store (0 before any).
+    pub fn last_applied(&self) -> u64 {
+        self.store()
+            .raft_state(APPLIED)
+            .ok()
+            .flatten()
+            .and_then(|v| bincode::deserialize::<Option<LogId<NodeId>>>(&v).ok())
+            .flatten()
+            .map_or(0, |l| l.index)
+    }
+
+    fn snapshots(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+}
+
+/// The openraft state machine of a shard.
+pub struct ShardStateMachine {
+    replica: Arc<ShardReplica>,
+}
+
+impl ShardStateMachine {
+    pub fn new(replica: Arc<ShardReplica>) -> ShardStateMachine {
+        ShardStateMachine { replica }
+    }
+}
+
+fn read_applied(store: &Store) -> Result<(Option<LogId<NodeId>>, Membership)> {
+    let applied = match store.raft_state(APPLIED)? {
+        Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("applied log id", e))?,
+        None => None,
+    };
+    let membership = match store.raft_state(MEMBERSHIP)? {
+        Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("membership", e))?,
+        None => Membership::default(),
+    };
+    Ok((applied, membership))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Corruption {
+        what: format!("raft state {what}"),
+        message: e.to_string(),
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    bincode::serialize(value).map_err(|e| corrupt("encoding", e))
+}
+
+impl RaftStateMachine<TypeConfig> for ShardStateMachine {
+    type SnapshotBuilder = ShardSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> std::result::Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        read_applied(&self.replica.store()).map_err(storage_error)
+    }
+
+    async fn apply<I>(
+        &mut self,
+        entries: I,
+    ) -> std::result::Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let store = self.replica.store();
+        // Commits write files and fsync: off the async runtime.
+        tokio::task::spawn_blocking(move || {
+            let mut responses = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let mut state = vec![(APPLIED, encode(&Some(entry.log_id))?)];
+                let response = match entry.payload {
+                    EntryPayload::Blank => Response::default(),
+                    EntryPayload::Normal(request) => {
+                        let command = command::decode(&request.0)?;
+                        let report = ingest::commit(&store, Box::new(command))?;
+                        Response(report.to_json())
+                    }
+                    EntryPayload::Membership(m) => {
+                        let stored = Membership::new(Some(entry.log_id), m);
+                        state.push((MEMBERSHIP, encode(&stored)?));
+                        Response::default()
+                    }
+                };
+                store.set_raft_state(&state)?;
+                responses.push(response);
+            }
+            Ok::<_, Error>(responses)
+        })
+        .await
+        .map_err(|e| storage_error(Error::InvalidArgument(format!("apply task failed: {e}"))))?
+        .map_err(storage_error)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> ShardSnapshotBuilder {
+        ShardSnapshotBuilder {
+            replica: self.replica.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> std::result::Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let n = self.replica.counter.fetch_add(1, Ordering::SeqCst);
+        let path = self.replica.snapshots().join(format!("incoming-{n}.snap"));
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(|e| storage_error(Error::io(&path, e)))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> std::result::Result<(), StorageError<NodeId>> {
+        let replica = self.replica.clone();
+        let meta = meta.clone();
+        let mut file = *snapshot;
+        use tokio::io::AsyncWriteExt;
+        file.flush()
+            .await
+            .map_err(|e| storage_error(Error::io(&replica.dir, e)))?;
+        file.sync_all()
+            .await
+            .map_err(|e| storage_error(Error::io(&replica.dir, e)))?;
+        drop(file);
+        tokio::task::spawn_blocking(move || install(&replica, &meta))
+            .await
+            .map_err(|e| {
+                storage_error(Error::InvalidArgument(format!("install task failed: {e}")))
+            })?
+            .map_err(storage_error)
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> std::result::Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        current_snapshot(&self.replica).await.map_err(storage_error)
+    }
+}
+
+/// Installs the newest `incoming-*.snap` as the replica's store.
+fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNode>) -> Result<()> {
+    let snapshots = replica.snapshots();
+    // openraft hands back the file it had us create; it is the newest incoming file.
+    let incoming = fs::read_dir(&snapshots)
+        .map_err(|e| Error::io(&snapshots, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("incoming-"))
+        .max_by_key(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .trim_start_matches("incoming-")
+                .trim_end_matches(".snap")
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .map(|e| e.path())
+        .ok_or_else(|| Error::InvalidArgument("no received snapshot file to install".into()))?;
+    let started = std::time::Instant::now();
+    let bytes = fs::metadata(&incoming).map(|m| m.len()).unwrap_or(0);
+    let n = replica.counter.fetch_add(1, Ordering::SeqCst);
+    let name = format!("store-{n}");
+    let new_dir = replica.dir.join(&name);
+    let (_header, store) = snapshot::restore(&incoming, &new_dir)?;
+    store.set_raft_state(&[
+        (APPLIED, encode(&meta.last_log_id)?),
+        (MEMBERSHIP, encode(&meta.last_membership)?),
+    ])?;
+    drop(store);
+    // Re-open so that the flush of the Raft state above is part of a clean open.
+    let store = Store::open(&new_dir)?;
+    let current_snapshot = snapshots.join(SNAPSHOT_FILE);
+    fs::rename(&incoming, &current_snapshot).map_err(|e| Error::io(&incoming, e))?;
+    write_atomically(
+        &snapshots.join(SNAPSHOT_META),
+        &serde_json::to_vec(meta).map_err(|e| corrupt("snapshot meta", e))?,
+    )?;
+    write_atomically(&replica.dir.join(CURRENT), format!("{name}\n").as_bytes())?;
+    let old = {
+        let mut guard = replica.store.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *guard, Arc::new(store))
+    };
+    let old_dir = old.dir().to_path_buf();
+    drop(old);
+    if let Err(e) = fs::remove_dir_all(&old_dir) {
+        warn!(dir = %old_dir.display(), "old store not removed yet ({e}); removed at next start");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    info!(
+        shard = replica.shard, snapshot = %meta.snapshot_id, bytes,
+        mb_per_s = bytes as f64 / 1e6 / secs.max(1e-9),
+        "snapshot installed"
+    );
+    Ok(())
+}
+
+async fn current_snapshot(replica: &ShardReplica) -> Result<Option<Snapshot<TypeConfig>>> {
+    let dir = replica.snapshots();
+    let meta_path = dir.join(SNAPSHOT_META);
+    let meta: SnapshotMeta<NodeId, openraft::BasicNode> = match fs::read(&meta_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt("snapshot meta", e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&meta_path, e)),
+    };
+    let path = dir.join(SNAPSHOT_FILE);
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: Box::new(file),
+    }))
+}
+
+/// Builds a shard snapshot: a consistent dump of the store, written as an archive file.
+pub struct ShardSnapshotBuilder {
+    replica: Arc<ShardReplica>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
+    async fn build_snapshot(
+        &mut self,
+    ) -> std::result::Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let replica = self.replica.clone();
+        tokio::task::spawn_blocking(move || build(&replica))
+            .await
+            .map_err(|e| {
+                storage_error(Error::InvalidArgument(format!("snapshot task failed: {e}")))
+            })?
+            .map_err(storage_error)?;
+        current_snapshot(&self.replica)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| storage_error(Error::InvalidArgument("snapshot vanished".into())))
+    }
+}
+
+fn build(replica: &ShardReplica) -> Result<()> {
+    let store = replica.store();
+    let dir = replica.snapshots();
+    let n = replica.counter.fetch_add(1, Ordering::SeqCst);
+    let building = dir.join(format!("building-{n}.snap"));
+    let header = snapshot::Header {
+        format: SNAPSHOT_FORMAT,
+        group: replica.group,
+        raft_meta_json: String::new(),
+    };
+    let started = std::time::Instant::now();
+    // The dump includes the catalog's Raft state as of the dump, so read it from there.
+    let (bytes, applied, membership) = {
+        let mut applied_raw = None;
+        let mut membership_raw = None;
+        let bytes = snapshot::write_with(&store, &header, &building, &mut |k, v| {
+            if k == format!("raft/{APPLIED}").as_bytes() {
+                applied_raw = Some(v.to_vec());
+            } else if k == format!("raft/{MEMBERSHIP}").as_bytes() {
+                membership_raw = Some(v.to_vec());
+            }
+        })?;
+        let applied: Option<LogId<NodeId>> = match applied_raw {
+            Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("applied log id", e))?,
+            None => None,
+        };
+        let membership: Membership = match membership_raw {
+            Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("membership", e))?,
+            None => Membership::default(),
+        };
+        (bytes, applied, membership)
+    };
+    let snapshot_id = match &applied {
+        Some(l) => format!("{}-{}-{n}", l.leader_id.term, l.index),
+        None => format!("0-0-{n}"),
+    };
+    let meta = SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+        snapshot_id,
+    };
+    fs::rename(&building, dir.join(SNAPSHOT_FILE)).map_err(|e| Error::io(&building, e))?;
+    write_atomically(
+        &dir.join(SNAPSHOT_META),
+        &serde_json::to_vec(&meta).map_err(|e| corrupt("snapshot meta", e))?,
+    )?;
+    sync_dir(&dir)?;
+    info!(
+        shard = replica.shard, snapshot = %meta.snapshot_id, bytes,
+        secs = started.elapsed().as_secs_f64(), "snapshot built"
+    );
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! Shard snapshots as one archive file, streamed to a lagging or new replica in bounded chunks.
+//!
+//! ```text
+//!  "SUSSNAP1" │ Header(json) │ File(path,len) Data.. Data │ File.. │ Catalog(kv batch).. │ End(counts)
+//!  each record: kind u8 │ len u32 LE │ crc32 u32 LE │ payload (≤ 8 MiB)
+//! ```
+//!
+//! Segment files come before the catalog so that a receiver writes (and fsyncs) every segment
+//! before it builds the catalog that refers to them, holding nothing whole in memory. A received
+//! archive is untrusted input: every record's length is bounded and its checksum verified, paths
+//! must be segment paths, and any defect is an error, never a panic.
+
+use crate::store::{DumpItem, Store};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"SUSSNAP1";
+const MAX_RECORD: usize = 8 * 1024 * 1024;
+const DATA_CHUNK: usize = 1024 * 1024;
+const CATALOG_CHUNK: usize = 4 * 1024 * 1024;
+
+const HEADER: u8 = 1;
+const FILE: u8 = 2;
+const DATA: u8 = 3;
+const CATALOG: u8 = 4;
+const END: u8 = 5;
+
+/// What the archive says about itself (the Raft snapshot metadata, as JSON, lives here too so
+/// that a node can serve its last snapshot after a restart).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub format: u32,
+    pub group: u64,
+    pub raft_meta_json: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Counts {
+    files: u64,
+    catalog_entries: u64,
+}
+
+/// Writes a store's dump as an archive at `path` (fsynced), returning its size in bytes;
+/// `observe` sees every catalog entry as dumped (the Raft state among them).
+pub fn write_with(
+    store: &Store,
+    header: &Header,
+    path: &Path,
+    observe: &mut dyn FnMut(&[u8], &[u8]),
+) -> Result<u64> {
+    let tmp_catalog = path.with_extension("catalog.tmp");
+    let result = (|| {
+        let mut out = BufWriter::new(File::create(path).map_err(|e| Error::io(path, e))?);
+        let mut cat =
+            BufWriter::new(File::create(&tmp_catalog).map_err(|e| Error::io(&tmp_catalog, e))?);
+        out.write_all(MAGIC).map_err(|e| Error::io(path, e))?;
+        let header_json = serde_json::to_vec(header).map_err(|e| invalid(e.to_string()))?;
+        record(&mut out, HEADER, &header_json).map_err(|e| Error::io(path, e))?;
+        let mut counts = Counts::default();
+        let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut pending_bytes = 0usize;
+        let mut buf = vec![0u8; DATA_CHUNK];
+        store.dump(&mut |item| {
+            match item {
+                DumpItem::Catalog(k, v) => {
+                    observe(k, v);
+                    pending_bytes += k.len() + v.len() + 16;
+                    pending.push((k.to_vec(), v.to_vec()));
+                    counts.catalog_entries += 1;
+                    if pending_bytes >= CATALOG_CHUNK {
+                        flush_catalog(&mut cat, &mut pending)
+                            .map_err(|e| Error::io(&tmp_catalog, e))?;
+                        pending_bytes = 0;
+                    }
+                }
+                DumpItem::Segment(relative, file) => {
+                    let mut f = File::open(file).map_err(|e| Error::io(file, e))?;
+                    let len = f.metadata().map_err(|e| Error::io(file, e))?.len();
+                    let desc =
+                        serde_json::to_vec(&(relative, len)).map_err(|e| invalid(e.to_string()))?;
+                    record(&mut out, FILE, &desc).map_err(|e| Error::io(path, e))?;
+                    let mut left = len;
+                    while left > 0 {
+                        let n = (left as usize).min(DATA_CHUNK);
+                        f.read_exact(&mut buf[..n])
+                            .map_err(|e| Error::io(file, e))?;
+                        record(&mut out, DATA, &buf[..n]).map_err(|e| Error::io(path, e))?;
+                        left -= n as u64;
+                    }
+                    counts.files += 1;
+                }
+            }
+            Ok(())
+        })?;
+        flush_catalog(&mut cat, &mut pending).map_err(|e| Error::io(&tmp_catalog, e))?;
+        let mut cat = cat
+            .into_inner()
+            .map_err(|e| Error::io(&tmp_catalog, e.into_error()))?;
+        cat.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(&tmp_catalog, e))?;
+        std::io::copy(&mut cat, &mut out).map_err(|e| Error::io(path, e))?;
+        let counts_json = serde_json::to_vec(&counts).map_err(|e| invalid(e.to_string()))?;
+        record(&mut out, END, &counts_json).map_err(|e| Error::io(path, e))?;
+        let out = out
+            .into_inner()
+            .map_err(|e| Error::io(path, e.into_error()))?;
+        out.sync_all().map_err(|e| Error::io(path, e))?;
+        Ok(out.metadata().map_err(|e| Error::io(path, e))?.len())
+    })();
+    let _ = fs::remove_file(&tmp_catalog);
+    result
+}
+
+fn flush_catalog(
+    out: &mut impl Write,
+    pending: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> std::io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let bytes = bincode::serialize(pending).map_err(std::io::Error::other)?;
+    pending.clear();
+    record(out, CATALOG, &bytes)
+}
+
+fn record(out: &mut impl Write, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+    out.write_all(&[kind])?;
+    out.write_all(&(payload.len() as u32).to_le_bytes())?;
+    out.write_all(&crc32fast::hash(payload).to_le_bytes())?;
+    out.write_all(payload)
+}
+
+/// Reads the header of an archive.
+pub fn read_header(path: &Path) -> Result<Header> {
+    let mut reader = Reader::open(path)?;
+    match reader.next()? {
+        Some((HEADER, payload)) => {
+            serde_json::from_slice(&payload).map_err(|e| reader.bad(&format!("header: {e}")))
+        }
+        _ => Err(reader.bad("no header")),
+    }
+}
+
+/// Builds a new store in the empty directory `dir` from the archive at `path`.
+pub fn restore(path: &Path, dir: &Path) -> Result<(Header, Store)> {
+    let mut reader = Reader::open(path)?;
+    let header: Header = match reader.next()? {
+        Some((HEADER, payload)) => {
+            serde_json::from_slice(&payload).map_err(|e| reader.bad(&format!("header: {e}")))?
+        }
+        _ => return Err(reader.bad("no header")),
+    };
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut counts = Counts::default();
+    let mut first_catalog = None;
+    let mut synced_dirs = std::collections::BTreeSet::new();
+    loop {
+        match reader.next()? {
+            Some((FILE, payload)) => {
+                let (relative, len): (String, u64) = serde_json::from_slice(&payload)
+                    .map_err(|e| reader.bad(&format!("file record: {e}")))?;
+                let target = Store::checked_segment_path(dir, &relative)?;
+                let parent = target.parent().unwrap_or(dir).to_path_buf();
+                fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+                let mut f = File::create(&target).map_err(|e| Error::io(&target, e))?;
+                let mut left = len;
+                while left > 0 {
+                    match reader.next()? {
+                        Some((DATA, chunk)) if chunk.len() as u64 <= left => {
+                            f.write_all(&chunk).map_err(|e| Error::io(&target, e))?;
+                            left -= chunk.len() as u64;
+                        }
+                        _ => return Err(reader.bad(&format!("file {relative} cut short"))),
+                    }
+                }
+                f.sync_all().map_err(|e| Error::io(&target, e))?;
+                synced_dirs.insert(parent);
+                counts.files += 1;
+            }
+            Some((CATALOG, payload)) => {
+                first_catalog = Some(payload);
+                break;
+            }
+            Some((END, payload)) => {
+                check_end(&reader, &payload, counts)?;
+                break;
+            }
+            Some((kind, _)) => return Err(reader.bad(&format!("unexpected record kind {kind}"))),
+            None => return Err(reader.bad("archive ends without an end record")),
+        }
+    }
+    for d in &synced_dirs {
+        File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(d, e))?;
+    }
+    let mut entries = CatalogEntries {
+        reader,
+        pending: Vec::new(),
+        next_chunk: first_catalog,
+        counts,
+        done: false,
+    };
+    let store = Store::restore(dir, &mut entries)?;
+    if !entries.done {
+        return Err(entries.reader.bad("catalog not terminated"));
+    }
+    Ok((header, store))
+}
+
+fn check_end(reader: &Reader, payload: &[u8], seen: Counts) -> Result<()> {
+    let expected: Counts =
+        serde_json::from_slice(payload).map_err(|e| reader.bad(&format!("end record: {e}")))?;
+    if expected != seen {
+        return Err(reader.bad(&format!("archive promised {expected:?} but held {seen:?}")));
+    }
+    Ok(())
+}
+
+/// The catalog records of an archive, decoded lazily (one chunk in memory at a time).
+struct CatalogEntries {
+    reader: Reader,
+    pending: Vec<(Vec<u8>, Vec<u8>)>,
+    next_chunk: Option<Vec<u8>>,
+    counts: Counts,
+    done: bool,
+}
+
+impl Iterator for CatalogEntries {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(kv) = self.pending.pop() {
+                self.counts.catalog_entries += 1;
+                return Some(Ok(kv));
+            }
+            if self.done {
+                return None;
+            }
+            let chunk = match self.next_chunk.take() {
+                Some(chunk) => chunk,
+                None => match self.reader.next() {
+                    Ok(Some((CATALOG, chunk))) => chunk,
+                    Ok(Some((END, payload))) => {
+                        self.done = true;
+                        if let Err(e) = check_end(&self.reader, &payload, self.counts) {
+                            return Some(Err(e));
+                        }
+                        return None;
+                    }
+                    Ok(_) => {
+                        self.done = true;
+                        return Some(Err(self.reader.bad("catalog cut short")));
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                },
+            };
+            match bincode::deserialize::<Vec<(Vec<u8>, Vec<u8>)>>(&chunk) {
+                Ok(mut kvs) => {
+                    kvs.reverse();
+                    self.pending = kvs;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(self.reader.bad(&format!("catalog chunk: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+struct Reader {
+    path: std::path::PathBuf,
+    inner: BufReader<File>,
+}
+
+impl Reader {
+    fn open(path: &Path) -> Result<Reader> {
+        let mut inner = BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?);
+        let mut magic = [0u8; 8];
+        inner
+            .read_exact(&mut magic)
+            .map_err(|e| Error::io(path, e))?;
+        let reader = Reader {
+            path: path.to_path_buf(),
+            inner,
+        };
+        if &magic != MAGIC {
+            return Err(reader.bad("not a sus snapshot archive"));
+        }
+        Ok(reader)
+    }
+
+    /// The next record, or `None` at a clean end of file.
+    fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
+        let mut head = [0u8; 9];
+        match self.inner.read_exact(&mut head[..1]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(Error::io(&self.path, e)),
+        }
+        self.inner
+            .read_exact(&mut head[1..])
+            .map_err(|_| self.bad("truncated record header"))?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let crc = u32::from_le_bytes([head[5], head[6], head[7], head[8]]);
+        if len > MAX_RECORD {
+            return Err(self.bad(&format!("record of {len} bytes exceeds {MAX_RECORD}")));
+        }
+        let mut payload = vec![0u8; len];
+        self.inner
+            .read_exact(&mut payload)
+            .map_err(|_| self.bad("truncated record"))?;
+        if crc32fast::hash(&payload) != crc {
+            return Err(self.bad("record checksum mismatch"));
+        }
+        Ok(Some((head[0], payload)))
+    }
+
+    fn bad(&self, message: &str) -> Error {
+        Error::Corruption {
+            what: format!("snapshot {}", self.path.display()),
+            message: message.to_string(),
+        }
+    }
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidArgument(message)
+}

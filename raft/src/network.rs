@@ -1,0 +1,305 @@
+//! The Raft network over gRPC: many groups, one connection per peer.
+//!
+//! ```text
+//!  group 3's Raft ──► Connection{group: 3, target} ─┐
+//!  group 0's Raft ──► Connection{group: 0, target} ─┼─► Peers: one tonic Channel (HTTP/2) per address
+//!                                                   │        │
+//!  peer node: RaftService ◄─────────────────────────┘        ▼
+//!     └─► Registry[group] ─► that group's Raft::append_entries / vote / install_snapshot
+//! ```
+//!
+//! Payloads are openraft's own request and response types, bincode-encoded, so the wire carries
+//! exactly what openraft produced; the reply is `Result<response, RaftError>` so that a remote
+//! Raft error reaches the caller's openraft as a `RemoteError`. A call for a group the peer does
+//! not host (yet) is answered `NOT_FOUND` and reported to openraft as unreachable, which backs off.
+
+use crate::{GroupId, NodeId, Raft, TypeConfig};
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use sus_proto::v1::raft_client::RaftClient;
+use sus_proto::v1::raft_server;
+use sus_proto::v1::{RaftReply, RaftRequest};
+use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+/// How long a connection attempt to a peer may take before the RPC counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One lazily connected gRPC channel per peer address, shared by every group and every service.
+#[derive(Debug, Default)]
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Peers {
+    /// A new, empty set of peer channels.
+    pub fn new() -> Arc<Peers> {
+        Arc::new(Peers::default())
+    }
+
+    /// The channel to `addr` (`host:port`), created on first use; it reconnects by itself.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Creates the connections of one group's Raft to its peers.
+#[derive(Debug, Clone)]
+pub struct NetworkFactory {
+    group: GroupId,
+    peers: Arc<Peers>,
+}
+
+impl NetworkFactory {
+    /// The network of `group`, sharing `peers`' channels with every other group.
+    pub fn new(group: GroupId, peers: Arc<Peers>) -> NetworkFactory {
+        NetworkFactory { group, peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            group: self.group,
+            target,
+            client: self.peers.channel(&node.addr).map(raft_client),
+        }
+    }
+}
+
+fn raft_client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// One group's view of one peer.
+pub struct Connection {
+    group: GroupId,
+    target: NodeId,
+    /// An invalid peer address is kept as its error and reported on every call.
+    client: Result<RaftClient<Channel>, tonic::transport::Error>,
+}
+
+/// Which RPC a call is, for the shared send path.
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(client) => client,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(RaftRequest {
+            format: WIRE_FORMAT_VERSION,
+            group: self.group,
+            payload: payload.into(),
+        });
+        request.set_timeout(option.hard_ttl());
+        let reply = match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = match reply {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                return Err(match status.code() {
+                    // Not reachable, not hosting the group yet, or shutting down: back off.
+                    tonic::Code::Unavailable
+                    | tonic::Code::NotFound
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                });
+            }
+        };
+        let result: Result<Resp, E> = bincode::deserialize(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+/// The Raft instances a node hosts, by group; the server side of the network looks them up.
+#[derive(Default)]
+pub struct Registry {
+    groups: RwLock<HashMap<GroupId, Raft>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    /// Makes `raft` reachable by its peers as `group`.
+    pub fn insert(&self, group: GroupId, raft: Raft) {
+        self.write().insert(group, raft);
+    }
+
+    /// Stops routing calls to `group`; returns its Raft so that the caller can shut it down.
+    pub fn remove(&self, group: GroupId) -> Option<Raft> {
+        self.write().remove(&group)
+    }
+
+    /// The Raft of `group`, if this node hosts it.
+    pub fn get(&self, group: GroupId) -> Option<Raft> {
+        self.read().get(&group).cloned()
+    }
+
+    /// Every hosted group, in group order.
+    pub fn all(&self) -> Vec<(GroupId, Raft)> {
+        let mut all: Vec<_> = self.read().iter().map(|(g, r)| (*g, r.clone())).collect();
+        all.sort_by_key(|(g, _)| *g);
+        all
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Raft>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<GroupId, Raft>> {
+        self.groups.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The internal `Raft` gRPC service: routes each call to the hosted group it names.
+pub struct RaftService {
+    registry: Arc<Registry>,
+}
+
+impl RaftService {
+    /// The service, as a tonic server with explicit message limits.
+    pub fn server(registry: Arc<Registry>) -> raft_server::RaftServer<RaftService> {
+        raft_server::RaftServer::new(RaftService { registry })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn open<Req: DeserializeOwned>(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<(Raft, Req), Status> {
+        let request = request.into_inner();
+        if request.format != WIRE_FORMAT_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "wire format {} not supported (this node speaks {WIRE_FORMAT_VERSION})",
+                request.format
+            )));
+        }
+        let raft = self
+            .registry
+            .get(request.group)
+            .ok_or_else(|| Status::not_found(format!("group {} not hosted here", request.group)))?;
+        let req = bincode::deserialize(&request.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))?;
+        Ok((raft, req))
+    }
+}
+
+fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+    let payload =
+        bincode::serialize(result).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+    Ok(Response::new(RaftReply {
+        payload: payload.into(),
+    }))
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let (raft, req): (Raft, AppendEntriesRequest<TypeConfig>) = self.open(request)?;
+        reply(&raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let (raft, req): (Raft, VoteRequest<NodeId>) = self.open(request)?;
+        reply(&raft.vote(req).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let (raft, req): (Raft, InstallSnapshotRequest<TypeConfig>) = self.open(request)?;
+        reply(&raft.install_snapshot(req).await)
+    }
+}
