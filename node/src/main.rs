@@ -190,7 +190,16 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
         .await
         .with_context(|| format!("starting node {} in {}", args.id, data_dir.display()))?;
         let services = Services::new(cluster.clone());
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Small Raft and client messages must not wait for Nagle's algorithm (40 ms stalls with
+        // delayed ACKs); tonic's own tcp_nodelay applies only to listeners it binds itself.
+        use tokio_stream::StreamExt;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
+            stream.inspect(|s| {
+                if let Err(e) = s.set_nodelay(true) {
+                    tracing::warn!("TCP_NODELAY: {e}");
+                }
+            })
+        });
         println!("sus-node {} listening on {bound}", args.id);
         use std::io::Write;
         std::io::stdout().flush()?;

@@ -26,9 +26,9 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 pub struct ShardInfo {
     /// The nodes that host (or are joining as) replicas of the shard.
     pub replicas: Vec<NodeId>,
-    /// The voters the shard was created with; the first of them initialises the group. A node
-    /// that joins later is never in this list, so it never initialises a group (a wiped node
-    /// rejoins under a new id and catches up from its peers).
+    /// The voters the shard was created with; the first of them initialises the group. Cleared
+    /// by the first replica move, so a node that joins later (or rejoins) never initialises a
+    /// group: it catches up from its peers.
     pub bootstrap: Vec<NodeId>,
 }
 
@@ -111,6 +111,9 @@ impl MetaState {
                     .get_mut(shard as usize)
                     .ok_or_else(|| format!("no shard {shard}"))?;
                 info.replicas = replicas;
+                // A move needs a leader, so the group exists: nobody may initialise it again
+                // (a former initiator that rejoins must catch up like any new replica).
+                info.bootstrap.clear();
                 Ok(())
             }
         }

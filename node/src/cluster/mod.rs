@@ -26,6 +26,7 @@ pub mod snapshot;
 use crate::refdata::RefData;
 use crate::{Error, Result};
 use meta::{MetaCommand, MetaState, MetaStateMachine};
+use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use shard::{ShardReplica, ShardStateMachine};
@@ -268,16 +269,9 @@ impl Cluster {
                     }
                 }
             } else if let Some((raft, replica)) = hosted {
-                // Leave only once the group itself no longer counts this node.
-                let metrics = raft.metrics().borrow().clone();
-                let member = metrics
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .any(|(n, _)| *n == self.id);
-                if !member || metrics.membership_config.membership().nodes().count() == 0 {
-                    self.drop_shard(s, raft, replica).await;
-                }
+                // The meta group records a replica set without this node only after the shard's
+                // membership change committed, so the copy is no longer needed.
+                self.drop_shard(s, raft, replica).await;
             }
         }
         Ok(())
@@ -291,7 +285,21 @@ impl Cluster {
                 .await
                 .map_err(|e| Error::InvalidArgument(format!("opening shard {shard}: {e}")))??
         };
-        let log = LogStore::open(&dir.join("raft")).map_err(raft_error)?;
+        let mut log = LogStore::open(&dir.join("raft")).map_err(raft_error)?;
+        // A node that hosted this shard before keeps its last vote: it must never vote twice in
+        // one term, even after its replica was removed and the data deleted.
+        let kept_vote = self.kept_vote_path(shard);
+        if let Ok(bytes) = fs::read(&kept_vote) {
+            if log.read_vote().await.map_err(storage)?.is_none() {
+                let vote: openraft::Vote<NodeId> =
+                    bincode::deserialize(&bytes).map_err(|e| Error::Corruption {
+                        what: kept_vote.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                log.save_vote(&vote).await.map_err(storage)?;
+            }
+            fs::remove_file(&kept_vote).map_err(|e| Error::io(&kept_vote, e))?;
+        }
         let raft = Raft::new(
             self.id,
             self.raft_config.clone(),
@@ -319,9 +327,31 @@ impl Cluster {
         }
         drop(replica);
         let dir = self.shard_dir(shard);
+        if let Err(e) = self.keep_vote(shard).await {
+            // Without the vote the data must stay: the replica could otherwise rejoin and vote
+            // twice in a term. Leave it for the operator.
+            warn!(shard, dir = %dir.display(), "could not keep the shard's vote ({e}); data left in place");
+            return;
+        }
         if let Err(e) = fs::remove_dir_all(&dir) {
             warn!(shard, dir = %dir.display(), "removing a dropped shard: {e}");
         }
+    }
+
+    async fn keep_vote(&self, shard: u32) -> Result<()> {
+        let mut log = LogStore::open(&self.shard_dir(shard).join("raft")).map_err(raft_error)?;
+        if let Some(vote) = log.read_vote().await.map_err(storage)? {
+            let bytes =
+                bincode::serialize(&vote).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            write_atomically(&self.kept_vote_path(shard), &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn kept_vote_path(&self, shard: u32) -> PathBuf {
+        self.data_dir
+            .join("shards")
+            .join(format!("{shard:04}.vote"))
     }
 
     fn shard_dir(&self, shard: u32) -> PathBuf {
@@ -493,6 +523,10 @@ pub(crate) fn storage_error(e: Error) -> openraft::StorageError<NodeId> {
 }
 
 fn raft_error(e: sus_raft::Error) -> Error {
+    Error::InvalidArgument(format!("raft log: {e}"))
+}
+
+fn storage(e: openraft::StorageError<NodeId>) -> Error {
     Error::InvalidArgument(format!("raft log: {e}"))
 }
 

@@ -48,6 +48,8 @@ pub struct ShardReplica {
     store: RwLock<Arc<Store>>,
     /// Distinguishes incoming snapshot files and store directories.
     counter: AtomicU64,
+    /// When the snapshot being received began to arrive (for the transfer rate in the log).
+    receiving_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl ShardReplica {
@@ -87,6 +89,7 @@ impl ShardReplica {
             dir: dir.to_path_buf(),
             store: RwLock::new(Arc::new(store)),
             counter: AtomicU64::new(highest + 1),
+            receiving_since: std::sync::Mutex::new(None),
         }))
     }
 
@@ -203,6 +206,11 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     ) -> std::result::Result<Box<tokio::fs::File>, StorageError<NodeId>> {
         let n = self.replica.counter.fetch_add(1, Ordering::SeqCst);
         let path = self.replica.snapshots().join(format!("incoming-{n}.snap"));
+        *self
+            .replica
+            .receiving_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -264,6 +272,12 @@ fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNo
         .map(|e| e.path())
         .ok_or_else(|| Error::InvalidArgument("no received snapshot file to install".into()))?;
     let started = std::time::Instant::now();
+    let receiving_since = replica
+        .receiving_since
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or(started);
     let bytes = fs::metadata(&incoming).map(|m| m.len()).unwrap_or(0);
     let n = replica.counter.fetch_add(1, Ordering::SeqCst);
     let name = format!("store-{n}");
@@ -273,9 +287,9 @@ fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNo
         (APPLIED, encode(&meta.last_log_id)?),
         (MEMBERSHIP, encode(&meta.last_membership)?),
     ])?;
-    drop(store);
-    // Re-open so that the flush of the Raft state above is part of a clean open.
-    let store = Store::open(&new_dir)?;
+    // Durable before CURRENT names it: a store without its applied log id would be replayed
+    // from a log that was purged.
+    store.flush()?;
     let current_snapshot = snapshots.join(SNAPSHOT_FILE);
     fs::rename(&incoming, &current_snapshot).map_err(|e| Error::io(&incoming, e))?;
     write_atomically(
@@ -292,10 +306,11 @@ fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNo
     if let Err(e) = fs::remove_dir_all(&old_dir) {
         warn!(dir = %old_dir.display(), "old store not removed yet ({e}); removed at next start");
     }
-    let secs = started.elapsed().as_secs_f64();
+    let transfer_secs = started.duration_since(receiving_since).as_secs_f64();
+    let install_secs = started.elapsed().as_secs_f64();
     info!(
-        shard = replica.shard, snapshot = %meta.snapshot_id, bytes,
-        mb_per_s = bytes as f64 / 1e6 / secs.max(1e-9),
+        shard = replica.shard, snapshot = %meta.snapshot_id, bytes, transfer_secs, install_secs,
+        transfer_mb_per_s = bytes as f64 / 1e6 / transfer_secs.max(1e-9),
         "snapshot installed"
     );
     Ok(())

@@ -54,8 +54,15 @@ pub fn write_with(
     let tmp_catalog = path.with_extension("catalog.tmp");
     let result = (|| {
         let mut out = BufWriter::new(File::create(path).map_err(|e| Error::io(path, e))?);
-        let mut cat =
-            BufWriter::new(File::create(&tmp_catalog).map_err(|e| Error::io(&tmp_catalog, e))?);
+        // Read back after writing: open for both.
+        let cat_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&tmp_catalog)
+            .map_err(|e| Error::io(&tmp_catalog, e))?;
+        let mut cat = BufWriter::new(cat_file);
         out.write_all(MAGIC).map_err(|e| Error::io(path, e))?;
         let header_json = serde_json::to_vec(header).map_err(|e| invalid(e.to_string()))?;
         record(&mut out, HEADER, &header_json).map_err(|e| Error::io(path, e))?;

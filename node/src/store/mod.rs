@@ -145,6 +145,12 @@ impl Store {
         check_format(dir)?;
         let catalog = dir.join(CATALOG_DIR);
         let db = sled::Config::new().path(&catalog).open()?;
+        Store::with_catalog(dir, db)
+    }
+
+    /// Opens the store over an already open catalog (sled releases its file lock only when
+    /// its background threads finish, so a catalog is never closed and reopened in-process).
+    fn with_catalog(dir: &Path, db: sled::Db) -> Result<Store> {
         let store = Store {
             dir: dir.to_path_buf(),
             db,

@@ -56,6 +56,12 @@ impl Store {
         Ok(())
     }
 
+    /// Makes every catalog write so far durable (as far as sled's flush goes).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Feeds a consistent dump of the whole store to `sink`: writes are held off meanwhile.
     pub fn dump(&self, sink: &mut dyn FnMut(DumpItem<'_>) -> Result<()>) -> Result<()> {
         let _writer = self.lock_writer();
@@ -85,23 +91,21 @@ impl Store {
         f.write_all(format_text().as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(&format, e))?;
-        {
-            let db = sled::Config::new().path(dir.join(CATALOG_DIR)).open()?;
-            let mut batch = sled::Batch::default();
-            let mut n = 0usize;
-            for kv in catalog {
-                let (k, v) = kv?;
-                batch.insert(k, v);
-                n += 1;
-                if n.is_multiple_of(100_000) {
-                    db.apply_batch(std::mem::take(&mut batch))?;
-                }
+        let db = sled::Config::new().path(dir.join(CATALOG_DIR)).open()?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0usize;
+        for kv in catalog {
+            let (k, v) = kv?;
+            batch.insert(k, v);
+            n += 1;
+            if n.is_multiple_of(100_000) {
+                db.apply_batch(std::mem::take(&mut batch))?;
             }
-            db.apply_batch(batch)?;
-            db.flush()?;
         }
+        db.apply_batch(batch)?;
+        db.flush()?;
         segment::sync_dir(dir)?;
-        Store::open(dir)
+        Store::with_catalog(dir, db)
     }
 
     /// Where a dumped segment's relative path may land: only under `segments/`, no `..`.

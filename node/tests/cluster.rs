@@ -1,0 +1,303 @@
+//! Replication on real clusters: 3 and 5 `sus-node` processes on loopback ports with their own
+//! data directories, driven through the client library over gRPC, with real faults (SIGKILL,
+//! SIGSTOP, wiped disks).
+//!
+//! Every test submits the generator's files in order and checks what the cluster acknowledged
+//! against the generator's independent oracle: each accepted report's counts, the national live
+//! record count and price total, byte-identical logical content on every replica of each shard
+//! (a checksum over rows, not file bytes), and that every acknowledged submission is still there
+//! (a resend is answered with its original version).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use sus_chaos_tests::cluster::{NodeOptions, TestCluster, totals};
+use sus_client::generator::{Expected, GenConfig, generate};
+use sus_client::{Client, RetryPolicy};
+
+fn refdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../refdata")
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sus-node"))
+}
+
+/// The generator's files, in submission order, and its expectations.
+fn dataset(dir: &Path, rows: u64, seed: u64) -> (Vec<PathBuf>, Expected) {
+    let summary = generate(
+        &GenConfig {
+            rows,
+            seed,
+            refdata_dir: refdata(),
+            out_dir: dir.to_path_buf(),
+            rows_per_file: 400,
+            reject_files: true,
+            ..GenConfig::default()
+        },
+        &mut |_| {},
+    )
+    .expect("generate");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len() as u64, summary.files);
+    (files, summary.expected)
+}
+
+/// What the cluster acknowledged for one file.
+struct Ack {
+    file: PathBuf,
+    accepted: bool,
+    version: Option<u64>,
+    shard: u32,
+}
+
+/// Submits `files` through `client`, checking each report against the oracle's expectation.
+async fn submit_all(client: &Client, files: &[PathBuf], expected: &Expected) -> Vec<Ack> {
+    let mut acks = Vec::new();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let outcome = client
+            .submit_file(file)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = expected
+            .submissions
+            .iter()
+            .find(|s| s.file == name)
+            .unwrap_or_else(|| panic!("{name} not in expected.json"));
+        let r = &outcome.report;
+        assert_eq!(outcome.accepted, want.outcome == "accepted", "{name}: {r}");
+        if outcome.accepted && want.duplicate_of.is_none() {
+            for (field, value) in [
+                ("inserted", want.inserted),
+                ("replaced", want.replaced),
+                ("deleted", want.deleted),
+                ("stale", want.stale),
+                ("bulk_deleted", want.bulk_deleted),
+            ] {
+                assert_eq!(r[field].as_u64(), Some(value), "{name}: {field} in {r}");
+            }
+        }
+        acks.push(Ack {
+            file: file.clone(),
+            accepted: outcome.accepted,
+            version: outcome.version(),
+            shard: outcome.shard,
+        });
+    }
+    acks
+}
+
+/// Every acknowledged submission is still there: a resend gets the original outcome and version.
+async fn check_acks_durable(client: &Client, acks: &[Ack]) {
+    for ack in acks {
+        let again = client.submit_file(&ack.file).await.unwrap();
+        assert_eq!(
+            again.report["resent"].as_bool(),
+            Some(true),
+            "{}",
+            ack.file.display()
+        );
+        assert_eq!(again.accepted, ack.accepted, "{}", ack.file.display());
+        assert_eq!(again.version(), ack.version, "{}", ack.file.display());
+        assert_eq!(again.shard, ack.shard);
+    }
+}
+
+/// All replicas agree, and the national totals are the oracle's.
+async fn check_converged(cluster: &TestCluster, expected: &Expected) {
+    let contents = cluster
+        .wait_replicas_agree(Duration::from_secs(120))
+        .await
+        .unwrap();
+    let (live, price) = totals(&contents);
+    assert_eq!(live, expected.all.live_records, "national live records");
+    assert_eq!(
+        price, expected.all.total_price_pence,
+        "national price (pence)"
+    );
+}
+
+fn thirds<T>(v: &[T]) -> (&[T], &[T], &[T]) {
+    let n = v.len() / 3;
+    (&v[..n], &v[n..2 * n], &v[2 * n..])
+}
+
+// Three nodes: writes keep being acknowledged with a follower down and after the leader of a
+// shard is killed; no acknowledged submission is lost; a read-your-write (read index) on the
+// leader sees the last write; the restarted nodes catch up and every replica holds the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_tolerate_a_lost_follower_and_a_killed_leader() {
+    let mut cluster = TestCluster::start(&bin(), &refdata(), 3, 4, 3, NodeOptions::default())
+        .await
+        .unwrap();
+    let (files, expected) = dataset(&cluster.scratch(), 6000, 11);
+    let (first, second, third) = thirds(&files);
+    let mut acks = submit_all(&cluster.client(&[1, 2, 3]), first, &expected).await;
+
+    // A follower of shard 0's group goes down; writes continue through the other two nodes.
+    let leader0 = cluster.leader_of(1).await.unwrap();
+    let follower = (1..=3).find(|n| *n != leader0).unwrap();
+    cluster.kill(follower).await;
+    let up: Vec<u64> = (1..=3).filter(|n| *n != follower).collect();
+    acks.extend(submit_all(&cluster.client(&up), second, &expected).await);
+
+    // Read your write: the last acknowledged submission's shard, read through its leader.
+    let last = acks.iter().rev().find(|a| a.accepted).unwrap();
+    let leader = cluster.leader_of(u64::from(last.shard) + 1).await.unwrap();
+    let content = cluster
+        .client(&[leader])
+        .shard_content(0, last.shard, true)
+        .await
+        .unwrap();
+    assert!(content.version >= last.version.unwrap());
+
+    // The follower comes back; then the leader of shard 0 is killed mid-stream.
+    cluster.restart(follower).await.unwrap();
+    let leader0 = cluster.leader_of(1).await.unwrap();
+    cluster.kill(leader0).await;
+    let up: Vec<u64> = (1..=3).filter(|n| *n != leader0).collect();
+    acks.extend(submit_all(&cluster.client(&up), third, &expected).await);
+    let new_leader = cluster.leader_of(1).await.unwrap();
+    assert_ne!(new_leader, leader0, "a new leader was elected");
+
+    cluster.restart(leader0).await.unwrap();
+    check_converged(&cluster, &expected).await;
+    check_acks_durable(&cluster.client(&[1, 2, 3]), &acks).await;
+}
+
+// Five nodes, five replicas per shard: writes are acknowledged with any two nodes down, and the
+// two catch up when they return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_tolerate_two_down() {
+    let mut cluster = TestCluster::start(&bin(), &refdata(), 5, 2, 5, NodeOptions::default())
+        .await
+        .unwrap();
+    let (files, expected) = dataset(&cluster.scratch(), 3000, 12);
+    let (first, second, third) = thirds(&files);
+    let mut acks = submit_all(&cluster.client(&[1, 2, 3, 4, 5]), first, &expected).await;
+    // Two down, one of them the meta group's leader.
+    let meta_leader = cluster.leader_of(0).await.unwrap();
+    let other = (1..=5).find(|n| *n != meta_leader).unwrap();
+    cluster.kill(meta_leader).await;
+    cluster.kill(other).await;
+    let up: Vec<u64> = (1..=5).filter(|n| cluster.is_up(*n)).collect();
+    acks.extend(submit_all(&cluster.client(&up), second, &expected).await);
+    cluster.restart(meta_leader).await.unwrap();
+    cluster.restart(other).await.unwrap();
+    acks.extend(submit_all(&cluster.client(&[1, 2, 3, 4, 5]), third, &expected).await);
+    check_converged(&cluster, &expected).await;
+    check_acks_durable(&cluster.client(&[1, 2, 3, 4, 5]), &acks).await;
+}
+
+// A node whose disk is wiped rejoins under a new id (never its old one) and receives its shards
+// by snapshot, since the leaders have purged the log it would need; the cluster grows to four
+// nodes online (replicas move onto the new node) and then drops the dead node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_rejoins_under_a_new_id_by_snapshot() {
+    let options = NodeOptions {
+        snapshot_after: 8,
+        keep_after_snapshot: 2,
+        ..NodeOptions::default()
+    };
+    let mut cluster = TestCluster::start(&bin(), &refdata(), 3, 4, 3, options)
+        .await
+        .unwrap();
+    let (files, expected) = dataset(&cluster.scratch(), 6000, 13);
+    let (first, second, third) = thirds(&files);
+    let mut acks = submit_all(&cluster.client(&[1, 2, 3]), first, &expected).await;
+
+    cluster.wipe(3).await.unwrap();
+    acks.extend(submit_all(&cluster.client(&[1, 2]), second, &expected).await);
+
+    // The old id is refused; the node comes back as node 4 on a new port and is added online.
+    let addr = cluster.spawn(4, "127.0.0.1:0").await.unwrap();
+    let admin = cluster.client(&[1, 2]);
+    let refused = admin.add_node(3, &addr, true).await;
+    assert!(refused.is_err(), "re-adding a used node id must be refused");
+    let status = admin.add_node(4, &addr, true).await.unwrap();
+    let hosted_by_4 = status
+        .shards
+        .iter()
+        .filter(|s| s.replicas.contains(&4))
+        .count();
+    assert!(
+        hosted_by_4 >= 3,
+        "node 4 received replicas: {:?}",
+        status.shards
+    );
+    let status = admin.remove_node(3).await.unwrap();
+    assert!(status.nodes.iter().all(|n| n.id != 3));
+    assert!(
+        status
+            .shards
+            .iter()
+            .all(|s| !s.replicas.contains(&3) && s.replicas.len() == 3)
+    );
+    cluster.forget(3);
+
+    acks.extend(submit_all(&cluster.client(&[1, 2, 4]), third, &expected).await);
+    check_converged(&cluster, &expected).await;
+    check_acks_durable(&cluster.client(&[1, 2, 4]), &acks).await;
+    let log = cluster.log_of(4);
+    assert!(
+        log.contains("snapshot installed"),
+        "node 4 caught up by snapshot; its log:\n{log}"
+    );
+}
+
+// A node cut off from the majority (the other two paused) cannot acknowledge a write: the write
+// fails or times out, never reports success; once the majority is back the same submission is
+// accepted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_never_acknowledges() {
+    let options = NodeOptions {
+        commit_timeout_ms: 2000,
+        ..NodeOptions::default()
+    };
+    let cluster = TestCluster::start(&bin(), &refdata(), 3, 2, 3, options)
+        .await
+        .unwrap();
+    let (files, expected) = dataset(&cluster.scratch(), 1500, 14);
+    let (first, rest) = files.split_at(files.len() / 2);
+    let mut acks = submit_all(&cluster.client(&[1, 2, 3]), first, &expected).await;
+
+    cluster.signal(2, "STOP").unwrap();
+    cluster.signal(3, "STOP").unwrap();
+    let isolated = cluster.client_with(
+        &[1],
+        RetryPolicy {
+            retry_for: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(5),
+        },
+    );
+    let probe = rest
+        .iter()
+        .find(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            expected
+                .submissions
+                .iter()
+                .any(|s| s.file == name && s.outcome == "accepted")
+        })
+        .unwrap();
+    let result = isolated.submit_file(probe).await;
+    assert!(
+        result.is_err(),
+        "a minority acknowledged a write: {:?}",
+        result.map(|o| o.report)
+    );
+    assert!(result.err().unwrap().is_retryable());
+
+    cluster.signal(2, "CONT").unwrap();
+    cluster.signal(3, "CONT").unwrap();
+    acks.extend(submit_all(&cluster.client(&[1, 2, 3]), rest, &expected).await);
+    check_converged(&cluster, &expected).await;
+    check_acks_durable(&cluster.client(&[1, 2, 3]), &acks).await;
+}
