@@ -174,7 +174,7 @@ impl Client {
             }),
             rebalance,
         };
-        self.with_retry(|channel| {
+        self.with_retry_for(ADMIN_TIMEOUT, |channel| {
             let request = request.clone();
             async move { AdminClient::new(channel).add_node(long(request)).await }
         })
@@ -187,7 +187,7 @@ impl Client {
             format: WIRE_FORMAT_VERSION,
             id,
         };
-        self.with_retry(|channel| async move {
+        self.with_retry_for(ADMIN_TIMEOUT, |channel| async move {
             AdminClient::new(channel).remove_node(long(request)).await
         })
         .await
@@ -295,14 +295,23 @@ impl Client {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
+        self.with_retry_for(self.retry.attempt_timeout, call).await
+    }
+
+    /// [`Client::with_retry`] with an explicit per-attempt deadline (membership changes wait for
+    /// replicas to catch up, which can take minutes).
+    async fn with_retry_for<T, F, Fut>(&self, attempt_timeout: Duration, call: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
         let deadline = tokio::time::Instant::now() + self.retry.retry_for;
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0usize;
         loop {
             let (name, channel) = &self.endpoints[attempt % self.endpoints.len()];
             attempt += 1;
-            let result =
-                tokio::time::timeout(self.retry.attempt_timeout, call(channel.clone())).await;
+            let result = tokio::time::timeout(attempt_timeout, call(channel.clone())).await;
             let status = match result {
                 Ok(Ok(reply)) => return Ok(reply.into_inner()),
                 Ok(Err(status)) => status,
@@ -326,9 +335,12 @@ pub struct ReplicaContent {
     pub content: Result<ShardContentReply>,
 }
 
+/// Deadline of one membership-change attempt.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn long<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.set_timeout(Duration::from_secs(600));
+    request.set_timeout(ADMIN_TIMEOUT);
     request
 }
 

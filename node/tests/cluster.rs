@@ -131,7 +131,8 @@ fn thirds<T>(v: &[T]) -> (&[T], &[T], &[T]) {
 
 // Three nodes: writes keep being acknowledged with a follower down and after the leader of a
 // shard is killed; no acknowledged submission is lost; a read-your-write (read index) on the
-// leader sees the last write; the restarted nodes catch up and every replica holds the same rows.
+// leader sees the last write; the restarted nodes catch up and every replica holds the same rows;
+// leadership can be moved on request (planned restarts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_tolerate_a_lost_follower_and_a_killed_leader() {
     let mut cluster = TestCluster::start(&bin(), &refdata(), 3, 4, 3, NodeOptions::default())
@@ -170,6 +171,14 @@ async fn three_nodes_tolerate_a_lost_follower_and_a_killed_leader() {
     cluster.restart(leader0).await.unwrap();
     check_converged(&cluster, &expected).await;
     check_acks_durable(&cluster.client(&[1, 2, 3]), &acks).await;
+
+    // Planned restart: leadership of shard 0 moves back to the restarted node on request.
+    cluster
+        .client(&[1, 2, 3])
+        .transfer_leader(1, leader0)
+        .await
+        .unwrap();
+    assert_eq!(cluster.leader_of(1).await, Some(leader0));
 }
 
 // Five nodes, five replicas per shard: writes are acknowledged with any two nodes down, and the

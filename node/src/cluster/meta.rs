@@ -40,6 +40,9 @@ pub struct MetaState {
     pub replication: u32,
     /// The shard map, indexed by shard number.
     pub shards: Vec<ShardInfo>,
+    /// Ids of removed nodes: never admitted again (a wiped node rejoins under a new id).
+    #[serde(default)]
+    pub retired: std::collections::BTreeSet<NodeId>,
 }
 
 /// The commands of the meta group (a closed set; applying them is deterministic).
@@ -95,6 +98,9 @@ impl MetaState {
                 Ok(())
             }
             MetaCommand::AddNode { id, addr } => {
+                if self.retired.contains(&id) {
+                    return Err(format!("node id {id} was removed and is never reused"));
+                }
                 self.nodes.insert(id, addr);
                 Ok(())
             }
@@ -103,6 +109,7 @@ impl MetaState {
                     return Err(format!("node {id} still hosts shard replicas"));
                 }
                 self.nodes.remove(&id);
+                self.retired.insert(id);
                 Ok(())
             }
             MetaCommand::SetReplicas { shard, replicas } => {

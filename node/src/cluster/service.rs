@@ -221,16 +221,9 @@ impl Services {
             .node
             .ok_or_else(|| Error::InvalidArgument("add-node needs a node".into()))?;
         let state = cluster.meta_state();
-        let used = state.nodes.contains_key(&node.id)
-            || cluster
-                .meta
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .nodes()
-                .any(|(n, _)| *n == node.id);
-        if used {
+        // Idempotent for a retried call: a member with the same address just continues.
+        let resumed = state.nodes.get(&node.id) == Some(&node.addr);
+        if !resumed && (state.nodes.contains_key(&node.id) || state.retired.contains(&node.id)) {
             return Err(Error::InvalidArgument(format!(
                 "node id {} is or was a member: a node id is never reused (a wiped node rejoins \
                  under a new id)",
@@ -259,17 +252,20 @@ impl Services {
                     e.message()
                 ))
             })?;
-        cluster
-            .meta
-            .add_learner(
-                node.id,
-                BasicNode {
-                    addr: node.addr.clone(),
-                },
-                true,
-            )
-            .await
-            .map_err(|e| Error::InvalidArgument(format!("meta add learner: {e}")))?;
+        let membership = cluster.meta.metrics().borrow().membership_config.clone();
+        if !membership.membership().nodes().any(|(n, _)| *n == node.id) {
+            cluster
+                .meta
+                .add_learner(
+                    node.id,
+                    BasicNode {
+                        addr: node.addr.clone(),
+                    },
+                    true,
+                )
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("meta add learner: {e}")))?;
+        }
         let voters: BTreeSet<NodeId> = cluster
             .meta
             .metrics()
@@ -278,19 +274,21 @@ impl Services {
             .membership()
             .voter_ids()
             .collect();
-        if voters.len() < 5 {
+        if voters.len() < 5 && !voters.contains(&node.id) {
             cluster
                 .meta
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node.id])), true)
                 .await
                 .map_err(|e| Error::InvalidArgument(format!("meta add voter: {e}")))?;
         }
-        cluster
-            .propose_meta(&MetaCommand::AddNode {
-                id: node.id,
-                addr: node.addr.clone(),
-            })
-            .await?;
+        if !resumed {
+            cluster
+                .propose_meta(&MetaCommand::AddNode {
+                    id: node.id,
+                    addr: node.addr.clone(),
+                })
+                .await?;
+        }
         info!(node = node.id, addr = %node.addr, "node added");
         if req.rebalance {
             self.rebalance_onto(node.id).await?;
