@@ -296,6 +296,9 @@ impl Cluster {
                         what: kept_vote.display().to_string(),
                         message: e.to_string(),
                     })?;
+                // Only the promise matters (no second vote in that term): restore it as an
+                // uncommitted vote, never as a leadership this replica no longer holds.
+                let vote = openraft::Vote::new(vote.leader_id.term, vote.leader_id.node_id);
                 log.save_vote(&vote).await.map_err(storage)?;
             }
             fs::remove_file(&kept_vote).map_err(|e| Error::io(&kept_vote, e))?;

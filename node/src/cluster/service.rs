@@ -384,26 +384,37 @@ impl Services {
         };
         let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
         loop {
-            let leader = self.shard_leader_anywhere(shard).await;
-            let result = match leader {
-                Some(leader) => match self.admin_client(leader) {
+            // Views of who leads can be stale: offer the change to the likely leader first, then
+            // to every current replica; only the real leader accepts it.
+            let mut candidates: Vec<NodeId> = self
+                .shard_leader_anywhere(shard)
+                .await
+                .into_iter()
+                .collect();
+            if let Some(info) = self.cluster.meta_state().shards.get(shard as usize) {
+                candidates.extend(info.replicas.iter().copied());
+            }
+            candidates.dedup();
+            let mut last = Status::unavailable(format!("shard {shard} has no leader"));
+            for leader in candidates {
+                let result = match self.admin_client(leader) {
                     Ok(mut client) => {
                         let mut r = Request::new(request.clone());
                         r.set_timeout(ADMIN_TIMEOUT);
                         client.change_shard_replicas(r).await.map(|_| ())
                     }
                     Err(e) => Err(e),
-                },
-                None => Err(Status::unavailable(format!("shard {shard} has no leader"))),
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    warn!(shard, "change replicas: {}; retrying", e.message());
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                };
+                match result {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = e,
                 }
-                Err(e) => return Err(Error::InvalidArgument(e.message().to_string())),
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::InvalidArgument(last.message().to_string()));
+            }
+            warn!(shard, "change replicas: {}; retrying", last.message());
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
