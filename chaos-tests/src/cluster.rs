@@ -109,6 +109,12 @@ impl TestCluster {
 
     /// Starts node `id` (a new one, or a stopped one on its old port and directory).
     pub async fn spawn(&mut self, id: u64, listen: &str) -> Result<String> {
+        let refdata = self.refdata.clone();
+        self.spawn_with(id, listen, &refdata).await
+    }
+
+    /// [`TestCluster::spawn`] with another reference data folder.
+    pub async fn spawn_with(&mut self, id: u64, listen: &str, refdata: &Path) -> Result<String> {
         let dir = self.root.path().join(format!("n{id}"));
         let log = self.root.path().join(format!("n{id}.log"));
         let o = &self.options;
@@ -121,7 +127,7 @@ impl TestCluster {
             .arg("--data-dir")
             .arg(&dir)
             .arg("--refdata")
-            .arg(&self.refdata)
+            .arg(refdata)
             .args(["serve", "--id", &id.to_string(), "--listen", listen])
             .args(["--heartbeat-ms", &o.heartbeat_ms.to_string()])
             .args(["--election-ms", &o.election_ms.to_string()])
@@ -173,6 +179,12 @@ impl TestCluster {
     pub async fn restart(&mut self, id: u64) -> Result<()> {
         let addr = self.nodes.get(&id).ok_or("no such node")?.addr.clone();
         self.spawn(id, &addr).await.map(|_| ())
+    }
+
+    /// Restarts a killed node on its old address and directory with another reference folder.
+    pub async fn restart_with(&mut self, id: u64, refdata: &Path) -> Result<()> {
+        let addr = self.nodes.get(&id).ok_or("no such node")?.addr.clone();
+        self.spawn_with(id, &addr, refdata).await.map(|_| ())
     }
 
     /// Kills node `id` and deletes its data directory (a lost disk).

@@ -12,8 +12,8 @@ use std::time::Duration;
 use sus_proto::v1::admin_client::AdminClient;
 use sus_proto::v1::ingest_client::IngestClient;
 use sus_proto::v1::{
-    AddNodeRequest, InitRequest, NodeAddress, RemoveNodeRequest, ShardContentRequest,
-    StatusRequest, SubmitRequest, TransferLeaderRequest,
+    AddNodeRequest, InitRequest, NodeAddress, RemoveNodeRequest, SetRefDataRequest,
+    ShardContentRequest, StatusRequest, SubmitRequest, TransferLeaderRequest,
 };
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
 use tonic::transport::{Channel, Endpoint};
@@ -202,6 +202,19 @@ impl Client {
         };
         self.with_retry(|channel| async move {
             AdminClient::new(channel).transfer_leader(request).await
+        })
+        .await
+    }
+
+    /// Makes the reference data version of the first reachable node the cluster's.
+    pub async fn set_refdata(&self) -> Result<ClusterStatus> {
+        self.with_retry(|channel| async move {
+            AdminClient::new(channel)
+                .set_ref_data(SetRefDataRequest {
+                    format: WIRE_FORMAT_VERSION,
+                    version: String::new(),
+                })
+                .await
         })
         .await
     }

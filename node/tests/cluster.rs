@@ -310,3 +310,53 @@ async fn a_partitioned_minority_never_acknowledges() {
     check_converged(&cluster, &expected).await;
     check_acks_durable(&cluster.client(&[1, 2, 3]), &acks).await;
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+// Prices are derived once, by the shard leader, so every leader must price with the reference data
+// version the cluster recorded: a leader whose files differ (here one MFF changed) refuses
+// submissions with a clear error instead of pricing them differently; with the cluster's files
+// back, the same submission is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_with_other_reference_data_refuses_to_price() {
+    let mut cluster = TestCluster::start(&bin(), &refdata(), 3, 1, 3, NodeOptions::default())
+        .await
+        .unwrap();
+    let (files, expected) = dataset(&cluster.scratch(), 300, 15);
+    let other = cluster.scratch().join("other-refdata");
+    copy_dir(&refdata(), &other);
+    let mff = other.join("2024-25/mff.csv");
+    let text = std::fs::read_to_string(&mff).unwrap();
+    std::fs::write(&mff, text.replacen("1.187991", "1.187992", 1)).unwrap();
+
+    cluster.kill(3).await;
+    cluster.restart_with(3, &other).await.unwrap();
+    let client = cluster.client(&[1, 2, 3]);
+    client.transfer_leader(1, 3).await.unwrap();
+    let status = cluster.status_of(3).await.unwrap();
+    assert_ne!(status.refdata, status.node_refdata);
+    let refused = client.submit_file(&files[0]).await;
+    match refused {
+        Err(sus_client::Error::Refused(message)) => {
+            assert!(message.contains("reference data"), "{message}")
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|o| o.report)),
+    }
+
+    cluster.kill(3).await;
+    cluster.restart(3).await.unwrap();
+    let acks = submit_all(&cluster.client(&[1, 2, 3]), &files, &expected).await;
+    assert!(acks.iter().any(|a| a.accepted));
+    check_converged(&cluster, &expected).await;
+}

@@ -122,6 +122,12 @@ Example:
         group: u64,
         node: u64,
     },
+    /// Make the reference data of the node at --endpoint the version the cluster prices with
+    /// (after installing new reference data on every node).
+    SetRefdata {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
     /// Read every replica of every shard and compare their content checksums (over rows, not
     /// file bytes). Exit status 0 when all replicas of each shard agree, 4 when not.
     Verify {
@@ -453,12 +459,16 @@ async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
             node,
         } => endpoint.client()?.transfer_leader(group, node).await?,
         ClusterCommand::Verify { endpoint } => return run_verify(endpoint).await,
+        ClusterCommand::SetRefdata { endpoint } => endpoint.client()?.set_refdata().await?,
         ClusterCommand::Status {
             endpoint,
             linearizable,
         } => endpoint.client()?.status(linearizable).await?,
     };
-    println!("node {} (meta leader {})", status.node, status.meta_leader);
+    println!(
+        "node {} (meta leader {}), reference data {} (this node: {})",
+        status.node, status.meta_leader, status.refdata, status.node_refdata
+    );
     for n in &status.nodes {
         println!("  member {:>3} {}", n.id, n.addr);
     }

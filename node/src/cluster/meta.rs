@@ -40,6 +40,9 @@ pub struct MetaState {
     pub replication: u32,
     /// The shard map, indexed by shard number.
     pub shards: Vec<ShardInfo>,
+    /// The reference data version (see `RefData::fingerprint`) shard leaders must price with.
+    #[serde(default)]
+    pub refdata: String,
     /// Ids of removed nodes: never admitted again (a wiped node rejoins under a new id).
     #[serde(default)]
     pub retired: std::collections::BTreeSet<NodeId>,
@@ -53,6 +56,10 @@ pub enum MetaCommand {
         nodes: Vec<(NodeId, String)>,
         shards: u32,
         replication: u32,
+        refdata: String,
+    },
+    SetRefData {
+        version: String,
     },
     AddNode {
         id: NodeId,
@@ -75,10 +82,12 @@ impl MetaState {
                 nodes,
                 shards,
                 replication,
+                refdata,
             } => {
                 if !self.shards.is_empty() {
                     return Err("the cluster is already bootstrapped".into());
                 }
+                self.refdata = refdata;
                 let ids: Vec<NodeId> = nodes.iter().map(|(id, _)| *id).collect();
                 let rf = (replication as usize).min(ids.len()).max(1);
                 self.replication = replication;
@@ -95,6 +104,10 @@ impl MetaState {
                         }
                     })
                     .collect();
+                Ok(())
+            }
+            MetaCommand::SetRefData { version } => {
+                self.refdata = version;
                 Ok(())
             }
             MetaCommand::AddNode { id, addr } => {

@@ -204,6 +204,7 @@ impl Services {
                 nodes: req.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
                 shards: req.shards,
                 replication: req.replication,
+                refdata: cluster.refdata.fingerprint().to_string(),
             })
             .await?;
         info!(
@@ -557,6 +558,8 @@ impl Services {
                 })
                 .collect(),
             groups,
+            refdata: state.refdata,
+            node_refdata: cluster.refdata.fingerprint().to_string(),
         }
     }
 
@@ -662,6 +665,16 @@ impl ingest_server::Ingest for Services {
         let Some((raft, replica)) = hosted else {
             return Err(Status::unavailable("shard moved; retry"));
         };
+        // Derivation happens once, here: price only with the cluster's reference data.
+        let mine = self.cluster.refdata.fingerprint();
+        if state.refdata != mine {
+            return Err(Status::failed_precondition(format!(
+                "node {} leads shard {shard} but its reference data (version {mine}) is not the \
+                 cluster's (version {}); install the cluster's reference data on it, or make its \
+                 version the cluster's with `sus cluster set-refdata`",
+                self.cluster.id, state.refdata
+            )));
+        }
         let report = self
             .submit_here(&raft, &replica, meta, req.file_name, req.content)
             .await?;
@@ -805,6 +818,31 @@ impl admin_server::Admin for Services {
             .await
             .map_err(status)?;
         Ok(Response::new(ChangeShardReplicasReply { log_index: index }))
+    }
+
+    async fn set_ref_data(
+        &self,
+        request: Request<SetRefDataRequest>,
+    ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        let mut req = request.into_inner();
+        check_format(req.format)?;
+        if req.version.is_empty() {
+            req.version = self.cluster.refdata.fingerprint().to_string();
+        }
+        let forwarded = req.clone();
+        let version = req.version.clone();
+        self.on_meta_leader(
+            false,
+            || async {
+                self.cluster
+                    .propose_meta(&MetaCommand::SetRefData { version })
+                    .await?;
+                info!(version = %req.version, "reference data version set");
+                Ok(self.status_local())
+            },
+            async move |mut c: AdminClient<Channel>| c.set_ref_data(forwarded).await,
+        )
+        .await
     }
 
     async fn join(

@@ -55,12 +55,29 @@ pub const YEAR_FILES: [&str; 7] = [
     "ec_hrg.csv",
 ];
 
+fn fingerprint(files: &BTreeMap<PathBuf, String>) -> String {
+    let mut a = crc32fast::Hasher::new();
+    let mut b = crc32fast::Hasher::new_with_initial(0x5553_5553);
+    for (path, text) in files {
+        let path = path.to_string_lossy();
+        for h in [&mut a, &mut b] {
+            h.update(path.as_bytes());
+            h.update(&[0]);
+            h.update(text.as_bytes());
+            h.update(&[0]);
+        }
+    }
+    format!("{:08x}{:08x}", a.finalize(), b.finalize())
+}
+
 /// All reference data the domain core needs, loaded once and then read-only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefData {
     orgs: Organisations,
     restricted: RestrictedCodes,
     years: BTreeMap<String, TariffYear>,
+    /// Identifies the exact files read (see [`RefData::fingerprint`]).
+    fingerprint: String,
 }
 
 impl RefData {
@@ -159,7 +176,15 @@ impl RefData {
             orgs,
             restricted,
             years,
+            fingerprint: fingerprint(files),
         })
+    }
+
+    /// A version of the reference data: a checksum over every file's relative path and content.
+    /// The cluster records the version its leaders must price with (two CRC-32s over the files in
+    /// path order, seeded differently: a version check, not a security measure).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The organisation lists.
