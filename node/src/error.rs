@@ -39,6 +39,10 @@ pub enum Error {
     /// Encoding or decoding a Parquet segment failed.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// Consensus could not complete the operation (no leader, no quorum, a group stopped, a
+    /// membership change refused). Retrying later may succeed; the cluster state says why.
+    #[error("consensus: {0}")]
+    Consensus(String),
     /// An Arrow kernel or batch construction failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

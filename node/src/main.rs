@@ -206,6 +206,11 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
         std::io::stdout().flush()?;
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Bounded work per peer: Raft traffic of every group and client calls share it.
+            .concurrency_limit_per_connection(256)
+            .max_concurrent_streams(1024)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
             .add_service(sus_raft::network::RaftService::server(
                 cluster.registry.clone(),
             ))

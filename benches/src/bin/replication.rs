@@ -181,7 +181,11 @@ async fn main() -> Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     let join_secs = started.elapsed().as_secs_f64();
-    let moved = status.shards.iter().filter(|s| s.replicas.contains(&4)).count();
+    let moved = status
+        .shards
+        .iter()
+        .filter(|s| s.replicas.contains(&4))
+        .count();
     let (mut bytes, mut secs, mut n) = (0f64, 0f64, 0);
     for line in three
         .log_of(4)

@@ -5,7 +5,7 @@
 //! (`<data>/meta/snapshot.json`, written atomically); after a restart openraft replays the
 //! committed log entries after the snapshot (the log store records the committed index).
 
-use super::{storage_error, write_atomically};
+use super::{receiving_file, storage_error, write_atomically};
 use crate::{Error, Result};
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -264,15 +264,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         &mut self,
     ) -> std::result::Result<Box<tokio::fs::File>, StorageError<NodeId>> {
         let path = self.dir.join("incoming.json");
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(|e| storage_error(Error::io(&path, e)))?;
-        Ok(Box::new(file))
+        Ok(Box::new(receiving_file(&path).await?))
     }
 
     async fn install_snapshot(

@@ -140,7 +140,7 @@ impl Cluster {
             sm,
         )
         .await
-        .map_err(|e| Error::InvalidArgument(format!("starting the meta group: {e}")))?;
+        .map_err(|e| Error::Consensus(format!("starting the meta group: {e}")))?;
         let admitted = identity.cluster_id.is_some();
         let cluster = Arc::new(Cluster {
             id: config.id,
@@ -227,7 +227,7 @@ impl Cluster {
             .meta
             .client_write(Request(bytes))
             .await
-            .map_err(|e| Error::InvalidArgument(format!("meta write: {e}")))?;
+            .map_err(|e| Error::Consensus(format!("meta write: {e}")))?;
         meta::decode_response(&response.data).map_err(Error::InvalidArgument)
     }
 
@@ -283,7 +283,7 @@ impl Cluster {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || ShardReplica::open(&dir, shard))
                 .await
-                .map_err(|e| Error::InvalidArgument(format!("opening shard {shard}: {e}")))??
+                .map_err(|e| Error::Consensus(format!("opening shard {shard}: {e}")))??
         };
         let mut log = LogStore::open(&dir.join("raft")).map_err(raft_error)?;
         // A node that hosted this shard before keeps its last vote: it must never vote twice in
@@ -311,7 +311,7 @@ impl Cluster {
             ShardStateMachine::new(replica.clone()),
         )
         .await
-        .map_err(|e| Error::InvalidArgument(format!("starting shard {shard}: {e}")))?;
+        .map_err(|e| Error::Consensus(format!("starting shard {shard}: {e}")))?;
         self.registry.insert(shard_group(shard), raft.clone());
         self.shards_guard().insert(shard, (raft.clone(), replica));
         info!(shard, "shard replica opened");
@@ -416,14 +416,14 @@ impl Cluster {
                 info!(shard, node = id, "adding learner (catch-up)");
                 raft.add_learner(*id, BasicNode { addr: addr.clone() }, true)
                     .await
-                    .map_err(|e| Error::InvalidArgument(format!("add learner {id}: {e}")))?;
+                    .map_err(|e| Error::Consensus(format!("add learner {id}: {e}")))?;
             }
         }
         let voters: BTreeSet<NodeId> = replicas.keys().copied().collect();
         let response = raft
             .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
             .await
-            .map_err(|e| Error::InvalidArgument(format!("change membership: {e}")))?;
+            .map_err(|e| Error::Consensus(format!("change membership: {e}")))?;
         Ok(response.log_id.index)
     }
 
@@ -517,6 +517,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// A new, empty file to receive a snapshot into (openraft writes the chunks, then reads it back).
+pub(crate) async fn receiving_file(
+    path: &Path,
+) -> std::result::Result<tokio::fs::File, openraft::StorageError<NodeId>> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .await
+        .map_err(|e| storage_error(Error::io(path, e)))
+}
+
 /// A node failure inside a state machine, as openraft's storage error (which stops the group:
 /// an I/O or corruption error while applying must not be answered to a client as a rejection).
 pub(crate) fn storage_error(e: Error) -> openraft::StorageError<NodeId> {
@@ -526,13 +540,13 @@ pub(crate) fn storage_error(e: Error) -> openraft::StorageError<NodeId> {
 }
 
 fn raft_error(e: sus_raft::Error) -> Error {
-    Error::InvalidArgument(format!("raft log: {e}"))
+    Error::Consensus(format!("raft log: {e}"))
 }
 
 fn storage(e: openraft::StorageError<NodeId>) -> Error {
-    Error::InvalidArgument(format!("raft log: {e}"))
+    Error::Consensus(format!("raft log: {e}"))
 }
 
 fn fatal(e: openraft::error::Fatal<NodeId>) -> Error {
-    Error::InvalidArgument(format!("raft stopped: {e}"))
+    Error::Consensus(format!("raft stopped: {e}"))
 }

@@ -194,7 +194,7 @@ impl Services {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         while !cluster.is_leader(&cluster.meta) {
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::InvalidArgument("no meta leader elected".into()));
+                return Err(Error::Consensus("no meta leader elected".into()));
             }
             let _ = cluster.meta.trigger().elect().await;
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -265,7 +265,7 @@ impl Services {
                     true,
                 )
                 .await
-                .map_err(|e| Error::InvalidArgument(format!("meta add learner: {e}")))?;
+                .map_err(|e| Error::Consensus(format!("meta add learner: {e}")))?;
         }
         let voters: BTreeSet<NodeId> = cluster
             .meta
@@ -280,7 +280,7 @@ impl Services {
                 .meta
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node.id])), true)
                 .await
-                .map_err(|e| Error::InvalidArgument(format!("meta add voter: {e}")))?;
+                .map_err(|e| Error::Consensus(format!("meta add voter: {e}")))?;
         }
         if !resumed {
             cluster
@@ -412,7 +412,7 @@ impl Services {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::InvalidArgument(last.message().to_string()));
+                return Err(Error::Consensus(last.message().to_string()));
             }
             warn!(shard, "change replicas: {}; retrying", last.message());
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -512,13 +512,13 @@ impl Services {
                 .meta
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
                 .await
-                .map_err(|e| Error::InvalidArgument(format!("meta remove voter: {e}")))?;
+                .map_err(|e| Error::Consensus(format!("meta remove voter: {e}")))?;
         } else if membership.membership().nodes().any(|(n, _)| *n == id) {
             cluster
                 .meta
                 .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
                 .await
-                .map_err(|e| Error::InvalidArgument(format!("meta remove learner: {e}")))?;
+                .map_err(|e| Error::Consensus(format!("meta remove learner: {e}")))?;
         }
         cluster
             .propose_meta(&MetaCommand::RemoveNode { id })
@@ -605,6 +605,7 @@ fn status(e: Error) -> Status {
     match e {
         Error::InvalidArgument(m) => Status::invalid_argument(m),
         Error::RefData { .. } => Status::failed_precondition(e.to_string()),
+        Error::Consensus(m) => Status::unavailable(m),
         other => Status::internal(other.to_string()),
     }
 }

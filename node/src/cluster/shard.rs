@@ -13,7 +13,7 @@
 //! Installing a snapshot builds a new store directory from the archive, then switches `CURRENT`
 //! to it; the old directory is removed after the switch (or at the next start).
 
-use super::{command, snapshot, storage_error, sync_dir, write_atomically};
+use super::{command, receiving_file, snapshot, storage_error, sync_dir, write_atomically};
 use crate::ingest;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -191,7 +191,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             Ok::<_, Error>(responses)
         })
         .await
-        .map_err(|e| storage_error(Error::InvalidArgument(format!("apply task failed: {e}"))))?
+        .map_err(|e| storage_error(Error::Consensus(format!("apply task failed: {e}"))))?
         .map_err(storage_error)
     }
 
@@ -211,15 +211,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             .receiving_since
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(|e| storage_error(Error::io(&path, e)))?;
-        Ok(Box::new(file))
+        Ok(Box::new(receiving_file(&path).await?))
     }
 
     async fn install_snapshot(
@@ -240,9 +232,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         drop(file);
         tokio::task::spawn_blocking(move || install(&replica, &meta))
             .await
-            .map_err(|e| {
-                storage_error(Error::InvalidArgument(format!("install task failed: {e}")))
-            })?
+            .map_err(|e| storage_error(Error::Consensus(format!("install task failed: {e}"))))?
             .map_err(storage_error)
     }
 
@@ -346,9 +336,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
         let replica = self.replica.clone();
         tokio::task::spawn_blocking(move || build(&replica))
             .await
-            .map_err(|e| {
-                storage_error(Error::InvalidArgument(format!("snapshot task failed: {e}")))
-            })?
+            .map_err(|e| storage_error(Error::Consensus(format!("snapshot task failed: {e}"))))?
             .map_err(storage_error)?;
         current_snapshot(&self.replica)
             .await
