@@ -120,8 +120,13 @@ impl Services {
                 self.cluster.commit_timeout
             ))),
             Ok(Err(e)) => Err(Status::unavailable(format!("not committed: {e}; retry"))),
-            Ok(Ok(response)) => SubmissionReport::from_json(&response.data.0)
-                .map_err(|e| Status::internal(format!("undecodable report: {e}"))),
+            Ok(Ok(response)) => match response.data.0.split_first() {
+                Some((&super::shard::REFUSAL, message)) => Err(Status::invalid_argument(
+                    String::from_utf8_lossy(message).into_owned(),
+                )),
+                _ => SubmissionReport::from_json(&response.data.0)
+                    .map_err(|e| Status::internal(format!("undecodable report: {e}"))),
+            },
         }
     }
 

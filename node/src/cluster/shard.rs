@@ -176,8 +176,14 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                     EntryPayload::Blank => Response::default(),
                     EntryPayload::Normal(request) => {
                         let command = command::decode(&request.0)?;
-                        let report = ingest::commit(&store, Box::new(command))?;
-                        Response(report.to_json())
+                        match ingest::commit(&store, Box::new(command)) {
+                            Ok(report) => Response(report.to_json()),
+                            // Refused by the store for what the command is: deterministic, so
+                            // every replica refuses it alike and the group carries on.
+                            Err(Error::InvalidArgument(message)) => refusal(&message),
+                            // Disk, catalog or corruption: this replica cannot go on.
+                            Err(e) => return Err(e),
+                        }
                     }
                     EntryPayload::Membership(m) => {
                         let stored = Membership::new(Some(entry.log_id), m);
@@ -241,6 +247,15 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     ) -> std::result::Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         current_snapshot(&self.replica).await.map_err(storage_error)
     }
+}
+
+/// Marks a response as a refusal (a report is JSON, so never starts with this byte).
+pub const REFUSAL: u8 = b'!';
+
+fn refusal(message: &str) -> Response {
+    let mut bytes = vec![REFUSAL];
+    bytes.extend_from_slice(message.as_bytes());
+    Response(bytes)
 }
 
 /// Installs the newest `incoming-*.snap` as the replica's store.
