@@ -4,7 +4,8 @@
 //!  <data>/shards/<shard>/raft/            the group's log and vote (sus_raft::LogStore)
 //!  <data>/shards/<shard>/CURRENT          name of the live store directory
 //!  <data>/shards/<shard>/store-<n>/       the Store (catalog + segments)
-//!  <data>/shards/<shard>/snapshots/       current.snap (+ current.meta.json), incoming-*.snap
+//!  <data>/shards/<shard>/snapshots/       CURRENT -> snap-<n>/ (meta.json, hard-linked segments +
+//!                                         catalog dump, archive.snap once packed), incoming-*.snap
 //! ```
 //!
 //! `apply` commits each entry's prepared submission with [`ingest::commit`], then records the
@@ -34,8 +35,11 @@ type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
 const CURRENT: &str = "CURRENT";
-const SNAPSHOT_FILE: &str = "current.snap";
-const SNAPSHOT_META: &str = "current.meta.json";
+/// In `snapshots/`: names the current snapshot directory `snap-<n>/`, which holds `meta.json`
+/// and either a frozen image (built here) or `archive.snap` (received), or both once packed.
+const SNAPSHOT_POINTER: &str = "CURRENT";
+const SNAPSHOT_META: &str = "meta.json";
+const SNAPSHOT_ARCHIVE: &str = "archive.snap";
 
 /// Version of the snapshot archive a shard writes and accepts.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -76,10 +80,20 @@ impl ShardReplica {
                 }
             }
         }
-        for entry in fs::read_dir(dir.join("snapshots")).map_err(|e| Error::io(dir, e))? {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            if entry.file_name().to_string_lossy().starts_with("incoming-") {
+        let snapshots = dir.join("snapshots");
+        let current_snapshot = fs::read_to_string(snapshots.join(SNAPSHOT_POINTER))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        for entry in fs::read_dir(&snapshots).map_err(|e| Error::io(&snapshots, e))? {
+            let entry = entry.map_err(|e| Error::io(&snapshots, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(n) = name.strip_prefix("snap-") {
+                highest = highest.max(n.parse().unwrap_or(0));
+            }
+            if name.starts_with("incoming-") {
                 let _ = fs::remove_file(entry.path());
+            } else if name.starts_with("snap-") && name != current_snapshot {
+                let _ = fs::remove_dir_all(entry.path());
             }
         }
         let store = Store::open(&dir.join(&current))?;
@@ -295,13 +309,16 @@ fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNo
     // Durable before CURRENT names it: a store without its applied log id would be replayed
     // from a log that was purged.
     store.flush()?;
-    let current_snapshot = snapshots.join(SNAPSHOT_FILE);
-    fs::rename(&incoming, &current_snapshot).map_err(|e| Error::io(&incoming, e))?;
+    // The received archive becomes this replica's current snapshot (to serve other peers).
+    let snap_dir = snapshots.join(format!("snap-{n}"));
+    fs::create_dir_all(&snap_dir).map_err(|e| Error::io(&snap_dir, e))?;
+    fs::rename(&incoming, snap_dir.join(SNAPSHOT_ARCHIVE)).map_err(|e| Error::io(&incoming, e))?;
     write_atomically(
-        &snapshots.join(SNAPSHOT_META),
+        &snap_dir.join(SNAPSHOT_META),
         &serde_json::to_vec(meta).map_err(|e| corrupt("snapshot meta", e))?,
     )?;
     write_atomically(&replica.dir.join(CURRENT), format!("{name}\n").as_bytes())?;
+    set_current_snapshot(replica, &snap_dir)?;
     let old = {
         let mut guard = replica.store.write().unwrap_or_else(|p| p.into_inner());
         std::mem::replace(&mut *guard, Arc::new(store))
@@ -321,25 +338,94 @@ fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNo
     Ok(())
 }
 
-async fn current_snapshot(replica: &ShardReplica) -> Result<Option<Snapshot<TypeConfig>>> {
-    let dir = replica.snapshots();
+/// Points `snapshots/CURRENT` at `snap_dir` and removes the snapshots it replaces.
+fn set_current_snapshot(replica: &ShardReplica, snap_dir: &Path) -> Result<()> {
+    let snapshots = replica.snapshots();
+    let name = snap_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    write_atomically(
+        &snapshots.join(SNAPSHOT_POINTER),
+        format!("{name}\n").as_bytes(),
+    )?;
+    for entry in fs::read_dir(&snapshots).map_err(|e| Error::io(&snapshots, e))? {
+        let entry = entry.map_err(|e| Error::io(&snapshots, e))?;
+        let other = entry.file_name().to_string_lossy().to_string();
+        if other.starts_with("snap-") && other != name {
+            // A reader streaming the old archive keeps its open file; unlinking is safe.
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The current snapshot, packing its archive first if it was only frozen so far. A newer
+/// snapshot may replace the one being packed; then the newer one is served.
+async fn current_snapshot(replica: &Arc<ShardReplica>) -> Result<Option<Snapshot<TypeConfig>>> {
+    let mut attempt = 0;
+    loop {
+        match current_snapshot_once(replica).await {
+            Err(e) if attempt < 3 => {
+                attempt += 1;
+                warn!(
+                    shard = replica.shard,
+                    "serving the current snapshot: {e}; retrying"
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn current_snapshot_once(
+    replica: &Arc<ShardReplica>,
+) -> Result<Option<Snapshot<TypeConfig>>> {
+    let snapshots = replica.snapshots();
+    let name = match fs::read_to_string(snapshots.join(SNAPSHOT_POINTER)) {
+        Ok(name) => name.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(snapshots.join(SNAPSHOT_POINTER), e)),
+    };
+    let dir = snapshots.join(&name);
     let meta_path = dir.join(SNAPSHOT_META);
     let meta: SnapshotMeta<NodeId, openraft::BasicNode> = match fs::read(&meta_path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt("snapshot meta", e))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&meta_path, e)),
     };
-    let path = dir.join(SNAPSHOT_FILE);
-    let file = tokio::fs::File::open(&path)
+    let archive = dir.join(SNAPSHOT_ARCHIVE);
+    if !archive.exists() {
+        let header = snapshot::Header {
+            format: SNAPSHOT_FORMAT,
+            group: replica.group,
+            raft_meta_json: String::new(),
+        };
+        let (from, packing) = (dir.clone(), dir.join(format!("{SNAPSHOT_ARCHIVE}.tmp")));
+        let started = std::time::Instant::now();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = snapshot::pack(&from, &header, &packing)?;
+            fs::rename(&packing, from.join(SNAPSHOT_ARCHIVE))
+                .map_err(|e| Error::io(&packing, e))?;
+            Ok::<_, Error>(bytes)
+        })
         .await
-        .map_err(|e| Error::io(&path, e))?;
+        .map_err(|e| Error::Consensus(format!("snapshot pack task failed: {e}")))??;
+        info!(
+            shard = replica.shard, snapshot = %meta.snapshot_id, bytes,
+            secs = started.elapsed().as_secs_f64(), "snapshot packed to send"
+        );
+    }
+    let file = tokio::fs::File::open(&archive)
+        .await
+        .map_err(|e| Error::io(&archive, e))?;
     Ok(Some(Snapshot {
         meta,
         snapshot: Box::new(file),
     }))
 }
 
-/// Builds a shard snapshot: a consistent dump of the store, written as an archive file.
+/// Builds a shard snapshot: a frozen image of the store (hard links and a catalog dump).
 pub struct ShardSnapshotBuilder {
     replica: Arc<ShardReplica>,
 }
@@ -362,35 +448,27 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
 
 fn build(replica: &ShardReplica) -> Result<()> {
     let store = replica.store();
-    let dir = replica.snapshots();
+    let snapshots = replica.snapshots();
     let n = replica.counter.fetch_add(1, Ordering::SeqCst);
-    let building = dir.join(format!("building-{n}.snap"));
-    let header = snapshot::Header {
-        format: SNAPSHOT_FORMAT,
-        group: replica.group,
-        raft_meta_json: String::new(),
-    };
+    let snap_dir = snapshots.join(format!("snap-{n}"));
     let started = std::time::Instant::now();
     // The dump includes the catalog's Raft state as of the dump, so read it from there.
-    let (bytes, applied, membership) = {
-        let mut applied_raw = None;
-        let mut membership_raw = None;
-        let bytes = snapshot::write_with(&store, &header, &building, &mut |k, v| {
-            if k == format!("raft/{APPLIED}").as_bytes() {
-                applied_raw = Some(v.to_vec());
-            } else if k == format!("raft/{MEMBERSHIP}").as_bytes() {
-                membership_raw = Some(v.to_vec());
-            }
-        })?;
-        let applied: Option<LogId<NodeId>> = match applied_raw {
-            Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("applied log id", e))?,
-            None => None,
-        };
-        let membership: Membership = match membership_raw {
-            Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("membership", e))?,
-            None => Membership::default(),
-        };
-        (bytes, applied, membership)
+    let mut applied_raw = None;
+    let mut membership_raw = None;
+    snapshot::freeze(&store, &snap_dir, &mut |k, v| {
+        if k == format!("raft/{APPLIED}").as_bytes() {
+            applied_raw = Some(v.to_vec());
+        } else if k == format!("raft/{MEMBERSHIP}").as_bytes() {
+            membership_raw = Some(v.to_vec());
+        }
+    })?;
+    let applied: Option<LogId<NodeId>> = match applied_raw {
+        Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("applied log id", e))?,
+        None => None,
+    };
+    let membership: Membership = match membership_raw {
+        Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("membership", e))?,
+        None => Membership::default(),
     };
     let snapshot_id = match &applied {
         Some(l) => format!("{}-{}-{n}", l.leader_id.term, l.index),
@@ -401,14 +479,14 @@ fn build(replica: &ShardReplica) -> Result<()> {
         last_membership: membership,
         snapshot_id,
     };
-    fs::rename(&building, dir.join(SNAPSHOT_FILE)).map_err(|e| Error::io(&building, e))?;
     write_atomically(
-        &dir.join(SNAPSHOT_META),
+        &snap_dir.join(SNAPSHOT_META),
         &serde_json::to_vec(&meta).map_err(|e| corrupt("snapshot meta", e))?,
     )?;
-    sync_dir(&dir)?;
+    set_current_snapshot(replica, &snap_dir)?;
+    sync_dir(&snapshots)?;
     info!(
-        shard = replica.shard, snapshot = %meta.snapshot_id, bytes,
+        shard = replica.shard, snapshot = %meta.snapshot_id,
         secs = started.elapsed().as_secs_f64(), "snapshot built"
     );
     Ok(())

@@ -1,4 +1,6 @@
-//! Shard snapshots as one archive file, streamed to a lagging or new replica in bounded chunks.
+//! Shard snapshots: frozen cheaply (hard links to the immutable segments plus a catalog dump) when
+//! openraft asks for one, and packed into one archive file only when a lagging or new replica
+//! needs it, then streamed in bounded chunks.
 //!
 //! ```text
 //!  "SUSSNAP1" │ Header(json) │ File(path,len) Data.. Data │ File.. │ Catalog(kv batch).. │ End(counts)
@@ -14,7 +16,7 @@ use crate::store::{DumpItem, Store};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"SUSSNAP1";
@@ -43,81 +45,126 @@ struct Counts {
     catalog_entries: u64,
 }
 
-/// Writes a store's dump as an archive at `path` (fsynced), returning its size in bytes;
-/// `observe` sees every catalog entry as dumped (the Raft state among them).
+/// What a frozen snapshot directory holds besides the hard-linked segments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Manifest {
+    /// Segment paths relative to the store (and to the frozen directory) with their sizes.
+    files: Vec<(String, u64)>,
+    catalog_entries: u64,
+}
+
+const MANIFEST: &str = "MANIFEST.json";
+const CATALOG_RECORDS: &str = "catalog.records";
+
+/// Freezes a consistent image of `store` in the new directory `dir`: every catalogued segment
+/// hard-linked (segments are immutable, so this copies no data) and the catalog dumped as
+/// archive records. `observe` sees every catalog entry (the Raft state among them). Writes to the
+/// store are held off only while the catalog is read and the links are made.
+pub fn freeze(store: &Store, dir: &Path, observe: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let catalog_path = dir.join(CATALOG_RECORDS);
+    let mut cat =
+        BufWriter::new(File::create(&catalog_path).map_err(|e| Error::io(&catalog_path, e))?);
+    let mut manifest = Manifest::default();
+    let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut dirs = std::collections::BTreeSet::new();
+    store.dump(&mut |item| {
+        match item {
+            DumpItem::Catalog(k, v) => {
+                observe(k, v);
+                pending_bytes += k.len() + v.len() + 16;
+                pending.push((k.to_vec(), v.to_vec()));
+                manifest.catalog_entries += 1;
+                if pending_bytes >= CATALOG_CHUNK {
+                    flush_catalog(&mut cat, &mut pending)
+                        .map_err(|e| Error::io(&catalog_path, e))?;
+                    pending_bytes = 0;
+                }
+            }
+            DumpItem::Segment(relative, file) => {
+                let target = Store::checked_segment_path(dir, relative)?;
+                let parent = target.parent().unwrap_or(dir).to_path_buf();
+                if dirs.insert(parent.clone()) {
+                    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+                }
+                fs::hard_link(file, &target).map_err(|e| Error::io(&target, e))?;
+                let len = fs::metadata(&target)
+                    .map_err(|e| Error::io(&target, e))?
+                    .len();
+                manifest.files.push((relative.to_string(), len));
+            }
+        }
+        Ok(())
+    })?;
+    flush_catalog(&mut cat, &mut pending).map_err(|e| Error::io(&catalog_path, e))?;
+    let cat = cat
+        .into_inner()
+        .map_err(|e| Error::io(&catalog_path, e.into_error()))?;
+    cat.sync_all().map_err(|e| Error::io(&catalog_path, e))?;
+    for d in &dirs {
+        super::sync_dir(d)?;
+    }
+    let manifest_json = serde_json::to_vec(&manifest).map_err(|e| invalid(e.to_string()))?;
+    super::write_atomically(&dir.join(MANIFEST), &manifest_json)
+}
+
+/// Packs a frozen directory into one archive at `path` (fsynced) to stream to a peer; returns
+/// its size in bytes.
+pub fn pack(dir: &Path, header: &Header, path: &Path) -> Result<u64> {
+    let manifest_path = dir.join(MANIFEST);
+    let manifest: Manifest = serde_json::from_slice(
+        &fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?,
+    )
+    .map_err(|e| Error::Corruption {
+        what: manifest_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut out = BufWriter::new(File::create(path).map_err(|e| Error::io(path, e))?);
+    out.write_all(MAGIC).map_err(|e| Error::io(path, e))?;
+    let header_json = serde_json::to_vec(header).map_err(|e| invalid(e.to_string()))?;
+    record(&mut out, HEADER, &header_json).map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; DATA_CHUNK];
+    for (relative, len) in &manifest.files {
+        let file = Store::checked_segment_path(dir, relative)?;
+        let mut f = File::open(&file).map_err(|e| Error::io(&file, e))?;
+        let desc = serde_json::to_vec(&(relative, len)).map_err(|e| invalid(e.to_string()))?;
+        record(&mut out, FILE, &desc).map_err(|e| Error::io(path, e))?;
+        let mut left = *len;
+        while left > 0 {
+            let n = (left as usize).min(DATA_CHUNK);
+            f.read_exact(&mut buf[..n])
+                .map_err(|e| Error::io(&file, e))?;
+            record(&mut out, DATA, &buf[..n]).map_err(|e| Error::io(path, e))?;
+            left -= n as u64;
+        }
+    }
+    let catalog_path = dir.join(CATALOG_RECORDS);
+    let mut cat = File::open(&catalog_path).map_err(|e| Error::io(&catalog_path, e))?;
+    std::io::copy(&mut cat, &mut out).map_err(|e| Error::io(path, e))?;
+    let counts = Counts {
+        files: manifest.files.len() as u64,
+        catalog_entries: manifest.catalog_entries,
+    };
+    let counts_json = serde_json::to_vec(&counts).map_err(|e| invalid(e.to_string()))?;
+    record(&mut out, END, &counts_json).map_err(|e| Error::io(path, e))?;
+    let out = out
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    out.sync_all().map_err(|e| Error::io(path, e))?;
+    Ok(out.metadata().map_err(|e| Error::io(path, e))?.len())
+}
+
+/// Freezes and packs in one go (tests and tools): the archive of `store` at `path`.
 pub fn write_with(
     store: &Store,
     header: &Header,
     path: &Path,
     observe: &mut dyn FnMut(&[u8], &[u8]),
 ) -> Result<u64> {
-    let tmp_catalog = path.with_extension("catalog.tmp");
-    let result = (|| {
-        let mut out = BufWriter::new(File::create(path).map_err(|e| Error::io(path, e))?);
-        // Read back after writing: open for both.
-        let cat_file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&tmp_catalog)
-            .map_err(|e| Error::io(&tmp_catalog, e))?;
-        let mut cat = BufWriter::new(cat_file);
-        out.write_all(MAGIC).map_err(|e| Error::io(path, e))?;
-        let header_json = serde_json::to_vec(header).map_err(|e| invalid(e.to_string()))?;
-        record(&mut out, HEADER, &header_json).map_err(|e| Error::io(path, e))?;
-        let mut counts = Counts::default();
-        let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut pending_bytes = 0usize;
-        let mut buf = vec![0u8; DATA_CHUNK];
-        store.dump(&mut |item| {
-            match item {
-                DumpItem::Catalog(k, v) => {
-                    observe(k, v);
-                    pending_bytes += k.len() + v.len() + 16;
-                    pending.push((k.to_vec(), v.to_vec()));
-                    counts.catalog_entries += 1;
-                    if pending_bytes >= CATALOG_CHUNK {
-                        flush_catalog(&mut cat, &mut pending)
-                            .map_err(|e| Error::io(&tmp_catalog, e))?;
-                        pending_bytes = 0;
-                    }
-                }
-                DumpItem::Segment(relative, file) => {
-                    let mut f = File::open(file).map_err(|e| Error::io(file, e))?;
-                    let len = f.metadata().map_err(|e| Error::io(file, e))?.len();
-                    let desc =
-                        serde_json::to_vec(&(relative, len)).map_err(|e| invalid(e.to_string()))?;
-                    record(&mut out, FILE, &desc).map_err(|e| Error::io(path, e))?;
-                    let mut left = len;
-                    while left > 0 {
-                        let n = (left as usize).min(DATA_CHUNK);
-                        f.read_exact(&mut buf[..n])
-                            .map_err(|e| Error::io(file, e))?;
-                        record(&mut out, DATA, &buf[..n]).map_err(|e| Error::io(path, e))?;
-                        left -= n as u64;
-                    }
-                    counts.files += 1;
-                }
-            }
-            Ok(())
-        })?;
-        flush_catalog(&mut cat, &mut pending).map_err(|e| Error::io(&tmp_catalog, e))?;
-        let mut cat = cat
-            .into_inner()
-            .map_err(|e| Error::io(&tmp_catalog, e.into_error()))?;
-        cat.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(&tmp_catalog, e))?;
-        std::io::copy(&mut cat, &mut out).map_err(|e| Error::io(path, e))?;
-        let counts_json = serde_json::to_vec(&counts).map_err(|e| invalid(e.to_string()))?;
-        record(&mut out, END, &counts_json).map_err(|e| Error::io(path, e))?;
-        let out = out
-            .into_inner()
-            .map_err(|e| Error::io(path, e.into_error()))?;
-        out.sync_all().map_err(|e| Error::io(path, e))?;
-        Ok(out.metadata().map_err(|e| Error::io(path, e))?.len())
-    })();
-    let _ = fs::remove_file(&tmp_catalog);
+    let frozen = path.with_extension("frozen");
+    let result = freeze(store, &frozen, observe).and_then(|()| pack(&frozen, header, path));
+    let _ = fs::remove_dir_all(&frozen);
     result
 }
 
