@@ -178,7 +178,14 @@ async fn three_nodes_tolerate_a_lost_follower_and_a_killed_leader() {
         .transfer_leader(1, leader0)
         .await
         .unwrap();
-    assert_eq!(cluster.leader_of(1).await, Some(leader0));
+    cluster
+        .wait_for(
+            "the requested leader to be reported",
+            Duration::from_secs(30),
+            async |c| c.leader_of(1).await == Some(leader0),
+        )
+        .await
+        .unwrap();
 }
 
 // Five nodes, five replicas per shard: writes are acknowledged with any two nodes down, and the
