@@ -331,6 +331,8 @@ impl Client {
                 Err(_) => Status::deadline_exceeded("attempt timed out"),
             };
             if !retryable(&status) || tokio::time::Instant::now() >= deadline {
+                // Name the node that gave the last answer: "which one?" is the next question.
+                let status = Status::new(status.code(), format!("{name}: {}", status.message()));
                 return Err(status_error(status));
             }
             tracing::debug!(endpoint = %name, code = ?status.code(), "retrying: {}", status.message());
