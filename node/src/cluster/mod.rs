@@ -17,6 +17,7 @@
 //! the cluster has used before, so a wiped node can only rejoin under a new id.
 
 pub mod command;
+mod membership;
 pub mod meta;
 pub mod routing;
 pub mod service;
@@ -95,6 +96,8 @@ pub struct Cluster {
     pub id: NodeId,
     pub advertise: String,
     pub refdata: Arc<RefData>,
+    /// Sender/provider routing components of `refdata`, computed once.
+    pub routing: routing::Routing,
     pub commit_timeout: Duration,
     pub peers: Arc<Peers>,
     pub registry: Arc<Registry>,
@@ -145,6 +148,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             id: config.id,
             advertise: config.advertise,
+            routing: routing::Routing::new(&refdata),
             refdata,
             commit_timeout: config.commit_timeout,
             peers,

@@ -10,17 +10,16 @@
 use crate::refdata::RefData;
 use std::collections::BTreeMap;
 
-/// The sender/provider to shard map of one reference data set.
-#[derive(Debug, Clone)]
+/// The routing components of one reference data set (built once, when the node starts).
+#[derive(Debug, Clone, Default)]
 pub struct Routing {
     /// Code -> the smallest code of its component (codes not listed are their own component).
     root: BTreeMap<String, String>,
-    shards: u32,
 }
 
 impl Routing {
-    /// Builds the map for `shards` shards.
-    pub fn new(refdata: &RefData, shards: u32) -> Routing {
+    /// Builds the components from `senders.csv`'s pairs.
+    pub fn new(refdata: &RefData) -> Routing {
         let mut parent: BTreeMap<String, String> = BTreeMap::new();
         fn find(parent: &mut BTreeMap<String, String>, x: &str) -> String {
             let mut cur = x.to_string();
@@ -50,16 +49,13 @@ impl Routing {
                 (c, r)
             })
             .collect();
-        Routing {
-            root,
-            shards: shards.max(1),
-        }
+        Routing { root }
     }
 
-    /// The shard of a sender's submissions (and of a provider's rows).
-    pub fn shard_of(&self, code: &str) -> u32 {
+    /// The shard, of `shards`, holding a sender's submissions (and a provider's rows).
+    pub fn shard_of(&self, code: &str, shards: u32) -> u32 {
         let root = self.root.get(code).map_or(code, String::as_str);
-        crc32fast::hash(root.as_bytes()) % self.shards
+        crc32fast::hash(root.as_bytes()) % shards.max(1)
     }
 }
 
@@ -72,14 +68,14 @@ mod tests {
     #[test]
     fn agencies_share_their_providers_shard() {
         let rd = crate::refdata::testdata::refdata();
-        let routing = Routing::new(&rd, 8);
+        let routing = Routing::new(&rd);
         let pairs: Vec<(String, String)> = rd
             .agency_pairs()
             .map(|(s, p)| (s.to_string(), p.to_string()))
             .collect();
         assert!(!pairs.is_empty());
         for (sender, provider) in pairs {
-            assert_eq!(routing.shard_of(&sender), routing.shard_of(&provider));
+            assert_eq!(routing.shard_of(&sender, 8), routing.shard_of(&provider, 8));
         }
     }
 }

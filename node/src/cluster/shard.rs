@@ -399,7 +399,6 @@ async fn current_snapshot_once(
         let header = snapshot::Header {
             format: SNAPSHOT_FORMAT,
             group: replica.group,
-            raft_meta_json: String::new(),
         };
         let (from, packing) = (dir.clone(), dir.join(format!("{SNAPSHOT_ARCHIVE}.tmp")));
         let started = std::time::Instant::now();

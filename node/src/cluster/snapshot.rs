@@ -30,13 +30,11 @@ const DATA: u8 = 3;
 const CATALOG: u8 = 4;
 const END: u8 = 5;
 
-/// What the archive says about itself (the Raft snapshot metadata, as JSON, lives here too so
-/// that a node can serve its last snapshot after a restart).
+/// What the archive says about itself (openraft's snapshot metadata travels beside it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Header {
     pub format: u32,
     pub group: u64,
-    pub raft_meta_json: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,7 +153,8 @@ pub fn pack(dir: &Path, header: &Header, path: &Path) -> Result<u64> {
     Ok(out.metadata().map_err(|e| Error::io(path, e))?.len())
 }
 
-/// Freezes and packs in one go (tests and tools): the archive of `store` at `path`.
+/// Freezes and packs in one go: the archive of `store` at `path`.
+#[cfg(test)]
 pub fn write_with(
     store: &Store,
     header: &Header,
@@ -188,6 +187,7 @@ fn record(out: &mut impl Write, kind: u8, payload: &[u8]) -> std::io::Result<()>
 }
 
 /// Reads the header of an archive.
+#[cfg(test)]
 pub fn read_header(path: &Path) -> Result<Header> {
     let mut reader = Reader::open(path)?;
     match reader.next()? {
@@ -441,7 +441,6 @@ mod tests {
         Header {
             format: 1,
             group: 1,
-            raft_meta_json: String::new(),
         }
     }
 
