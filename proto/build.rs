@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".sus.v1.RaftRequest.payload")
         .bytes(".sus.v1.RaftReply.payload")
         .bytes(".sus.v1.SubmitRequest.content")
+        .bytes(".sus.v1.AggregateReply.partial")
+        .bytes(".sus.v1.ScanChunk.ipc")
         .compile_with_config(config, &["proto/sus.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/sus.proto");
     Ok(())

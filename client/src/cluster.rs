@@ -62,6 +62,8 @@ impl SubmitOutcome {
 pub struct Client {
     endpoints: Vec<(String, Channel)>,
     retry: RetryPolicy,
+    /// Channels to member nodes by address (reads go to the node holding each shard).
+    peers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
 }
 
 impl Client {
@@ -72,21 +74,28 @@ impl Client {
         }
         let endpoints = endpoints
             .iter()
-            .map(|e| {
-                let uri = if e.contains("://") {
-                    e.clone()
-                } else {
-                    format!("http://{e}")
-                };
-                let channel = Endpoint::from_shared(uri)
-                    .map_err(|err| Error::Cluster(format!("endpoint {e}: {err}")))?
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                Ok((e.clone(), channel))
-            })
+            .map(|e| Ok((e.clone(), endpoint(e)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Client { endpoints, retry })
+        Ok(Client {
+            endpoints,
+            retry,
+            peers: Default::default(),
+        })
+    }
+
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// A (shared, lazily connected) channel to a node's address.
+    pub(crate) fn channel_to(&self, addr: &str) -> Result<Channel> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = endpoint(addr)?;
+        peers.insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
 
     /// Submits a file and its `FILE.meta.json` envelope.
@@ -303,7 +312,7 @@ impl Client {
 
     /// Runs `call` against the endpoints in turn until one answers, retrying errors whose
     /// outcome is unknown with capped exponential backoff for up to `retry_for`.
-    async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T>
+    pub(crate) async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
@@ -350,6 +359,20 @@ pub struct ReplicaContent {
     pub content: Result<ShardContentReply>,
 }
 
+/// A lazily connected channel to `addr` (`host:port` or a URI).
+fn endpoint(addr: &str) -> Result<Channel> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|err| Error::Cluster(format!("endpoint {addr}: {err}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
 /// Deadline of one membership-change attempt.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -377,7 +400,7 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
-fn status_error(status: Status) -> Error {
+pub(crate) fn status_error(status: Status) -> Error {
     match status.code() {
         Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound => {
             Error::Refused(status.message().to_string())

@@ -4,6 +4,8 @@
 pub mod cluster;
 pub mod error;
 pub mod generator;
+pub mod query;
 
 pub use cluster::{Client, RetryPolicy, SubmitOutcome};
 pub use error::{Error, Result};
+pub use query::{AggregateResult, ReadFrom, ScanSpec};

@@ -19,6 +19,9 @@ pub enum Error {
         line: u64,
         message: String,
     },
+    /// A named thing (a freeze point, a shard on this node) does not exist here.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// A caller passed something unusable (not a submission's content: that gets a report).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod model;
 pub mod node;
 pub mod price;
+pub mod query;
 pub mod refdata;
 pub mod report;
 pub mod schema;

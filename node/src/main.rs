@@ -216,6 +216,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             ))
             .add_service(services.ingest())
             .add_service(services.admin())
+            .add_service(services.query())
             .serve_with_incoming_shutdown(incoming, shutdown_signal())
             .await
             .context("serving")?;

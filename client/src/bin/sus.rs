@@ -200,6 +200,9 @@ struct GenArgs {
     /// Also write whole-submission-rejected files (bad date, unknown provider, ...).
     #[arg(long)]
     reject_files: bool,
+    /// Also write live.csv: every record live at the end with its derived fields.
+    #[arg(long)]
+    live_rows: bool,
 }
 
 fn pounds(pence: i64) -> String {
@@ -234,6 +237,7 @@ fn run_gen(a: GenArgs) -> sus_client::Result<()> {
         delete_share: a.delete_share,
         rows_per_file: a.rows_per_file,
         reject_files: a.reject_files,
+        write_live: a.live_rows,
     };
     let bar = ProgressBar::new(cfg.rows);
     bar.set_style(

@@ -49,6 +49,9 @@ pub struct GenConfig {
     pub rows_per_file: u64,
     /// Also emit whole-submission-rejected files (R04, R05, R06, R07, R08).
     pub reject_files: bool,
+    /// Also write `live.csv`: every record live at the end, with its derived fields, for tests
+    /// that recompute aggregates row by row.
+    pub write_live: bool,
 }
 
 impl Default for GenConfig {
@@ -65,6 +68,7 @@ impl Default for GenConfig {
             delete_share: 0.01,
             rows_per_file: 50_000,
             reject_files: false,
+            write_live: false,
         }
     }
 }
@@ -748,6 +752,15 @@ pub fn generate(cfg: &GenConfig, progress: &mut dyn FnMut(&Progress)) -> Result<
         reject_files(&rd, &synth, cfg, &mut out, r07)?;
     }
 
+    if cfg.write_live {
+        let path = cfg.out_dir.join("live.csv");
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut w = std::io::BufWriter::new(file);
+        out.store
+            .write_live(&mut w)
+            .and_then(|_| w.flush())
+            .map_err(|e| Error::io(&path, e))?;
+    }
     let totals = out.store.totals();
     let mut expected = Expected {
         seed: cfg.seed,

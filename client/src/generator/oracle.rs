@@ -515,8 +515,26 @@ struct Stored {
     sender: u32,
     activity: NaiveDate,
     provider: u32,
+    commissioner: u32,
     priced: Priced,
 }
+
+/// Columns of the live-records file ([`Store::write_live`]).
+pub const LIVE_HEADER: [&str; 13] = [
+    "dataset",
+    "cds_unique_id",
+    "provider",
+    "commissioner",
+    "activity_date",
+    "hrg",
+    "spell_hrg",
+    "pod",
+    "price",
+    "base_price",
+    "excess_payment",
+    "excess_bed_days",
+    "excluded",
+];
 
 /// The simulated store: what is live after each submission.
 #[derive(Debug, Default)]
@@ -633,6 +651,7 @@ impl Store {
                 continue;
             }
             let provider = self.name(&c.provider);
+            let commissioner = self.name(&c.commissioner);
             let row = Stored {
                 applicable: c.applicable,
                 live: c.upsert,
@@ -640,6 +659,7 @@ impl Store {
                 sender: sender_id,
                 activity: r.activity_date(),
                 provider,
+                commissioner,
                 priced,
             };
             let was_live = self.put(&c.cds_unique_id, row);
@@ -651,6 +671,38 @@ impl Store {
             }
         }
         counts
+    }
+
+    /// Writes every live record, one CSV line each (header [`LIVE_HEADER`]), sorted by id, so
+    /// that tests can compute any aggregate row by row, independently of the node.
+    pub fn write_live(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writeln!(w, "{}", LIVE_HEADER.join(","))?;
+        let mut ids: Vec<(&String, &usize)> = self.ids.iter().collect();
+        ids.sort();
+        for (id, &i) in ids {
+            let r = &self.rows[i];
+            if !r.live {
+                continue;
+            }
+            let p = &r.priced;
+            writeln!(
+                w,
+                "{},{id},{},{},{},{},{},{},{},{},{},{},{}",
+                r.dataset.name(),
+                self.names[r.provider as usize],
+                self.names[r.commissioner as usize],
+                r.activity,
+                p.hrg,
+                p.spell_hrg,
+                p.pod,
+                p.price,
+                p.base_price,
+                p.excess_payment,
+                p.excess_bed_days,
+                p.excluded
+            )?;
+        }
+        Ok(())
     }
 
     /// Totals of the live records.

@@ -1,8 +1,9 @@
-//! The commands a Raft entry carries, and their encoding.
+//! The commands a shard's Raft entry carries, and their encoding.
 //!
-//! A shard entry is one prepared submission ([`ingest::Command`]): the leader-derived upserts as an
-//! Arrow IPC stream (zstd), the deletion keys and the report. Replicas decode and commit it; they
-//! never re-derive. Envelope and report travel as JSON because their serde shapes use
+//! A shard entry is a prepared submission ([`ingest::Command`]: the leader-derived upserts as an
+//! Arrow IPC stream (zstd), the deletion keys and the report; replicas decode and commit it, they
+//! never re-derive), a freeze point, or a compaction. Freezes and compactions go through the log
+//! so that every replica takes them at the same position of its history. Envelope and report travel as JSON because their serde shapes use
 //! `#[serde(flatten)]`, which bincode cannot decode.
 
 use crate::ingest::Command;
@@ -18,11 +19,37 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use serde::{Deserialize, Serialize};
 
 /// Version of the shard command encoding; a replica refuses an entry of any other.
-const COMMAND_FORMAT: u32 = 1;
+const COMMAND_FORMAT: u32 = 2;
+
+/// What a shard entry asks of every replica.
+#[derive(Debug, Clone)]
+pub enum ShardCommand {
+    Submission(Box<Command>),
+    /// Record the store's current version as freeze point `name` (answered with the version).
+    Freeze {
+        name: String,
+    },
+    /// Merge segments smaller than `target_rows` (answered with the counts).
+    Compact {
+        target_rows: u32,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    format: u32,
+    entry: WireEntry,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireEntry {
+    Submission(Wire),
+    Freeze { name: String },
+    Compact { target_rows: u32 },
+}
 
 #[derive(Serialize, Deserialize)]
 struct Wire {
-    format: u32,
     meta_json: String,
     report_json: Vec<u8>,
     body: WireBody,
@@ -39,8 +66,23 @@ enum WireBody {
     },
 }
 
-/// Encodes a prepared submission for the shard's Raft log.
-pub fn encode(command: &Command) -> Result<Vec<u8>> {
+/// Encodes a shard command for the Raft log.
+pub fn encode(command: &ShardCommand) -> Result<Vec<u8>> {
+    let entry = match command {
+        ShardCommand::Submission(c) => WireEntry::Submission(encode_submission(c)?),
+        ShardCommand::Freeze { name } => WireEntry::Freeze { name: name.clone() },
+        ShardCommand::Compact { target_rows } => WireEntry::Compact {
+            target_rows: *target_rows,
+        },
+    };
+    bincode::serialize(&Envelope {
+        format: COMMAND_FORMAT,
+        entry,
+    })
+    .map_err(codec)
+}
+
+fn encode_submission(command: &Command) -> Result<Wire> {
     let (meta, report, body) = match command {
         Command::Reject { meta, report } => (meta, report, WireBody::Reject),
         Command::Apply { change, report } => {
@@ -67,25 +109,31 @@ pub fn encode(command: &Command) -> Result<Vec<u8>> {
             )
         }
     };
-    let wire = Wire {
-        format: COMMAND_FORMAT,
+    Ok(Wire {
         meta_json: serde_json::to_string(meta).map_err(codec)?,
         report_json: report.to_json(),
         body,
-    };
-    bincode::serialize(&wire).map_err(codec)
+    })
 }
 
 /// Decodes a shard entry. The bytes came from our own leader's log, but are still checked: a
 /// malformed entry is corruption, never a panic.
-pub fn decode(bytes: &[u8]) -> Result<Command> {
-    let wire: Wire = bincode::deserialize(bytes).map_err(codec)?;
-    if wire.format != COMMAND_FORMAT {
+pub fn decode(bytes: &[u8]) -> Result<ShardCommand> {
+    let envelope: Envelope = bincode::deserialize(bytes).map_err(codec)?;
+    if envelope.format != COMMAND_FORMAT {
         return Err(corrupt(format!(
             "command format {} (this node reads {COMMAND_FORMAT})",
-            wire.format
+            envelope.format
         )));
     }
+    Ok(match envelope.entry {
+        WireEntry::Submission(wire) => ShardCommand::Submission(Box::new(decode_submission(wire)?)),
+        WireEntry::Freeze { name } => ShardCommand::Freeze { name },
+        WireEntry::Compact { target_rows } => ShardCommand::Compact { target_rows },
+    })
+}
+
+fn decode_submission(wire: Wire) -> Result<Command> {
     let meta: SubmissionMeta = serde_json::from_str(&wire.meta_json).map_err(codec)?;
     let report = SubmissionReport::from_json(&wire.report_json).map_err(codec)?;
     Ok(match wire.body {

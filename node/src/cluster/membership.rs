@@ -97,6 +97,7 @@ impl Services {
                 shards: req.shards,
                 replication: req.replication,
                 refdata: cluster.refdata.fingerprint().to_string(),
+                secret: rand::random::<[u8; 32]>().to_vec(),
             })
             .await?;
         info!(

@@ -46,6 +46,21 @@ pub struct MetaState {
     /// Ids of removed nodes: never admitted again (a wiped node rejoins under a new id).
     #[serde(default)]
     pub retired: std::collections::BTreeSet<NodeId>,
+    /// Freeze points by name: the version each shard froze (indexed by shard number).
+    #[serde(default)]
+    pub freezes: BTreeMap<String, FreezeRecord>,
+    /// The cluster's secret (random, set at bootstrap): keys the patient digests nodes exchange
+    /// for distinct counts. Held by nodes only; never sent to clients.
+    #[serde(default)]
+    pub secret: Vec<u8>,
+}
+
+/// A freeze point as the meta group records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeRecord {
+    /// Seconds since 1970 (UTC), as proposed by the meta leader.
+    pub created: i64,
+    pub versions: Vec<u64>,
 }
 
 /// The commands of the meta group (a closed set; applying them is deterministic).
@@ -57,6 +72,7 @@ pub enum MetaCommand {
         shards: u32,
         replication: u32,
         refdata: String,
+        secret: Vec<u8>,
     },
     SetRefData {
         version: String,
@@ -72,6 +88,11 @@ pub enum MetaCommand {
         shard: u32,
         replicas: Vec<NodeId>,
     },
+    /// Records a freeze point every shard has taken (a name is recorded once).
+    Freeze {
+        name: String,
+        record: FreezeRecord,
+    },
 }
 
 impl MetaState {
@@ -83,11 +104,13 @@ impl MetaState {
                 shards,
                 replication,
                 refdata,
+                secret,
             } => {
                 if !self.shards.is_empty() {
                     return Err("the cluster is already bootstrapped".into());
                 }
                 self.refdata = refdata;
+                self.secret = secret;
                 let ids: Vec<NodeId> = nodes.iter().map(|(id, _)| *id).collect();
                 let rf = (replication as usize).min(ids.len()).max(1);
                 self.replication = replication;
@@ -134,6 +157,13 @@ impl MetaState {
                 // A move needs a leader, so the group exists: nobody may initialise it again
                 // (a former initiator that rejoins must catch up like any new replica).
                 info.bootstrap.clear();
+                Ok(())
+            }
+            MetaCommand::Freeze { name, record } => {
+                if self.freezes.contains_key(&name) {
+                    return Err(format!("freeze point '{name}' already exists"));
+                }
+                self.freezes.insert(name, record);
                 Ok(())
             }
         }

@@ -19,6 +19,7 @@
 pub mod command;
 mod membership;
 pub mod meta;
+mod reads;
 pub mod routing;
 pub mod service;
 pub mod shard;

@@ -7,6 +7,7 @@
 //! and the client resends with the same submission id, which is answered with the original
 //! outcome if it did commit. A write is never answered "accepted" before its commit.
 
+use super::command::ShardCommand;
 use super::meta::MetaCommand;
 use super::{Cluster, command, shard_group};
 use crate::ingest::{self, Prepared};
@@ -113,12 +114,25 @@ impl Services {
             Prepared::Resent(report) => return Ok(*report),
             Prepared::Commit(command) => command,
         };
-        let bytes = command::encode(&command).map_err(status)?;
+        let reply = self
+            .propose_shard(raft, &ShardCommand::Submission(command))
+            .await?;
+        SubmissionReport::from_json(&reply)
+            .map_err(|e| Status::internal(format!("undecodable report: {e}")))
+    }
+
+    /// Proposes a command to a shard this node leads and returns the state machine's answer
+    /// once committed and applied here. A deterministic refusal is `INVALID_ARGUMENT`.
+    pub(super) async fn propose_shard(
+        &self,
+        raft: &Raft,
+        command: &ShardCommand,
+    ) -> std::result::Result<Vec<u8>, Status> {
+        let bytes = command::encode(command).map_err(status)?;
         let write = raft.client_write(RaftCommand(bytes));
         match tokio::time::timeout(self.cluster.commit_timeout, write).await {
             Err(_) => Err(Status::deadline_exceeded(format!(
-                "not committed within {:?}: the outcome is unknown; resend with the same \
-                 submission id to learn it",
+                "not committed within {:?}: the outcome is unknown; resend to learn it",
                 self.cluster.commit_timeout
             ))),
             Ok(Err(e)) => Err(Status::unavailable(format!("not committed: {e}; retry"))),
@@ -126,8 +140,7 @@ impl Services {
                 Some((&super::shard::REFUSAL, message)) => Err(Status::invalid_argument(
                     String::from_utf8_lossy(message).into_owned(),
                 )),
-                _ => SubmissionReport::from_json(&response.data.0)
-                    .map_err(|e| Status::internal(format!("undecodable report: {e}"))),
+                _ => Ok(response.data.0),
             },
         }
     }
@@ -209,6 +222,7 @@ fn group_status(group: u64, raft: &Raft) -> GroupStatus {
 pub(super) fn status(e: Error) -> Status {
     match e {
         Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::NotFound(m) => Status::not_found(m),
         Error::RefData { .. } => Status::failed_precondition(e.to_string()),
         Error::Consensus(m) => Status::unavailable(m),
         other => Status::internal(other.to_string()),
@@ -494,5 +508,60 @@ impl admin_server::Admin for Services {
             price_pence: digest.price_pence,
             submissions: digest.submissions,
         }))
+    }
+
+    async fn create_freeze(
+        &self,
+        request: Request<CreateFreezeRequest>,
+    ) -> std::result::Result<Response<FreezePoint>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let forwarded = req.clone();
+        self.on_meta_leader(
+            false,
+            || self.create_freeze_here(req.name),
+            async move |mut c: AdminClient<Channel>| c.create_freeze(forwarded).await,
+        )
+        .await
+    }
+
+    async fn list_freezes(
+        &self,
+        request: Request<ListFreezesRequest>,
+    ) -> std::result::Result<Response<ListFreezesReply>, Status> {
+        check_format(request.into_inner().format)?;
+        let state = self.cluster.meta_state();
+        let freezes = state
+            .freezes
+            .iter()
+            .map(|(name, r)| super::reads::freeze_point(name, r))
+            .collect();
+        Ok(Response::new(ListFreezesReply { freezes }))
+    }
+
+    async fn shard_freeze(
+        &self,
+        request: Request<ShardFreezeRequest>,
+    ) -> std::result::Result<Response<ShardFreezeReply>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let answer = self
+            .on_shard_leader(req.shard, ShardCommand::Freeze { name: req.name })
+            .await?;
+        let version = <[u8; 8]>::try_from(answer.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| Status::internal("malformed freeze answer"))?;
+        Ok(Response::new(ShardFreezeReply { version }))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactRequest>,
+    ) -> std::result::Result<Response<CompactReply>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        self.compact_shards(req.shards, req.target_rows, req.forwarded)
+            .await
+            .map(Response::new)
     }
 }

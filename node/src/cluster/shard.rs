@@ -14,6 +14,7 @@
 //! Installing a snapshot builds a new store directory from the archive, then switches `CURRENT`
 //! to it; the old directory is removed after the switch (or at the next start).
 
+use super::command::ShardCommand;
 use super::{command, receiving_file, snapshot, storage_error, sync_dir, write_atomically};
 use crate::ingest;
 use crate::store::Store;
@@ -189,9 +190,24 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::default(),
                     EntryPayload::Normal(request) => {
-                        let command = command::decode(&request.0)?;
-                        match ingest::commit(&store, Box::new(command)) {
-                            Ok(report) => Response(report.to_json()),
+                        let answer = match command::decode(&request.0)? {
+                            ShardCommand::Submission(c) => {
+                                ingest::commit(&store, c).map(|r| r.to_json())
+                            }
+                            ShardCommand::Freeze { name } => {
+                                store.freeze(&name).map(|v| v.to_be_bytes().to_vec())
+                            }
+                            ShardCommand::Compact { target_rows } => {
+                                store.compact(target_rows).map(|s| {
+                                    [s.segments_before, s.segments_after, s.rows_dropped]
+                                        .iter()
+                                        .flat_map(|n| n.to_be_bytes())
+                                        .collect()
+                                })
+                            }
+                        };
+                        match answer {
+                            Ok(bytes) => Response(bytes),
                             // Refused by the store for what the command is: deterministic, so
                             // every replica refuses it alike and the group carries on.
                             Err(Error::InvalidArgument(message)) => refusal(&message),

@@ -15,6 +15,7 @@
 //! | `bysender/<dataset>/<len u8><sender><activity date><id>`      | empty (live records only)      |
 //! | `sub/<len u8><sender><submission id>`                         | [`StoredSubmission`]           |
 //! | `bulk/<dataset>/<len u8><sender><period start><period end>`   | i64 extract time + submission  |
+//! | `freeze/<name>`                                               | u64: the version it froze      |
 //!
 //! Dates are days since 1970 as `u32` with the sign bit flipped (ordered like the dates).
 
@@ -146,6 +147,15 @@ pub(super) fn submission(sender: &str, id: &str) -> Vec<u8> {
     k
 }
 
+/// Prefix of every freeze point.
+pub(super) const FREEZE_ANY: &[u8] = b"freeze/";
+
+pub(super) fn freeze(name: &str) -> Vec<u8> {
+    let mut k = FREEZE_ANY.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
 pub(super) fn bulk(dataset: Dataset, sender: &str, start: i32, end: i32) -> Vec<u8> {
     let mut k = with_dataset("bulk/", dataset);
     push_text(&mut k, sender);
@@ -177,10 +187,14 @@ pub(super) struct SegmentEntry {
     pub month: String,
     pub rows: u32,
     pub bytes: u64,
-    /// The version whose change wrote it.
+    /// The version whose change wrote it (for a compacted segment, the latest of its rows).
     pub version: u64,
     /// Relative to the store directory, `/`-separated.
     pub file: String,
+    /// Compacted segments only: `(first row, version)` runs giving the version that inserted
+    /// each row (rows keep their source segments' order). Empty: every row is of `version`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<(u32, u64)>,
 }
 
 impl SegmentEntry {
@@ -190,6 +204,27 @@ impl SegmentEntry {
 
     pub fn decode(bytes: &[u8]) -> Result<SegmentEntry> {
         serde_json::from_slice(bytes).map_err(|e| corrupt("segment entry", &e.to_string()))
+    }
+
+    /// The version that inserted each row.
+    pub fn row_versions(&self) -> Vec<u64> {
+        if self.runs.is_empty() {
+            return vec![self.version; self.rows as usize];
+        }
+        let mut out = Vec::with_capacity(self.rows as usize);
+        for (i, &(start, version)) in self.runs.iter().enumerate() {
+            let end = self.runs.get(i + 1).map_or(self.rows, |r| r.0);
+            out.extend(std::iter::repeat_n(
+                version,
+                end.saturating_sub(start) as usize,
+            ));
+        }
+        out
+    }
+
+    /// The earliest version of any of its rows.
+    pub fn first_version(&self) -> u64 {
+        self.runs.iter().map(|r| r.1).min().unwrap_or(self.version)
     }
 }
 

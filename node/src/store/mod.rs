@@ -37,12 +37,16 @@
 //! sees one version; segment files are immutable and read without the lock.
 
 mod apply;
+mod compact;
+pub use compact::CompactStats;
 mod keys;
 mod replica;
 pub use replica::{ContentDigest, DumpItem};
 mod segment;
 #[cfg(test)]
 mod tests;
+mod view;
+pub use view::{Listing, SegmentView, check_freeze_name};
 
 use crate::model::{Dataset, Issue, Protocol, Rule, SubmissionMeta};
 use crate::schema::{SCHEMA_VERSION, stored_schema};
@@ -297,7 +301,7 @@ impl Store {
         let written: Vec<PathBuf> = jobs.iter().map(|j| self.dir.join(&j.1)).collect();
         let sizes: Vec<Result<u64>> = jobs
             .par_iter()
-            .map(|(_, file, rows, _)| segment::write(&self.dir, file, batch, rows))
+            .map(|(_, file, rows, _)| segment::write(&self.dir, file, batch, rows, true))
             .collect();
         let outcome = (|| -> Result<()> {
             for ((id, file, rows, part), bytes) in jobs.into_iter().zip(sizes) {
@@ -319,6 +323,7 @@ impl Store {
                     bytes,
                     version,
                     file,
+                    runs: Vec::new(),
                 });
             }
             Ok(())

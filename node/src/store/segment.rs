@@ -60,10 +60,17 @@ pub(super) fn create_dirs(root: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Writes the rows `rows` of `batch`, in that order, as the segment at `root/rel`; returns its size.
+/// `id_sorted` records that the rows are in `cds_unique_id` order (compacted segments are not).
 ///
 /// Write to a temporary name, fsync the file, rename, fsync the directory: after this returns the
 /// segment is on disk under its final name, and before it returns no file of that name exists.
-pub(super) fn write(root: &Path, rel: &str, batch: &RecordBatch, rows: &[u32]) -> Result<u64> {
+pub(super) fn write(
+    root: &Path,
+    rel: &str,
+    batch: &RecordBatch,
+    rows: &[u32],
+    id_sorted: bool,
+) -> Result<u64> {
     let path = root.join(rel);
     let dir = path
         .parent()
@@ -76,11 +83,13 @@ pub(super) fn write(root: &Path, rel: &str, batch: &RecordBatch, rows: &[u32]) -
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: id_column,
-            descending: false,
-            nulls_first: false,
-        }]))
+        .set_sorting_columns(id_sorted.then(|| {
+            vec![SortingColumn {
+                column_idx: id_column,
+                descending: false,
+                nulls_first: false,
+            }]
+        }))
         .build();
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     // The Arrow schema is ours (`stored_schema`), so it is not embedded in every file: on small

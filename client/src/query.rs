@@ -1,0 +1,396 @@
+//! Pushed-down reads: fan a query out to one replica of every shard, merge the partials exactly.
+//!
+//! The client asks any node for the shard map, finds each shard's leader (from the nodes' own
+//! views of the groups they host), groups shards by the node chosen to read them, and sends each
+//! node one `Aggregate` (or `Scan`) for its shards, all at once. Partial aggregates merge exactly
+//! ([`sus_proto::partial`]); ordering and the row limit apply after the merge. A shard whose
+//! replica fails (gone, lagging behind a freeze point) is retried on its leader with a fresh map.
+
+use crate::cluster::{Client, status_error};
+use crate::{Error, Result};
+use arrow::array::RecordBatch;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use sus_proto::WIRE_FORMAT_VERSION;
+use sus_proto::partial::{Partial, ipc_to_batch};
+use sus_proto::v1::admin_client::AdminClient;
+use sus_proto::v1::query_client::QueryClient;
+use sus_proto::v1::{
+    AggregateRequest, ClusterStatus, CompactReply, CompactRequest, CreateFreezeRequest,
+    FreezePoint, ListFreezesRequest, QuerySpec, ScanRequest, StatusRequest,
+};
+
+pub use sus_proto::v1::{Aggregate, Filter, Order, View, aggregate::Func, filter::Op};
+
+/// Which replica of each shard serves a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// The leader, after a read-index round: sees every acknowledged write.
+    #[default]
+    Leader,
+    /// Any replica (spread over the replicas): may lag the latest writes by a moment; a freeze
+    /// point reads the same everywhere once the replica has it.
+    AnyReplica,
+}
+
+/// A merged aggregate.
+#[derive(Debug, Clone)]
+pub struct AggregateResult {
+    /// Group key columns (`Utf8`) then one `Int64` column per aggregate.
+    pub batch: RecordBatch,
+    /// The store version read on each shard.
+    pub versions: BTreeMap<u32, u64>,
+    pub rows_scanned: u64,
+    pub segments_scanned: u64,
+    pub segments_pruned: u64,
+}
+
+/// A record-level read.
+#[derive(Debug, Clone, Default)]
+pub struct ScanSpec {
+    pub dataset: String,
+    pub filters: Vec<Filter>,
+    /// Stored columns to return; empty: all.
+    pub columns: Vec<String>,
+    pub view: Option<View>,
+}
+
+/// Shorthands for building queries.
+pub mod build {
+    use super::*;
+
+    pub fn eq(field: &str, value: &str) -> Filter {
+        Filter {
+            field: field.into(),
+            op: Op::Eq as i32,
+            values: vec![value.into()],
+            ..Filter::default()
+        }
+    }
+
+    pub fn any_of(field: &str, values: &[&str]) -> Filter {
+        Filter {
+            field: field.into(),
+            op: Op::In as i32,
+            values: values.iter().map(|v| v.to_string()).collect(),
+            ..Filter::default()
+        }
+    }
+
+    /// Inclusive; an empty bound is open.
+    pub fn range(field: &str, min: &str, max: &str) -> Filter {
+        Filter {
+            field: field.into(),
+            op: Op::Range as i32,
+            min: min.into(),
+            max: max.into(),
+            ..Filter::default()
+        }
+    }
+
+    pub fn count() -> Aggregate {
+        Aggregate {
+            func: Func::Count as i32,
+            ..Aggregate::default()
+        }
+    }
+
+    pub fn patients() -> Aggregate {
+        Aggregate {
+            func: Func::CountDistinctPatients as i32,
+            ..Aggregate::default()
+        }
+    }
+
+    pub fn agg(func: Func, field: &str) -> Aggregate {
+        Aggregate {
+            func: func as i32,
+            field: field.into(),
+            ..Aggregate::default()
+        }
+    }
+
+    pub fn sum(field: &str) -> Aggregate {
+        agg(Func::Sum, field)
+    }
+
+    pub fn freeze(name: &str) -> Option<View> {
+        Some(View {
+            freeze: name.into(),
+        })
+    }
+}
+
+/// Shards to read, by the node address chosen to read them.
+type Plan = BTreeMap<String, Vec<u32>>;
+
+impl Client {
+    /// Runs an aggregate query over the whole cluster.
+    pub async fn aggregate(&self, spec: &QuerySpec, read: ReadFrom) -> Result<AggregateResult> {
+        let deadline = tokio::time::Instant::now() + self.retry().retry_for;
+        let mut merged: Option<Partial> = None;
+        let mut result = AggregateResult {
+            batch: RecordBatch::new_empty(std::sync::Arc::new(arrow::datatypes::Schema::empty())),
+            versions: BTreeMap::new(),
+            rows_scanned: 0,
+            segments_scanned: 0,
+            segments_pruned: 0,
+        };
+        let status = self.status(false).await?;
+        let mut pending: Vec<u32> = status.shards.iter().map(|s| s.shard).collect();
+        let mut read = read;
+        loop {
+            let views = status_fresh(self, &status, read).await?;
+            let plan = self.plan(&views, &pending, read)?;
+            let mut calls = tokio::task::JoinSet::new();
+            for (addr, shards) in plan {
+                let request = AggregateRequest {
+                    format: WIRE_FORMAT_VERSION,
+                    query: Some(spec.clone()),
+                    shards: shards.clone(),
+                    linearizable: read == ReadFrom::Leader,
+                };
+                let timeout = self.retry().attempt_timeout;
+                let ch = self.channel_to(&addr)?;
+                calls.spawn(async move {
+                    let reply = async {
+                        let mut c = QueryClient::new(ch)
+                            .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES);
+                        let mut r = tonic::Request::new(request);
+                        r.set_timeout(timeout);
+                        c.aggregate(r)
+                            .await
+                            .map(|r| r.into_inner())
+                            .map_err(|s| status_error(named(&addr, s)))
+                    }
+                    .await;
+                    (shards, reply)
+                });
+            }
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            while let Some(joined) = calls.join_next().await {
+                let (shards, reply) =
+                    joined.map_err(|e| Error::Cluster(format!("query task: {e}")))?;
+                match reply {
+                    Ok(reply) => {
+                        let partial = Partial::from_ipc(&reply.partial)
+                            .map_err(|e| Error::Cluster(e.to_string()))?;
+                        match &mut merged {
+                            Some(m) => m
+                                .merge(partial)
+                                .map_err(|e| Error::Cluster(e.to_string()))?,
+                            None => merged = Some(partial),
+                        }
+                        for v in reply.versions {
+                            result.versions.insert(v.shard, v.version);
+                        }
+                        result.rows_scanned += reply.rows_scanned;
+                        result.segments_scanned += reply.segments_scanned;
+                        result.segments_pruned += reply.segments_pruned;
+                    }
+                    // A bad query is bad everywhere: say so at once.
+                    Err(Error::Refused(m)) if !m.contains("not known to this replica") => {
+                        return Err(Error::Refused(m));
+                    }
+                    Err(e) => {
+                        failed.extend(shards);
+                        last_error = Some(e);
+                    }
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last_error.unwrap_or_else(|| Error::Unavailable("query".into())));
+            }
+            tracing::debug!(?failed, "retrying shards on their leaders: {last_error:?}");
+            pending = failed;
+            read = ReadFrom::Leader;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let merged = merged.ok_or_else(|| Error::Cluster("the cluster has no shards".into()))?;
+        let order: Vec<(String, bool)> = spec
+            .order
+            .iter()
+            .map(|o| (o.column.clone(), o.descending))
+            .collect();
+        result.batch = merged
+            .finish(&order, spec.limit as usize)
+            .map_err(|e| Error::Refused(e.to_string()))?;
+        Ok(result)
+    }
+
+    /// Reads records of the whole cluster, shard by shard, handing each batch to `sink`.
+    pub async fn scan(
+        &self,
+        spec: &ScanSpec,
+        read: ReadFrom,
+        sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<u64> {
+        let status = self.status(false).await?;
+        let shards: Vec<u32> = status.shards.iter().map(|s| s.shard).collect();
+        let views = status_fresh(self, &status, read).await?;
+        let plan = self.plan(&views, &shards, read)?;
+        let mut rows = 0u64;
+        for (addr, shards) in plan {
+            let request = ScanRequest {
+                format: WIRE_FORMAT_VERSION,
+                dataset: spec.dataset.clone(),
+                filters: spec.filters.clone(),
+                columns: spec.columns.clone(),
+                view: spec.view.clone(),
+                shards,
+                linearizable: read == ReadFrom::Leader,
+            };
+            let mut c = QueryClient::new(self.channel_to(&addr)?)
+                .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES);
+            let mut stream = c
+                .scan(request)
+                .await
+                .map_err(|s| status_error(named(&addr, s)))?
+                .into_inner();
+            while let Some(chunk) = stream
+                .message()
+                .await
+                .map_err(|s| status_error(named(&addr, s)))?
+            {
+                let batch = ipc_to_batch(&chunk.ipc).map_err(|e| Error::Cluster(e.to_string()))?;
+                rows += batch.num_rows() as u64;
+                sink(batch)?;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Takes a freeze point (idempotent for a name).
+    pub async fn create_freeze(&self, name: &str) -> Result<FreezePoint> {
+        let name = name.to_string();
+        self.with_retry(|channel| {
+            let name = name.clone();
+            async move {
+                AdminClient::new(channel)
+                    .create_freeze(CreateFreezeRequest {
+                        format: WIRE_FORMAT_VERSION,
+                        name,
+                    })
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// The freeze points the meta group holds, by name.
+    pub async fn freezes(&self) -> Result<Vec<FreezePoint>> {
+        self.with_retry(|channel| async move {
+            AdminClient::new(channel)
+                .list_freezes(ListFreezesRequest {
+                    format: WIRE_FORMAT_VERSION,
+                })
+                .await
+        })
+        .await
+        .map(|r| r.freezes)
+    }
+
+    /// Compacts every shard (segments under `target_rows` rows merged; 0: the node's default).
+    pub async fn compact(&self, target_rows: u32) -> Result<CompactReply> {
+        self.with_retry(|channel| async move {
+            let mut r = tonic::Request::new(CompactRequest {
+                format: WIRE_FORMAT_VERSION,
+                shards: Vec::new(),
+                target_rows,
+                forwarded: false,
+            });
+            r.set_timeout(Duration::from_secs(600));
+            AdminClient::new(channel).compact(r).await
+        })
+        .await
+    }
+
+    /// Chooses a node for each of `shards`: its leader, or a replica spread by shard number.
+    fn plan(&self, views: &[ClusterStatus], shards: &[u32], read: ReadFrom) -> Result<Plan> {
+        let map = views
+            .first()
+            .ok_or_else(|| Error::Unavailable("no node answered".into()))?;
+        let addr_of = |id: u64| {
+            map.nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| n.addr.clone())
+        };
+        let mut plan = Plan::new();
+        for &shard in shards {
+            let info = map
+                .shards
+                .iter()
+                .find(|s| s.shard == shard)
+                .ok_or_else(|| Error::Cluster(format!("shard {shard} is not in the map")))?;
+            let node = match read {
+                ReadFrom::AnyReplica if !info.replicas.is_empty() => {
+                    info.replicas[shard as usize % info.replicas.len()]
+                }
+                _ => leader_of(views, shard).ok_or_else(|| {
+                    Error::Unavailable(format!("shard {shard} has no known leader; retry"))
+                })?,
+            };
+            let addr = addr_of(node)
+                .ok_or_else(|| Error::Cluster(format!("no address for node {node}")))?;
+            plan.entry(addr).or_default().push(shard);
+        }
+        Ok(plan)
+    }
+}
+
+/// The views of every member node (for their groups' leaders); just the given one when reading
+/// from any replica.
+async fn status_fresh(
+    client: &Client,
+    status: &ClusterStatus,
+    read: ReadFrom,
+) -> Result<Vec<ClusterStatus>> {
+    let mut views = vec![status.clone()];
+    if read == ReadFrom::AnyReplica {
+        return Ok(views);
+    }
+    let wanted = status.shards.len();
+    let known = |views: &[ClusterStatus]| {
+        (0..wanted as u32)
+            .filter(|s| leader_of(views, *s).is_some())
+            .count()
+    };
+    for node in &status.nodes {
+        if known(&views) == wanted {
+            break;
+        }
+        if node.id == status.node {
+            continue;
+        }
+        let Ok(ch) = client.channel_to(&node.addr) else {
+            continue;
+        };
+        let mut r = tonic::Request::new(StatusRequest {
+            format: WIRE_FORMAT_VERSION,
+            linearizable: false,
+        });
+        r.set_timeout(Duration::from_secs(5));
+        if let Ok(s) = AdminClient::new(ch).status(r).await {
+            views.push(s.into_inner());
+        }
+    }
+    Ok(views)
+}
+
+fn leader_of(views: &[ClusterStatus], shard: u32) -> Option<u64> {
+    let group = u64::from(shard) + 1;
+    views
+        .iter()
+        .flat_map(|v| v.groups.iter())
+        .find(|g| g.group == group && g.leader != 0)
+        .map(|g| g.leader)
+}
+
+fn named(addr: &str, s: tonic::Status) -> tonic::Status {
+    tonic::Status::new(s.code(), format!("{addr}: {}", s.message()))
+}

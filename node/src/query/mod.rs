@@ -1,0 +1,258 @@
+//! The pushed-down query engine: filters, group-by and aggregates over one store's segments, as
+//! at a view, producing partial aggregates ([`sus_proto::partial`]) the client merges exactly.
+//!
+//! ```text
+//!  Query ─► listing (segments visible at the view, hidden rows) ─► prune by partition
+//!        ─► per segment, in parallel (rayon, all cores):
+//!             prune row groups by statistics ─► read only the needed columns
+//!             ─► mask hidden rows and filters (Arrow kernels, dictionary-aware)
+//!             ─► group (dense codes per batch) ─► accumulate ─► Partial
+//!        ─► merge the segments' partials
+//! ```
+//!
+//! Fields are described in [`field`]; the wire form is `QuerySpec` in `proto/sus.proto`.
+
+pub mod exec;
+pub mod field;
+mod filter;
+
+pub use exec::{PatientKey, ScanStats, aggregate, scan};
+pub use field::Field;
+
+use crate::model::Dataset;
+use crate::{Error, Result};
+use sus_proto::partial::Kind;
+use sus_proto::v1;
+
+/// A filter value, parsed for its field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text(String),
+    Int(i64),
+}
+
+/// What a filter keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pred {
+    In(Vec<Value>),
+    NotIn(Vec<Value>),
+    /// Inclusive bounds; `None` is open.
+    Range(Option<Value>, Option<Value>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub name: String,
+    pub field: Field,
+    pub pred: Pred,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    Count,
+    Sum,
+    Min,
+    Max,
+    DistinctPatients,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agg {
+    /// Output column name.
+    pub name: String,
+    pub func: Func,
+    pub field: Option<Field>,
+}
+
+impl Agg {
+    pub fn kind(&self) -> Kind {
+        match self.func {
+            Func::Count => Kind::Count,
+            Func::Sum => Kind::Sum,
+            Func::Min => Kind::Min,
+            Func::Max => Kind::Max,
+            Func::DistinctPatients => Kind::Distinct,
+        }
+    }
+}
+
+/// Which state a read sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    Current,
+    Freeze(String),
+}
+
+/// At most this many group-by fields (their per-batch codes pack into one `u128`).
+pub const MAX_GROUP_BY: usize = 4;
+
+/// A checked query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub dataset: Dataset,
+    pub filters: Vec<Filter>,
+    pub group_by: Vec<(String, Field)>,
+    pub aggs: Vec<Agg>,
+    pub view: View,
+}
+
+impl Query {
+    /// Checks a wire query: known dataset and fields, typed values, aggregates that fit their
+    /// fields. Errors name the part of the query at fault.
+    pub fn from_proto(spec: &v1::QuerySpec) -> Result<Query> {
+        let dataset = parse_dataset(&spec.dataset)?;
+        let filters = parse_filters(dataset, &spec.filters)?;
+        if spec.group_by.len() > MAX_GROUP_BY {
+            return Err(Error::InvalidArgument(format!(
+                "{} group-by fields; at most {MAX_GROUP_BY}",
+                spec.group_by.len()
+            )));
+        }
+        let group_by = spec
+            .group_by
+            .iter()
+            .map(|name| Ok((name.clone(), Field::resolve(dataset, name)?)))
+            .collect::<Result<Vec<_>>>()?;
+        if spec.aggregates.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a query needs at least one aggregate".into(),
+            ));
+        }
+        let mut aggs = Vec::new();
+        for a in &spec.aggregates {
+            let func = match v1::aggregate::Func::try_from(a.func) {
+                Ok(v1::aggregate::Func::Count) => Func::Count,
+                Ok(v1::aggregate::Func::Sum) => Func::Sum,
+                Ok(v1::aggregate::Func::Min) => Func::Min,
+                Ok(v1::aggregate::Func::Max) => Func::Max,
+                Ok(v1::aggregate::Func::CountDistinctPatients) => Func::DistinctPatients,
+                Err(_) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "unknown aggregate function {}",
+                        a.func
+                    )));
+                }
+            };
+            let field = match func {
+                Func::Count | Func::DistinctPatients => None,
+                _ => {
+                    let f = Field::resolve(dataset, &a.field)?;
+                    if !f.is_numeric() {
+                        return Err(Error::InvalidArgument(format!(
+                            "{} of {}: only integer, pence and flag fields can be aggregated",
+                            func_name(func),
+                            a.field
+                        )));
+                    }
+                    Some(f)
+                }
+            };
+            let name = if a.name.is_empty() {
+                match func {
+                    Func::Count => "count".to_string(),
+                    Func::DistinctPatients => "patients".to_string(),
+                    _ => format!("{}_{}", func_name(func), a.field),
+                }
+            } else {
+                a.name.clone()
+            };
+            if group_by.iter().any(|(g, _)| *g == name) || aggs.iter().any(|x: &Agg| x.name == name)
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "output column {name} is named twice; give the aggregate a name"
+                )));
+            }
+            aggs.push(Agg { name, func, field });
+        }
+        Ok(Query {
+            dataset,
+            filters,
+            group_by,
+            aggs,
+            view: parse_view(spec.view.as_ref()),
+        })
+    }
+
+    /// An empty partial of this query's shape.
+    pub fn partial(&self) -> sus_proto::partial::Partial {
+        sus_proto::partial::Partial::new(
+            self.group_by.iter().map(|(n, _)| n.clone()).collect(),
+            self.aggs
+                .iter()
+                .map(|a| (a.name.clone(), a.kind()))
+                .collect(),
+        )
+    }
+}
+
+fn func_name(f: Func) -> &'static str {
+    match f {
+        Func::Count => "count",
+        Func::Sum => "sum",
+        Func::Min => "min",
+        Func::Max => "max",
+        Func::DistinctPatients => "patients",
+    }
+}
+
+pub fn parse_dataset(name: &str) -> Result<Dataset> {
+    Dataset::parse(name)
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown dataset '{name}' (apc, op or ec)")))
+}
+
+pub fn parse_view(view: Option<&v1::View>) -> View {
+    match view {
+        Some(v) if !v.freeze.is_empty() => View::Freeze(v.freeze.clone()),
+        _ => View::Current,
+    }
+}
+
+/// Checks wire filters against a dataset's fields and parses their values.
+pub fn parse_filters(dataset: Dataset, filters: &[v1::Filter]) -> Result<Vec<Filter>> {
+    filters
+        .iter()
+        .map(|f| {
+            let field = Field::resolve(dataset, &f.field)?;
+            let value = |s: &str| filter::parse_value(&field, &f.field, s);
+            let pred = match v1::filter::Op::try_from(f.op) {
+                Ok(v1::filter::Op::Eq) | Ok(v1::filter::Op::Ne) | Ok(v1::filter::Op::In) => {
+                    let op = v1::filter::Op::try_from(f.op).unwrap_or(v1::filter::Op::In);
+                    if f.values.is_empty() || (op != v1::filter::Op::In && f.values.len() != 1) {
+                        return Err(Error::InvalidArgument(format!(
+                            "filter on {}: {} takes {} value(s), {} given",
+                            f.field,
+                            op.as_str_name(),
+                            if op == v1::filter::Op::In {
+                                "one or more"
+                            } else {
+                                "one"
+                            },
+                            f.values.len()
+                        )));
+                    }
+                    let values = f.values.iter().map(|v| value(v)).collect::<Result<_>>()?;
+                    if op == v1::filter::Op::Ne {
+                        Pred::NotIn(values)
+                    } else {
+                        Pred::In(values)
+                    }
+                }
+                Ok(v1::filter::Op::Range) => {
+                    let bound = |s: &str| (!s.is_empty()).then(|| value(s)).transpose();
+                    Pred::Range(bound(&f.min)?, bound(&f.max)?)
+                }
+                Err(_) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "filter on {}: unknown operator {}",
+                        f.field, f.op
+                    )));
+                }
+            };
+            Ok(Filter {
+                name: f.field.clone(),
+                field,
+                pred,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,155 @@
+//! Views: which rows of which segments a read sees, now or "as at" a freeze point.
+//!
+//! A row is visible at version `v` when the version that inserted it is `<= v` and it was not
+//! deleted at a version `<= v`. Rows are never rewritten in place and deletion marks record their
+//! version, so any past version can be read exactly while compaction keeps the rows it needs
+//! (see [`super::compact`]).
+//!
+//! Freeze points are recorded per store (`freeze/<name>` → version) by a command in the shard's
+//! log, so every replica knows a freeze point at the same position of its history.
+
+use super::{Store, keys};
+use crate::model::Dataset;
+use crate::{Error, Result};
+use std::path::PathBuf;
+
+/// One segment as a view sees it.
+#[derive(Debug, Clone)]
+pub struct SegmentView {
+    pub id: u64,
+    pub provider: String,
+    /// `YYYY-MM`.
+    pub month: String,
+    pub rows: u32,
+    pub bytes: u64,
+    pub path: PathBuf,
+    /// Rows the view does not see (inserted after it, or deleted at or before it), ascending.
+    pub hidden: Vec<u32>,
+}
+
+/// The segments of one dataset as seen at one version.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub dataset: Dataset,
+    /// The version read.
+    pub version: u64,
+    /// Segments with at least one visible row, in segment id order.
+    pub segments: Vec<SegmentView>,
+}
+
+impl Listing {
+    pub fn visible_rows(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| u64::from(s.rows) - s.hidden.len() as u64)
+            .sum()
+    }
+}
+
+impl Store {
+    /// The segments of `dataset` as seen at version `as_at` (the latest version when `None`).
+    pub fn listing(&self, dataset: Dataset, as_at: Option<u64>) -> Result<Listing> {
+        let _view = self.lock_view_shared();
+        let latest = self.version()?;
+        let version = match as_at {
+            Some(v) if v > latest => {
+                return Err(Error::InvalidArgument(format!(
+                    "version {v} is later than this replica's latest version {latest}"
+                )));
+            }
+            Some(v) => v,
+            None => latest,
+        };
+        let mut segments = Vec::new();
+        for entry in self.segments(dataset)? {
+            if entry.first_version() > version {
+                continue;
+            }
+            let mut hidden: Vec<u32> = Vec::new();
+            if !entry.runs.is_empty() || entry.version > version {
+                for (row, v) in entry.row_versions().into_iter().enumerate() {
+                    if v > version {
+                        hidden.push(row as u32);
+                    }
+                }
+            }
+            for kv in self.db.scan_prefix(keys::deleted_prefix(entry.id)) {
+                let (k, v) = kv?;
+                if keys::u64_value(&v, "deletion mark")? <= version {
+                    hidden.push(keys::deleted_row(&k)?);
+                }
+            }
+            hidden.sort_unstable();
+            hidden.dedup();
+            if hidden.len() as u64 >= u64::from(entry.rows) {
+                continue;
+            }
+            segments.push(SegmentView {
+                id: entry.id,
+                provider: entry.provider,
+                month: entry.month,
+                rows: entry.rows,
+                bytes: entry.bytes,
+                path: self.dir.join(&entry.file),
+                hidden,
+            });
+        }
+        Ok(Listing {
+            dataset,
+            version,
+            segments,
+        })
+    }
+
+    /// Records the latest version as freeze point `name` and returns it; a name already taken
+    /// keeps (and returns) the version it froze, so a retried freeze is harmless.
+    pub fn freeze(&self, name: &str) -> Result<u64> {
+        check_freeze_name(name)?;
+        let _writer = self.lock_writer();
+        self.check_not_failed()?;
+        if let Some(v) = self.freeze_version(name)? {
+            return Ok(v);
+        }
+        let version = self.version()?;
+        let written = self
+            .db
+            .insert(keys::freeze(name), &version.to_be_bytes())
+            .and_then(|_| self.db.flush());
+        if written.is_err() {
+            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        written?;
+        Ok(version)
+    }
+
+    /// The version frozen under `name`, if this store has it.
+    pub fn freeze_version(&self, name: &str) -> Result<Option<u64>> {
+        self.db
+            .get(keys::freeze(name))?
+            .map(|v| keys::u64_value(&v, "freeze point"))
+            .transpose()
+    }
+
+    /// Every freeze point of this store: (name, version), by name.
+    pub fn freezes(&self) -> Result<Vec<(String, u64)>> {
+        self.db
+            .scan_prefix(keys::FREEZE_ANY)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let name = String::from_utf8(k[keys::FREEZE_ANY.len()..].to_vec())
+                    .map_err(|_| keys::corrupt("freeze point", "name is not UTF-8"))?;
+                Ok((name, keys::u64_value(&v, "freeze point")?))
+            })
+            .collect()
+    }
+}
+
+/// A freeze point name: 1 to 200 printable characters.
+pub fn check_freeze_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "freeze point name '{name}' must be 1 to 200 printable characters"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,474 @@
+//! Partial aggregates: what a node returns for its shards and how partials merge exactly.
+//!
+//! A partial is one Arrow batch with a row per group: the group key columns (`Utf8`, nullable,
+//! field metadata `sus.role=key`) then one state column per aggregate (`sus.role=<kind>`):
+//!
+//! | kind       | state column                        | merge                 | final       |
+//! |------------|-------------------------------------|-----------------------|-------------|
+//! | `count`    | `Int64`                             | add                   | `Int64`     |
+//! | `sum`      | `Int64` (pence for money)           | add                   | `Int64`     |
+//! | `min`/`max`| `Int64`, null when no input row     | min / max             | `Int64`     |
+//! | `distinct` | `Binary`: sorted 16-byte patient keys | set union           | `Int64` count |
+//!
+//! Distinct patients are exact: nodes exchange the set of 128-bit keyed digests of the patient
+//! identifiers of each group (a keyed PRF, so the digests reveal nothing without the cluster's
+//! key), and the merge is a set union. Sums are `i64` with overflow checked: a national total of
+//! 10^9 rows at £10^6 each is 10^17 pence, well inside `i64`.
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, Int64Array, Int64Builder, RecordBatch, StringArray,
+    StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// An error decoding or merging partials.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("partial aggregate: {0}")]
+    Invalid(String),
+    #[error("partial aggregate: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How an aggregate's state is kept and merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Distinct,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Count => "count",
+            Kind::Sum => "sum",
+            Kind::Min => "min",
+            Kind::Max => "max",
+            Kind::Distinct => "distinct",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        [Kind::Count, Kind::Sum, Kind::Min, Kind::Max, Kind::Distinct]
+            .into_iter()
+            .find(|k| k.name() == s)
+    }
+}
+
+/// The state of one aggregate of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Count(i64),
+    Sum(i64),
+    Min(Option<i64>),
+    Max(Option<i64>),
+    Distinct(HashSet<u128>),
+}
+
+impl State {
+    pub fn empty(kind: Kind) -> State {
+        match kind {
+            Kind::Count => State::Count(0),
+            Kind::Sum => State::Sum(0),
+            Kind::Min => State::Min(None),
+            Kind::Max => State::Max(None),
+            Kind::Distinct => State::Distinct(HashSet::new()),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            State::Count(_) => Kind::Count,
+            State::Sum(_) => Kind::Sum,
+            State::Min(_) => Kind::Min,
+            State::Max(_) => Kind::Max,
+            State::Distinct(_) => Kind::Distinct,
+        }
+    }
+
+    /// Folds `other` (of the same kind) into `self`.
+    pub fn merge(&mut self, other: State) -> Result<()> {
+        let overflow = || Error::Invalid("sum overflows i64".into());
+        match (self, other) {
+            (State::Count(a), State::Count(b)) | (State::Sum(a), State::Sum(b)) => {
+                *a = a.checked_add(b).ok_or_else(overflow)?;
+            }
+            (State::Min(a), State::Min(b)) => *a = opt(*a, b, i64::min),
+            (State::Max(a), State::Max(b)) => *a = opt(*a, b, i64::max),
+            (State::Distinct(a), State::Distinct(b)) => {
+                if a.len() < b.len() {
+                    let small = std::mem::replace(a, b);
+                    a.extend(small);
+                } else {
+                    a.extend(b);
+                }
+            }
+            (a, b) => {
+                return Err(Error::Invalid(format!(
+                    "cannot merge a {} state into a {} state",
+                    b.kind().name(),
+                    a.kind().name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The final value: counts and sums, min/max (null without input), distinct set sizes.
+    pub fn value(&self) -> Option<i64> {
+        match self {
+            State::Count(v) | State::Sum(v) => Some(*v),
+            State::Min(v) | State::Max(v) => *v,
+            State::Distinct(set) => Some(set.len() as i64),
+        }
+    }
+}
+
+fn opt(a: Option<i64>, b: Option<i64>, f: fn(i64, i64) -> i64) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A group's key: one optional text value per group-by field.
+pub type GroupKey = Vec<Option<String>>;
+
+/// Partial (or merged) aggregates of one query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    /// Group-by output column names.
+    pub keys: Vec<String>,
+    /// Aggregate output column names and kinds.
+    pub aggs: Vec<(String, Kind)>,
+    pub groups: HashMap<GroupKey, Vec<State>>,
+}
+
+impl Partial {
+    pub fn new(keys: Vec<String>, aggs: Vec<(String, Kind)>) -> Partial {
+        Partial {
+            keys,
+            aggs,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// The states of a group, created empty on first use.
+    pub fn group(&mut self, key: GroupKey) -> &mut Vec<State> {
+        let aggs = &self.aggs;
+        self.groups
+            .entry(key)
+            .or_insert_with(|| aggs.iter().map(|(_, k)| State::empty(*k)).collect())
+    }
+
+    /// Folds another partial of the same query into this one.
+    pub fn merge(&mut self, other: Partial) -> Result<()> {
+        if other.keys != self.keys || other.aggs != self.aggs {
+            return Err(Error::Invalid(format!(
+                "partials of different queries: keys {:?} / {:?}, aggregates {:?} / {:?}",
+                self.keys, other.keys, self.aggs, other.aggs
+            )));
+        }
+        for (key, states) in other.groups {
+            match self.groups.get_mut(&key) {
+                Some(mine) => {
+                    for (m, s) in mine.iter_mut().zip(states) {
+                        m.merge(s)?;
+                    }
+                }
+                None => {
+                    self.groups.insert(key, states);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The partial as one Arrow batch (the wire layout in the module documentation).
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        let mut groups: Vec<(&GroupKey, &Vec<State>)> = self.groups.iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(b.0));
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (i, name) in self.keys.iter().enumerate() {
+            fields.push(role(Field::new(name, DataType::Utf8, true), "key"));
+            let col: StringArray = groups.iter().map(|(k, _)| k[i].as_deref()).collect();
+            columns.push(Arc::new(col));
+        }
+        for (i, (name, kind)) in self.aggs.iter().enumerate() {
+            if *kind == Kind::Distinct {
+                fields.push(role(Field::new(name, DataType::Binary, false), kind.name()));
+                let mut b = BinaryBuilder::new();
+                for (_, states) in &groups {
+                    let State::Distinct(set) = &states[i] else {
+                        return Err(Error::Invalid(format!("state of {name} is not distinct")));
+                    };
+                    let mut keys: Vec<u128> = set.iter().copied().collect();
+                    keys.sort_unstable();
+                    let bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+                    b.append_value(bytes);
+                }
+                columns.push(Arc::new(b.finish()));
+            } else {
+                fields.push(role(Field::new(name, DataType::Int64, true), kind.name()));
+                let col: Int64Array = groups.iter().map(|(_, s)| s[i].value()).collect();
+                columns.push(Arc::new(col));
+            }
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// Reads a partial back from its Arrow batch, checking the layout.
+    pub fn from_batch(batch: &RecordBatch) -> Result<Partial> {
+        let mut keys = Vec::new();
+        let mut aggs = Vec::new();
+        for field in batch.schema().fields() {
+            let role = field.metadata().get("sus.role").map(String::as_str);
+            match role {
+                Some("key") if aggs.is_empty() => keys.push(field.name().clone()),
+                Some(r) => match Kind::parse(r) {
+                    Some(kind) => aggs.push((field.name().clone(), kind)),
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "column {} has role {r}",
+                            field.name()
+                        )));
+                    }
+                },
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "column {} has no role",
+                        field.name()
+                    )));
+                }
+            }
+        }
+        let mut out = Partial::new(keys, aggs);
+        let key_cols = (0..out.keys.len())
+            .map(|i| {
+                batch.column(i).as_string_opt::<i32>().ok_or_else(|| {
+                    Error::Invalid(format!("key column {} is not Utf8", out.keys[i]))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let nk = out.keys.len();
+        for row in 0..batch.num_rows() {
+            let key: GroupKey = key_cols
+                .iter()
+                .map(|c| c.is_valid(row).then(|| c.value(row).to_string()))
+                .collect();
+            let mut states = Vec::with_capacity(out.aggs.len());
+            for (i, (name, kind)) in out.aggs.iter().enumerate() {
+                let col = batch.column(nk + i);
+                let bad = || Error::Invalid(format!("state column {name} has the wrong type"));
+                let state = if *kind == Kind::Distinct {
+                    let bytes = col.as_binary_opt::<i32>().ok_or_else(bad)?.value(row);
+                    if bytes.len() % 16 != 0 {
+                        return Err(Error::Invalid(format!("{name}: truncated patient keys")));
+                    }
+                    State::Distinct(
+                        bytes
+                            .chunks_exact(16)
+                            .map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16])))
+                            .collect(),
+                    )
+                } else {
+                    let col = col.as_primitive_opt::<Int64Type>().ok_or_else(bad)?;
+                    let v = col.is_valid(row).then(|| col.value(row));
+                    match kind {
+                        Kind::Count => State::Count(v.ok_or_else(bad)?),
+                        Kind::Sum => State::Sum(v.ok_or_else(bad)?),
+                        Kind::Min => State::Min(v),
+                        Kind::Max => State::Max(v),
+                        Kind::Distinct => unreachable!("handled above"),
+                    }
+                };
+                states.push(state);
+            }
+            if out.groups.insert(key, states).is_some() {
+                return Err(Error::Invalid("a group appears twice".into()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn to_ipc(&self) -> Result<Vec<u8>> {
+        batch_to_ipc(&self.to_batch()?)
+    }
+
+    pub fn from_ipc(bytes: &[u8]) -> Result<Partial> {
+        let batch = ipc_to_batch(bytes)?;
+        Partial::from_batch(&batch)
+    }
+
+    /// The final result: key columns, then one `Int64` column per aggregate, ordered by `order`
+    /// (output column name, descending) then by the keys, and cut to `limit` rows (0: all).
+    pub fn finish(&self, order: &[(String, bool)], limit: usize) -> Result<RecordBatch> {
+        let mut rows: Vec<(&GroupKey, Vec<Option<i64>>)> = self
+            .groups
+            .iter()
+            .map(|(k, s)| (k, s.iter().map(State::value).collect()))
+            .collect();
+        let mut sort_by = Vec::new();
+        for (column, desc) in order {
+            let at = if let Some(i) = self.keys.iter().position(|k| k == column) {
+                Col::Key(i)
+            } else if let Some(i) = self.aggs.iter().position(|(a, _)| a == column) {
+                Col::Value(i)
+            } else {
+                return Err(Error::Invalid(format!(
+                    "cannot order by {column}: not an output column ({})",
+                    self.columns().join(", ")
+                )));
+            };
+            sort_by.push((at, *desc));
+        }
+        rows.sort_by(|a, b| {
+            for (col, desc) in &sort_by {
+                let ord = match col {
+                    Col::Key(i) => a.0[*i].cmp(&b.0[*i]),
+                    Col::Value(i) => a.1[*i].cmp(&b.1[*i]),
+                };
+                let ord = if *desc { ord.reverse() } else { ord };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+            a.0.cmp(b.0)
+        });
+        if limit > 0 {
+            rows.truncate(limit);
+        }
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (i, name) in self.keys.iter().enumerate() {
+            fields.push(Field::new(name, DataType::Utf8, true));
+            let mut b = StringBuilder::new();
+            for (k, _) in &rows {
+                b.append_option(k[i].as_deref());
+            }
+            columns.push(Arc::new(b.finish()));
+        }
+        for (i, (name, _)) in self.aggs.iter().enumerate() {
+            fields.push(Field::new(name, DataType::Int64, true));
+            let mut b = Int64Builder::new();
+            for (_, v) in &rows {
+                b.append_option(v[i]);
+            }
+            columns.push(Arc::new(b.finish()));
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// The output column names, keys first.
+    pub fn columns(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .cloned()
+            .chain(self.aggs.iter().map(|(a, _)| a.clone()))
+            .collect()
+    }
+}
+
+enum Col {
+    Key(usize),
+    Value(usize),
+}
+
+fn role(field: Field, role: &str) -> Field {
+    field.with_metadata(HashMap::from([("sus.role".to_string(), role.to_string())]))
+}
+
+/// One batch as a self-contained Arrow IPC stream.
+pub fn batch_to_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+/// The one batch of an Arrow IPC stream (an empty batch of the stream's schema if it has none).
+pub fn ipc_to_batch(bytes: &[u8]) -> Result<RecordBatch> {
+    let reader = StreamReader::try_new(bytes, None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partial(rows: &[(&str, i64, &[u128])]) -> Partial {
+        let mut p = Partial::new(
+            vec!["provider".into()],
+            vec![
+                ("n".into(), Kind::Count),
+                ("price".into(), Kind::Sum),
+                ("lo".into(), Kind::Min),
+                ("hi".into(), Kind::Max),
+                ("patients".into(), Kind::Distinct),
+            ],
+        );
+        for (provider, price, patients) in rows {
+            let g = p.group(vec![Some(provider.to_string())]);
+            let states = [
+                State::Count(1),
+                State::Sum(*price),
+                State::Min(Some(*price)),
+                State::Max(Some(*price)),
+                State::Distinct(patients.iter().copied().collect()),
+            ];
+            for (s, new) in g.iter_mut().zip(states) {
+                s.merge(new).expect("same kinds");
+            }
+        }
+        p
+    }
+
+    // Merging two partials gives what one partial over all rows gives, through the wire format,
+    // and a patient seen on both sides is counted once.
+    #[test]
+    fn merge_equals_the_partial_of_all_rows() {
+        let a = [("RA1", 100, &[1u128, 2][..]), ("RB2", -5, &[3][..])];
+        let b = [("RA1", 250, &[2u128, 9][..]), ("RC3", 7, &[][..])];
+        let all: Vec<_> = a.iter().chain(b.iter()).copied().collect();
+        let mut merged = Partial::from_ipc(&partial(&a).to_ipc().expect("encode")).expect("decode");
+        merged
+            .merge(Partial::from_ipc(&partial(&b).to_ipc().expect("encode")).expect("decode"))
+            .expect("merge");
+        assert_eq!(merged, partial(&all));
+        let out = merged.finish(&[("price".into(), true)], 2).expect("finish");
+        let providers = out.column(0).as_string::<i32>();
+        assert_eq!(providers.value(0), "RA1");
+        assert_eq!(providers.value(1), "RC3");
+        let v = |c: usize| out.column(c).as_primitive::<Int64Type>().value(0);
+        assert_eq!((v(1), v(2), v(3), v(4), v(5)), (2, 350, 100, 250, 3));
+    }
+
+    #[test]
+    fn partials_of_other_queries_do_not_merge() {
+        let mut a = partial(&[("RA1", 1, &[])]);
+        let b = Partial::new(vec!["x".into()], vec![]);
+        assert!(a.merge(b).is_err());
+        assert!(a.finish(&[("nope".into(), false)], 0).is_err());
+    }
+}
