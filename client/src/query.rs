@@ -127,6 +127,7 @@ type Plan = BTreeMap<String, Vec<u32>>;
 impl Client {
     /// Runs an aggregate query over the whole cluster.
     pub async fn aggregate(&self, spec: &QuerySpec, read: ReadFrom) -> Result<AggregateResult> {
+        self.check_view(spec.view.as_ref()).await?;
         let deadline = tokio::time::Instant::now() + self.retry().retry_for;
         let mut merged: Option<Partial> = None;
         let mut result = AggregateResult {
@@ -229,6 +230,7 @@ impl Client {
         read: ReadFrom,
         sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<u64> {
+        self.check_view(spec.view.as_ref()).await?;
         let status = self.status(false).await?;
         let shards: Vec<u32> = status.shards.iter().map(|s| s.shard).collect();
         let views = status_fresh(self, &status, read).await?;
@@ -262,6 +264,30 @@ impl Client {
             }
         }
         Ok(rows)
+    }
+
+    /// Refuses a freeze point the meta group does not hold (a replica that lacks one the meta
+    /// group holds is only behind, and the read is retried on the shard's leader).
+    async fn check_view(&self, view: Option<&View>) -> Result<()> {
+        let Some(name) = view.map(|v| v.freeze.as_str()).filter(|n| !n.is_empty()) else {
+            return Ok(());
+        };
+        let known = self.freezes().await?;
+        if known.iter().any(|f| f.name == name) {
+            return Ok(());
+        }
+        Err(Error::Refused(format!(
+            "no freeze point named '{name}' (known: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known
+                    .iter()
+                    .map(|f| format!("'{}'", f.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )))
     }
 
     /// Takes a freeze point (idempotent for a name).
