@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod error;
 pub mod generator;
 pub mod query;
+pub mod report;
 
 pub use cluster::{Client, RetryPolicy, SubmitOutcome};
 pub use error::{Error, Result};

@@ -217,6 +217,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             .add_service(services.ingest())
             .add_service(services.admin())
             .add_service(services.query())
+            .add_service(services.flight())
             .serve_with_incoming_shutdown(incoming, shutdown_signal())
             .await
             .context("serving")?;

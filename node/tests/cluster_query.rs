@@ -1,7 +1,7 @@
-//! Pushed-down queries on a real 3-node cluster (4 shards, 3 replicas, `sus-node` processes over
-//! gRPC), against the oracle's live records recomputed row by row: national, per-provider,
+//! Pushed-down queries on a real 3-node cluster (4 shards of 2 replicas, so that every node lacks
+//! some shard; `sus-node` processes over gRPC), against the oracle's live records recomputed row by row: national, per-provider,
 //! per-commissioner and filtered aggregates, read from leaders and from any replica; distinct
-//! patients across shards; a record-level scan; and a freeze point taken through the meta group
+//! patients across shards; a record-level scan, over gRPC and Arrow Flight; and a freeze point taken through the meta group
 //! that keeps its answers through later replacements, deletions, Bulk Replacements and compaction.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -38,7 +38,7 @@ fn frozen(spec: &v1::QuerySpec, name: &str) -> v1::QuerySpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_down_aggregates_match_the_oracle_and_freeze_points_hold() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_sus-node"));
-    let cluster = TestCluster::start(&bin, &refdata(), 3, 4, 3, NodeOptions::default())
+    let cluster = TestCluster::start(&bin, &refdata(), 3, 4, 2, NodeOptions::default())
         .await
         .unwrap();
     let out = cluster.scratch();
@@ -89,7 +89,7 @@ async fn pushed_down_aggregates_match_the_oracle_and_freeze_points_hold() {
     for f in &files[half..] {
         client.submit_file(f).await.unwrap();
     }
-    let want = expected(&read_live(&out.join("live.csv")));
+    let want = expected(&read_live(&out.join("oracle/live.csv")));
     for read in [ReadFrom::Leader, ReadFrom::AnyReplica] {
         for (q, want) in queries.iter().zip(&want) {
             // A follower may apply the last entries a moment after the leader acknowledged them.
@@ -209,6 +209,111 @@ async fn pushed_down_aggregates_match_the_oracle_and_freeze_points_hold() {
         .map(|(_, s)| s.len())
         .sum();
     assert_eq!(by_provider_sum as usize, per_provider);
+
+    // The Monthly Trust Statement of the busiest provider-month, as the oracle's rows give it.
+    let live = read_live(&out.join("oracle/live.csv"));
+    let mut months: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in &live {
+        *months
+            .entry((r.provider.clone(), r.month.clone()))
+            .or_default() += 1;
+    }
+    let ((provider, month), _) = months.iter().max_by_key(|(_, n)| **n).unwrap();
+    let statement =
+        sus_client::report::trust_statement(&client, provider, month, None, ReadFrom::Leader)
+            .await
+            .unwrap();
+    let mut want_statement = common::expect(&live, |r| {
+        (&r.provider == provider && &r.month == month).then(|| {
+            let hrg = if r.dataset == "apc" {
+                &r.spell_hrg
+            } else {
+                &r.hrg
+            };
+            vec![
+                r.commissioner.clone(),
+                r.dataset.clone(),
+                r.pod.clone(),
+                hrg.clone(),
+            ]
+        })
+    });
+    let mut total = [0i64; 4];
+    for v in want_statement.values() {
+        for (t, x) in total.iter_mut().zip(v) {
+            *t += x;
+        }
+    }
+    want_statement.insert(
+        vec!["TOTAL".into(), String::new(), String::new(), String::new()],
+        total,
+    );
+    // Columns: commissioner, dataset, pod, hrg, activity, excess bed days, price, excluded.
+    let got: Table = (0..statement.num_rows())
+        .map(|r| {
+            let t = |c: usize| statement.column(c).as_string::<i32>().value(r).to_string();
+            let n = |c: usize| {
+                statement
+                    .column(c)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(r)
+            };
+            (vec![t(0), t(1), t(2), t(3)], [n(4), n(6), n(5), n(7)])
+        })
+        .collect();
+    assert_eq!(got, want_statement, "trust statement of {provider} {month}");
+
+    // Arrow Flight: one endpoint per shard, every ticket served by node 1 (which relays the
+    // shards it has no replica of), as at the freeze point and now.
+    let addr = cluster.nodes[&1].addr.clone();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut flight = arrow_flight::FlightClient::new(channel);
+    let hosted = cluster.status_of(1).await.unwrap().groups.len() - 1;
+    assert!(
+        hosted < 4,
+        "node 1 hosts every shard: the relay is not exercised"
+    );
+    for (freeze, want) in [(None, &want[1]), (Some("2024-25 M06 recon"), &at_freeze[1])] {
+        let command = serde_json::json!({
+            "dataset": "op",
+            "columns": ["provider_code", "price"],
+            "filters": [{"field": "price", "op": "range", "min": "1"}],
+            "freeze": freeze,
+        });
+        let info = flight
+            .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(command.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(info.endpoint.len(), 4);
+        let (mut rows, mut pence) = (0i64, 0i64);
+        for endpoint in &info.endpoint {
+            let ticket = endpoint.ticket.clone().unwrap();
+            let mut stream = flight.do_get(ticket).await.unwrap();
+            while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                let batch = batch.unwrap();
+                assert_eq!(batch.num_columns(), 2);
+                rows += batch.num_rows() as i64;
+                let prices = batch
+                    .column(1)
+                    .as_primitive::<arrow::datatypes::Int64Type>();
+                pence += prices.iter().flatten().sum::<i64>();
+            }
+        }
+        let priced: i64 = want.values().map(|v| v[1]).sum();
+        assert_eq!(pence, priced, "flight {freeze:?}: pence");
+        assert!(rows > 0 && rows <= want.values().map(|v| v[0]).sum::<i64>());
+    }
+    let bad = flight
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(
+            r#"{"dataset":"xyz"}"#,
+        ))
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("unknown dataset"), "{bad}");
 
     // Compaction through every shard's log keeps both views, on every replica.
     let stats = client.compact(100_000).await.unwrap();

@@ -1,5 +1,5 @@
 //! The query engine on one store, against the generator's independent oracle: every aggregate is
-//! recomputed row by row from `live.csv` (the records the oracle holds live, with the prices it
+//! recomputed row by row from `oracle/live.csv` (the records the oracle holds live, with the prices it
 //! derived itself). Then freeze points: a frozen view keeps its answers through replacements,
 //! deletions, Bulk Replacements and compaction, while the current view moves on.
 
@@ -96,7 +96,7 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
 
     // Current view = the oracle's live records, for national, per-provider, per-commissioner and
     // filtered queries.
-    let want = expected(&read_live(&out.join("live.csv")));
+    let want = expected(&read_live(&out.join("oracle/live.csv")));
     let check = |node: &Node, what: &str| {
         for (q, want) in queries.iter().zip(&want) {
             assert_eq!(&run(node, q), want, "{what}: {q:?}");

@@ -49,7 +49,7 @@ pub struct GenConfig {
     pub rows_per_file: u64,
     /// Also emit whole-submission-rejected files (R04, R05, R06, R07, R08).
     pub reject_files: bool,
-    /// Also write `live.csv`: every record live at the end, with its derived fields, for tests
+    /// Also write `oracle/live.csv` (outside the `*.csv` of submissions): every record live at the end, with its derived fields, for tests
     /// that recompute aggregates row by row.
     pub write_live: bool,
 }
@@ -753,7 +753,9 @@ pub fn generate(cfg: &GenConfig, progress: &mut dyn FnMut(&Progress)) -> Result<
     }
 
     if cfg.write_live {
-        let path = cfg.out_dir.join("live.csv");
+        let dir = cfg.out_dir.join("oracle");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("live.csv");
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
         let mut w = std::io::BufWriter::new(file);
         out.store

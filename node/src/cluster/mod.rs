@@ -17,6 +17,7 @@
 //! the cluster has used before, so a wiped node can only rejoin under a new id.
 
 pub mod command;
+mod flight;
 mod membership;
 pub mod meta;
 mod reads;

@@ -15,7 +15,7 @@
 
 use super::command::ShardCommand;
 use super::meta::{FreezeRecord, MetaCommand};
-use super::service::{LEADER_WAIT, Services, status};
+use super::service::{LEADER_WAIT, Services, check_format, status};
 use super::{Cluster, shard::ShardReplica};
 use crate::query::{self, PatientKey, Query};
 use crate::store::check_freeze_name;
@@ -234,15 +234,6 @@ fn decode_compact(answer: &[u8]) -> std::result::Result<CompactReply, Status> {
         }),
         _ => Err(Status::internal("malformed compaction answer")),
     }
-}
-
-fn check_format(format: u32) -> std::result::Result<(), Status> {
-    if format != WIRE_FORMAT_VERSION {
-        return Err(Status::failed_precondition(format!(
-            "wire format {format} not supported (this node speaks {WIRE_FORMAT_VERSION})"
-        )));
-    }
-    Ok(())
 }
 
 type ScanStream = Pin<Box<dyn Stream<Item = std::result::Result<ScanChunk, Status>> + Send>>;

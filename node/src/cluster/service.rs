@@ -229,7 +229,7 @@ pub(super) fn status(e: Error) -> Status {
     }
 }
 
-fn check_format(format: u32) -> std::result::Result<(), Status> {
+pub(super) fn check_format(format: u32) -> std::result::Result<(), Status> {
     if format != WIRE_FORMAT_VERSION {
         return Err(Status::failed_precondition(format!(
             "wire format {format} not supported (this node speaks {WIRE_FORMAT_VERSION})"

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use sus_client::generator::{self, Dataset, GenConfig};
 
+mod read;
+
 #[derive(Debug, Parser)]
 #[command(name = "sus", version, about = "sus-cluster command line")]
 struct Cli {
@@ -37,6 +39,30 @@ Exit status: 0 all accepted, 3 some rejected, 1 a submission's outcome is unknow
     /// Administer a cluster: bootstrap, membership, leaders, status.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Aggregate over the whole cluster (pushed down to every shard, merged exactly).
+    #[command(after_help = "\
+Examples:
+  sus query --dataset apc --group-by provider_code,activity_month --agg count --agg sum:price
+  sus query --dataset op --filter pod=OPFA|OPFU --filter activity_date=2024-04-01..2024-06-30 \\
+      --group-by commissioner_code --agg patients --order patients:desc --limit 10
+  sus query --dataset ec --agg sum:price --freeze '2024-25 M06 recon' --format csv")]
+    Query(read::QueryArgs),
+    /// Monthly reports: trust statement, database counts.
+    #[command(subcommand)]
+    Report(read::ReportCommand),
+    /// Freeze points: named, immutable cluster-wide views.
+    #[command(subcommand)]
+    Freeze(read::FreezeCommand),
+    /// Merge small segments on every shard, keeping every freeze point's rows.
+    Compact {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// Segments with fewer rows are merged (0: the node's default).
+        #[arg(long, default_value_t = 0)]
+        target_rows: u32,
+    },
+    /// Export records (CSV, Parquet or a table), scoped by filters, as at a view.
+    Export(read::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -200,7 +226,7 @@ struct GenArgs {
     /// Also write whole-submission-rejected files (bad date, unknown provider, ...).
     #[arg(long)]
     reject_files: bool,
-    /// Also write live.csv: every record live at the end with its derived fields.
+    /// Also write oracle/live.csv: every record live at the end with its derived fields.
     #[arg(long)]
     live_rows: bool,
 }
@@ -307,6 +333,14 @@ fn main() -> ExitCode {
         Command::Gen(a) => run_gen(a).map(|()| ExitCode::SUCCESS),
         Command::Submit(a) => runtime().and_then(|rt| rt.block_on(run_submit(a))),
         Command::Cluster(c) => runtime().and_then(|rt| rt.block_on(run_cluster(c))),
+        Command::Query(a) => runtime().and_then(|rt| rt.block_on(read::run_query(a))),
+        Command::Report(c) => runtime().and_then(|rt| rt.block_on(read::run_report(c))),
+        Command::Freeze(c) => runtime().and_then(|rt| rt.block_on(read::run_freeze(c))),
+        Command::Compact {
+            endpoint,
+            target_rows,
+        } => runtime().and_then(|rt| rt.block_on(read::run_compact(endpoint, target_rows))),
+        Command::Export(a) => runtime().and_then(|rt| rt.block_on(read::run_export(a))),
     };
     match result {
         Ok(code) => code,

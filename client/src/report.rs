@@ -1,0 +1,195 @@
+//! Monthly reports (domain spec section 7), built from pushed-down aggregates.
+//!
+//! - **Monthly Trust Statement** for one provider and activity month, as at a view: a row per
+//!   commissioner × dataset × point of delivery × HRG (the spell HRG for admitted patient care)
+//!   with activity, excess bed days, the priced total (pence) and the excluded count, then a
+//!   grand total.
+//! - **Monthly Database Counts** per provider, dataset and activity month: records held and the
+//!   data-quality percentages (valid NHS number, known GP practice, known commissioner, coded
+//!   primary diagnosis, ungrouped `UZ01Z`), to one decimal place, computed in integers.
+
+use crate::query::{ReadFrom, build};
+use crate::{Client, Error, Result};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use std::sync::Arc;
+use sus_proto::v1::{QuerySpec, View};
+
+const DATASETS: [&str; 3] = ["apc", "op", "ec"];
+
+/// The Monthly Trust Statement of `provider` for `month` (`YYYY-MM`).
+pub async fn trust_statement(
+    client: &Client,
+    provider: &str,
+    month: &str,
+    view: Option<View>,
+    read: ReadFrom,
+) -> Result<RecordBatch> {
+    let mut rows: Vec<(Vec<String>, [i64; 4])> = Vec::new();
+    for dataset in DATASETS {
+        let hrg = if dataset == "apc" { "spell_hrg" } else { "hrg" };
+        let spec = QuerySpec {
+            dataset: dataset.into(),
+            filters: vec![
+                build::eq("provider_code", provider),
+                build::eq("activity_month", month),
+            ],
+            group_by: vec!["commissioner_code".into(), "pod".into(), hrg.into()],
+            aggregates: vec![
+                build::count(),
+                build::sum("excess_bed_days"),
+                build::sum("price"),
+                build::sum("pbr_excluded"),
+            ],
+            view: view.clone(),
+            ..QuerySpec::default()
+        };
+        let batch = client.aggregate(&spec, read).await?.batch;
+        for r in 0..batch.num_rows() {
+            let text = |c: usize| {
+                let col = batch.column(c).as_string::<i32>();
+                if col.is_valid(r) {
+                    col.value(r).to_string()
+                } else {
+                    String::new()
+                }
+            };
+            let n = |c: usize| batch.column(c).as_primitive::<Int64Type>().value(r);
+            rows.push((
+                vec![text(0), dataset.to_string(), text(1), text(2)],
+                [n(3), n(4), n(5), n(6)],
+            ));
+        }
+    }
+    rows.sort();
+    let mut total = [0i64; 4];
+    for (_, v) in &rows {
+        for (t, x) in total.iter_mut().zip(v) {
+            *t += x;
+        }
+    }
+    rows.push((
+        vec!["TOTAL".into(), String::new(), String::new(), String::new()],
+        total,
+    ));
+    let keys = ["commissioner", "dataset", "pod", "hrg"];
+    let values = ["activity", "excess_bed_days", "price_pence", "excluded"];
+    let mut fields: Vec<Field> = keys
+        .iter()
+        .map(|k| Field::new(*k, DataType::Utf8, false))
+        .collect();
+    fields.extend(
+        values
+            .iter()
+            .map(|v| Field::new(*v, DataType::Int64, false)),
+    );
+    let mut columns: Vec<ArrayRef> = (0..keys.len())
+        .map(|i| {
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.0[i].as_str()))
+                    .collect::<StringArray>(),
+            ) as ArrayRef
+        })
+        .collect();
+    columns.extend(
+        (0..values.len())
+            .map(|i| Arc::new(rows.iter().map(|r| r.1[i]).collect::<Int64Array>()) as ArrayRef),
+    );
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::Cluster(format!("building the statement: {e}")))
+}
+
+/// Monthly Database Counts, optionally for one provider.
+pub async fn database_counts(
+    client: &Client,
+    provider: Option<&str>,
+    view: Option<View>,
+    read: ReadFrom,
+) -> Result<RecordBatch> {
+    let flags = [
+        "nhs_number_valid",
+        "gp_practice_valid",
+        "commissioner_valid",
+        "diagnosis_coded",
+        "ungrouped",
+    ];
+    let mut rows: Vec<(Vec<String>, i64, Vec<i64>)> = Vec::new();
+    for dataset in DATASETS {
+        let mut aggregates = vec![build::count()];
+        aggregates.extend(flags.iter().map(|f| build::sum(f)));
+        let spec = QuerySpec {
+            dataset: dataset.into(),
+            filters: provider
+                .map(|p| vec![build::eq("provider_code", p)])
+                .unwrap_or_default(),
+            group_by: vec!["provider_code".into(), "activity_month".into()],
+            aggregates,
+            view: view.clone(),
+            ..QuerySpec::default()
+        };
+        let batch = client.aggregate(&spec, read).await?.batch;
+        for r in 0..batch.num_rows() {
+            let text = |c: usize| batch.column(c).as_string::<i32>().value(r).to_string();
+            let n = |c: usize| batch.column(c).as_primitive::<Int64Type>().value(r);
+            rows.push((
+                vec![text(0), dataset.to_string(), text(1)],
+                n(2),
+                (0..flags.len()).map(|i| n(3 + i)).collect(),
+            ));
+        }
+    }
+    rows.sort();
+    let mut fields = vec![
+        Field::new("provider", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("activity_month", DataType::Utf8, false),
+        Field::new("records", DataType::Int64, false),
+    ];
+    let names = [
+        "valid_nhs_number_pct",
+        "valid_gp_practice_pct",
+        "valid_commissioner_pct",
+        "coded_diagnosis_pct",
+        "ungrouped_pct",
+    ];
+    fields.extend(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)));
+    let mut columns: Vec<ArrayRef> = (0..3)
+        .map(|i| {
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.0[i].as_str()))
+                    .collect::<StringArray>(),
+            ) as ArrayRef
+        })
+        .collect();
+    columns.push(Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>()));
+    for i in 0..names.len() {
+        let pct: StringArray = rows.iter().map(|r| Some(percent(r.2[i], r.1))).collect();
+        columns.push(Arc::new(pct));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::Cluster(format!("building the counts: {e}")))
+}
+
+/// `part / whole` as a percentage to one decimal place, rounded half up, in integers.
+pub fn percent(part: i64, whole: i64) -> String {
+    if whole <= 0 {
+        return "-".into();
+    }
+    let tenths = (part * 1000 + whole / 2) / whole;
+    format!("{}.{}", tenths / 10, tenths % 10)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentages_round_half_up_in_integers() {
+        assert_eq!(super::percent(1, 3), "33.3");
+        assert_eq!(super::percent(2, 3), "66.7");
+        assert_eq!(super::percent(1, 8), "12.5");
+        assert_eq!(super::percent(0, 5), "0.0");
+        assert_eq!(super::percent(5, 5), "100.0");
+        assert_eq!(super::percent(1, 0), "-");
+    }
+}

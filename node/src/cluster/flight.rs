@@ -1,0 +1,338 @@
+//! Arrow Flight on the node's port: record-level extracts for pyarrow, ADBC and other Arrow
+//! clients.
+//!
+//! A flight is described by a JSON command (or a path `[dataset]` for a whole dataset):
+//!
+//! ```json
+//! {"dataset": "op", "columns": ["provider_code", "price"],
+//!  "filters": [{"field": "pod", "op": "in", "values": ["OPFA", "OPFU"]},
+//!              {"field": "price", "op": "range", "min": "1"}],
+//!  "freeze": "2024-25 M06 recon"}
+//! ```
+//!
+//! `GetFlightInfo` answers one endpoint per shard (the ticket names the shard; the locations are
+//! the shard's replicas). Any node serves any ticket: a node without a replica of the shard reads
+//! it from the shard's leader over the internal `Query.Scan` call and relays the batches.
+
+use super::service::{Services, status};
+use crate::query::{self, View};
+use crate::{Error, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use std::pin::Pin;
+use sus_proto::partial::ipc_to_batch;
+use sus_proto::v1::query_client::QueryClient;
+use sus_proto::v1::{self, ScanRequest};
+use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
+use tonic::{Request, Response, Status, Streaming};
+
+/// A filter in a flight command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlightFilter {
+    pub field: String,
+    /// `eq`, `ne`, `in` or `range`.
+    pub op: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub min: String,
+    #[serde(default)]
+    pub max: String,
+}
+
+/// What a flight reads; a ticket adds the shard.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlightRequest {
+    pub dataset: String,
+    #[serde(default)]
+    pub columns: Vec<String>,
+    #[serde(default)]
+    pub filters: Vec<FlightFilter>,
+    #[serde(default)]
+    pub freeze: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+}
+
+impl FlightRequest {
+    fn wire_filters(&self) -> Result<Vec<v1::Filter>> {
+        self.filters
+            .iter()
+            .map(|f| {
+                let op = match f.op.as_str() {
+                    "eq" | "=" => v1::filter::Op::Eq,
+                    "ne" | "!=" => v1::filter::Op::Ne,
+                    "in" => v1::filter::Op::In,
+                    "range" => v1::filter::Op::Range,
+                    other => {
+                        return Err(Error::InvalidArgument(format!(
+                            "filter on {}: unknown op '{other}' (eq, ne, in, range)",
+                            f.field
+                        )));
+                    }
+                };
+                Ok(v1::Filter {
+                    field: f.field.clone(),
+                    op: op as i32,
+                    values: f.values.clone(),
+                    min: f.min.clone(),
+                    max: f.max.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn view(&self) -> Option<v1::View> {
+        self.freeze.clone().map(|freeze| v1::View { freeze })
+    }
+
+    /// Checks the request and returns its output schema.
+    fn check(&self) -> Result<SchemaRef> {
+        let dataset = query::parse_dataset(&self.dataset)?;
+        query::parse_filters(dataset, &self.wire_filters()?)?;
+        query::exec::output_schema(dataset, &self.columns)
+    }
+
+    fn from_descriptor(d: &FlightDescriptor) -> Result<FlightRequest> {
+        if !d.cmd.is_empty() {
+            return serde_json::from_slice(&d.cmd).map_err(|e| {
+                Error::InvalidArgument(format!("flight command is not a sus flight request: {e}"))
+            });
+        }
+        match d.path.as_slice() {
+            [dataset] => Ok(FlightRequest {
+                dataset: dataset.clone(),
+                columns: Vec::new(),
+                filters: Vec::new(),
+                freeze: None,
+                shard: None,
+            }),
+            _ => Err(Error::InvalidArgument(
+                "a flight descriptor is a JSON command or the path [dataset]".into(),
+            )),
+        }
+    }
+}
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+impl Services {
+    /// The Flight service with explicit message limits.
+    pub fn flight(&self) -> FlightServiceServer<Services> {
+        FlightServiceServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn flight_info(
+        &self,
+        request: &FlightRequest,
+        descriptor: FlightDescriptor,
+    ) -> std::result::Result<FlightInfo, Status> {
+        let schema = request.check().map_err(status)?;
+        let state = self.cluster.meta_state();
+        let mut info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_descriptor(descriptor);
+        for (shard, s) in state.shards.iter().enumerate() {
+            let ticket = FlightRequest {
+                shard: Some(shard as u32),
+                ..request.clone()
+            };
+            let bytes = serde_json::to_vec(&ticket).map_err(|e| Status::internal(e.to_string()))?;
+            let mut endpoint = FlightEndpoint::new().with_ticket(Ticket::new(bytes));
+            for node in &s.replicas {
+                if let Some(addr) = state.nodes.get(node) {
+                    endpoint = endpoint.with_location(format!("grpc+tcp://{addr}"));
+                }
+            }
+            info = info.with_endpoint(endpoint);
+        }
+        Ok(info)
+    }
+
+    /// The batches of one shard's ticket, read here or relayed from the shard's leader.
+    async fn ticket_batches(
+        &self,
+        request: FlightRequest,
+        shard: u32,
+    ) -> std::result::Result<Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>, Status> {
+        let dataset = query::parse_dataset(&request.dataset).map_err(status)?;
+        let filters = query::parse_filters(dataset, &request.wire_filters().map_err(status)?)
+            .map_err(status)?;
+        if let Some((_, replica)) = self.cluster.shard(shard) {
+            let store = replica.store();
+            let view = request.freeze.clone().map_or(View::Current, View::Freeze);
+            let columns = request.columns.clone();
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(4);
+            tokio::task::spawn_blocking(move || {
+                let mut send = |b: RecordBatch| {
+                    tx.blocking_send(Ok(b))
+                        .map_err(|_| Error::InvalidArgument("the reader went away".into()))
+                };
+                if let Err(e) = query::scan(&store, dataset, &filters, &columns, &view, &mut send) {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            });
+            return Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        }
+        let leader = self
+            .shard_leader_anywhere(shard)
+            .await
+            .ok_or_else(|| Status::unavailable(format!("shard {shard} has no leader; retry")))?;
+        let mut client =
+            QueryClient::new(self.channel(leader)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let stream = client
+            .scan(ScanRequest {
+                format: WIRE_FORMAT_VERSION,
+                dataset: request.dataset.clone(),
+                filters: request.wire_filters().map_err(status)?,
+                columns: request.columns.clone(),
+                view: request.view(),
+                shards: vec![shard],
+                linearizable: false,
+            })
+            .await?
+            .into_inner();
+        Ok(Box::pin(stream.map(|chunk| {
+            let chunk = chunk.map_err(|s| Error::Consensus(s.message().to_string()))?;
+            ipc_to_batch(&chunk.ipc).map_err(|e| Error::Corruption {
+                what: "relayed scan".into(),
+                message: e.to_string(),
+            })
+        })))
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for Services {
+    type HandshakeStream = Boxed<HandshakeResponse>;
+    type ListFlightsStream = Boxed<FlightInfo>;
+    type DoGetStream = Boxed<FlightData>;
+    type DoPutStream = Boxed<PutResult>;
+    type DoExchangeStream = Boxed<FlightData>;
+    type DoActionStream = Boxed<arrow_flight::Result>;
+    type ListActionsStream = Boxed<ActionType>;
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "no handshake: authentication arrives with issue #5",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _: Request<Criteria>,
+    ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
+        let mut infos = Vec::new();
+        for dataset in crate::model::Dataset::ALL {
+            let request = FlightRequest {
+                dataset: dataset.name().to_string(),
+                columns: Vec::new(),
+                filters: Vec::new(),
+                freeze: None,
+                shard: None,
+            };
+            let descriptor = FlightDescriptor::new_path(vec![dataset.name().to_string()]);
+            infos.push(Ok(self.flight_info(&request, descriptor)?));
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(infos))))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        let descriptor = request.into_inner();
+        let req = FlightRequest::from_descriptor(&descriptor).map_err(status)?;
+        Ok(Response::new(self.flight_info(&req, descriptor)?))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("use GetFlightInfo"))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<SchemaResult>, Status> {
+        let req = FlightRequest::from_descriptor(&request.into_inner()).map_err(status)?;
+        let schema = req.check().map_err(status)?;
+        let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+        let ticket = request.into_inner();
+        let req: FlightRequest = serde_json::from_slice(&ticket.ticket)
+            .map_err(|e| Status::invalid_argument(format!("not a sus flight ticket: {e}")))?;
+        let shard = req
+            .shard
+            .ok_or_else(|| Status::invalid_argument("the ticket names no shard"))?;
+        let schema = req.check().map_err(status)?;
+        let batches = self
+            .ticket_batches(req, shard)
+            .await?
+            .map_err(|e| FlightError::Tonic(Box::new(status(e))));
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(|e| match e {
+                FlightError::Tonic(s) => *s,
+                other => Status::internal(other.to_string()),
+            });
+        Ok(Response::new(Box::pin(data)))
+    }
+
+    async fn do_put(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented(
+            "submissions go through Ingest.Submit (`sus submit`)",
+        ))
+    }
+
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange is not offered"))
+    }
+
+    async fn do_action(
+        &self,
+        _: Request<Action>,
+    ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented("no actions are offered"))
+    }
+
+    async fn list_actions(
+        &self,
+        _: Request<Empty>,
+    ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+}
