@@ -16,8 +16,8 @@ use sus_proto::partial::{Partial, ipc_to_batch};
 use sus_proto::v1::admin_client::AdminClient;
 use sus_proto::v1::query_client::QueryClient;
 use sus_proto::v1::{
-    AggregateRequest, ClusterStatus, CompactReply, CompactRequest, CreateFreezeRequest,
-    FreezePoint, ListFreezesRequest, QuerySpec, ScanRequest, StatusRequest,
+    ActivityRequest, AggregateRequest, ClusterStatus, CompactReply, CompactRequest,
+    CreateFreezeRequest, FreezePoint, ListFreezesRequest, QuerySpec, ScanRequest, StatusRequest,
 };
 
 pub use sus_proto::v1::{Aggregate, Filter, Order, View, aggregate::Func, filter::Op};
@@ -264,6 +264,50 @@ impl Client {
             }
         }
         Ok(rows)
+    }
+
+    /// Counts of the changes per (provider, activity month) in the period after `since` (a
+    /// freeze point; `None`: the beginning) up to `view` (`None`: now): inserted, replaced,
+    /// deleted, bulk deleted, stale.
+    pub async fn activity(
+        &self,
+        dataset: &str,
+        view: Option<View>,
+        since: Option<View>,
+        read: ReadFrom,
+    ) -> Result<BTreeMap<(String, String), [u64; 5]>> {
+        self.check_view(view.as_ref()).await?;
+        self.check_view(since.as_ref()).await?;
+        let status = self.status(false).await?;
+        let shards: Vec<u32> = status.shards.iter().map(|s| s.shard).collect();
+        let views = status_fresh(self, &status, read).await?;
+        let plan = self.plan(&views, &shards, read)?;
+        let mut out: BTreeMap<(String, String), [u64; 5]> = BTreeMap::new();
+        for (addr, shards) in plan {
+            let request = ActivityRequest {
+                format: WIRE_FORMAT_VERSION,
+                dataset: dataset.to_string(),
+                shards,
+                view: view.clone(),
+                since: since.clone(),
+                linearizable: read == ReadFrom::Leader,
+            };
+            let reply = QueryClient::new(self.channel_to(&addr)?)
+                .activity(request)
+                .await
+                .map_err(|s| status_error(named(&addr, s)))?
+                .into_inner();
+            for r in reply.rows {
+                let t = out.entry((r.provider, r.month)).or_default();
+                for (t, c) in
+                    t.iter_mut()
+                        .zip([r.inserted, r.replaced, r.deleted, r.bulk_deleted, r.stale])
+                {
+                    *t += c;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Refuses a freeze point the meta group does not hold (a replica that lacks one the meta

@@ -4,14 +4,17 @@
 //!   commissioner × dataset × point of delivery × HRG (the spell HRG for admitted patient care)
 //!   with activity, excess bed days, the priced total (pence) and the excluded count, then a
 //!   grand total.
-//! - **Monthly Database Counts** per provider, dataset and activity month: records held and the
-//!   data-quality percentages (valid NHS number, known GP practice, known commissioner, coded
-//!   primary diagnosis, ungrouped `UZ01Z`), to one decimal place, computed in integers.
+//! - **Monthly Database Counts** per provider, dataset and activity month: records held as at the
+//!   view; records inserted, replaced, deleted, bulk deleted and stale in the period (the changes
+//!   after the `since` freeze point up to the view); and the data-quality percentages (valid NHS
+//!   number, known GP practice, known commissioner, coded primary diagnosis, ungrouped `UZ01Z`),
+//!   to one decimal place, computed in integers.
 
 use crate::query::{ReadFrom, build};
 use crate::{Client, Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use sus_proto::v1::{QuerySpec, View};
 
@@ -100,11 +103,13 @@ pub async fn trust_statement(
         .map_err(|e| Error::Cluster(format!("building the statement: {e}")))
 }
 
-/// Monthly Database Counts, optionally for one provider.
+/// Monthly Database Counts, optionally for one provider; the period runs from `since` (a freeze
+/// point, exclusive; `None`: the beginning) to `view`.
 pub async fn database_counts(
     client: &Client,
     provider: Option<&str>,
     view: Option<View>,
+    since: Option<View>,
     read: ReadFrom,
 ) -> Result<RecordBatch> {
     let flags = [
@@ -114,8 +119,20 @@ pub async fn database_counts(
         "diagnosis_coded",
         "ungrouped",
     ];
-    let mut rows: Vec<(Vec<String>, i64, Vec<i64>)> = Vec::new();
+    // (provider, dataset, month) → records, flag counts, period counts.
+    type Row = (i64, Vec<i64>, [u64; 5]);
+    let mut rows: BTreeMap<(String, String, String), Row> = BTreeMap::new();
     for dataset in DATASETS {
+        for ((p, month), counts) in client
+            .activity(dataset, view.clone(), since.clone(), read)
+            .await?
+        {
+            if provider.is_none_or(|want| want == p) {
+                rows.entry((p, dataset.to_string(), month))
+                    .or_insert_with(|| (0, vec![0; flags.len()], [0; 5]))
+                    .2 = counts;
+            }
+        }
         let mut aggregates = vec![build::count()];
         aggregates.extend(flags.iter().map(|f| build::sum(f)));
         let spec = QuerySpec {
@@ -132,20 +149,29 @@ pub async fn database_counts(
         for r in 0..batch.num_rows() {
             let text = |c: usize| batch.column(c).as_string::<i32>().value(r).to_string();
             let n = |c: usize| batch.column(c).as_primitive::<Int64Type>().value(r);
-            rows.push((
-                vec![text(0), dataset.to_string(), text(1)],
-                n(2),
-                (0..flags.len()).map(|i| n(3 + i)).collect(),
-            ));
+            let row = rows
+                .entry((text(0), dataset.to_string(), text(1)))
+                .or_insert_with(|| (0, vec![0; flags.len()], [0; 5]));
+            row.0 = n(2);
+            row.1 = (0..flags.len()).map(|i| n(3 + i)).collect();
         }
     }
-    rows.sort();
+    let rows: Vec<(Vec<String>, i64, Vec<i64>, [u64; 5])> = rows
+        .into_iter()
+        .map(|((p, d, m), (n, f, c))| (vec![p, d, m], n, f, c))
+        .collect();
     let mut fields = vec![
         Field::new("provider", DataType::Utf8, false),
         Field::new("dataset", DataType::Utf8, false),
         Field::new("activity_month", DataType::Utf8, false),
         Field::new("records", DataType::Int64, false),
     ];
+    let period = ["inserted", "replaced", "deleted", "bulk_deleted", "stale"];
+    fields.extend(
+        period
+            .iter()
+            .map(|n| Field::new(*n, DataType::Int64, false)),
+    );
     let names = [
         "valid_nhs_number_pct",
         "valid_gp_practice_pct",
@@ -164,6 +190,11 @@ pub async fn database_counts(
         })
         .collect();
     columns.push(Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>()));
+    for i in 0..period.len() {
+        columns.push(Arc::new(
+            rows.iter().map(|r| r.3[i] as i64).collect::<Int64Array>(),
+        ));
+    }
     for i in 0..names.len() {
         let pct: StringArray = rows.iter().map(|r| Some(percent(r.2[i], r.1))).collect();
         columns.push(Arc::new(pct));

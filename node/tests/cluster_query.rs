@@ -263,6 +263,64 @@ async fn pushed_down_aggregates_match_the_oracle_and_freeze_points_hold() {
         .collect();
     assert_eq!(got, want_statement, "trust statement of {provider} {month}");
 
+    // Monthly Database Counts: records held as the oracle holds them, and the changes of the
+    // period after the freeze point as the oracle counted them, submission by submission.
+    let counts = sus_client::report::database_counts(
+        &client,
+        None,
+        None,
+        build::freeze("2024-25 M06 recon"),
+        ReadFrom::Leader,
+    )
+    .await
+    .unwrap();
+    let col = |c: usize, r: usize| {
+        counts
+            .column(c)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(r)
+    };
+    let mut held = Table::new();
+    let mut changes: BTreeMap<String, [i64; 5]> = BTreeMap::new();
+    for r in 0..counts.num_rows() {
+        let text = |c: usize| counts.column(c).as_string::<i32>().value(r).to_string();
+        if text(1) == "op" && col(3, r) > 0 {
+            held.insert(vec![text(0), text(2)], [col(3, r), 0, 0, 0]);
+        }
+        let c = changes.entry(text(1)).or_default();
+        for (i, x) in c.iter_mut().enumerate() {
+            *x += col(4 + i, r);
+        }
+    }
+    let op_held: Table = want[1]
+        .iter()
+        .map(|(k, v)| (k.clone(), [v[0], 0, 0, 0]))
+        .collect();
+    assert_eq!(held, op_held, "records held per provider and month (op)");
+    let mut oracle: BTreeMap<String, [i64; 5]> = BTreeMap::new();
+    for s in &summary.expected.submissions[half..] {
+        if s.outcome != "accepted" || s.duplicate_of.is_some() {
+            continue;
+        }
+        let c = oracle.entry(s.dataset.clone()).or_default();
+        for (x, n) in c
+            .iter_mut()
+            .zip([s.inserted, s.replaced, s.deleted, s.bulk_deleted, s.stale])
+        {
+            *x += n as i64;
+        }
+    }
+    for (dataset, o) in &oracle {
+        let got = changes.get(dataset).copied().unwrap_or_default();
+        assert_eq!(
+            got[..4],
+            o[..4],
+            "{dataset}: inserted, replaced, deleted, bulk deleted"
+        );
+        // Stale deletions of records never held belong to no partition.
+        assert!(got[4] <= o[4], "{dataset}: stale");
+    }
+
     // Arrow Flight: one endpoint per shard, every ticket served by node 1 (which relays the
     // shards it has no replica of), as at the freeze point and now.
     let addr = cluster.nodes[&1].addr.clone();

@@ -283,6 +283,58 @@ impl query_server::Query for Services {
 
     type ScanStream = ScanStream;
 
+    async fn activity(
+        &self,
+        request: Request<ActivityRequest>,
+    ) -> std::result::Result<Response<ActivityReply>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let dataset = query::parse_dataset(&req.dataset).map_err(status)?;
+        let view = query::parse_view(req.view.as_ref());
+        let since = query::parse_view(req.since.as_ref());
+        let mut stores = Vec::new();
+        for shard in &req.shards {
+            let (_, replica) = self.readable(*shard, req.linearizable).await?;
+            stores.push(replica.store());
+        }
+        let rows = tokio::task::spawn_blocking(move || {
+            let mut total: std::collections::BTreeMap<(String, String), [u64; 5]> =
+                Default::default();
+            for store in stores {
+                let upto = query::exec::resolve_view(&store, &view)?
+                    .map_or_else(|| store.version(), Ok)?;
+                let after = match &since {
+                    query::View::Current => 0,
+                    v => query::exec::resolve_view(&store, v)?.unwrap_or(0),
+                };
+                for (k, c) in store.activity(dataset, after, upto)? {
+                    let t = total.entry(k).or_default();
+                    for (t, c) in t.iter_mut().zip(c) {
+                        *t += c;
+                    }
+                }
+            }
+            Ok::<_, Error>(total)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("activity task: {e}")))?
+        .map_err(status)?;
+        Ok(Response::new(ActivityReply {
+            rows: rows
+                .into_iter()
+                .map(|((provider, month), c)| ActivityRow {
+                    provider,
+                    month,
+                    inserted: c[0],
+                    replaced: c[1],
+                    deleted: c[2],
+                    bulk_deleted: c[3],
+                    stale: c[4],
+                })
+                .collect(),
+        }))
+    }
+
     async fn scan(
         &self,
         request: Request<ScanRequest>,

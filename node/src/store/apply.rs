@@ -120,7 +120,18 @@ pub(super) struct Plan {
     original: HashMap<String, Option<RecState>>,
     /// Stored rows this change supersedes.
     pub deletions: Vec<(u64, u32)>,
+    /// Counts per partition (provider, `YYYY-MM`): inserted, replaced, deleted, bulk deleted,
+    /// stale. A stale deletion of a record never held has no partition and is not in it.
+    pub activity: BTreeMap<(String, String), [u64; 5]>,
+    /// Provider of each stored segment looked up (for counts of superseded rows).
+    segment_providers: HashMap<u64, String>,
 }
+
+const INSERTED: usize = 0;
+const REPLACED: usize = 1;
+const DELETED: usize = 2;
+const BULK_DELETED: usize = 3;
+const STALE: usize = 4;
 
 impl Plan {
     pub fn new(dataset: Dataset, version: u64, sender: &str) -> Plan {
@@ -135,6 +146,42 @@ impl Plan {
             states: HashMap::new(),
             original: HashMap::new(),
             deletions: Vec::new(),
+            activity: BTreeMap::new(),
+            segment_providers: HashMap::new(),
+        }
+    }
+
+    /// The partition of a record's current row.
+    fn partition_of(
+        &mut self,
+        db: &sled::Db,
+        cols: &Columns,
+        loc: Loc,
+    ) -> Result<Option<(String, String)>> {
+        Ok(match loc {
+            Loc::Pending { row, activity } => {
+                Some((cols.providers.value(row).to_string(), month(activity)?))
+            }
+            Loc::Stored(l) => {
+                if !self.segment_providers.contains_key(&l.segment) {
+                    let entry = db
+                        .get(keys::segment(self.dataset, l.segment))?
+                        .map(|v| super::keys::SegmentEntry::decode(&v))
+                        .transpose()?
+                        .ok_or_else(|| {
+                            keys::corrupt("record index", &format!("segment {} unknown", l.segment))
+                        })?;
+                    self.segment_providers.insert(l.segment, entry.provider);
+                }
+                let provider = self.segment_providers[&l.segment].clone();
+                Some((provider, month(l.activity)?))
+            }
+        })
+    }
+
+    fn tally(&mut self, part: Option<(String, String)>, what: usize) {
+        if let Some(p) = part {
+            self.activity.entry(p).or_default()[what] += 1;
         }
     }
 
@@ -196,29 +243,47 @@ impl Plan {
             row,
             activity: cols.activity.value(row),
         };
+        let part = Some((
+            cols.providers.value(row).to_string(),
+            month(cols.activity.value(row))?,
+        ));
         match self.current(db, id)? {
-            Some(s) if check_stale && applicable <= s.applicable => self.counts.stale += 1,
+            Some(s) if check_stale && applicable <= s.applicable => {
+                self.counts.stale += 1;
+                self.tally(part, STALE);
+            }
             Some(s) if s.live.is_some() => {
                 self.supersede(s.live);
                 self.counts.replaced += 1;
+                self.tally(part, REPLACED);
                 self.set(id, applicable, Some(pending));
             }
             _ => {
                 self.counts.inserted += 1;
+                self.tally(part, INSERTED);
                 self.set(id, applicable, Some(pending));
             }
         }
         Ok(())
     }
 
-    fn delete(&mut self, db: &sled::Db, key: &DeleteKey) -> Result<()> {
+    fn delete(&mut self, db: &sled::Db, cols: &Columns, key: &DeleteKey) -> Result<()> {
         let id = key.cds_unique_id.as_str();
         let applicable = key.applicable.and_utc().timestamp();
-        match self.current(db, id)? {
-            Some(s) if applicable <= s.applicable => self.counts.stale += 1,
+        let current = self.current(db, id)?;
+        let part = match current.as_ref().and_then(|s| s.live) {
+            Some(loc) => self.partition_of(db, cols, loc)?,
+            None => None,
+        };
+        match current {
+            Some(s) if applicable <= s.applicable => {
+                self.counts.stale += 1;
+                self.tally(part, STALE);
+            }
             Some(s) if s.live.is_some() => {
                 self.supersede(s.live);
                 self.counts.deleted += 1;
+                self.tally(part, DELETED);
                 self.set(id, applicable, None);
             }
             // Nothing live to delete: keep the later time so that an older upsert stays stale.
@@ -259,7 +324,7 @@ impl Plan {
         for (_, _, op) in ops {
             match op {
                 Op::Upsert(row) => self.upsert(db, cols, row, true)?,
-                Op::Delete(i) => self.delete(db, &deletes[i])?,
+                Op::Delete(i) => self.delete(db, cols, &deletes[i])?,
             }
         }
         Ok(())
@@ -284,6 +349,11 @@ impl Plan {
         for id in ids {
             match self.current(db, &id)? {
                 Some(s) if s.live.is_some() => {
+                    let part = match s.live {
+                        Some(loc) => self.partition_of(db, cols, loc)?,
+                        None => None,
+                    };
+                    self.tally(part, BULK_DELETED);
                     self.supersede(s.live);
                     self.counts.bulk_deleted += 1;
                     // The tombstone keeps the deleted version's time: replaying an old Net Change

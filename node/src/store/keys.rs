@@ -16,6 +16,7 @@
 //! | `sub/<len u8><sender><submission id>`                         | [`StoredSubmission`]           |
 //! | `bulk/<dataset>/<len u8><sender><period start><period end>`   | i64 extract time + submission  |
 //! | `freeze/<name>`                                               | u64: the version it froze      |
+//! | `act/<dataset>/<len u8><provider><YYYY-MM><version u64>`       | 5 × u64: counts of the change  |
 //!
 //! Dates are days since 1970 as `u32` with the sign bit flipped (ordered like the dates).
 
@@ -145,6 +146,31 @@ pub(super) fn submission(sender: &str, id: &str) -> Vec<u8> {
     push_text(&mut k, sender);
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// Prefix of the per-partition counts of every change to `dataset`.
+pub(super) fn activity_prefix(dataset: Dataset) -> Vec<u8> {
+    with_dataset("act/", dataset)
+}
+
+pub(super) fn activity(dataset: Dataset, provider: &str, month: &str, version: u64) -> Vec<u8> {
+    let mut k = activity_prefix(dataset);
+    push_text(&mut k, provider);
+    k.extend_from_slice(month.as_bytes());
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// (provider, month, version) of an `act/` key of `dataset`.
+pub(super) fn decode_activity(dataset: Dataset, key: &[u8]) -> Result<(String, String, u64)> {
+    let bad = || corrupt("activity key", "malformed");
+    let rest = key.get(activity_prefix(dataset).len()..).ok_or_else(bad)?;
+    let (&len, rest) = rest.split_first().ok_or_else(bad)?;
+    let (provider, rest) = rest.split_at_checked(len as usize).ok_or_else(bad)?;
+    let (month, version) = rest.split_at_checked(7).ok_or_else(bad)?;
+    let version = u64_value(version, "activity key")?;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad());
+    Ok((text(provider)?, text(month)?, version))
 }
 
 /// Prefix of every freeze point.

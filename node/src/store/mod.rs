@@ -341,6 +341,10 @@ impl Store {
             ops.insert(keys::segment(dataset, entry.id), entry.encode()?);
         }
         plan.write_to(&mut ops)?;
+        for ((provider, month), counts) in &plan.activity {
+            let value: Vec<u8> = counts.iter().flat_map(|n| n.to_be_bytes()).collect();
+            ops.insert(keys::activity(dataset, provider, month, version), value);
+        }
         let stored = StoredSubmission {
             report: change.report.clone(),
             counts: Some(plan.counts),

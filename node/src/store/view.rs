@@ -11,6 +11,7 @@
 use super::{Store, keys};
 use crate::model::Dataset;
 use crate::{Error, Result};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// One segment as a view sees it.
@@ -120,6 +121,32 @@ impl Store {
         }
         written?;
         Ok(version)
+    }
+
+    /// Counts of the changes with versions in `(after, upto]`, per (provider, `YYYY-MM`):
+    /// inserted, replaced, deleted, bulk deleted, stale.
+    pub fn activity(
+        &self,
+        dataset: Dataset,
+        after: u64,
+        upto: u64,
+    ) -> Result<BTreeMap<(String, String), [u64; 5]>> {
+        let mut out: BTreeMap<(String, String), [u64; 5]> = BTreeMap::new();
+        for kv in self.db.scan_prefix(keys::activity_prefix(dataset)) {
+            let (k, v) = kv?;
+            let (provider, month, version) = keys::decode_activity(dataset, &k)?;
+            if version <= after || version > upto {
+                continue;
+            }
+            if v.len() != 40 {
+                return Err(keys::corrupt("activity counts", "not five numbers"));
+            }
+            let counts = out.entry((provider, month)).or_default();
+            for (c, chunk) in counts.iter_mut().zip(v.chunks_exact(8)) {
+                *c += keys::u64_value(chunk, "activity counts")?;
+            }
+        }
+        Ok(out)
     }
 
     /// The version frozen under `name`, if this store has it.

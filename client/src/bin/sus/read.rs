@@ -87,6 +87,10 @@ pub enum ReportCommand {
         read: ReadArgs,
         #[arg(long)]
         provider: Option<String>,
+        /// Start of the period (a freeze point, exclusive); default: the beginning. The period
+        /// ends at --freeze (default: now).
+        #[arg(long)]
+        since: Option<String>,
     },
 }
 
@@ -227,11 +231,16 @@ pub async fn run_report(c: ReportCommand) -> Result<ExitCode> {
             let b = report::trust_statement(&client, &provider, &month, view, read.read()).await?;
             (read, b)
         }
-        ReportCommand::DatabaseCounts { read, provider } => {
+        ReportCommand::DatabaseCounts {
+            read,
+            provider,
+            since,
+        } => {
             let client = read.endpoint.client()?;
             let view = read.freeze.as_deref().and_then(build::freeze);
-            let b =
-                report::database_counts(&client, provider.as_deref(), view, read.read()).await?;
+            let since = since.as_deref().and_then(build::freeze);
+            let b = report::database_counts(&client, provider.as_deref(), view, since, read.read())
+                .await?;
             (read, b)
         }
     };
