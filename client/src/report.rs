@@ -156,9 +156,9 @@ pub async fn database_counts(
             row.1 = (0..flags.len()).map(|i| n(3 + i)).collect();
         }
     }
-    let rows: Vec<(Vec<String>, i64, Vec<i64>, [u64; 5])> = rows
+    let rows: Vec<(Vec<String>, Row)> = rows
         .into_iter()
-        .map(|((p, d, m), (n, f, c))| (vec![p, d, m], n, f, c))
+        .map(|((p, d, m), row)| (vec![p, d, m], row))
         .collect();
     let mut fields = vec![
         Field::new("provider", DataType::Utf8, false),
@@ -189,14 +189,17 @@ pub async fn database_counts(
             ) as ArrayRef
         })
         .collect();
-    columns.push(Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>()));
+    columns.push(Arc::new(rows.iter().map(|r| r.1.0).collect::<Int64Array>()));
     for i in 0..period.len() {
         columns.push(Arc::new(
-            rows.iter().map(|r| r.3[i] as i64).collect::<Int64Array>(),
+            rows.iter().map(|r| r.1.2[i] as i64).collect::<Int64Array>(),
         ));
     }
     for i in 0..names.len() {
-        let pct: StringArray = rows.iter().map(|r| Some(percent(r.2[i], r.1))).collect();
+        let pct: StringArray = rows
+            .iter()
+            .map(|r| Some(percent(r.1.1[i], r.1.0)))
+            .collect();
         columns.push(Arc::new(pct));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
