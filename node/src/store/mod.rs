@@ -148,7 +148,7 @@ impl Store {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         check_format(dir)?;
         let catalog = dir.join(CATALOG_DIR);
-        let db = sled::Config::new().path(&catalog).open()?;
+        let db = catalog_config(&catalog).open()?;
         Store::with_catalog(dir, db)
     }
 
@@ -571,6 +571,16 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// sled's page cache per store. Its default (1 GiB) is per database, and a node opens one per
+/// shard replica: with 8 replicas a node grew to 6 GB resident while ingesting 10 M rows.
+const CATALOG_CACHE_BYTES: u64 = 64 << 20;
+
+fn catalog_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CATALOG_CACHE_BYTES)
 }
 
 /// The text of the `FORMAT` file this build writes and accepts.

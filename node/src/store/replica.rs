@@ -91,7 +91,7 @@ impl Store {
         f.write_all(format_text().as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(&format, e))?;
-        let db = sled::Config::new().path(dir.join(CATALOG_DIR)).open()?;
+        let db = super::catalog_config(&dir.join(CATALOG_DIR)).open()?;
         let mut batch = sled::Batch::default();
         let mut n = 0usize;
         for kv in catalog {
