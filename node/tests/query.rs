@@ -103,6 +103,17 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
         }
     };
     check(&node, "before compaction");
+    // Recent segments were scanned from memory; after the restart below, from Parquet.
+    let hot = |node: &Node| {
+        let q = Query::from_proto(&queries[1]).expect("query");
+        let (_, _, stats) = query::aggregate(node.store(), &q, &PatientKey([7; 16])).expect("run");
+        (stats.segments_hot, stats.segments_scanned)
+    };
+    let (in_memory, scanned) = hot(&node);
+    assert!(
+        in_memory > 0 && in_memory <= scanned,
+        "{in_memory} of {scanned} hot"
+    );
     let frozen_before: Vec<Table> = queries.iter().map(|q| run(&node, &frozen(q))).collect();
     assert_eq!(
         frozen_before, at_freeze,
@@ -136,6 +147,11 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
     })
     .expect("reopen");
     check(&node, "after restart");
+    let (in_memory, scanned) = hot(&node);
+    assert!(
+        in_memory == 0 && scanned > 0,
+        "{in_memory} of {scanned} hot after restart"
+    );
     let frozen_after: Vec<Table> = queries.iter().map(|q| run(&node, &frozen(q))).collect();
     assert_eq!(frozen_after, at_freeze);
 }

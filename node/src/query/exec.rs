@@ -17,6 +17,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::hash::Hasher;
+use std::sync::Arc;
 use sus_proto::partial::{Partial, State};
 
 /// The key of the patient digests exchanged for distinct counts (the cluster's, never sent to
@@ -36,6 +37,8 @@ pub struct ScanStats {
     pub segments_pruned: u64,
     /// Row groups skipped by their statistics.
     pub row_groups_pruned: u64,
+    /// Segments read from memory (hot) rather than Parquet.
+    pub segments_hot: u64,
 }
 
 impl ScanStats {
@@ -45,6 +48,7 @@ impl ScanStats {
         self.segments_scanned += o.segments_scanned;
         self.segments_pruned += o.segments_pruned;
         self.row_groups_pruned += o.row_groups_pruned;
+        self.segments_hot += o.segments_hot;
     }
 }
 
@@ -88,6 +92,7 @@ pub fn aggregate(store: &Store, q: &Query, key: &PatientKey) -> Result<(Partial,
             let mut stats = ScanStats::default();
             read_segment(
                 seg,
+                store.hot_segment(seg.id),
                 q.dataset,
                 &inputs,
                 &q.filters,
@@ -133,18 +138,27 @@ pub fn scan(
         ..ScanStats::default()
     };
     for seg in segments {
-        read_segment(seg, dataset, &inputs, filters, &mut stats, &mut |batch| {
-            let cols = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    batch.column_by_name(f.name()).cloned().ok_or_else(|| {
-                        Error::InvalidArgument(format!("internal: scan lacks {}", f.name()))
+        let hot = store.hot_segment(seg.id);
+        read_segment(
+            seg,
+            hot,
+            dataset,
+            &inputs,
+            filters,
+            &mut stats,
+            &mut |batch| {
+                let cols = schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                            Error::InvalidArgument(format!("internal: scan lacks {}", f.name()))
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            sink(RecordBatch::try_new(schema.clone(), cols)?)
-        })?;
+                    .collect::<Result<Vec<_>>>()?;
+                sink(RecordBatch::try_new(schema.clone(), cols)?)
+            },
+        )?;
     }
     Ok((listing.version, stats))
 }
@@ -175,24 +189,78 @@ fn prune<'a>(segments: &'a [SegmentView], filters: &[Filter]) -> (Vec<&'a Segmen
     (kept, pruned)
 }
 
-/// Reads the columns `inputs` of one segment's visible rows that pass `filters`, in batches.
+/// Rows per batch handed to the kernels.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// Reads the columns `inputs` of one segment's visible rows that pass `filters`, in batches:
+/// from memory when the segment is hot, else from its Parquet file.
 fn read_segment(
     seg: &SegmentView,
+    hot: Option<Arc<RecordBatch>>,
     dataset: Dataset,
     inputs: &[&str],
     filters: &[Filter],
     stats: &mut ScanStats,
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    let corrupt = |e: parquet::errors::ParquetError| Error::Corruption {
-        what: format!("segment {}", seg.path.display()),
-        message: e.to_string(),
-    };
-    let file = File::open(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
     let schema = stored_schema(dataset);
+    let wanted: BTreeSet<usize> = inputs
+        .iter()
+        .map(|c| {
+            schema
+                .index_of(c)
+                .map_err(|_| Error::InvalidArgument(format!("{dataset} has no column {c}")))
+        })
+        .collect::<Result<_>>()?;
+    let corrupt = |message: String| Error::Corruption {
+        what: format!("segment {}", seg.path.display()),
+        message,
+    };
+    let visible_of = |ranges: &[(u64, u64)]| -> Option<Vec<bool>> {
+        (!seg.hidden.is_empty()).then(|| {
+            let mut v = Vec::new();
+            for &(start, n) in ranges {
+                v.extend(
+                    (start..start + n).map(|row| seg.hidden.binary_search(&(row as u32)).is_err()),
+                );
+            }
+            v
+        })
+    };
+    if let Some(rows) = hot {
+        if rows.num_rows() != seg.rows as usize {
+            return Err(corrupt(format!(
+                "{} rows in memory, {} catalogued",
+                rows.num_rows(),
+                seg.rows
+            )));
+        }
+        stats.segments_scanned += 1;
+        stats.segments_hot += 1;
+        let indices: Vec<usize> = wanted.iter().copied().collect();
+        let projected = rows.project(&indices)?;
+        let visible = visible_of(&[(0, u64::from(seg.rows))]);
+        let mut offset = 0;
+        while offset < projected.num_rows() {
+            let n = BATCH_ROWS.min(projected.num_rows() - offset);
+            let seen = visible.as_ref().map(|v| &v[offset..offset + n]);
+            emit(
+                projected.slice(offset, n),
+                seen,
+                dataset,
+                filters,
+                stats,
+                sink,
+            )?;
+            offset += n;
+        }
+        return Ok(());
+    }
+    let parquet_error = |e: parquet::errors::ParquetError| corrupt(e.to_string());
+    let file = File::open(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
     let options = ArrowReaderOptions::new().with_schema(schema.clone());
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(corrupt)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(parquet_error)?;
     let meta = builder.metadata().clone();
     // Which row groups to read, and where each starts in the segment.
     let mut groups = Vec::new();
@@ -209,67 +277,61 @@ fn read_segment(
         start += n;
     }
     if start != u64::from(seg.rows) {
-        return Err(Error::Corruption {
-            what: format!("segment {}", seg.path.display()),
-            message: format!("{start} rows in the file, {} catalogued", seg.rows),
-        });
+        return Err(corrupt(format!(
+            "{start} rows in the file, {} catalogued",
+            seg.rows
+        )));
     }
     if groups.is_empty() {
         return Ok(());
     }
     stats.segments_scanned += 1;
     // Visibility of the rows read, in read order.
-    let visible: Option<Vec<bool>> = (!seg.hidden.is_empty()).then(|| {
-        let mut v = Vec::new();
-        for &(start, n) in &ranges {
-            v.extend(
-                (start..start + n).map(|row| seg.hidden.binary_search(&(row as u32)).is_err()),
-            );
-        }
-        v
-    });
-    let wanted: BTreeSet<usize> = inputs
-        .iter()
-        .map(|c| {
-            schema
-                .index_of(c)
-                .map_err(|_| Error::InvalidArgument(format!("{dataset} has no column {c}")))
-        })
-        .collect::<Result<_>>()?;
+    let visible = visible_of(&ranges);
     let projection = ProjectionMask::roots(builder.parquet_schema(), wanted);
     let reader = builder
         .with_row_groups(groups)
         .with_projection(projection)
-        .with_batch_size(64 * 1024)
+        .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(corrupt)?;
+        .map_err(parquet_error)?;
     let mut offset = 0usize;
     for batch in reader {
-        let batch = batch.map_err(|e| Error::Corruption {
-            what: format!("segment {}", seg.path.display()),
-            message: e.to_string(),
-        })?;
+        let batch = batch.map_err(|e| corrupt(e.to_string()))?;
         let n = batch.num_rows();
-        let seen = visible
-            .as_ref()
-            .map(|v| BooleanArray::from(v[offset..offset + n].to_vec()));
+        let seen = visible.as_ref().map(|v| &v[offset..offset + n]);
         offset += n;
-        let keep = match (seen, mask(dataset, filters, &batch)?) {
-            (Some(a), Some(b)) => Some(and(&a, &b)?),
-            (a, b) => a.or(b),
-        };
-        stats.rows_scanned += match &visible {
-            Some(v) => v[offset - n..offset].iter().filter(|x| **x).count() as u64,
-            None => n as u64,
-        };
-        let batch = match keep {
-            Some(k) if k.true_count() < n => filter_record_batch(&batch, &k)?,
-            _ => batch,
-        };
-        if batch.num_rows() > 0 {
-            stats.rows_matched += batch.num_rows() as u64;
-            sink(batch)?;
-        }
+        emit(batch, seen, dataset, filters, stats, sink)?;
+    }
+    Ok(())
+}
+
+/// Masks a batch by visibility and filters and hands what is left to `sink`.
+fn emit(
+    batch: RecordBatch,
+    visible: Option<&[bool]>,
+    dataset: Dataset,
+    filters: &[Filter],
+    stats: &mut ScanStats,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let n = batch.num_rows();
+    stats.rows_scanned += match visible {
+        Some(v) => v.iter().filter(|x| **x).count() as u64,
+        None => n as u64,
+    };
+    let seen = visible.map(|v| BooleanArray::from(v.to_vec()));
+    let keep = match (seen, mask(dataset, filters, &batch)?) {
+        (Some(a), Some(b)) => Some(and(&a, &b)?),
+        (a, b) => a.or(b),
+    };
+    let batch = match keep {
+        Some(k) if k.true_count() < n => filter_record_batch(&batch, &k)?,
+        _ => batch,
+    };
+    if batch.num_rows() > 0 {
+        stats.rows_matched += batch.num_rows() as u64;
+        sink(batch)?;
     }
     Ok(())
 }

@@ -178,6 +178,7 @@ impl Store {
     ) -> Result<u64> {
         let mut ops = sled::Batch::default();
         let mut left = 0;
+        let mut hot = None;
         if merged.num_rows() > 0 {
             let id = match self.db.get(keys::NEXT_SEGMENT)? {
                 Some(v) => keys::u64_value(&v, "segment counter")?,
@@ -186,7 +187,8 @@ impl Store {
             let first = &group[0];
             let file = segment::relative_path(dataset, &first.provider, &first.month, id);
             let rows: Vec<u32> = (0..merged.num_rows() as u32).collect();
-            let bytes = segment::write(&self.dir, &file, &merged, &rows, false)?;
+            let (bytes, written) = segment::write(&self.dir, &file, &merged, &rows, false)?;
+            hot = Some((id, written));
             let version = runs.iter().map(|r| r.1).max().unwrap_or(first.version);
             let entry = SegmentEntry {
                 id,
@@ -233,7 +235,11 @@ impl Store {
             self.db.apply_batch(ops)?;
             self.db.flush()?;
         }
+        if let Some((id, rows)) = hot {
+            self.hot.insert(id, rows);
+        }
         for e in group {
+            self.hot.remove(e.id);
             let path = self.dir.join(&e.file);
             fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
             if let Some(dir) = path.parent() {

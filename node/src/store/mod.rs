@@ -39,6 +39,8 @@
 mod apply;
 mod compact;
 pub use compact::CompactStats;
+mod hot;
+pub use hot::HOT_BYTES;
 mod keys;
 mod replica;
 pub use replica::{ContentDigest, DumpItem};
@@ -140,6 +142,8 @@ pub struct Store {
     view: RwLock<()>,
     /// Set when a write failed after it started touching disk.
     failed: AtomicBool,
+    /// Decoded rows of recently written segments.
+    hot: hot::HotSegments,
 }
 
 impl Store {
@@ -161,6 +165,7 @@ impl Store {
             writer: Mutex::new(()),
             view: RwLock::new(()),
             failed: AtomicBool::new(false),
+            hot: hot::HotSegments::new(HOT_BYTES),
         };
         let segments = store.recover()?;
         info!(dir = %dir.display(), version = store.version()?, segments, "store opened");
@@ -299,13 +304,15 @@ impl Store {
             })
             .collect();
         let written: Vec<PathBuf> = jobs.iter().map(|j| self.dir.join(&j.1)).collect();
-        let sizes: Vec<Result<u64>> = jobs
+        let sizes: Vec<Result<(u64, RecordBatch)>> = jobs
             .par_iter()
             .map(|(_, file, rows, _)| segment::write(&self.dir, file, batch, rows, true))
             .collect();
+        let mut hot = Vec::new();
         let outcome = (|| -> Result<()> {
-            for ((id, file, rows, part), bytes) in jobs.into_iter().zip(sizes) {
-                let bytes = bytes?;
+            for ((id, file, rows, part), written) in jobs.into_iter().zip(sizes) {
+                let (bytes, rows_written) = written?;
+                hot.push((id, rows_written));
                 for (pos, (rid, _, activity)) in part.rows.iter().enumerate() {
                     let live = Live {
                         segment: id,
@@ -364,6 +371,9 @@ impl Store {
             let _view = self.lock_view_exclusive();
             self.db.apply_batch(ops)?;
             self.db.flush()?;
+        }
+        for (id, rows) in hot {
+            self.hot.insert(id, rows);
         }
         debug!(version, segments = entries.len(), "change committed");
         Ok(plan.counts)
@@ -454,6 +464,11 @@ impl Store {
             stats.live_records += u64::from(entry.rows).saturating_sub(deleted);
         }
         Ok(stats)
+    }
+
+    /// The decoded rows of a segment if they are in memory (recently written).
+    pub fn hot_segment(&self, id: u64) -> Option<std::sync::Arc<RecordBatch>> {
+        self.hot.get(id)
     }
 
     /// The latest version (0 for an empty store).

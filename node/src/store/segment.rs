@@ -59,7 +59,8 @@ pub(super) fn create_dirs(root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the rows `rows` of `batch`, in that order, as the segment at `root/rel`; returns its size.
+/// Writes the rows `rows` of `batch`, in that order, as the segment at `root/rel`; returns its size
+/// and the rows written (for the hot-segment cache).
 /// `id_sorted` records that the rows are in `cds_unique_id` order (compacted segments are not).
 ///
 /// Write to a temporary name, fsync the file, rename, fsync the directory: after this returns the
@@ -70,7 +71,7 @@ pub(super) fn write(
     batch: &RecordBatch,
     rows: &[u32],
     id_sorted: bool,
-) -> Result<u64> {
+) -> Result<(u64, RecordBatch)> {
     let path = root.join(rel);
     let dir = path
         .parent()
@@ -105,7 +106,7 @@ pub(super) fn write(
     drop(file);
     fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)?;
-    Ok(bytes)
+    Ok((bytes, sorted))
 }
 
 /// Reads a whole segment as batches of the stored schema of `dataset`.
