@@ -270,7 +270,8 @@ impl TestCluster {
         None
     }
 
-    async fn all_shards_led(&self) -> bool {
+    /// Whether some live node sees a leader for every shard.
+    pub async fn all_shards_led(&self) -> bool {
         let Some(first) = self.nodes.keys().copied().find(|id| self.is_up(*id)) else {
             return false;
         };
