@@ -111,6 +111,9 @@ pub struct Connection {
 }
 
 /// Which RPC a call is, for the shared send path.
+/// Deadline of an AppendEntries that carries entries (see `append_entries`).
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Copy)]
 enum Rpc {
     Append,
@@ -123,7 +126,7 @@ impl Connection {
         &mut self,
         rpc: Rpc,
         req: &Req,
-        option: &RPCOption,
+        timeout: Duration,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
     where
         Req: Serialize,
@@ -141,7 +144,7 @@ impl Connection {
             group: self.group,
             payload: payload.into(),
         });
-        request.set_timeout(option.hard_ttl());
+        request.set_timeout(timeout);
         let reply = match rpc {
             Rpc::Append => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
@@ -172,7 +175,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        // openraft's deadline is the heartbeat interval: right for a heartbeat, too short for a
+        // batch of submissions a lagging follower must write and fsync (under load it would
+        // time out, back off and retry for ever, never catching up).
+        let timeout = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(APPEND_TIMEOUT)
+        };
+        self.call(Rpc::Append, &rpc, timeout).await
     }
 
     async fn install_snapshot(
@@ -183,7 +194,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
     }
 
     async fn vote(
@@ -191,7 +202,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
     }
 }
 

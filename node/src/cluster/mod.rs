@@ -127,6 +127,10 @@ impl Cluster {
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after),
                 max_in_snapshot_log_to_keep: config.raft.keep_after_snapshot,
                 snapshot_max_chunk_size: 1024 * 1024,
+                // Entries are whole submissions (up to tens of MB): openraft's default of 300 per
+                // AppendEntries could exceed the message limit, and a follower could then never
+                // catch up.
+                max_payload_entries: 8,
                 ..Default::default()
             }
             .validate()
