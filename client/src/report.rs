@@ -87,13 +87,7 @@ pub async fn trust_statement(
             .map(|v| Field::new(*v, DataType::Int64, false)),
     );
     let mut columns: Vec<ArrayRef> = (0..keys.len())
-        .map(|i| {
-            Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.0[i].as_str()))
-                    .collect::<StringArray>(),
-            ) as ArrayRef
-        })
+        .map(|i| key_column(rows.iter().map(|r| r.0[i].as_str())))
         .collect();
     columns.extend(
         (0..values.len())
@@ -181,13 +175,7 @@ pub async fn database_counts(
     ];
     fields.extend(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)));
     let mut columns: Vec<ArrayRef> = (0..3)
-        .map(|i| {
-            Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.0[i].as_str()))
-                    .collect::<StringArray>(),
-            ) as ArrayRef
-        })
+        .map(|i| key_column(rows.iter().map(|r| r.0[i].as_str())))
         .collect();
     columns.push(Arc::new(rows.iter().map(|r| r.1.0).collect::<Int64Array>()));
     for i in 0..period.len() {
@@ -204,6 +192,11 @@ pub async fn database_counts(
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| Error::Cluster(format!("building the counts: {e}")))
+}
+
+/// A text column of one key of the report's rows.
+fn key_column<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(values.map(Some).collect::<StringArray>())
 }
 
 /// `part / whole` as a percentage to one decimal place, rounded half up, in integers.

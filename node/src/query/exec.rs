@@ -1,6 +1,6 @@
 //! Executing a query over one store: pruning, parallel segment scans, grouping, accumulation.
 
-use super::field::{Field, as_i64};
+use super::field::as_i64;
 use super::filter::{mask, partition_may_match, row_group_may_match};
 use super::{Filter, Func, Query, View};
 use crate::model::Dataset;
@@ -443,7 +443,7 @@ fn accumulate(q: &Query, batch: &RecordBatch, key: &PatientKey, out: &mut Partia
                 }
             }
             (func, Some(field)) => {
-                let values = as_i64(&field_values(q.dataset, field, batch)?)?;
+                let values = as_i64(&field.eval(q.dataset, batch)?)?;
                 let mut acc: Vec<Option<i64>> = vec![None; ng];
                 for row in 0..n {
                     if values.is_null(row) {
@@ -494,10 +494,6 @@ fn accumulate(q: &Query, batch: &RecordBatch, key: &PatientKey, out: &mut Partia
         }
     }
     Ok(())
-}
-
-fn field_values(dataset: Dataset, field: &Field, batch: &RecordBatch) -> Result<ArrayRef> {
-    field.eval(dataset, batch)
 }
 
 /// A patient's keyed 128-bit digest per row: the NHS number, else the provider and local
