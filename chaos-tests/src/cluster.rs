@@ -52,7 +52,14 @@ pub struct TestCluster {
     root: tempfile::TempDir,
     pub options: NodeOptions,
     pub nodes: BTreeMap<u64, NodeProc>,
+    /// The development CA and the certificate every node presents (TLS, mutual between nodes).
+    pub certs: sus_client::certs::CertFiles,
+    /// The `admin` user's token (clients carry it unless given another).
+    pub token: Option<String>,
 }
+
+/// The password the test clusters give their `admin` user.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -72,12 +79,16 @@ impl TestCluster {
             root.disable_cleanup(true);
             eprintln!("test cluster directory: {}", root.path().display());
         }
+        let certs = sus_client::certs::init(&root.path().join("tls"), &["node".to_string()])
+            .map_err(|e| format!("certificates: {e}"))?;
         let mut cluster = TestCluster {
             bin: bin.to_path_buf(),
             refdata: refdata.to_path_buf(),
             root,
             options,
             nodes: BTreeMap::new(),
+            certs,
+            token: None,
         };
         for id in 1..=n {
             cluster.spawn(id, "127.0.0.1:0").await?;
@@ -87,11 +98,28 @@ impl TestCluster {
             .values()
             .map(|p| (p.id, p.addr.clone()))
             .collect();
-        cluster
-            .client(&[1])
-            .init(&members, shards, replication)
+        // Init runs before any user exists: it is authorised by a client certificate.
+        let mut tls = cluster.tls();
+        tls.identity = Some((
+            std::fs::read(&cluster.certs.client.0).map_err(|e| e.to_string())?,
+            std::fs::read(&cluster.certs.client.1).map_err(|e| e.to_string())?,
+        ));
+        let init = Client::with_config(sus_client::ClientConfig {
+            endpoints: vec![cluster.nodes[&1].addr.clone()],
+            token: None,
+            tls: Some(tls),
+            retry: RetryPolicy::default(),
+        })
+        .map_err(|e| e.to_string())?;
+        init.init(&members, shards, replication, ADMIN_PASSWORD)
             .await
             .map_err(|e| format!("init: {e}"))?;
+        let reply = cluster
+            .client(&[1])
+            .login("admin", ADMIN_PASSWORD, "test cluster administration", 0)
+            .await
+            .map_err(|e| format!("admin login: {e}"))?;
+        cluster.token = Some(reply.token);
         cluster
             .wait_for(
                 "every shard to elect a leader",
@@ -129,6 +157,12 @@ impl TestCluster {
             .arg("--refdata")
             .arg(refdata)
             .args(["serve", "--id", &id.to_string(), "--listen", listen])
+            .arg("--tls-ca")
+            .arg(&self.certs.ca)
+            .arg("--tls-cert")
+            .arg(&self.certs.nodes[0].1)
+            .arg("--tls-key")
+            .arg(&self.certs.nodes[0].2)
             .args(["--heartbeat-ms", &o.heartbeat_ms.to_string()])
             .args(["--election-ms", &o.election_ms.to_string()])
             .args(["--snapshot-after", &o.snapshot_after.to_string()])
@@ -227,13 +261,29 @@ impl TestCluster {
         self.client_with(ids, RetryPolicy::default())
     }
 
-    /// A client of the given nodes.
+    /// A client of the given nodes (TLS, with the admin token).
     pub fn client_with(&self, ids: &[u64], retry: RetryPolicy) -> Client {
+        self.client_as(ids, retry, self.token.clone())
+    }
+
+    /// A client of the given nodes carrying `token`.
+    pub fn client_as(&self, ids: &[u64], retry: RetryPolicy, token: Option<String>) -> Client {
         let endpoints: Vec<String> = ids
             .iter()
             .filter_map(|id| self.nodes.get(id).map(|p| p.addr.clone()))
             .collect();
-        Client::new(&endpoints, retry).expect("valid endpoints")
+        Client::with_config(sus_client::ClientConfig {
+            endpoints,
+            token,
+            tls: Some(self.tls()),
+            retry,
+        })
+        .expect("valid endpoints")
+    }
+
+    /// TLS options trusting the cluster's CA (no client certificate).
+    pub fn tls(&self) -> sus_client::TlsOptions {
+        sus_client::TlsOptions::from_files(&self.certs.ca, None).expect("the test CA is readable")
     }
 
     /// A client of every running node.

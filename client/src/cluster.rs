@@ -12,14 +12,16 @@ use std::time::Duration;
 use sus_proto::v1::admin_client::AdminClient;
 use sus_proto::v1::ingest_client::IngestClient;
 use sus_proto::v1::{
-    AddNodeRequest, InitRequest, NodeAddress, RemoveNodeRequest, SetRefDataRequest,
-    ShardContentRequest, StatusRequest, SubmitRequest, TransferLeaderRequest,
+    AddNodeRequest, AddUserRequest, AuditLogRequest, InitRequest, ListUsersRequest, LoginRequest,
+    NodeAddress, RemoveNodeRequest, RevokeUserRequest, SetRefDataRequest, ShardContentRequest,
+    StatusRequest, SubmitRequest, TransferLeaderRequest,
 };
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
-pub use sus_proto::v1::{ClusterStatus, GroupStatus, ShardContentReply};
+pub use sus_proto::audit::Record as AuditRecord;
+pub use sus_proto::v1::{ClusterStatus, GroupStatus, LoginReply, ShardContentReply, UserInfo};
 
 /// How a client retries calls whose outcome is unknown.
 #[derive(Debug, Clone)]
@@ -57,30 +59,154 @@ impl SubmitOutcome {
     }
 }
 
-/// A client of a cluster, cheap to clone.
+/// TLS towards the cluster: the CA that signed the nodes' certificates, and (for `init`, which
+/// runs before any user exists) a client certificate of that CA.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    pub ca_pem: Vec<u8>,
+    /// Certificate and key (PEM) presented to nodes.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsOptions {
+    /// Reads the CA certificate (and optionally a client certificate and key) from PEM files.
+    pub fn from_files(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<TlsOptions> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+        Ok(TlsOptions {
+            ca_pem: read(ca)?,
+            identity: match identity {
+                Some((c, k)) => Some((read(c)?, read(k)?)),
+                None => None,
+            },
+        })
+    }
+
+    fn config(&self) -> ClientTlsConfig {
+        let mut c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            c = c.identity(Identity::from_pem(cert, key));
+        }
+        c
+    }
+}
+
+/// How to reach and authenticate to a cluster (see [`Client::connect`]).
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// Nodes to call first (`host:port`); any live one will do.
+    pub endpoints: Vec<String>,
+    /// A bearer token from [`Client::login`] (`sus login`).
+    pub token: Option<String>,
+    /// `None`: plaintext, for nodes started with `--plaintext` only.
+    pub tls: Option<TlsOptions>,
+    pub retry: RetryPolicy,
+}
+
+/// Adds the bearer token to every call (a shared, replaceable value).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    token: std::sync::Arc<std::sync::RwLock<Option<String>>>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, Status> {
+        let token = self.token.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = token.as_deref()
+            && request.metadata().get("authorization").is_none()
+        {
+            let v = tonic::metadata::MetadataValue::try_from(format!("Bearer {t}"))
+                .map_err(|_| Status::unauthenticated("the token is not valid header text"))?;
+            request.metadata_mut().insert("authorization", v);
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that carries the client's token.
+pub type Conn = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
+
+/// A client of a cluster, cheap to clone. It holds no more rights than its token: the nodes
+/// check every call.
 #[derive(Clone)]
 pub struct Client {
     endpoints: Vec<(String, Channel)>,
     retry: RetryPolicy,
+    tls: Option<TlsOptions>,
+    credentials: Credentials,
     /// Channels to member nodes by address (reads go to the node holding each shard).
     peers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
 }
 
 impl Client {
-    /// A client of the nodes at `endpoints` (`host:port`); connections are made on first use.
+    /// A plaintext client without a token of the nodes at `endpoints` (`host:port`);
+    /// connections are made on first use. See [`Client::connect`] for TLS and a token.
     pub fn new(endpoints: &[String], retry: RetryPolicy) -> Result<Client> {
-        if endpoints.is_empty() {
+        Client::with_config(ClientConfig {
+            endpoints: endpoints.to_vec(),
+            retry,
+            ..ClientConfig::default()
+        })
+    }
+
+    /// A client as `config` says; connections are made on first use.
+    pub fn with_config(config: ClientConfig) -> Result<Client> {
+        if config.endpoints.is_empty() {
             return Err(Error::Cluster("no endpoint given".into()));
         }
-        let endpoints = endpoints
+        let endpoints = config
+            .endpoints
             .iter()
-            .map(|e| Ok((e.clone(), endpoint(e)?)))
+            .map(|e| Ok((e.clone(), endpoint(e, config.tls.as_ref())?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Client {
+        let client = Client {
             endpoints,
-            retry,
+            retry: config.retry,
+            tls: config.tls,
+            credentials: Credentials::default(),
             peers: Default::default(),
-        })
+        };
+        client.set_token(config.token);
+        Ok(client)
+    }
+
+    /// Connects to a cluster: checks that a node answers (and accepts the token, if any).
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let client = Client::with_config(config)?;
+        client.status(false).await?;
+        Ok(client)
+    }
+
+    /// Replaces the token every later call carries (shared by the clones of this client).
+    pub fn set_token(&self, token: Option<String>) {
+        *self
+            .credentials
+            .token
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = token;
+    }
+
+    /// A client like this one with another token (the clones of this one keep theirs).
+    pub fn with_token(&self, token: Option<String>) -> Client {
+        let mut c = self.clone();
+        c.credentials = Credentials::default();
+        c.set_token(token);
+        c
+    }
+
+    /// The token calls carry.
+    pub fn token(&self) -> Option<String> {
+        self.credentials
+            .token
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn conn(&self, channel: Channel) -> Conn {
+        tonic::service::interceptor::InterceptedService::new(channel, self.credentials.clone())
     }
 
     pub(crate) fn retry(&self) -> &RetryPolicy {
@@ -88,14 +214,14 @@ impl Client {
     }
 
     /// A (shared, lazily connected) channel to a node's address.
-    pub(crate) fn channel_to(&self, addr: &str) -> Result<Channel> {
+    pub(crate) fn channel_to(&self, addr: &str) -> Result<Conn> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
+            return Ok(self.conn(c.clone()));
         }
-        let channel = endpoint(addr)?;
+        let channel = endpoint(addr, self.tls.as_ref())?;
         peers.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        Ok(self.conn(channel))
     }
 
     /// Submits a file and its `FILE.meta.json` envelope.
@@ -157,15 +283,17 @@ impl Client {
         nodes: &[(u64, String)],
         shards: u32,
         replication: u32,
+        admin_password: &str,
     ) -> Result<ClusterStatus> {
         let request = InitRequest {
             format: WIRE_FORMAT_VERSION,
             nodes: addresses(nodes),
             shards,
             replication,
+            admin_password: admin_password.to_string(),
         };
         let (_, channel) = &self.endpoints[0];
-        let mut client = AdminClient::new(channel.clone());
+        let mut client = AdminClient::new(self.conn(channel.clone()));
         client
             .init(request)
             .await
@@ -252,7 +380,7 @@ impl Client {
             linearizable: false,
         });
         request.set_timeout(Duration::from_secs(5));
-        AdminClient::new(channel.clone())
+        AdminClient::new(self.conn(channel.clone()))
             .status(request)
             .await
             .map(|r| r.into_inner())
@@ -276,7 +404,7 @@ impl Client {
             linearizable,
         });
         request.set_timeout(Duration::from_secs(120));
-        AdminClient::new(channel.clone())
+        AdminClient::new(self.conn(channel.clone()))
             .shard_content(request)
             .await
             .map(|r| r.into_inner())
@@ -298,7 +426,12 @@ impl Client {
                 else {
                     continue;
                 };
-                let one = Client::new(&[addr], self.retry.clone())?;
+                let one = Client::with_config(ClientConfig {
+                    endpoints: vec![addr],
+                    token: self.token(),
+                    tls: self.tls.clone(),
+                    retry: self.retry.clone(),
+                })?;
                 let content = one.shard_content(0, shard.shard, false).await;
                 out.push(ReplicaContent {
                     node: *node,
@@ -310,11 +443,105 @@ impl Client {
         Ok(out)
     }
 
+    /// Exchanges a password for a token (for `purpose`, lasting `ttl_secs`, 0: 8 hours) and
+    /// makes this client (and its clones) carry it.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        purpose: &str,
+        ttl_secs: u64,
+    ) -> Result<LoginReply> {
+        let request = LoginRequest {
+            format: WIRE_FORMAT_VERSION,
+            user: user.to_string(),
+            password: password.to_string(),
+            purpose: purpose.to_string(),
+            ttl_secs,
+        };
+        let reply = self
+            .with_retry(|channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).login(request).await }
+            })
+            .await?;
+        self.set_token(Some(reply.token.clone()));
+        Ok(reply)
+    }
+
+    /// Adds a user (admin role). `tier` `None`: the role's default.
+    pub async fn add_user(&self, user: UserInfo, password: &str) -> Result<UserInfo> {
+        let request = AddUserRequest {
+            format: WIRE_FORMAT_VERSION,
+            user: Some(user),
+            password: password.to_string(),
+        };
+        self.with_retry(|channel| {
+            let request = request.clone();
+            async move { AdminClient::new(channel).add_user(request).await }
+        })
+        .await
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
+        self.with_retry(|channel| async move {
+            AdminClient::new(channel)
+                .list_users(ListUsersRequest {
+                    format: WIRE_FORMAT_VERSION,
+                })
+                .await
+        })
+        .await
+        .map(|r| r.users)
+    }
+
+    /// Revokes a user: every token issued to it is refused from now on.
+    pub async fn revoke_user(&self, name: &str) -> Result<UserInfo> {
+        let request = RevokeUserRequest {
+            format: WIRE_FORMAT_VERSION,
+            name: name.to_string(),
+        };
+        self.with_retry(|channel| {
+            let request = request.clone();
+            async move { AdminClient::new(channel).revoke_user(request).await }
+        })
+        .await
+    }
+
+    /// Entries `from..from+limit` (0: all) of the audit log, verified against their hash
+    /// chain (from the start of the log when `from` is 0). Roles auditor and admin.
+    pub async fn audit_log(&self, from: u64, limit: u64) -> Result<AuditLog> {
+        let reply = self
+            .with_retry(|channel| async move {
+                AdminClient::new(channel)
+                    .audit_log(AuditLogRequest {
+                        format: WIRE_FORMAT_VERSION,
+                        from,
+                        limit,
+                    })
+                    .await
+            })
+            .await?;
+        let mut entries = Vec::new();
+        for e in reply.entries {
+            let record = sus_proto::audit::Record::from_json(&e.record_json)?;
+            entries.push(AuditEntry {
+                index: e.index,
+                record,
+                hash: e.hash.to_vec(),
+            });
+        }
+        Ok(AuditLog {
+            entries,
+            total: reply.total,
+        })
+    }
+
     /// Runs `call` against the endpoints in turn until one answers, retrying errors whose
     /// outcome is unknown with capped exponential backoff for up to `retry_for`.
     pub(crate) async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         self.with_retry_for(self.retry.attempt_timeout, call).await
@@ -324,7 +551,7 @@ impl Client {
     /// replicas to catch up, which can take minutes).
     async fn with_retry_for<T, F, Fut>(&self, attempt_timeout: Duration, call: F) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.retry.retry_for;
@@ -333,7 +560,8 @@ impl Client {
         loop {
             let (name, channel) = &self.endpoints[attempt % self.endpoints.len()];
             attempt += 1;
-            let result = tokio::time::timeout(attempt_timeout, call(channel.clone())).await;
+            let result =
+                tokio::time::timeout(attempt_timeout, call(self.conn(channel.clone()))).await;
             let status = match result {
                 Ok(Ok(reply)) => return Ok(reply.into_inner()),
                 Ok(Err(status)) => status,
@@ -351,6 +579,35 @@ impl Client {
     }
 }
 
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub index: u64,
+    pub record: sus_proto::audit::Record,
+    pub hash: Vec<u8>,
+}
+
+/// Part of the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    pub entries: Vec<AuditEntry>,
+    /// Entries in the whole log.
+    pub total: u64,
+}
+
+impl AuditLog {
+    /// Verifies the hash chain of entries read from index 0; names the first broken entry.
+    pub fn verify(&self) -> std::result::Result<(), sus_proto::audit::Broken> {
+        sus_proto::audit::verify(
+            sus_proto::audit::GENESIS,
+            self.entries
+                .iter()
+                .map(|e| (e.index, &e.record, e.hash.as_slice())),
+        )
+        .map(|_| ())
+    }
+}
+
 /// One replica's content digest (see [`Client::replica_contents`]).
 #[derive(Debug)]
 pub struct ReplicaContent {
@@ -360,15 +617,20 @@ pub struct ReplicaContent {
 }
 
 /// A lazily connected channel to `addr` (`host:port` or a URI).
-fn endpoint(addr: &str) -> Result<Channel> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+fn endpoint(addr: &str, tls: Option<&TlsOptions>) -> Result<Channel> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
     };
-    Ok(Endpoint::from_shared(uri)
-        .map_err(|err| Error::Cluster(format!("endpoint {addr}: {err}")))?
-        .connect_timeout(Duration::from_secs(2))
+    let mut e = Endpoint::from_shared(uri)
+        .map_err(|err| Error::Cluster(format!("endpoint {addr}: {err}")))?;
+    if let Some(tls) = tls {
+        e = e
+            .tls_config(tls.config())
+            .map_err(|err| Error::Cluster(format!("TLS for {addr}: {err}")))?;
+    }
+    Ok(e.connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .connect_lazy())
 }
@@ -408,6 +670,8 @@ pub(crate) fn status_error(status: Status) -> Error {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
             Error::Unavailable(status.message().to_string())
         }
+        Code::Unauthenticated => Error::Unauthenticated(status.message().to_string()),
+        Code::PermissionDenied => Error::PermissionDenied(status.message().to_string()),
         _ => Error::Cluster(format!("{:?}: {}", status.code(), status.message())),
     }
 }

@@ -39,6 +39,13 @@ pub enum Error {
     /// The cluster refused the call (bad argument, wrong state); retrying will not help.
     #[error("refused by the cluster: {0}")]
     Refused(String),
+    /// The cluster does not know who is calling: no token, or one that is expired, revoked or
+    /// not the cluster's. Log in again.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller's role, organisation or tier does not allow the call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// Any other failure talking to the cluster.
     #[error("cluster: {0}")]
     Cluster(String),

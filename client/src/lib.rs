@@ -1,12 +1,13 @@
 //! sus-cluster client library: the cluster client (submissions, administration) and the
 //! synthetic data generator (`sus gen`).
 
+pub mod certs;
 pub mod cluster;
 pub mod error;
 pub mod generator;
 pub mod query;
 pub mod report;
 
-pub use cluster::{Client, RetryPolicy, SubmitOutcome};
+pub use cluster::{Client, ClientConfig, RetryPolicy, SubmitOutcome, TlsOptions};
 pub use error::{Error, Result};
 pub use query::{AggregateResult, ReadFrom, ScanSpec};

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use sus_proto::WIRE_FORMAT_VERSION;
 use sus_proto::partial::{Partial, ipc_to_batch};
+pub use sus_proto::v1::Tier;
 use sus_proto::v1::admin_client::AdminClient;
 use sus_proto::v1::query_client::QueryClient;
 use sus_proto::v1::{
@@ -53,6 +54,8 @@ pub struct ScanSpec {
     /// Stored columns to return; empty: all.
     pub columns: Vec<String>,
     pub view: Option<View>,
+    /// The tier asked for (`Tier::Unspecified as i32`: the caller's highest).
+    pub tier: i32,
 }
 
 /// Shorthands for building queries.
@@ -126,8 +129,14 @@ type Plan = BTreeMap<String, Vec<u32>>;
 
 impl Client {
     /// Runs an aggregate query over the whole cluster.
+    ///
+    /// The nodes send partial states that the client merges, except at the anonymised tier:
+    /// then one node reads every shard and returns the finished, disclosure-controlled table.
     pub async fn aggregate(&self, spec: &QuerySpec, read: ReadFrom) -> Result<AggregateResult> {
         self.check_view(spec.view.as_ref()).await?;
+        if spec.tier == Tier::Anonymised as i32 {
+            return self.aggregate_finished(spec, read).await;
+        }
         let deadline = tokio::time::Instant::now() + self.retry().retry_for;
         let mut merged: Option<Partial> = None;
         let mut result = AggregateResult {
@@ -150,6 +159,7 @@ impl Client {
                     query: Some(spec.clone()),
                     shards: shards.clone(),
                     linearizable: read == ReadFrom::Leader,
+                    finish: false,
                 };
                 let timeout = self.retry().attempt_timeout;
                 let ch = self.channel_to(&addr)?;
@@ -194,6 +204,9 @@ impl Client {
                     Err(Error::Refused(m)) if !m.contains("not known to this replica") => {
                         return Err(Error::Refused(m));
                     }
+                    Err(e @ (Error::PermissionDenied(_) | Error::Unauthenticated(_))) => {
+                        return Err(e);
+                    }
                     Err(e) => {
                         failed.extend(shards);
                         last_error = Some(e);
@@ -223,6 +236,46 @@ impl Client {
         Ok(result)
     }
 
+    /// One node reads every shard, merges and finishes the table (with disclosure control at
+    /// the anonymised tier).
+    pub async fn aggregate_finished(
+        &self,
+        spec: &QuerySpec,
+        read: ReadFrom,
+    ) -> Result<AggregateResult> {
+        let request = AggregateRequest {
+            format: WIRE_FORMAT_VERSION,
+            query: Some(spec.clone()),
+            shards: Vec::new(),
+            linearizable: read == ReadFrom::Leader,
+            finish: true,
+        };
+        let reply = self
+            .with_retry(|ch| {
+                let request = request.clone();
+                async move {
+                    QueryClient::new(ch)
+                        .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES)
+                        .aggregate(request)
+                        .await
+                }
+            })
+            .await?;
+        let batch = sus_proto::partial::ipc_to_batch(&reply.table)
+            .map_err(|e| Error::Cluster(format!("finished table: {e}")))?;
+        Ok(AggregateResult {
+            batch,
+            versions: reply
+                .versions
+                .iter()
+                .map(|v| (v.shard, v.version))
+                .collect(),
+            rows_scanned: reply.rows_scanned,
+            segments_scanned: reply.segments_scanned,
+            segments_pruned: reply.segments_pruned,
+        })
+    }
+
     /// Reads records of the whole cluster, shard by shard, handing each batch to `sink`.
     pub async fn scan(
         &self,
@@ -245,6 +298,7 @@ impl Client {
                 view: spec.view.clone(),
                 shards,
                 linearizable: read == ReadFrom::Leader,
+                tier: spec.tier,
             };
             let mut c = QueryClient::new(self.channel_to(&addr)?)
                 .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES);

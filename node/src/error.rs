@@ -22,6 +22,13 @@ pub enum Error {
     /// A named thing (a freeze point, a shard on this node) does not exist here.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The caller could not be authenticated (no token, or one that is expired, revoked or not
+    /// signed by this cluster).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller is authenticated but its role, organisation or tier does not allow this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A caller passed something unusable (not a submission's content: that gets a report).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -13,6 +13,7 @@
 //! The domain core (`validate`, `derive`, `price`, `refdata`) is pure: no I/O beyond loading
 //! reference files, no clock, no globals, so that every replica would compute the same result.
 
+pub mod access;
 pub mod cluster;
 pub mod derive;
 pub mod error;

@@ -78,6 +78,19 @@ struct ServeArgs {
     /// How long a submission waits for its commit before the client hears "outcome unknown".
     #[arg(long, env = "SUS_COMMIT_TIMEOUT_MS", default_value_t = 30_000)]
     commit_timeout_ms: u64,
+    /// The cluster CA's certificate (PEM): peers and clients are verified against it.
+    #[arg(long, env = "SUS_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the CA (`sus certs init` makes development ones).
+    #[arg(long, env = "SUS_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "SUS_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+    /// Serve and call peers without TLS (local development only: tokens and patient data
+    /// cross the network in clear).
+    #[arg(long, env = "SUS_PLAINTEXT", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    plaintext: bool,
 }
 
 fn main() -> ExitCode {
@@ -168,6 +181,18 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key, args.plaintext) {
+        (Some(ca), Some(cert), Some(key), false) => Some(sus_node::cluster::tls::TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None, None, true) => None,
+        _ => anyhow::bail!(
+            "TLS is required: pass --tls-ca, --tls-cert and --tls-key (`sus certs init` makes \
+             development ones), or --plaintext for local development"
+        ),
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
@@ -187,6 +212,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
                 keep_after_snapshot: args.keep_after_snapshot,
             },
             commit_timeout: std::time::Duration::from_millis(args.commit_timeout_ms),
+            tls: tls.clone(),
         })
         .await
         .with_context(|| format!("starting node {} in {}", args.id, data_dir.display()))?;
@@ -204,15 +230,24 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
         println!("sus-node {} listening on {bound}", args.id);
         use std::io::Write;
         std::io::stdout().flush()?;
-        tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(files) = &tls {
+            server = server
+                .tls_config(files.server()?)
+                .context("TLS configuration")?;
+        }
+        server
             .tcp_nodelay(true)
             // Bounded work per peer: Raft traffic of every group and client calls share it.
             .concurrency_limit_per_connection(256)
             .max_concurrent_streams(1024)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-            .add_service(sus_raft::network::RaftService::server(
-                cluster.registry.clone(),
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                sus_raft::network::RaftService::server(cluster.registry.clone()),
+                sus_node::cluster::tls::NodesOnly {
+                    required: tls.is_some(),
+                },
             ))
             .add_service(services.ingest())
             .add_service(services.admin())

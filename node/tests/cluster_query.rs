@@ -324,12 +324,24 @@ async fn pushed_down_aggregates_match_the_oracle_and_freeze_points_hold() {
     // Arrow Flight: one endpoint per shard, every ticket served by node 1 (which relays the
     // shards it has no replica of), as at the freeze point and now.
     let addr = cluster.nodes[&1].addr.clone();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let ca = std::fs::read(&cluster.certs.ca).unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        )
         .unwrap()
         .connect()
         .await
         .unwrap();
     let mut flight = arrow_flight::FlightClient::new(channel);
+    flight
+        .add_header(
+            "authorization",
+            &format!("Bearer {}", cluster.token.as_ref().unwrap()),
+        )
+        .unwrap();
     let hosted = cluster.status_of(1).await.unwrap().groups.len() - 1;
     assert!(
         hosted < 4,

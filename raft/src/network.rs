@@ -32,7 +32,7 @@ use sus_proto::v1::raft_client::RaftClient;
 use sus_proto::v1::raft_server;
 use sus_proto::v1::{RaftReply, RaftRequest};
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// How long a connection attempt to a peer may take before the RPC counts as unreachable.
@@ -42,12 +42,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
+    /// TLS towards peers (mutual: the config carries this node's certificate); `None`: plaintext.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Peers {
     /// A new, empty set of peer channels.
     pub fn new() -> Arc<Peers> {
         Arc::new(Peers::default())
+    }
+
+    /// A new set of peer channels that speak TLS with `tls`.
+    pub fn with_tls(tls: ClientTlsConfig) -> Arc<Peers> {
+        Arc::new(Peers {
+            channels: Mutex::default(),
+            tls: Some(tls),
+        })
     }
 
     /// The channel to `addr` (`host:port`), created on first use; it reconnects by itself.
@@ -59,7 +69,12 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

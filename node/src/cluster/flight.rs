@@ -14,11 +14,11 @@
 //! the shard's replicas). Any node serves any ticket: a node without a replica of the shard reads
 //! it from the shard's leader over the internal `Query.Scan` call and relays the batches.
 
+use super::reads::Extract;
 use super::service::{Services, status};
-use crate::query::{self, View};
+use crate::access::Caller;
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -62,6 +62,9 @@ pub struct FlightRequest {
     pub freeze: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<u32>,
+    /// `identifiable` or `pseudonymised` (default: the caller's highest tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 impl FlightRequest {
@@ -96,11 +99,31 @@ impl FlightRequest {
         self.freeze.clone().map(|freeze| v1::View { freeze })
     }
 
-    /// Checks the request and returns its output schema.
-    fn check(&self) -> Result<SchemaRef> {
-        let dataset = query::parse_dataset(&self.dataset)?;
-        query::parse_filters(dataset, &self.wire_filters()?)?;
-        query::exec::output_schema(dataset, &self.columns)
+    fn wire_tier(&self) -> Result<i32> {
+        match self.tier.as_deref() {
+            None | Some("") => Ok(v1::Tier::Unspecified as i32),
+            Some(t) => crate::access::Tier::parse(t)
+                .map(|t| t.to_proto() as i32)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "unknown tier '{t}' (identifiable, pseudonymised, anonymised)"
+                    ))
+                }),
+        }
+    }
+
+    /// Checks the request against the caller's rights.
+    fn extract(&self, services: &Services, caller: Caller) -> std::result::Result<Extract, Status> {
+        Extract::check(
+            services,
+            caller,
+            self.wire_tier().map_err(status)?,
+            &self.dataset,
+            &self.wire_filters().map_err(status)?,
+            &self.columns,
+            self.view().as_ref(),
+            "flight",
+        )
     }
 
     fn from_descriptor(d: &FlightDescriptor) -> Result<FlightRequest> {
@@ -116,6 +139,7 @@ impl FlightRequest {
                 filters: Vec::new(),
                 freeze: None,
                 shard: None,
+                tier: None,
             }),
             _ => Err(Error::InvalidArgument(
                 "a flight descriptor is a JSON command or the path [dataset]".into(),
@@ -128,18 +152,30 @@ type Boxed<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send
 
 impl Services {
     /// The Flight service with explicit message limits.
-    pub fn flight(&self) -> FlightServiceServer<Services> {
-        FlightServiceServer::new(self.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn flight(&self) -> super::auth::Authenticated<FlightServiceServer<Services>> {
+        super::auth::Authenticated::new(
+            FlightServiceServer::new(self.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            self.cluster.authenticator(),
+        )
     }
 
     fn flight_info(
         &self,
+        caller: &Caller,
         request: &FlightRequest,
         descriptor: FlightDescriptor,
     ) -> std::result::Result<FlightInfo, Status> {
-        let schema = request.check().map_err(status)?;
+        let schema = request
+            .extract(self, caller.clone())?
+            .schema()
+            .map_err(status)?;
+        let scheme = if self.cluster.tls_required() {
+            "grpc+tls"
+        } else {
+            "grpc+tcp"
+        };
         let state = self.cluster.meta_state();
         let mut info = FlightInfo::new()
             .try_with_schema(&schema)
@@ -154,7 +190,7 @@ impl Services {
             let mut endpoint = FlightEndpoint::new().with_ticket(Ticket::new(bytes));
             for node in &s.replicas {
                 if let Some(addr) = state.nodes.get(node) {
-                    endpoint = endpoint.with_location(format!("grpc+tcp://{addr}"));
+                    endpoint = endpoint.with_location(format!("{scheme}://{addr}"));
                 }
             }
             info = info.with_endpoint(endpoint);
@@ -162,30 +198,19 @@ impl Services {
         Ok(info)
     }
 
-    /// The batches of one shard's ticket, read here or relayed from the shard's leader.
+    /// The batches of one shard's ticket, read here or relayed from the shard's leader (which
+    /// checks the caller's token itself).
     async fn ticket_batches(
         &self,
+        caller: Caller,
+        credentials: &tonic::metadata::MetadataMap,
         request: FlightRequest,
         shard: u32,
     ) -> std::result::Result<Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>, Status> {
-        let dataset = query::parse_dataset(&request.dataset).map_err(status)?;
-        let filters = query::parse_filters(dataset, &request.wire_filters().map_err(status)?)
-            .map_err(status)?;
+        let extract = request.extract(self, caller)?;
         if let Some((_, replica)) = self.cluster.shard(shard) {
-            let store = replica.store();
-            let view = request.freeze.clone().map_or(View::Current, View::Freeze);
-            let columns = request.columns.clone();
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(4);
-            tokio::task::spawn_blocking(move || {
-                let mut send = |b: RecordBatch| {
-                    tx.blocking_send(Ok(b))
-                        .map_err(|_| Error::InvalidArgument("the reader went away".into()))
-                };
-                if let Err(e) = query::scan(&store, dataset, &filters, &columns, &view, &mut send) {
-                    let _ = tx.blocking_send(Err(e));
-                }
-            });
-            return Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
+            let stores = vec![(shard, replica.store())];
+            return Ok(Box::pin(self.run_extract(extract, stores)));
         }
         let leader = self
             .shard_leader_anywhere(shard)
@@ -193,16 +218,18 @@ impl Services {
             .ok_or_else(|| Status::unavailable(format!("shard {shard} has no leader; retry")))?;
         let mut client =
             QueryClient::new(self.channel(leader)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let scan = ScanRequest {
+            format: WIRE_FORMAT_VERSION,
+            dataset: request.dataset.clone(),
+            filters: request.wire_filters().map_err(status)?,
+            columns: request.columns.clone(),
+            view: request.view(),
+            shards: vec![shard],
+            linearizable: false,
+            tier: extract.tier.to_proto() as i32,
+        };
         let stream = client
-            .scan(ScanRequest {
-                format: WIRE_FORMAT_VERSION,
-                dataset: request.dataset.clone(),
-                filters: request.wire_filters().map_err(status)?,
-                columns: request.columns.clone(),
-                view: request.view(),
-                shards: vec![shard],
-                linearizable: false,
-            })
+            .scan(super::auth::forward(credentials, scan))
             .await?
             .into_inner();
         Ok(Box::pin(stream.map(|chunk| {
@@ -225,19 +252,58 @@ impl FlightService for Services {
     type DoActionStream = Boxed<arrow_flight::Result>;
     type ListActionsStream = Boxed<ActionType>;
 
+    /// Basic authentication (`authorization: Basic base64(user:password)`, padded or not; the
+    /// purpose in `x-sus-purpose`) answered with the bearer token in the `authorization` header.
     async fn handshake(
         &self,
-        _: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented(
-            "no handshake: authentication arrives with issue #5",
-        ))
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let Some(encoded) = header
+            .strip_prefix("Basic ")
+            .or_else(|| header.strip_prefix("basic "))
+        else {
+            return Err(Status::unauthenticated(
+                "the handshake needs `authorization: Basic base64(user:password)`",
+            ));
+        };
+        use base64::Engine;
+        let trimmed = encoded.trim().trim_end_matches('=');
+        let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(trimmed)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Status::unauthenticated("the Basic credentials are not base64 text"))?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| Status::unauthenticated("Basic credentials are user:password"))?;
+        let purpose = request
+            .metadata()
+            .get("x-sus-purpose")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("arrow flight extract")
+            .to_string();
+        let reply = super::users::login(&self.cluster, user, password, &purpose, 0)
+            .await
+            .map_err(status)?;
+        let mut response = Response::new(Box::pin(futures::stream::once(async {
+            Ok(HandshakeResponse::default())
+        })) as Self::HandshakeStream);
+        let value = tonic::metadata::MetadataValue::try_from(format!("Bearer {}", reply.token))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        response.metadata_mut().insert("authorization", value);
+        Ok(response)
     }
 
     async fn list_flights(
         &self,
-        _: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
+        let caller = super::auth::caller(&request)?;
         let mut infos = Vec::new();
         for dataset in crate::model::Dataset::ALL {
             let request = FlightRequest {
@@ -246,9 +312,10 @@ impl FlightService for Services {
                 filters: Vec::new(),
                 freeze: None,
                 shard: None,
+                tier: None,
             };
             let descriptor = FlightDescriptor::new_path(vec![dataset.name().to_string()]);
-            infos.push(Ok(self.flight_info(&request, descriptor)?));
+            infos.push(Ok(self.flight_info(&caller, &request, descriptor)?));
         }
         Ok(Response::new(Box::pin(futures::stream::iter(infos))))
     }
@@ -257,9 +324,10 @@ impl FlightService for Services {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
+        let caller = super::auth::caller(&request)?;
         let descriptor = request.into_inner();
         let req = FlightRequest::from_descriptor(&descriptor).map_err(status)?;
-        Ok(Response::new(self.flight_info(&req, descriptor)?))
+        Ok(Response::new(self.flight_info(&caller, &req, descriptor)?))
     }
 
     async fn poll_flight_info(
@@ -273,8 +341,9 @@ impl FlightService for Services {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
+        let caller = super::auth::caller(&request)?;
         let req = FlightRequest::from_descriptor(&request.into_inner()).map_err(status)?;
-        let schema = req.check().map_err(status)?;
+        let schema = req.extract(self, caller)?.schema().map_err(status)?;
         let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
@@ -285,15 +354,20 @@ impl FlightService for Services {
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let credentials = request.metadata().clone();
         let ticket = request.into_inner();
         let req: FlightRequest = serde_json::from_slice(&ticket.ticket)
             .map_err(|e| Status::invalid_argument(format!("not a sus flight ticket: {e}")))?;
         let shard = req
             .shard
             .ok_or_else(|| Status::invalid_argument("the ticket names no shard"))?;
-        let schema = req.check().map_err(status)?;
+        let schema = req
+            .extract(self, caller.clone())?
+            .schema()
+            .map_err(status)?;
         let batches = self
-            .ticket_batches(req, shard)
+            .ticket_batches(caller, &credentials, req, shard)
             .await?
             .map_err(|e| FlightError::Tonic(Box::new(status(e))));
         let data = FlightDataEncoderBuilder::new()

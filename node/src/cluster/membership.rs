@@ -25,6 +25,8 @@ impl Services {
                     .into(),
             ));
         }
+        crate::access::password::check_strength(&req.admin_password)
+            .map_err(|e| Error::InvalidArgument(format!("init: the admin user's password: {e}")))?;
         if !req.nodes.iter().any(|n| n.id == cluster.id) {
             return Err(Error::InvalidArgument(format!(
                 "init must be sent to one of the nodes it names (this is node {})",
@@ -98,6 +100,21 @@ impl Services {
                 replication: req.replication,
                 refdata: cluster.refdata.fingerprint().to_string(),
                 secret: rand::random::<[u8; 32]>().to_vec(),
+            })
+            .await?;
+        cluster
+            .propose_meta(&MetaCommand::AddUser {
+                name: "admin".into(),
+                user: crate::access::User {
+                    role: crate::access::Role::Admin,
+                    org: String::new(),
+                    max_tier: crate::access::Tier::Identifiable,
+                    delegated: Vec::new(),
+                    password: crate::access::password::PasswordHash::new(&req.admin_password),
+                    generation: 0,
+                    revoked: false,
+                    created: chrono::Utc::now().timestamp(),
+                },
             })
             .await?;
         info!(

@@ -53,6 +53,12 @@ pub struct MetaState {
     /// for distinct counts. Held by nodes only; never sent to clients.
     #[serde(default)]
     pub secret: Vec<u8>,
+    /// Users by name.
+    #[serde(default)]
+    pub users: BTreeMap<String, crate::access::User>,
+    /// The audit log (append-only, hash-chained as applied).
+    #[serde(default)]
+    pub audit: super::audit::AuditLog,
 }
 
 /// A freeze point as the meta group records it.
@@ -92,6 +98,19 @@ pub enum MetaCommand {
     Freeze {
         name: String,
         record: FreezeRecord,
+    },
+    /// Adds a user (a name is never reused, even after revocation).
+    AddUser {
+        name: String,
+        user: crate::access::User,
+    },
+    /// Revokes a user and every token issued to it.
+    RevokeUser {
+        name: String,
+    },
+    /// Appends records to the audit log.
+    Audit {
+        records: Vec<sus_proto::audit::Record>,
     },
 }
 
@@ -164,6 +183,30 @@ impl MetaState {
                     return Err(format!("freeze point '{name}' already exists"));
                 }
                 self.freezes.insert(name, record);
+                Ok(())
+            }
+            MetaCommand::AddUser { name, user } => {
+                if self.users.contains_key(&name) {
+                    return Err(format!(
+                        "user {name} already exists (names are never reused)"
+                    ));
+                }
+                self.users.insert(name, user);
+                Ok(())
+            }
+            MetaCommand::RevokeUser { name } => {
+                let user = self
+                    .users
+                    .get_mut(&name)
+                    .ok_or_else(|| format!("no user {name}"))?;
+                user.revoked = true;
+                user.generation += 1;
+                Ok(())
+            }
+            MetaCommand::Audit { records } => {
+                for r in records {
+                    self.audit.append(r);
+                }
                 Ok(())
             }
         }

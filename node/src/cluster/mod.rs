@@ -16,6 +16,8 @@
 //! node serves Raft calls only once admitted (by `Init` or `AddNode`), and `AddNode` refuses an id
 //! the cluster has used before, so a wiped node can only rejoin under a new id.
 
+mod audit;
+pub mod auth;
 pub mod command;
 mod flight;
 mod membership;
@@ -25,6 +27,8 @@ pub mod routing;
 pub mod service;
 pub mod shard;
 pub mod snapshot;
+pub mod tls;
+pub mod users;
 
 use crate::refdata::RefData;
 use crate::{Error, Result};
@@ -85,6 +89,8 @@ pub struct ClusterConfig {
     /// How long a submission may wait for its commit before the client is told the outcome is
     /// unknown (and to resend with the same submission id).
     pub commit_timeout: Duration,
+    /// TLS material; `None` only for explicitly plaintext (development) nodes.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -101,10 +107,13 @@ pub struct Cluster {
     /// Sender/provider routing components of `refdata`, computed once.
     pub routing: routing::Routing,
     pub commit_timeout: Duration,
+    tls: bool,
     pub peers: Arc<Peers>,
     pub registry: Arc<Registry>,
     pub meta: Raft,
     meta_state: watch::Receiver<MetaState>,
+    /// Signs this node's own calls to its peers.
+    pub node_auth: auth::NodeAuth,
     shards: Mutex<BTreeMap<u32, (Raft, Arc<ShardReplica>)>>,
     raft_config: Arc<openraft::Config>,
     data_dir: PathBuf,
@@ -136,7 +145,10 @@ impl Cluster {
             .validate()
             .map_err(|e| Error::InvalidArgument(format!("raft settings: {e}")))?,
         );
-        let peers = Peers::new();
+        let peers = match &config.tls {
+            Some(files) => Peers::with_tls(files.client()?),
+            None => Peers::new(),
+        };
         let registry = Registry::new();
         let meta_dir = config.data_dir.join("meta");
         let log = LogStore::open(&meta_dir.join("raft")).map_err(raft_error)?;
@@ -157,9 +169,11 @@ impl Cluster {
             routing: routing::Routing::new(&refdata),
             refdata,
             commit_timeout: config.commit_timeout,
+            tls: config.tls.is_some(),
             peers,
             registry,
             meta,
+            node_auth: auth::NodeAuth::new(config.id, meta_state.clone()),
             meta_state,
             shards: Mutex::new(BTreeMap::new()),
             raft_config,
@@ -181,6 +195,33 @@ impl Cluster {
     /// The cluster state as this node last applied it.
     pub fn meta_state(&self) -> MetaState {
         self.meta_state.borrow().clone()
+    }
+
+    /// A channel to the peer at `addr` on which calls without credentials carry this node's.
+    pub fn peer(&self, addr: &str) -> Result<auth::PeerChannel> {
+        let channel = self
+            .peers
+            .channel(addr)
+            .map_err(|e| Error::Consensus(format!("peer {addr}: {e}")))?;
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            self.node_auth.clone(),
+        ))
+    }
+
+    /// Whether connections are TLS (and the pre-key calls need node certificates).
+    pub fn tls_required(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether this node holds the cluster key (it belongs to a bootstrapped cluster).
+    pub fn has_key(&self) -> bool {
+        !self.meta_state.borrow().secret.is_empty()
+    }
+
+    /// The interceptor that authenticates calls to this node's public services.
+    pub fn authenticator(&self) -> auth::Authenticator {
+        auth::Authenticator::new(self.meta_state.clone())
     }
 
     /// Whether this node has been admitted to a cluster.

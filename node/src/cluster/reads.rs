@@ -13,20 +13,27 @@
 //! `NOT_FOUND` (the client then asks the shard's leader). With `linearizable` the replica must
 //! lead the shard and confirms it with a read-index round first (read your writes).
 
+use super::auth;
 use super::command::ShardCommand;
 use super::meta::{FreezeRecord, MetaCommand};
 use super::service::{LEADER_WAIT, Services, check_format, status};
 use super::{Cluster, shard::ShardReplica};
+use crate::access::{self, Caller, Keys, Scope, Tier};
+use crate::model::Dataset;
 use crate::query::{self, PatientKey, Query};
 use crate::store::check_freeze_name;
 use crate::{Error, Result};
+use arrow::array::RecordBatch;
 use futures::Stream;
+use futures::StreamExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use sus_proto::partial::Partial;
 use sus_proto::partial::batch_to_ipc;
+use sus_proto::v1::query_client::QueryClient;
 use sus_proto::v1::query_server::{self, QueryServer};
-use sus_proto::v1::*;
+use sus_proto::v1::{self, *};
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
 use sus_raft::Raft;
 use tonic::{Request, Response, Status};
@@ -53,10 +60,13 @@ pub(super) fn freeze_point(name: &str, r: &FreezeRecord) -> FreezePoint {
 
 impl Services {
     /// The `Query` service with explicit message limits.
-    pub fn query(&self) -> QueryServer<Services> {
-        QueryServer::new(self.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn query(&self) -> super::auth::Authenticated<QueryServer<Services>> {
+        super::auth::Authenticated::new(
+            QueryServer::new(self.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            self.cluster.authenticator(),
+        )
     }
 
     /// On the meta leader: freezes every shard, then records the freeze point.
@@ -238,25 +248,181 @@ fn decode_compact(answer: &[u8]) -> std::result::Result<CompactReply, Status> {
 
 type ScanStream = Pin<Box<dyn Stream<Item = std::result::Result<ScanChunk, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl query_server::Query for Services {
-    async fn aggregate(
+/// A record-level read, checked against the caller's rights.
+pub(super) struct Extract {
+    pub caller: Caller,
+    pub tier: Tier,
+    pub dataset: Dataset,
+    pub filters: Vec<query::Filter>,
+    pub scope: Vec<query::Filter>,
+    pub scope_text: String,
+    pub columns: Vec<String>,
+    pub view: query::View,
+    /// The recipient's pseudonym key (pseudonymised tier).
+    pub pseudonym_key: Option<[u8; 32]>,
+    /// `scan` or `flight`.
+    pub action: &'static str,
+}
+
+impl Extract {
+    /// Checks a scan of `dataset` for `caller`: the tier it may read at (never anonymised: no
+    /// record-level reads), its scope, and no identifier filters below the identifiable tier.
+    pub(super) fn check(
+        services: &Services,
+        caller: Caller,
+        asked: i32,
+        dataset_name: &str,
+        wire_filters: &[v1::Filter],
+        columns: &[String],
+        view: Option<&v1::View>,
+        action: &'static str,
+    ) -> std::result::Result<Extract, Status> {
+        let dataset = query::parse_dataset(dataset_name).map_err(status)?;
+        let tier = caller
+            .tier(Tier::from_proto(asked).map_err(status)?)
+            .map_err(status)?;
+        if tier == Tier::Anonymised {
+            return Err(Status::permission_denied(format!(
+                "user {} reads at the anonymised tier: aggregates only (with disclosure \
+                 control), no record-level reads",
+                caller.user
+            )));
+        }
+        let scope = caller.scope().map_err(status)?;
+        let filters = query::parse_filters(dataset, wire_filters).map_err(status)?;
+        scope.check_filters(&caller, &filters).map_err(status)?;
+        access::check_identifiers(tier, filters.iter().map(|f| f.name.as_str())).map_err(status)?;
+        query::exec::output_schema(dataset, columns).map_err(status)?;
+        let pseudonym_key = (tier == Tier::Pseudonymised).then(|| {
+            Keys::new(&services.cluster.meta_state.borrow().secret).pseudonym_key(&caller.org)
+        });
+        Ok(Extract {
+            tier,
+            dataset,
+            scope: scope.filters(dataset).map_err(status)?,
+            scope_text: scope.describe(),
+            filters,
+            columns: columns.to_vec(),
+            view: query::parse_view(view),
+            pseudonym_key,
+            action,
+            caller,
+        })
+    }
+
+    /// The schema of the rows the caller receives.
+    pub(super) fn schema(&self) -> Result<arrow::datatypes::SchemaRef> {
+        let schema = query::exec::output_schema(self.dataset, &self.columns)?;
+        Ok(match self.tier {
+            Tier::Pseudonymised => access::pseudonym::schema(&schema),
+            _ => schema,
+        })
+    }
+
+    fn audit_record(&self, node: u64, rows: u64, shards: &[u32]) -> sus_proto::audit::Record {
+        let mut r = super::audit::record(&self.caller, node, self.action);
+        r.tier = self.tier.name().to_string();
+        r.dataset = self.dataset.name().to_string();
+        r.filter = describe_filters(&self.filters, &self.scope_text);
+        r.view = view_name(&self.view);
+        r.rows = rows;
+        r.detail = format!("shards {shards:?}");
+        r
+    }
+}
+
+fn view_name(view: &query::View) -> String {
+    match view {
+        query::View::Current => String::new(),
+        query::View::Freeze(name) => name.clone(),
+    }
+}
+
+/// Filters and scope as the audit log records them.
+fn describe_filters(filters: &[query::Filter], scope: &str) -> String {
+    let mut parts: Vec<String> = filters
+        .iter()
+        .map(|f| format!("{} {:?}", f.name, f.pred))
+        .collect();
+    parts.push(format!("scope: {scope}"));
+    parts.join("; ")
+}
+
+impl Services {
+    /// Streams the rows of `extract` from `stores`, transformed for its tier; the caller's audit
+    /// entry is committed before the stream ends (an extract that cannot be audited ends in an
+    /// error).
+    pub(super) fn run_extract(
         &self,
-        request: Request<AggregateRequest>,
-    ) -> std::result::Result<Response<AggregateReply>, Status> {
-        let req = request.into_inner();
-        check_format(req.format)?;
-        let spec = req
-            .query
-            .ok_or_else(|| Status::invalid_argument("an aggregate request needs a query"))?;
-        let query = Query::from_proto(&spec).map_err(status)?;
+        extract: Extract,
+        stores: Vec<(u32, Arc<crate::store::Store>)>,
+    ) -> tokio_stream::wrappers::ReceiverStream<Result<arrow::array::RecordBatch>> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<arrow::array::RecordBatch>>(4);
+        let services = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut rows = 0u64;
+            let shards: Vec<u32> = stores.iter().map(|(s, _)| *s).collect();
+            for (_, store) in &stores {
+                let mut send = |batch: arrow::array::RecordBatch| -> Result<()> {
+                    let batch = match &extract.pseudonym_key {
+                        Some(key) => access::pseudonym::apply(&batch, key)?,
+                        None => batch,
+                    };
+                    rows += batch.num_rows() as u64;
+                    tx.blocking_send(Ok(batch))
+                        .map_err(|_| Error::InvalidArgument("the reader went away".into()))
+                };
+                let scanned = query::scan(
+                    store,
+                    extract.dataset,
+                    (&extract.filters, &extract.scope),
+                    &extract.columns,
+                    &extract.view,
+                    &mut send,
+                );
+                if let Err(e) = scanned {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+            if !extract.caller.via_node {
+                let record = extract.audit_record(services.cluster.id, rows, &shards);
+                if let Err(s) = handle.block_on(services.audit(vec![record])) {
+                    let _ = tx.blocking_send(Err(Error::Consensus(format!(
+                        "the extract could not be audited: {}",
+                        s.message()
+                    ))));
+                }
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+
+    /// The stores of `shards` a read may use.
+    async fn stores(
+        &self,
+        shards: &[u32],
+        linearizable: bool,
+    ) -> std::result::Result<Vec<(u32, Arc<crate::store::Store>)>, Status> {
         let mut stores = Vec::new();
-        for shard in &req.shards {
-            let (_, replica) = self.readable(*shard, req.linearizable).await?;
+        for shard in shards {
+            let (_, replica) = self.readable(*shard, linearizable).await?;
             stores.push((*shard, replica.store()));
         }
+        Ok(stores)
+    }
+
+    /// Aggregates `query` over local `shards`.
+    async fn aggregate_here(
+        &self,
+        query: Query,
+        shards: &[u32],
+        linearizable: bool,
+    ) -> std::result::Result<(Partial, AggregateReply), Status> {
+        let stores = self.stores(shards, linearizable).await?;
         let key = self.patient_key();
-        let done = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut merged = query.partial();
             let mut reply = AggregateReply::default();
             for (shard, store) in stores {
@@ -269,16 +435,227 @@ impl query_server::Query for Services {
                 reply.segments_scanned += stats.segments_scanned;
                 reply.segments_pruned += stats.segments_pruned;
             }
-            reply.partial = merged
-                .to_ipc()
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?
-                .into();
-            Ok::<_, Error>(reply)
+            Ok::<_, Error>((merged, reply))
         })
         .await
         .map_err(|e| Status::internal(format!("query task: {e}")))?
-        .map_err(status)?;
-        Ok(Response::new(done))
+        .map_err(status)
+    }
+
+    /// Reads every shard on its leader for `caller`, merges, and finishes the table (with
+    /// disclosure control at the anonymised tier).
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_aggregate(
+        &self,
+        caller: &Caller,
+        credentials: &tonic::metadata::MetadataMap,
+        spec: QuerySpec,
+        query: Query,
+        tier: Tier,
+        national: (bool, bool),
+        linearizable: bool,
+    ) -> std::result::Result<(RecordBatch, AggregateReply), Status> {
+        let shards = self.cluster.meta_state.borrow().shards.len() as u32;
+        let mut by_node: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
+        for shard in 0..shards {
+            let leader = self.shard_leader_anywhere(shard).await.ok_or_else(|| {
+                Status::unavailable(format!("shard {shard} has no leader; retry"))
+            })?;
+            by_node.entry(leader).or_default().push(shard);
+        }
+        let client_token = auth::bearer(credentials)
+            .map_err(status)?
+            .ok_or_else(|| Status::unauthenticated("no bearer token"))?
+            .to_string();
+        let calls = by_node.into_iter().map(|(node, shards)| {
+            let query = query.clone();
+            let spec = spec.clone();
+            let client_token = client_token.clone();
+            async move {
+                if node == self.cluster.id {
+                    return self.aggregate_here(query, &shards, linearizable).await;
+                }
+                let mut r = Request::new(AggregateRequest {
+                    format: WIRE_FORMAT_VERSION,
+                    query: Some(spec),
+                    shards,
+                    linearizable,
+                    finish: false,
+                });
+                let v = tonic::metadata::MetadataValue::try_from(client_token)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                r.metadata_mut().insert(auth::ON_BEHALF, v);
+                let reply = QueryClient::new(self.channel(node)?)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .aggregate(r)
+                    .await?
+                    .into_inner();
+                let partial = Partial::from_ipc(&reply.partial)
+                    .map_err(|e| Status::internal(format!("partial from node {node}: {e}")))?;
+                Ok((partial, reply))
+            }
+        });
+        let mut merged = query.partial();
+        let mut total = AggregateReply::default();
+        for r in futures::future::try_join_all(calls).await? {
+            let (partial, reply) = r;
+            merged
+                .merge(partial)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            total.versions.extend(reply.versions);
+            total.rows_scanned += reply.rows_scanned;
+            total.segments_scanned += reply.segments_scanned;
+            total.segments_pruned += reply.segments_pruned;
+        }
+        let order: Vec<(String, bool)> = spec
+            .order
+            .iter()
+            .map(|o| (o.column.clone(), o.descending))
+            .collect();
+        let table = if tier == Tier::Anonymised {
+            let rows = query
+                .aggs
+                .iter()
+                .position(|a| a.func == query::Func::Count)
+                .ok_or_else(|| Status::internal("no record count for disclosure control"))?;
+            let counts = query
+                .aggs
+                .iter()
+                .map(|a| match (a.func, &a.field) {
+                    (query::Func::Count | query::Func::DistinctPatients, _) => true,
+                    (query::Func::Sum, Some(query::Field::Flag(_))) => true,
+                    _ => false,
+                })
+                .collect();
+            access::disclosure::control(
+                &merged,
+                &access::disclosure::Spec {
+                    counts,
+                    rows,
+                    hide_rows: query.aggs[rows].name == HIDDEN_COUNT,
+                    rows_national: national.0,
+                    total_national: national.1,
+                    order,
+                    limit: spec.limit as usize,
+                },
+            )
+            .map_err(status)?
+        } else {
+            merged
+                .finish(&order, spec.limit as usize)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
+        let _ = caller;
+        Ok((table, total))
+    }
+}
+
+/// The record count added to an anonymised query that has none (disclosure control needs it).
+const HIDDEN_COUNT: &str = "__records";
+
+#[tonic::async_trait]
+impl query_server::Query for Services {
+    async fn aggregate(
+        &self,
+        request: Request<AggregateRequest>,
+    ) -> std::result::Result<Response<AggregateReply>, Status> {
+        let caller = auth::caller(&request)?;
+        let credentials = request.metadata().clone();
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let mut spec = req
+            .query
+            .ok_or_else(|| Status::invalid_argument("an aggregate request needs a query"))?;
+        let tier = caller
+            .tier(Tier::from_proto(spec.tier).map_err(status)?)
+            .map_err(status)?;
+        if tier == Tier::Anonymised && !caller.via_node && !req.finish {
+            return Err(Status::permission_denied(format!(
+                "user {} reads at the anonymised tier: only finished, disclosure-controlled \
+                 tables (AggregateRequest.finish), never partial states",
+                caller.user
+            )));
+        }
+        if tier == Tier::Anonymised
+            && req.finish
+            && !spec
+                .aggregates
+                .iter()
+                .any(|a| a.func == v1::aggregate::Func::Count as i32)
+        {
+            spec.aggregates.push(v1::Aggregate {
+                func: v1::aggregate::Func::Count as i32,
+                field: String::new(),
+                name: HIDDEN_COUNT.into(),
+            });
+        }
+        let mut query = Query::from_proto(&spec).map_err(status)?;
+        let scope = caller.scope().map_err(status)?;
+        scope
+            .check_filters(&caller, &query.filters)
+            .map_err(status)?;
+        let filter_names: Vec<&str> = query.filters.iter().map(|f| f.name.as_str()).collect();
+        let group_names: Vec<&str> = query.group_by.iter().map(|(n, _)| n.as_str()).collect();
+        access::check_identifiers(tier, filter_names.iter().chain(&group_names).copied())
+            .map_err(status)?;
+        query.scope = scope.filters(query.dataset).map_err(status)?;
+        let sub = |names: &[&str]| {
+            names
+                .iter()
+                .any(|n| access::disclosure::SUB_NATIONAL.contains(n))
+        };
+        let total_national = scope.is_national() && !sub(&filter_names);
+        let national = (total_national && !sub(&group_names), total_national);
+        let mut audit = (tier == Tier::Identifiable && !caller.via_node).then(|| {
+            let mut r = super::audit::record(&caller, self.cluster.id, "aggregate");
+            r.tier = tier.name().to_string();
+            r.dataset = query.dataset.name().to_string();
+            r.filter = format!(
+                "{}; group by {}",
+                describe_filters(&query.filters, &scope.describe()),
+                group_names.join(",")
+            );
+            r.view = view_name(&query.view);
+            r
+        });
+        let reply = if req.finish {
+            let (table, mut reply) = self
+                .finish_aggregate(
+                    &caller,
+                    &credentials,
+                    spec,
+                    query,
+                    tier,
+                    national,
+                    req.linearizable,
+                )
+                .await?;
+            if let Some(r) = audit.as_mut() {
+                r.rows = table.num_rows() as u64;
+                r.detail = "finished on this node".into();
+            }
+            reply.table = batch_to_ipc(&table)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into();
+            reply
+        } else {
+            let (merged, mut reply) = self
+                .aggregate_here(query, &req.shards, req.linearizable)
+                .await?;
+            if let Some(r) = audit.as_mut() {
+                r.rows = merged.groups.len() as u64;
+                r.detail = format!("partial of shards {:?}", req.shards);
+            }
+            reply.partial = merged
+                .to_ipc()
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into();
+            reply
+        };
+        if let Some(r) = audit {
+            self.audit(vec![r]).await?;
+        }
+        Ok(Response::new(reply))
     }
 
     type ScanStream = ScanStream;
@@ -287,20 +664,30 @@ impl query_server::Query for Services {
         &self,
         request: Request<ActivityRequest>,
     ) -> std::result::Result<Response<ActivityReply>, Status> {
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         check_format(req.format)?;
+        // Submission activity is per provider: a scope of commissioners has none of its own.
+        let providers = match caller.scope().map_err(status)? {
+            Scope::National => None,
+            Scope::Orgs { providers, .. } if !providers.is_empty() => Some(providers),
+            Scope::Orgs { .. } => {
+                return Err(Status::permission_denied(format!(
+                    "user {} (role {}): database counts are per provider; a commissioner has \
+                     none",
+                    caller.user,
+                    caller.role.name()
+                )));
+            }
+        };
         let dataset = query::parse_dataset(&req.dataset).map_err(status)?;
         let view = query::parse_view(req.view.as_ref());
         let since = query::parse_view(req.since.as_ref());
-        let mut stores = Vec::new();
-        for shard in &req.shards {
-            let (_, replica) = self.readable(*shard, req.linearizable).await?;
-            stores.push(replica.store());
-        }
+        let stores = self.stores(&req.shards, req.linearizable).await?;
         let rows = tokio::task::spawn_blocking(move || {
             let mut total: std::collections::BTreeMap<(String, String), [u64; 5]> =
                 Default::default();
-            for store in stores {
+            for (_, store) in stores {
                 let upto = query::exec::resolve_view(&store, &view)?
                     .map_or_else(|| store.version(), Ok)?;
                 let after = match &since {
@@ -308,6 +695,9 @@ impl query_server::Query for Services {
                     v => query::exec::resolve_view(&store, v)?.unwrap_or(0),
                 };
                 for (k, c) in store.activity(dataset, after, upto)? {
+                    if providers.as_ref().is_some_and(|p| !p.contains(&k.0)) {
+                        continue;
+                    }
                     let t = total.entry(k).or_default();
                     for (t, c) in t.iter_mut().zip(c) {
                         *t += c;
@@ -339,35 +729,25 @@ impl query_server::Query for Services {
         &self,
         request: Request<ScanRequest>,
     ) -> std::result::Result<Response<ScanStream>, Status> {
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         check_format(req.format)?;
-        let dataset = query::parse_dataset(&req.dataset).map_err(status)?;
-        let filters = query::parse_filters(dataset, &req.filters).map_err(status)?;
-        query::exec::output_schema(dataset, &req.columns).map_err(status)?;
-        let view = query::parse_view(req.view.as_ref());
-        let mut stores = Vec::new();
-        for shard in &req.shards {
-            let (_, replica) = self.readable(*shard, req.linearizable).await?;
-            stores.push(replica.store());
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<ScanChunk, Status>>(4);
-        tokio::task::spawn_blocking(move || {
-            for store in stores {
-                let mut send = |batch: arrow::array::RecordBatch| -> Result<()> {
-                    let ipc =
-                        batch_to_ipc(&batch).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                    tx.blocking_send(Ok(ScanChunk { ipc: ipc.into() }))
-                        .map_err(|_| Error::InvalidArgument("the reader went away".into()))
-                };
-                let scanned =
-                    query::scan(&store, dataset, &filters, &req.columns, &view, &mut send);
-                if let Err(e) = scanned {
-                    let _ = tx.blocking_send(Err(status(e)));
-                    return;
-                }
-            }
+        let extract = Extract::check(
+            self,
+            caller,
+            req.tier,
+            &req.dataset,
+            &req.filters,
+            &req.columns,
+            req.view.as_ref(),
+            "scan",
+        )?;
+        let stores = self.stores(&req.shards, req.linearizable).await?;
+        let stream = self.run_extract(extract, stores).map(|batch| {
+            let batch = batch.map_err(status)?;
+            let ipc = batch_to_ipc(&batch).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(ScanChunk { ipc: ipc.into() })
         });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -7,6 +7,7 @@
 //! and the client resends with the same submission id, which is answered with the original
 //! outcome if it did commit. A write is never answered "accepted" before its commit.
 
+use super::auth::{self, PeerChannel};
 use super::command::ShardCommand;
 use super::meta::MetaCommand;
 use super::{Cluster, command, shard_group};
@@ -25,7 +26,6 @@ use sus_proto::v1::ingest_server::{self, IngestServer};
 use sus_proto::v1::*;
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
 use sus_raft::{META_GROUP, NodeId, Raft, Request as RaftCommand};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -46,31 +46,39 @@ impl Services {
     }
 
     /// The `Ingest` service with explicit message limits.
-    pub fn ingest(&self) -> IngestServer<Services> {
-        IngestServer::new(self.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn ingest(&self) -> super::auth::Authenticated<IngestServer<Services>> {
+        super::auth::Authenticated::new(
+            IngestServer::new(self.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            self.cluster.authenticator(),
+        )
     }
 
     /// The `Admin` service with explicit message limits.
-    pub fn admin(&self) -> AdminServer<Services> {
-        AdminServer::new(self.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn admin(&self) -> super::auth::Authenticated<AdminServer<Services>> {
+        super::auth::Authenticated::new(
+            AdminServer::new(self.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            self.cluster.authenticator(),
+        )
     }
 
-    pub(super) fn channel(&self, node: NodeId) -> std::result::Result<Channel, Status> {
+    pub(super) fn channel(&self, node: NodeId) -> std::result::Result<PeerChannel, Status> {
         let addr = self
             .cluster
             .address_of(node)
             .ok_or_else(|| Status::unavailable(format!("no address known for node {node}")))?;
         self.cluster
-            .peers
-            .channel(&addr)
+            .peer(&addr)
             .map_err(|e| Status::unavailable(format!("node {node} at {addr}: {e}")))
     }
 
-    fn ingest_client(&self, node: NodeId) -> std::result::Result<IngestClient<Channel>, Status> {
+    fn ingest_client(
+        &self,
+        node: NodeId,
+    ) -> std::result::Result<IngestClient<PeerChannel>, Status> {
         Ok(IngestClient::new(self.channel(node)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -79,7 +87,7 @@ impl Services {
     pub(super) fn admin_client(
         &self,
         node: NodeId,
-    ) -> std::result::Result<AdminClient<Channel>, Status> {
+    ) -> std::result::Result<AdminClient<PeerChannel>, Status> {
         Ok(AdminClient::new(self.channel(node)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -186,7 +194,7 @@ impl Services {
         &self,
         forwarded: bool,
         here: F,
-        forward: impl AsyncFnOnce(AdminClient<Channel>) -> std::result::Result<Response<T>, Status>,
+        forward: impl AsyncFnOnce(AdminClient<PeerChannel>) -> std::result::Result<Response<T>, Status>,
     ) -> std::result::Result<Response<T>, Status>
     where
         F: FnOnce() -> Fut,
@@ -223,6 +231,8 @@ pub(super) fn status(e: Error) -> Status {
     match e {
         Error::InvalidArgument(m) => Status::invalid_argument(m),
         Error::NotFound(m) => Status::not_found(m),
+        Error::Unauthenticated(m) => Status::unauthenticated(m),
+        Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::RefData { .. } => Status::failed_precondition(e.to_string()),
         Error::Consensus(m) => Status::unavailable(m),
         other => Status::internal(other.to_string()),
@@ -244,6 +254,8 @@ impl ingest_server::Ingest for Services {
         &self,
         request: Request<SubmitRequest>,
     ) -> std::result::Result<Response<SubmitReply>, Status> {
+        let caller = auth::caller(&request)?;
+        let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
         if self.cluster.cluster_id().is_none() {
@@ -254,6 +266,7 @@ impl ingest_server::Ingest for Services {
         let meta: SubmissionMeta = serde_json::from_str(&req.envelope_json).map_err(|e| {
             Status::invalid_argument(format!("{}: invalid envelope: {e}", req.file_name))
         })?;
+        caller.require_submit(&meta.sender).map_err(status)?;
         let state = self.cluster.meta_state();
         if state.shards.is_empty() {
             return Err(Status::unavailable("the cluster has no shard map yet"));
@@ -280,7 +293,7 @@ impl ingest_server::Ingest for Services {
             }
             let mut forward = req.clone();
             forward.forwarded = true;
-            let mut r = Request::new(forward);
+            let mut r = auth::forward(&credentials, forward);
             r.set_timeout(self.cluster.commit_timeout + LEADER_WAIT);
             return self.ingest_client(leader)?.submit(r).await;
         }
@@ -297,9 +310,24 @@ impl ingest_server::Ingest for Services {
                 self.cluster.id, state.refdata
             )));
         }
+        let (sender, id, dataset) = (
+            meta.sender.clone(),
+            meta.submission_id.clone(),
+            meta.dataset,
+        );
         let report = self
-            .submit_here(&raft, &replica, meta, req.file_name, req.content)
+            .submit_here(&raft, &replica, meta, req.file_name.clone(), req.content)
             .await?;
+        // Every submission is accounted for before its report is returned (a retry after a
+        // failed audit write gets the same report and audits it then).
+        let mut record = super::audit::record(&caller, self.cluster.id, "submit");
+        record.rows = report.records;
+        record.dataset = dataset.name().to_string();
+        record.detail = format!(
+            "file {}, sender {sender}, submission {id}, shard {shard}, {:?}",
+            req.file_name, report.outcome
+        );
+        self.audit(vec![record]).await?;
         Ok(Response::new(SubmitReply {
             accepted: report.outcome == Outcome::Accepted,
             report_json: String::from_utf8_lossy(&report.to_json()).into_owned(),
@@ -315,6 +343,9 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<InitRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        // Before bootstrap there are no users and no key: init needs no token (with TLS, the
+        // caller must present a certificate of the cluster's CA).
+        super::tls::require_client_cert(&request, self.cluster.tls_required())?;
         let req = request.into_inner();
         check_format(req.format)?;
         self.init(req).await.map(Response::new).map_err(status)
@@ -324,14 +355,18 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<AddNodeRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        auth::caller(&request)?
+            .require_admin("add nodes")
+            .map_err(status)?;
+        let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
         let forwarded = req.clone();
         self.on_meta_leader(
             false,
             || self.add_node(req),
-            async move |mut c: AdminClient<Channel>| {
-                let mut r = Request::new(forwarded);
+            async move |mut c: AdminClient<PeerChannel>| {
+                let mut r = auth::forward(&credentials, forwarded);
                 r.set_timeout(ADMIN_TIMEOUT);
                 c.add_node(r).await
             },
@@ -343,14 +378,18 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        auth::caller(&request)?
+            .require_admin("remove nodes")
+            .map_err(status)?;
+        let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
         let forwarded = req;
         self.on_meta_leader(
             false,
             || self.remove_node(req),
-            async move |mut c: AdminClient<Channel>| {
-                let mut r = Request::new(forwarded);
+            async move |mut c: AdminClient<PeerChannel>| {
+                let mut r = auth::forward(&credentials, forwarded);
                 r.set_timeout(ADMIN_TIMEOUT);
                 c.remove_node(r).await
             },
@@ -362,11 +401,17 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<TransferLeaderRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        auth::caller(&request)?
+            .require_admin("transfer leadership")
+            .map_err(status)?;
+        let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
         if req.node != self.cluster.id {
             let mut client = self.admin_client(req.node)?;
-            return client.transfer_leader(req).await;
+            return client
+                .transfer_leader(auth::forward(&credentials, req))
+                .await;
         }
         let raft = if req.group == META_GROUP {
             self.cluster.meta.clone()
@@ -400,6 +445,12 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<StatusRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        // Membership and health only; open until the node holds the cluster key (a node waiting
+        // to be initialised or admitted has nothing else to show).
+        if self.cluster.has_key() {
+            auth::caller(&request)?;
+        }
+        let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
         if req.linearizable {
@@ -408,7 +459,11 @@ impl admin_server::Admin for Services {
             if let Err(e) = self.cluster.meta.ensure_linearizable().await {
                 let leader = e.forward_to_leader::<BasicNode>().and_then(|f| f.leader_id);
                 return match leader {
-                    Some(l) if l != self.cluster.id => self.admin_client(l)?.status(req).await,
+                    Some(l) if l != self.cluster.id => {
+                        self.admin_client(l)?
+                            .status(auth::forward(&credentials, req))
+                            .await
+                    }
                     _ => Err(Status::unavailable(format!("linearizable read: {e}"))),
                 };
             }
@@ -420,6 +475,9 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ChangeShardReplicasRequest>,
     ) -> std::result::Result<Response<ChangeShardReplicasReply>, Status> {
+        auth::caller(&request)?
+            .require_admin("change shard replicas")
+            .map_err(status)?;
         let req = request.into_inner();
         check_format(req.format)?;
         let (raft, _) = self
@@ -446,6 +504,10 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<SetRefDataRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
+        auth::caller(&request)?
+            .require_admin("set the reference data version")
+            .map_err(status)?;
+        let credentials = request.metadata().clone();
         let mut req = request.into_inner();
         check_format(req.format)?;
         if req.version.is_empty() {
@@ -462,7 +524,9 @@ impl admin_server::Admin for Services {
                 info!(version = %req.version, "reference data version set");
                 Ok(self.status_local())
             },
-            async move |mut c: AdminClient<Channel>| c.set_ref_data(forwarded).await,
+            async move |mut c: AdminClient<PeerChannel>| {
+                c.set_ref_data(auth::forward(&credentials, forwarded)).await
+            },
         )
         .await
     }
@@ -471,6 +535,8 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<JoinRequest>,
     ) -> std::result::Result<Response<JoinReply>, Status> {
+        // A joining node holds no key yet: with TLS, only a node of the cluster's CA may ask.
+        super::tls::require_client_cert(&request, self.cluster.tls_required())?;
         let req = request.into_inner();
         check_format(req.format)?;
         self.cluster
@@ -483,6 +549,9 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ShardContentRequest>,
     ) -> std::result::Result<Response<ShardContentReply>, Status> {
+        auth::caller(&request)?
+            .require_admin("read replica digests")
+            .map_err(status)?;
         let req = request.into_inner();
         check_format(req.format)?;
         let (raft, replica) = self
@@ -514,13 +583,20 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<CreateFreezeRequest>,
     ) -> std::result::Result<Response<FreezePoint>, Status> {
+        auth::caller(&request)?
+            .require_admin("take freeze points")
+            .map_err(status)?;
+        let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
         let forwarded = req.clone();
         self.on_meta_leader(
             false,
             || self.create_freeze_here(req.name),
-            async move |mut c: AdminClient<Channel>| c.create_freeze(forwarded).await,
+            async move |mut c: AdminClient<PeerChannel>| {
+                c.create_freeze(auth::forward(&credentials, forwarded))
+                    .await
+            },
         )
         .await
     }
@@ -529,6 +605,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ListFreezesRequest>,
     ) -> std::result::Result<Response<ListFreezesReply>, Status> {
+        auth::caller(&request)?;
         check_format(request.into_inner().format)?;
         let state = self.cluster.meta_state();
         let freezes = state
@@ -543,6 +620,9 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ShardFreezeRequest>,
     ) -> std::result::Result<Response<ShardFreezeReply>, Status> {
+        auth::caller(&request)?
+            .require_admin("freeze a shard")
+            .map_err(status)?;
         let req = request.into_inner();
         check_format(req.format)?;
         let answer = self
@@ -558,10 +638,127 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<CompactRequest>,
     ) -> std::result::Result<Response<CompactReply>, Status> {
+        auth::caller(&request)?
+            .require_admin("compact shards")
+            .map_err(status)?;
         let req = request.into_inner();
         check_format(req.format)?;
         self.compact_shards(req.shards, req.target_rows, req.forwarded)
             .await
             .map(Response::new)
+    }
+
+    async fn add_user(
+        &self,
+        request: Request<AddUserRequest>,
+    ) -> std::result::Result<Response<UserInfo>, Status> {
+        auth::caller(&request)?
+            .require_admin("add users")
+            .map_err(status)?;
+        let credentials = request.metadata().clone();
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let forwarded = req.clone();
+        self.on_meta_leader(
+            false,
+            || self.add_user_here(req),
+            async move |mut c: AdminClient<PeerChannel>| {
+                c.add_user(auth::forward(&credentials, forwarded)).await
+            },
+        )
+        .await
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> std::result::Result<Response<ListUsersReply>, Status> {
+        auth::caller(&request)?
+            .require_admin("list users")
+            .map_err(status)?;
+        check_format(request.into_inner().format)?;
+        let state = self.cluster.meta_state.borrow();
+        let users = state.users.iter().map(|(n, u)| u.info(n)).collect();
+        Ok(Response::new(ListUsersReply { users }))
+    }
+
+    async fn revoke_user(
+        &self,
+        request: Request<RevokeUserRequest>,
+    ) -> std::result::Result<Response<UserInfo>, Status> {
+        auth::caller(&request)?
+            .require_admin("revoke users")
+            .map_err(status)?;
+        let credentials = request.metadata().clone();
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let forwarded = req.clone();
+        self.on_meta_leader(
+            false,
+            || async {
+                self.cluster
+                    .propose_meta(&MetaCommand::RevokeUser {
+                        name: req.name.clone(),
+                    })
+                    .await?;
+                info!(user = %req.name, "user revoked");
+                let state = self.cluster.meta_state.borrow();
+                let user = state
+                    .users
+                    .get(&req.name)
+                    .ok_or_else(|| Error::NotFound(format!("user {}", req.name)))?;
+                Ok(user.info(&req.name))
+            },
+            async move |mut c: AdminClient<PeerChannel>| {
+                c.revoke_user(auth::forward(&credentials, forwarded)).await
+            },
+        )
+        .await
+    }
+
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> std::result::Result<Response<LoginReply>, Status> {
+        let req = request.into_inner();
+        check_format(req.format)?;
+        self.login_here(&req.user, &req.password, &req.purpose, req.ttl_secs)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn audit_log(
+        &self,
+        request: Request<AuditLogRequest>,
+    ) -> std::result::Result<Response<AuditLogReply>, Status> {
+        auth::caller(&request)?
+            .require_audit_reader()
+            .map_err(status)?;
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let (entries, total) = self.audit_entries(req.from, req.limit);
+        Ok(Response::new(AuditLogReply { entries, total }))
+    }
+
+    async fn append_audit(
+        &self,
+        request: Request<AppendAuditRequest>,
+    ) -> std::result::Result<Response<AppendAuditReply>, Status> {
+        auth::caller(&request)?
+            .require_node("append to the audit log")
+            .map_err(status)?;
+        let req = request.into_inner();
+        check_format(req.format)?;
+        let records = super::audit::parse_records(&req.records_json).map_err(status)?;
+        if !self.cluster.is_leader(&self.cluster.meta) {
+            return Err(Status::unavailable("not the meta leader; retry"));
+        }
+        let first_index = self.cluster.meta_state.borrow().audit.len() as u64;
+        self.cluster
+            .propose_meta(&MetaCommand::Audit { records })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(AppendAuditReply { first_index }))
     }
 }

@@ -1,7 +1,7 @@
 //! Executing a query over one store: pruning, parallel segment scans, grouping, accumulation.
 
 use super::field::as_i64;
-use super::filter::{mask, partition_may_match, row_group_may_match};
+use super::filter::{any_mask, mask, partition_may_match, row_group_may_match};
 use super::{Filter, Func, Query, View};
 use crate::model::Dataset;
 use crate::schema::stored_schema;
@@ -84,7 +84,10 @@ pub fn aggregate(store: &Store, q: &Query, key: &PatientKey) -> Result<(Partial,
             _ => {}
         }
     }
-    let (segments, pruned) = prune(&listing.segments, &q.filters);
+    for f in &q.scope {
+        inputs.extend(f.field.inputs(q.dataset));
+    }
+    let (segments, pruned) = prune(&listing.segments, &q.filters, &q.scope);
     let results: Vec<Result<(Partial, ScanStats)>> = segments
         .par_iter()
         .map(|seg| {
@@ -95,7 +98,7 @@ pub fn aggregate(store: &Store, q: &Query, key: &PatientKey) -> Result<(Partial,
                 store.hot_segment(seg.id),
                 q.dataset,
                 &inputs,
-                &q.filters,
+                (&q.filters, &q.scope),
                 &mut stats,
                 &mut |batch| accumulate(q, &batch, key, &mut partial),
             )?;
@@ -116,12 +119,13 @@ pub fn aggregate(store: &Store, q: &Query, key: &PatientKey) -> Result<(Partial,
     Ok((out, listing.version, stats))
 }
 
-/// Streams the rows of `dataset` passing `filters`, as at `view`, with `columns` (stored columns;
-/// empty: all), to `sink` in segment order. Returns the version read and what was scanned.
+/// Streams the rows of `dataset` passing `filters` and at least one of `scope` (none: every row),
+/// as at `view`, with `columns` (stored columns; empty: all), to `sink` in segment order. Returns
+/// the version read and what was scanned.
 pub fn scan(
     store: &Store,
     dataset: Dataset,
-    filters: &[Filter],
+    (filters, scope): (&[Filter], &[Filter]),
     columns: &[String],
     view: &View,
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
@@ -129,10 +133,10 @@ pub fn scan(
     let schema = output_schema(dataset, columns)?;
     let listing = store.listing(dataset, resolve_view(store, view)?)?;
     let mut inputs: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    for f in filters {
+    for f in filters.iter().chain(scope) {
         inputs.extend(f.field.inputs(dataset));
     }
-    let (segments, pruned) = prune(&listing.segments, filters);
+    let (segments, pruned) = prune(&listing.segments, filters, scope);
     let mut stats = ScanStats {
         segments_pruned: pruned,
         ..ScanStats::default()
@@ -144,7 +148,7 @@ pub fn scan(
             hot,
             dataset,
             &inputs,
-            filters,
+            (filters, scope),
             &mut stats,
             &mut |batch| {
                 let cols = schema
@@ -180,10 +184,20 @@ pub fn output_schema(dataset: Dataset, columns: &[String]) -> Result<SchemaRef> 
     Ok(std::sync::Arc::new(schema.project(&indices)?))
 }
 
-fn prune<'a>(segments: &'a [SegmentView], filters: &[Filter]) -> (Vec<&'a SegmentView>, u64) {
+fn prune<'a>(
+    segments: &'a [SegmentView],
+    filters: &[Filter],
+    scope: &[Filter],
+) -> (Vec<&'a SegmentView>, u64) {
     let kept: Vec<&SegmentView> = segments
         .iter()
-        .filter(|s| partition_may_match(filters, &s.provider, &s.month))
+        .filter(|s| {
+            partition_may_match(filters, &s.provider, &s.month)
+                && (scope.is_empty()
+                    || scope.iter().any(|f| {
+                        partition_may_match(std::slice::from_ref(f), &s.provider, &s.month)
+                    }))
+        })
         .collect();
     let pruned = (segments.len() - kept.len()) as u64;
     (kept, pruned)
@@ -199,7 +213,7 @@ fn read_segment(
     hot: Option<Arc<RecordBatch>>,
     dataset: Dataset,
     inputs: &[&str],
-    filters: &[Filter],
+    (filters, scope): (&[Filter], &[Filter]),
     stats: &mut ScanStats,
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
@@ -248,7 +262,7 @@ fn read_segment(
                 projected.slice(offset, n),
                 seen,
                 dataset,
-                filters,
+                (filters, scope),
                 stats,
                 sink,
             )?;
@@ -301,7 +315,7 @@ fn read_segment(
         let n = batch.num_rows();
         let seen = visible.as_ref().map(|v| &v[offset..offset + n]);
         offset += n;
-        emit(batch, seen, dataset, filters, stats, sink)?;
+        emit(batch, seen, dataset, (filters, scope), stats, sink)?;
     }
     Ok(())
 }
@@ -311,7 +325,7 @@ fn emit(
     batch: RecordBatch,
     visible: Option<&[bool]>,
     dataset: Dataset,
-    filters: &[Filter],
+    (filters, scope): (&[Filter], &[Filter]),
     stats: &mut ScanStats,
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
@@ -321,10 +335,19 @@ fn emit(
         None => n as u64,
     };
     let seen = visible.map(|v| BooleanArray::from(v.to_vec()));
-    let keep = match (seen, mask(dataset, filters, &batch)?) {
-        (Some(a), Some(b)) => Some(and(&a, &b)?),
-        (a, b) => a.or(b),
-    };
+    let mut keep = seen;
+    for m in [
+        mask(dataset, filters, &batch)?,
+        any_mask(dataset, scope, &batch)?,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        keep = Some(match keep {
+            Some(k) => and(&k, &m)?,
+            None => m,
+        });
+    }
     let batch = match keep {
         Some(k) if k.true_count() < n => filter_record_batch(&batch, &k)?,
         _ => batch,

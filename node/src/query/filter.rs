@@ -113,6 +113,24 @@ pub fn mask(
     Ok(out)
 }
 
+/// The rows of `batch` that pass at least one of `filters` (`None`: no filters, every row).
+pub fn any_mask(
+    dataset: Dataset,
+    filters: &[Filter],
+    batch: &RecordBatch,
+) -> Result<Option<BooleanArray>> {
+    let mut out: Option<BooleanArray> = None;
+    for f in filters {
+        let values = f.field.eval(dataset, batch)?;
+        let m = test_array(&f.field, &f.pred, &values)?;
+        out = Some(match out {
+            Some(prev) => arrow::compute::or(&prev, &m)?,
+            None => m,
+        });
+    }
+    Ok(out)
+}
+
 fn test_array(field: &Field, pred: &Pred, values: &ArrayRef) -> Result<BooleanArray> {
     if field.kind() != Kind::Text {
         let ints = as_i64(values)?;

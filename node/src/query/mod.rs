@@ -94,6 +94,8 @@ pub struct Query {
     pub group_by: Vec<(String, Field)>,
     pub aggs: Vec<Agg>,
     pub view: View,
+    /// The caller's scope: a row must pass at least one of these (empty: every row).
+    pub scope: Vec<Filter>,
 }
 
 impl Query {
@@ -170,6 +172,7 @@ impl Query {
             group_by,
             aggs,
             view: parse_view(spec.view.as_ref()),
+            scope: Vec::new(),
         })
     }
 

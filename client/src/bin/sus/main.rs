@@ -63,6 +63,97 @@ Examples:
     },
     /// Export records (CSV, Parquet or a table), scoped by filters, as at a view.
     Export(read::ExportArgs),
+    /// Log in: exchange a password (prompted, or SUS_PASSWORD) for a token saved in
+    /// --token-file.
+    #[command(after_help = "\
+Example:
+  sus login --ca certs/ca.pem --user alice --purpose 'M06 reconciliation'")]
+    Login {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        #[arg(long)]
+        user: String,
+        /// Why the data is needed (recorded with every audited read).
+        #[arg(long)]
+        purpose: String,
+        /// Token lifetime in seconds (0: 8 hours).
+        #[arg(long, default_value_t = 0)]
+        ttl: u64,
+    },
+    /// Users and roles (admin role).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Read and verify the audit log (roles auditor and admin).
+    Audit {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// First entry (0-based).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// At most this many entries (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Development certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; the password comes from SUS_NEW_PASSWORD or a prompt.
+    #[command(after_help = "\
+Examples:
+  sus user add rrv-analyst --role provider --org RRV
+  sus user add icb-analyst --role commissioner --org 15F --tier pseudonymised
+  sus user add csu --role shared --org 0DF --delegate 15F --delegate 14L
+Roles: admin, provider, commissioner, national, shared, auditor.
+Tiers: identifiable, pseudonymised, anonymised (default by role).")]
+    Add {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// The user's organisation (ODS code).
+        #[arg(long, default_value = "")]
+        org: String,
+        /// The highest tier the user may read at.
+        #[arg(long)]
+        tier: Option<String>,
+        /// For role shared: an organisation that delegated to it (repeat).
+        #[arg(long = "delegate")]
+        delegated: Vec<String>,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Revoke a user and every token issued to it.
+    Revoke {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Create a development CA, node certificates and a client certificate.
+    #[command(after_help = "\
+Example:
+  sus certs init --dir certs --node n1 --node n2 --node n3
+Each node certificate names the node, localhost, 127.0.0.1 and ::1. Start each node with
+--tls-ca certs/ca.pem --tls-cert certs/n1.pem --tls-key certs/n1.key; give clients --ca certs/ca.pem
+(and --cert certs/client.pem --key certs/client.key for `sus cluster init`).")]
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A node's host name (repeat).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -78,17 +169,63 @@ struct EndpointArgs {
     /// Keep retrying calls whose outcome is unknown for this many seconds.
     #[arg(long, default_value_t = 60)]
     retry_for: u64,
+    /// The cluster CA's certificate (PEM): connect with TLS and verify the nodes against it.
+    #[arg(long, env = "SUS_CA", conflicts_with = "plaintext")]
+    ca: Option<PathBuf>,
+    /// Connect without TLS (only to nodes started with --plaintext, for local development).
+    #[arg(long, env = "SUS_PLAINTEXT")]
+    plaintext: bool,
+    /// A client certificate and key (PEM) of the CA: `sus cluster init` needs one.
+    #[arg(long, env = "SUS_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, env = "SUS_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The bearer token (default: the one `sus login` saved in --token-file).
+    #[arg(long, env = "SUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where `sus login` saves the token and other commands read it.
+    #[arg(long, env = "SUS_TOKEN_FILE", default_value_os_t = default_token_file())]
+    token_file: PathBuf,
+}
+
+fn default_token_file() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".config/sus/token")
 }
 
 impl EndpointArgs {
     fn client(&self) -> sus_client::Result<sus_client::Client> {
-        sus_client::Client::new(
-            &self.endpoint,
-            sus_client::RetryPolicy {
+        let tls = match (&self.ca, self.plaintext) {
+            (Some(ca), false) => Some(sus_client::TlsOptions::from_files(
+                ca,
+                self.cert.as_deref().zip(self.key.as_deref()),
+            )?),
+            (None, true) => None,
+            _ => {
+                return Err(sus_client::Error::Config(
+                    "give --ca (the cluster's CA certificate; env SUS_CA), or --plaintext for \
+                     nodes started with --plaintext"
+                        .into(),
+                ));
+            }
+        };
+        let token = match &self.token {
+            Some(t) => Some(t.clone()),
+            None => std::fs::read_to_string(&self.token_file)
+                .ok()
+                .map(|t| t.trim().to_string()),
+        };
+        sus_client::Client::with_config(sus_client::ClientConfig {
+            endpoints: self.endpoint.clone(),
+            token,
+            tls,
+            retry: sus_client::RetryPolicy {
                 retry_for: std::time::Duration::from_secs(self.retry_for),
                 ..Default::default()
             },
-        )
+        })
     }
 }
 
@@ -123,6 +260,9 @@ Example:
         /// Replicas per shard.
         #[arg(long, default_value_t = 3)]
         replication: u32,
+        /// The password of the first user, `admin` (at least 12 characters).
+        #[arg(long, env = "SUS_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
     },
     /// Add a started node under a new id, and move shard replicas onto it.
     AddNode {
@@ -341,6 +481,31 @@ fn main() -> ExitCode {
             target_rows,
         } => runtime().and_then(|rt| rt.block_on(read::run_compact(endpoint, target_rows))),
         Command::Export(a) => runtime().and_then(|rt| rt.block_on(read::run_export(a))),
+        Command::Login {
+            endpoint,
+            user,
+            purpose,
+            ttl,
+        } => runtime().and_then(|rt| rt.block_on(run_login(endpoint, user, purpose, ttl))),
+        Command::User(c) => runtime().and_then(|rt| rt.block_on(run_user(c))),
+        Command::Audit {
+            endpoint,
+            from,
+            limit,
+        } => runtime().and_then(|rt| rt.block_on(run_audit(endpoint, from, limit))),
+        Command::Certs(CertsCommand::Init { dir, nodes }) => sus_client::certs::init(&dir, &nodes)
+            .map(|files| {
+                println!("CA {}", files.ca.display());
+                for (name, cert, key) in &files.nodes {
+                    println!("node {name}: {} {}", cert.display(), key.display());
+                }
+                println!(
+                    "client: {} {}",
+                    files.client.0.display(),
+                    files.client.1.display()
+                );
+                ExitCode::SUCCESS
+            }),
     };
     match result {
         Ok(code) => code,
@@ -479,7 +644,13 @@ async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
             nodes,
             shards,
             replication,
-        } => endpoint.client()?.init(&nodes, shards, replication).await?,
+            admin_password,
+        } => {
+            endpoint
+                .client()?
+                .init(&nodes, shards, replication, &admin_password)
+                .await?
+        }
         ClusterCommand::AddNode {
             endpoint,
             node,
@@ -528,6 +699,150 @@ async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
             g.snapshot_index,
             format!("{:?}", g.voters),
             g.learners
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A secret from an environment variable, or read from the terminal (stdin) after a prompt.
+fn secret(var: &str, prompt: &str) -> sus_client::Result<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(v);
+    }
+    eprint!("{prompt}: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| sus_client::Error::io("stdin", e))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+async fn run_login(
+    endpoint: EndpointArgs,
+    user: String,
+    purpose: String,
+    ttl: u64,
+) -> sus_client::Result<ExitCode> {
+    let password = secret("SUS_PASSWORD", &format!("password for {user}"))?;
+    let client = endpoint.client()?.with_token(None);
+    let reply = client.login(&user, &password, &purpose, ttl).await?;
+    let path = &endpoint.token_file;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| sus_client::Error::io(dir, e))?;
+    }
+    std::fs::write(path, &reply.token).map_err(|e| sus_client::Error::io(path, e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| sus_client::Error::io(path, e))?;
+    let expires = chrono::DateTime::from_timestamp(reply.expires, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    println!(
+        "logged in as {user}; token saved in {} (expires {expires})",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tier_name(t: i32) -> &'static str {
+    match sus_proto::v1::Tier::try_from(t) {
+        Ok(sus_proto::v1::Tier::Identifiable) => "identifiable",
+        Ok(sus_proto::v1::Tier::Pseudonymised) => "pseudonymised",
+        Ok(sus_proto::v1::Tier::Anonymised) => "anonymised",
+        _ => "-",
+    }
+}
+
+async fn run_user(c: UserCommand) -> sus_client::Result<ExitCode> {
+    let print = |u: &sus_client::cluster::UserInfo| {
+        println!(
+            "{:<20} {:<12} {:<6} {:<14} {}{}",
+            u.name,
+            u.role,
+            u.org,
+            tier_name(u.max_tier),
+            u.delegated.join(","),
+            if u.revoked { " REVOKED" } else { "" }
+        );
+    };
+    match c {
+        UserCommand::Add {
+            endpoint,
+            name,
+            role,
+            org,
+            tier,
+            delegated,
+        } => {
+            let max_tier = match tier.as_deref() {
+                None => sus_proto::v1::Tier::Unspecified,
+                Some("identifiable") => sus_proto::v1::Tier::Identifiable,
+                Some("pseudonymised") => sus_proto::v1::Tier::Pseudonymised,
+                Some("anonymised") => sus_proto::v1::Tier::Anonymised,
+                Some(other) => {
+                    return Err(sus_client::Error::Config(format!(
+                        "unknown tier '{other}' (identifiable, pseudonymised, anonymised)"
+                    )));
+                }
+            };
+            let password = secret("SUS_NEW_PASSWORD", &format!("new password for {name}"))?;
+            let user = sus_client::cluster::UserInfo {
+                name,
+                role,
+                org,
+                max_tier: max_tier as i32,
+                delegated,
+                ..Default::default()
+            };
+            print(&endpoint.client()?.add_user(user, &password).await?);
+        }
+        UserCommand::List { endpoint } => {
+            for u in endpoint.client()?.list_users().await? {
+                print(&u);
+            }
+        }
+        UserCommand::Revoke { endpoint, name } => {
+            print(&endpoint.client()?.revoke_user(&name).await?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_audit(endpoint: EndpointArgs, from: u64, limit: u64) -> sus_client::Result<ExitCode> {
+    let log = endpoint.client()?.audit_log(from, limit).await?;
+    for e in &log.entries {
+        let r = &e.record;
+        let time = chrono::DateTime::from_timestamp_millis(r.time_ms)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        println!(
+            "{:>6} {time} node {} {} ({} {}) {:<9} {:<13} {} rows {} [{}] purpose: {} {}",
+            e.index,
+            r.node,
+            r.user,
+            r.role,
+            r.org,
+            r.action,
+            r.tier,
+            r.dataset,
+            r.rows,
+            r.filter,
+            r.purpose,
+            r.detail
+        );
+    }
+    if from == 0 {
+        match log.verify() {
+            Ok(()) => println!("{} entries; hash chain verified", log.entries.len()),
+            Err(e) => {
+                println!("HASH CHAIN BROKEN: {e}");
+                return Ok(ExitCode::from(4));
+            }
+        }
+    } else {
+        println!(
+            "{} entries (chain verified only from entry 0)",
+            log.entries.len()
         );
     }
     Ok(ExitCode::SUCCESS)

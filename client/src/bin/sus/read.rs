@@ -32,6 +32,28 @@ pub struct ReadArgs {
     /// Write to this file instead of standard output (required for parquet).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Read at this tier (identifiable, pseudonymised, anonymised; default: your highest).
+    #[arg(long, value_enum)]
+    pub tier: Option<TierArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TierArg {
+    Identifiable,
+    Pseudonymised,
+    Anonymised,
+}
+
+impl ReadArgs {
+    pub fn tier(&self) -> i32 {
+        use sus_client::query::Tier;
+        (match self.tier {
+            None => Tier::Unspecified,
+            Some(TierArg::Identifiable) => Tier::Identifiable,
+            Some(TierArg::Pseudonymised) => Tier::Pseudonymised,
+            Some(TierArg::Anonymised) => Tier::Anonymised,
+        }) as i32
+    }
 }
 
 impl ReadArgs {
@@ -189,6 +211,7 @@ pub async fn run_query(a: QueryArgs) -> Result<ExitCode> {
         group_by: a.group_by.clone(),
         aggregates: aggs,
         view: a.read.freeze.as_deref().and_then(build::freeze),
+        tier: a.read.tier(),
         order: a
             .order
             .iter()
@@ -295,6 +318,7 @@ pub async fn run_export(a: ExportArgs) -> Result<ExitCode> {
             .collect::<Result<_>>()?,
         columns: a.columns.clone(),
         view: a.read.freeze.as_deref().and_then(build::freeze),
+        tier: a.read.tier(),
     };
     let mut batches = Vec::new();
     let rows = client
