@@ -531,6 +531,7 @@ async fn access_is_enforced_by_the_node() {
     // Scans of an unchanged store come in the same order: row i of a pseudonymised scan is row i
     // of the identifiable one.
     let mut received = Vec::new();
+    let mut cells = Vec::new();
     let mut pseudonyms: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
     for dataset in ["apc", "op", "ec"] {
         let admin_token = cluster.token.clone().unwrap();
@@ -556,6 +557,7 @@ async fn access_is_enforced_by_the_node() {
             .unwrap();
             received.extend(bytes);
             let ps = strings(&batches, "nhs_number");
+            cells.extend(batches);
             assert_eq!(ps.len(), real.len());
             for (real, ps) in real.iter().zip(ps) {
                 if let (Some(real), Some(ps)) = (real, ps) {
@@ -602,11 +604,25 @@ async fn access_is_enforced_by_the_node() {
         None,
         "an NHS number reached a pseudonymised caller"
     );
-    assert_eq!(
-        leaked(&received, &postcodes),
-        None,
-        "a postcode reached a pseudonymised caller"
-    );
+    // Postcodes are checked cell by cell: Arrow concatenates a column's values, so a sector
+    // (`YM15 1`) followed by one starting with the letters of its inward code (`UB7 8`) forms
+    // `YM15 1UB` in the bytes without any cell holding it.
+    for batch in &cells {
+        for (i, field) in batch.schema().fields().iter().enumerate() {
+            if !matches!(field.data_type(), arrow::datatypes::DataType::Utf8) {
+                continue;
+            }
+            let col = batch.column(i).as_string::<i32>();
+            for v in col.iter().flatten() {
+                assert!(!postcodes.contains(v), "postcode {v} in {}", field.name());
+                assert!(
+                    !nhs_numbers.contains(v),
+                    "NHS number {v} in {}",
+                    field.name()
+                );
+            }
+        }
+    }
     // Within one organisation a patient has one pseudonym; across two, different ones.
     for user in ["nat1", "nat2"] {
         let mut by_patient: HashMap<&str, BTreeSet<&str>> = HashMap::new();
