@@ -144,7 +144,9 @@ fn strings(batches: &[RecordBatch], column: &str) -> Vec<Option<String>> {
 }
 
 /// The oracle's live records: (dataset, id, provider, commissioner, price).
-fn live(path: &Path) -> Vec<(String, String, String, String, i64)> {
+type LiveRow = (String, String, String, String, i64);
+
+fn live(path: &Path) -> Vec<LiveRow> {
     let mut r = csv::Reader::from_path(path).unwrap();
     r.records()
         .map(|rec| {
@@ -211,7 +213,7 @@ async fn access_is_enforced_by_the_node() {
     }
     assert!(nhs_numbers.len() > 100 && postcodes.len() > 100);
     let live = live(&out.join("oracle/live.csv"));
-    let busiest = |key: &dyn Fn(&(String, String, String, String, i64)) -> &String| {
+    let busiest = |key: &dyn Fn(&LiveRow) -> &String| {
         let mut n: BTreeMap<&String, usize> = BTreeMap::new();
         for r in live.iter().filter(|r| r.0 == "apc") {
             *n.entry(key(r)).or_default() += 1;
@@ -480,9 +482,9 @@ async fn access_is_enforced_by_the_node() {
         .collect();
     let (tn, ts) = controlled(total.0, total.1);
     want.push(("TOTAL".into(), tn, ts));
-    let keys = strings(&[table.clone()], "provider_code");
-    let counts = strings(&[table.clone()], "count");
-    let sums = strings(&[table.clone()], "sum_price");
+    let keys = strings(std::slice::from_ref(&table), "provider_code");
+    let counts = strings(std::slice::from_ref(&table), "count");
+    let sums = strings(std::slice::from_ref(&table), "sum_price");
     let got: Vec<(String, String, String)> = (0..table.num_rows())
         .map(|i| {
             (

@@ -155,7 +155,7 @@ impl Services {
             .map(|(i, s)| AuditEntry {
                 index: i as u64,
                 record_json: s.record.to_json(),
-                hash: s.hash.to_vec().into(),
+                hash: s.hash.to_vec(),
             })
             .collect();
         (entries, total)

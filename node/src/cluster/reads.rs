@@ -267,6 +267,7 @@ pub(super) struct Extract {
 impl Extract {
     /// Checks a scan of `dataset` for `caller`: the tier it may read at (never anonymised: no
     /// record-level reads), its scope, and no identifier filters below the identifiable tier.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn check(
         services: &Services,
         caller: Caller,
@@ -521,10 +522,12 @@ impl Services {
             let counts = query
                 .aggs
                 .iter()
-                .map(|a| match (a.func, &a.field) {
-                    (query::Func::Count | query::Func::DistinctPatients, _) => true,
-                    (query::Func::Sum, Some(query::Field::Flag(_))) => true,
-                    _ => false,
+                .map(|a| {
+                    matches!(
+                        (a.func, &a.field),
+                        (query::Func::Count | query::Func::DistinctPatients, _)
+                            | (query::Func::Sum, Some(query::Field::Flag(_)))
+                    )
                 })
                 .collect();
             access::disclosure::control(
@@ -634,9 +637,7 @@ impl query_server::Query for Services {
                 r.rows = table.num_rows() as u64;
                 r.detail = "finished on this node".into();
             }
-            reply.table = batch_to_ipc(&table)
-                .map_err(|e| Status::internal(e.to_string()))?
-                .into();
+            reply.table = batch_to_ipc(&table).map_err(|e| Status::internal(e.to_string()))?;
             reply
         } else {
             let (merged, mut reply) = self
