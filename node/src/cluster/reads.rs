@@ -443,12 +443,10 @@ impl Services {
         .map_err(status)
     }
 
-    /// Reads every shard on its leader for `caller`, merges, and finishes the table (with
+    /// Reads every shard on its leader for the caller whose token `credentials` hold, merges, and finishes the table (with
     /// disclosure control at the anonymised tier).
-    #[allow(clippy::too_many_arguments)]
     async fn finish_aggregate(
         &self,
-        caller: &Caller,
         credentials: &tonic::metadata::MetadataMap,
         spec: QuerySpec,
         query: Query,
@@ -548,7 +546,6 @@ impl Services {
                 .finish(&order, spec.limit as usize)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?
         };
-        let _ = caller;
         Ok((table, total))
     }
 }
@@ -623,15 +620,7 @@ impl query_server::Query for Services {
         });
         let reply = if req.finish {
             let (table, mut reply) = self
-                .finish_aggregate(
-                    &caller,
-                    &credentials,
-                    spec,
-                    query,
-                    tier,
-                    national,
-                    req.linearizable,
-                )
+                .finish_aggregate(&credentials, spec, query, tier, national, req.linearizable)
                 .await?;
             if let Some(r) = audit.as_mut() {
                 r.rows = table.num_rows() as u64;

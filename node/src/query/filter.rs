@@ -7,6 +7,7 @@ use crate::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{and, cast};
 use arrow::datatypes::{DataType, Int32Type};
+use arrow::error::ArrowError;
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::statistics::Statistics;
@@ -101,16 +102,7 @@ pub fn mask(
     filters: &[Filter],
     batch: &RecordBatch,
 ) -> Result<Option<BooleanArray>> {
-    let mut out: Option<BooleanArray> = None;
-    for f in filters {
-        let values = f.field.eval(dataset, batch)?;
-        let m = test_array(&f.field, &f.pred, &values)?;
-        out = Some(match out {
-            Some(prev) => and(&prev, &m)?,
-            None => m,
-        });
-    }
-    Ok(out)
+    combine(dataset, filters, batch, and)
 }
 
 /// The rows of `batch` that pass at least one of `filters` (`None`: no filters, every row).
@@ -119,12 +111,22 @@ pub fn any_mask(
     filters: &[Filter],
     batch: &RecordBatch,
 ) -> Result<Option<BooleanArray>> {
+    combine(dataset, filters, batch, arrow::compute::or)
+}
+
+/// Each filter's mask, folded with `op`.
+fn combine(
+    dataset: Dataset,
+    filters: &[Filter],
+    batch: &RecordBatch,
+    op: fn(&BooleanArray, &BooleanArray) -> std::result::Result<BooleanArray, ArrowError>,
+) -> Result<Option<BooleanArray>> {
     let mut out: Option<BooleanArray> = None;
     for f in filters {
         let values = f.field.eval(dataset, batch)?;
         let m = test_array(&f.field, &f.pred, &values)?;
         out = Some(match out {
-            Some(prev) => arrow::compute::or(&prev, &m)?,
+            Some(prev) => op(&prev, &m)?,
             None => m,
         });
     }
