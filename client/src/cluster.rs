@@ -205,6 +205,24 @@ impl Client {
             .clone()
     }
 
+    /// The highest tier the token claims (read without verifying it: only to choose how to
+    /// ask; the node decides).
+    pub fn token_tier(&self) -> Option<crate::query::Tier> {
+        use base64::Engine;
+        let token = self.token()?;
+        let claims = token.split('.').nth(1)?;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
+        match claims.get("tier")?.as_str()? {
+            "Identifiable" => Some(crate::query::Tier::Identifiable),
+            "Pseudonymised" => Some(crate::query::Tier::Pseudonymised),
+            "Anonymised" => Some(crate::query::Tier::Anonymised),
+            _ => None,
+        }
+    }
+
     pub(crate) fn conn(&self, channel: Channel) -> Conn {
         tonic::service::interceptor::InterceptedService::new(channel, self.credentials.clone())
     }

@@ -10,4 +10,4 @@ pub mod report;
 
 pub use cluster::{Client, ClientConfig, RetryPolicy, SubmitOutcome, TlsOptions};
 pub use error::{Error, Result};
-pub use query::{AggregateResult, ReadFrom, ScanSpec};
+pub use query::{AggregateResult, Aggregation, ReadFrom, ScanSpec, Tier};

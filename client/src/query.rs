@@ -54,8 +54,114 @@ pub struct ScanSpec {
     /// Stored columns to return; empty: all.
     pub columns: Vec<String>,
     pub view: Option<View>,
-    /// The tier asked for (`Tier::Unspecified as i32`: the caller's highest).
-    pub tier: i32,
+    /// The tier asked for (`Tier::Unspecified`: the caller's highest).
+    pub tier: Tier,
+}
+
+/// A typed aggregate query, built step by step:
+///
+/// ```
+/// use sus_client::query::{Aggregation, Tier, build};
+/// let q = Aggregation::new("apc")
+///     .filter(build::eq("pod", "EL"))
+///     .group_by(["provider_code", "activity_month"])
+///     .count()
+///     .sum("price")
+///     .order_by("sum_price", true)
+///     .limit(10)
+///     .tier(Tier::Pseudonymised);
+/// assert_eq!(q.spec().aggregates.len(), 2);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Aggregation {
+    spec: QuerySpec,
+}
+
+impl Aggregation {
+    pub fn new(dataset: &str) -> Aggregation {
+        Aggregation {
+            spec: QuerySpec {
+                dataset: dataset.into(),
+                ..QuerySpec::default()
+            },
+        }
+    }
+
+    pub fn filter(mut self, filter: Filter) -> Aggregation {
+        self.spec.filters.push(filter);
+        self
+    }
+
+    pub fn group_by<'a>(mut self, fields: impl IntoIterator<Item = &'a str>) -> Aggregation {
+        self.spec
+            .group_by
+            .extend(fields.into_iter().map(str::to_string));
+        self
+    }
+
+    pub fn aggregate(mut self, aggregate: Aggregate) -> Aggregation {
+        self.spec.aggregates.push(aggregate);
+        self
+    }
+
+    /// Records (output column `count`).
+    pub fn count(self) -> Aggregation {
+        self.aggregate(build::count())
+    }
+
+    /// Distinct patients (output column `patients`).
+    pub fn patients(self) -> Aggregation {
+        self.aggregate(build::patients())
+    }
+
+    /// Output column `sum_<field>`.
+    pub fn sum(self, field: &str) -> Aggregation {
+        self.aggregate(build::agg(Func::Sum, field))
+    }
+
+    pub fn min(self, field: &str) -> Aggregation {
+        self.aggregate(build::agg(Func::Min, field))
+    }
+
+    pub fn max(self, field: &str) -> Aggregation {
+        self.aggregate(build::agg(Func::Max, field))
+    }
+
+    /// Read as at a freeze point.
+    pub fn freeze(mut self, name: &str) -> Aggregation {
+        self.spec.view = build::freeze(name);
+        self
+    }
+
+    pub fn order_by(mut self, column: &str, descending: bool) -> Aggregation {
+        self.spec.order.push(Order {
+            column: column.into(),
+            descending,
+        });
+        self
+    }
+
+    pub fn limit(mut self, rows: u64) -> Aggregation {
+        self.spec.limit = rows;
+        self
+    }
+
+    /// The tier to read at (default: the caller's highest; the node refuses a higher one).
+    pub fn tier(mut self, tier: Tier) -> Aggregation {
+        self.spec.tier = tier as i32;
+        self
+    }
+
+    /// The wire query.
+    pub fn spec(&self) -> &QuerySpec {
+        &self.spec
+    }
+}
+
+impl std::borrow::Borrow<QuerySpec> for Aggregation {
+    fn borrow(&self) -> &QuerySpec {
+        &self.spec
+    }
 }
 
 /// Shorthands for building queries.
@@ -132,9 +238,17 @@ impl Client {
     ///
     /// The nodes send partial states that the client merges, except at the anonymised tier:
     /// then one node reads every shard and returns the finished, disclosure-controlled table.
-    pub async fn aggregate(&self, spec: &QuerySpec, read: ReadFrom) -> Result<AggregateResult> {
+    pub async fn aggregate(
+        &self,
+        spec: impl std::borrow::Borrow<QuerySpec>,
+        read: ReadFrom,
+    ) -> Result<AggregateResult> {
+        let spec: &QuerySpec = spec.borrow();
         self.check_view(spec.view.as_ref()).await?;
-        if spec.tier == Tier::Anonymised as i32 {
+        let anonymised = spec.tier == Tier::Anonymised as i32
+            || (spec.tier == Tier::Unspecified as i32
+                && self.token_tier() == Some(Tier::Anonymised));
+        if anonymised {
             return self.aggregate_finished(spec, read).await;
         }
         let deadline = tokio::time::Instant::now() + self.retry().retry_for;
@@ -298,7 +412,7 @@ impl Client {
                 view: spec.view.clone(),
                 shards,
                 linearizable: read == ReadFrom::Leader,
-                tier: spec.tier,
+                tier: spec.tier as i32,
             };
             let mut c = QueryClient::new(self.channel_to(&addr)?)
                 .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES);

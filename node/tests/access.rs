@@ -500,6 +500,23 @@ async fn access_is_enforced_by_the_node() {
         "the data set exercises suppression"
     );
 
+    // The typed client asks the same way by itself (the token's tier is anonymised).
+    let anonc = cluster.client_as(&[1, 2, 3], Default::default(), Some(token["anonc"].clone()));
+    let typed = anonc
+        .aggregate(
+            sus_client::Aggregation::new("apc")
+                .group_by(["provider_code"])
+                .count()
+                .sum("price"),
+            sus_client::ReadFrom::Leader,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        typed.batch, table,
+        "the client's anonymised read is the node's finished table"
+    );
+
     // Anonymised over Flight: refused.
     let mut flight = arrow_flight::FlightClient::new(ch.clone());
     flight

@@ -47,8 +47,12 @@ pub fn bearer(metadata: &MetadataMap) -> Result<Option<&str>> {
 
 /// Verifies a user's token against the users of the meta group.
 pub fn verify_user(state: &MetaState, token: &str, now: i64) -> Result<Caller> {
-    let keys = keys(state)?;
-    let claims = token::verify(&keys.token_key(), token, now)?;
+    let claims = token::verify(&keys(state)?.token_key(), token, now)?;
+    user_caller(state, claims)
+}
+
+/// The caller a verified user token stands for, as the meta group knows the user now.
+fn user_caller(state: &MetaState, claims: token::Claims) -> Result<Caller> {
     if claims.role == Role::Node {
         return Err(Error::Unauthenticated(
             "a node token cannot stand for a user".into(),
@@ -95,10 +99,9 @@ pub fn authenticate(state: &MetaState, metadata: &MetadataMap, now: i64) -> Resu
     let Some(token) = bearer(metadata)? else {
         return Ok(None);
     };
-    let keys = keys(state)?;
-    let claims = token::verify(&keys.token_key(), token, now)?;
+    let claims = token::verify(&keys(state)?.token_key(), token, now)?;
     if claims.role != Role::Node {
-        return verify_user(state, token, now).map(Some);
+        return user_caller(state, claims).map(Some);
     }
     let Some(client) = metadata.get(ON_BEHALF) else {
         return Ok(Some(Caller {

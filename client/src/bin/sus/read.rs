@@ -45,14 +45,14 @@ pub enum TierArg {
 }
 
 impl ReadArgs {
-    pub fn tier(&self) -> i32 {
+    pub fn tier(&self) -> sus_client::query::Tier {
         use sus_client::query::Tier;
-        (match self.tier {
+        match self.tier {
             None => Tier::Unspecified,
             Some(TierArg::Identifiable) => Tier::Identifiable,
             Some(TierArg::Pseudonymised) => Tier::Pseudonymised,
             Some(TierArg::Anonymised) => Tier::Anonymised,
-        }) as i32
+        }
     }
 }
 
@@ -211,7 +211,7 @@ pub async fn run_query(a: QueryArgs) -> Result<ExitCode> {
         group_by: a.group_by.clone(),
         aggregates: aggs,
         view: a.read.freeze.as_deref().and_then(build::freeze),
-        tier: a.read.tier(),
+        tier: a.read.tier() as i32,
         order: a
             .order
             .iter()
