@@ -7,12 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use arrow::array::{Array, AsArray, RecordBatch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use sus_chaos_tests::cluster::{NodeOptions, TestCluster};
+use std::path::Path;
+use sus_chaos_tests::cluster::TestCluster;
 use sus_client::cluster::UserInfo;
-use sus_client::generator::{GenConfig, generate};
 use sus_proto::WIRE_FORMAT_VERSION;
 use sus_proto::partial::ipc_to_batch;
 use sus_proto::v1::{self, Tier};
@@ -20,10 +21,6 @@ use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const PASSWORD: &str = "a-long-test-password";
-
-fn refdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../refdata")
-}
 
 async fn channel(cluster: &TestCluster, node: u64) -> Channel {
     let ca = std::fs::read(&cluster.certs.ca).unwrap();
@@ -173,24 +170,7 @@ fn controlled(count: i64, sum: i64) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn access_is_enforced_by_the_node() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_sus-node"));
-    let cluster = TestCluster::start(&bin, &refdata(), 3, 4, 2, NodeOptions::default())
-        .await
-        .unwrap();
-    let out = cluster.scratch();
-    let summary = generate(
-        &GenConfig {
-            rows: 3_000,
-            seed: 5,
-            refdata_dir: refdata(),
-            out_dir: out.clone(),
-            rows_per_file: 500,
-            write_live: true,
-            ..GenConfig::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let (cluster, out, summary) = common::cluster_with_data(3_000, 5, 500).await;
     let admin = cluster.client(&[1, 2, 3]);
     let mut nhs_numbers = BTreeSet::new();
     let mut postcodes = BTreeSet::new();

@@ -11,16 +11,10 @@ mod common;
 use arrow::array::{Array, AsArray};
 use common::{Table, expected, queries, read_live, table};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use sus_chaos_tests::cluster::{NodeOptions, TestCluster};
-use sus_client::generator::{GenConfig, generate};
+use std::path::PathBuf;
 use sus_client::query::build;
 use sus_client::{Client, ReadFrom, ScanSpec};
 use sus_proto::v1;
-
-fn refdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../refdata")
-}
 
 async fn run(client: &Client, spec: &v1::QuerySpec, read: ReadFrom) -> Table {
     let r = client.aggregate(spec, read).await.expect("aggregate");
@@ -37,24 +31,7 @@ fn frozen(spec: &v1::QuerySpec, name: &str) -> v1::QuerySpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_down_aggregates_match_the_oracle_and_freeze_points_hold() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_sus-node"));
-    let cluster = TestCluster::start(&bin, &refdata(), 3, 4, 2, NodeOptions::default())
-        .await
-        .unwrap();
-    let out = cluster.scratch();
-    let summary = generate(
-        &GenConfig {
-            rows: 8_000,
-            seed: 21,
-            refdata_dir: refdata(),
-            out_dir: out.clone(),
-            rows_per_file: 400,
-            write_live: true,
-            ..GenConfig::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let (cluster, out, summary) = common::cluster_with_data(8_000, 21, 400).await;
     let files: Vec<PathBuf> = summary
         .expected
         .submissions

@@ -239,6 +239,18 @@ pub(super) fn status(e: Error) -> Status {
     }
 }
 
+/// The credentials and message of a call the caller must be an administrator to make.
+fn admin<T>(
+    request: Request<T>,
+    what: &str,
+) -> std::result::Result<(tonic::metadata::MetadataMap, T), Status> {
+    auth::caller(&request)?
+        .require_admin(what)
+        .map_err(status)?;
+    let (metadata, _, message) = request.into_parts();
+    Ok((metadata, message))
+}
+
 pub(super) fn check_format(format: u32) -> std::result::Result<(), Status> {
     if format != WIRE_FORMAT_VERSION {
         return Err(Status::failed_precondition(format!(
@@ -355,11 +367,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<AddNodeRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
-        auth::caller(&request)?
-            .require_admin("add nodes")
-            .map_err(status)?;
-        let credentials = request.metadata().clone();
-        let req = request.into_inner();
+        let (credentials, req) = admin(request, "add nodes")?;
         check_format(req.format)?;
         let forwarded = req.clone();
         self.on_meta_leader(
@@ -378,11 +386,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
-        auth::caller(&request)?
-            .require_admin("remove nodes")
-            .map_err(status)?;
-        let credentials = request.metadata().clone();
-        let req = request.into_inner();
+        let (credentials, req) = admin(request, "remove nodes")?;
         check_format(req.format)?;
         let forwarded = req;
         self.on_meta_leader(
@@ -401,11 +405,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<TransferLeaderRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
-        auth::caller(&request)?
-            .require_admin("transfer leadership")
-            .map_err(status)?;
-        let credentials = request.metadata().clone();
-        let req = request.into_inner();
+        let (credentials, req) = admin(request, "transfer leadership")?;
         check_format(req.format)?;
         if req.node != self.cluster.id {
             let mut client = self.admin_client(req.node)?;
@@ -475,10 +475,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ChangeShardReplicasRequest>,
     ) -> std::result::Result<Response<ChangeShardReplicasReply>, Status> {
-        auth::caller(&request)?
-            .require_admin("change shard replicas")
-            .map_err(status)?;
-        let req = request.into_inner();
+        let (_, req) = admin(request, "change shard replicas")?;
         check_format(req.format)?;
         let (raft, _) = self
             .cluster
@@ -504,11 +501,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<SetRefDataRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
-        auth::caller(&request)?
-            .require_admin("set the reference data version")
-            .map_err(status)?;
-        let credentials = request.metadata().clone();
-        let mut req = request.into_inner();
+        let (credentials, mut req) = admin(request, "set the reference data version")?;
         check_format(req.format)?;
         if req.version.is_empty() {
             req.version = self.cluster.refdata.fingerprint().to_string();
@@ -549,10 +542,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ShardContentRequest>,
     ) -> std::result::Result<Response<ShardContentReply>, Status> {
-        auth::caller(&request)?
-            .require_admin("read replica digests")
-            .map_err(status)?;
-        let req = request.into_inner();
+        let (_, req) = admin(request, "read replica digests")?;
         check_format(req.format)?;
         let (raft, replica) = self
             .cluster
@@ -583,11 +573,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<CreateFreezeRequest>,
     ) -> std::result::Result<Response<FreezePoint>, Status> {
-        auth::caller(&request)?
-            .require_admin("take freeze points")
-            .map_err(status)?;
-        let credentials = request.metadata().clone();
-        let req = request.into_inner();
+        let (credentials, req) = admin(request, "take freeze points")?;
         check_format(req.format)?;
         let forwarded = req.clone();
         self.on_meta_leader(
@@ -620,10 +606,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ShardFreezeRequest>,
     ) -> std::result::Result<Response<ShardFreezeReply>, Status> {
-        auth::caller(&request)?
-            .require_admin("freeze a shard")
-            .map_err(status)?;
-        let req = request.into_inner();
+        let (_, req) = admin(request, "freeze a shard")?;
         check_format(req.format)?;
         let answer = self
             .on_shard_leader(req.shard, ShardCommand::Freeze { name: req.name })
@@ -638,10 +621,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<CompactRequest>,
     ) -> std::result::Result<Response<CompactReply>, Status> {
-        auth::caller(&request)?
-            .require_admin("compact shards")
-            .map_err(status)?;
-        let req = request.into_inner();
+        let (_, req) = admin(request, "compact shards")?;
         check_format(req.format)?;
         self.compact_shards(req.shards, req.target_rows, req.forwarded)
             .await
@@ -652,11 +632,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<AddUserRequest>,
     ) -> std::result::Result<Response<UserInfo>, Status> {
-        auth::caller(&request)?
-            .require_admin("add users")
-            .map_err(status)?;
-        let credentials = request.metadata().clone();
-        let req = request.into_inner();
+        let (credentials, req) = admin(request, "add users")?;
         check_format(req.format)?;
         let forwarded = req.clone();
         self.on_meta_leader(
@@ -673,10 +649,8 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ListUsersRequest>,
     ) -> std::result::Result<Response<ListUsersReply>, Status> {
-        auth::caller(&request)?
-            .require_admin("list users")
-            .map_err(status)?;
-        check_format(request.into_inner().format)?;
+        let (_, req) = admin(request, "list users")?;
+        check_format(req.format)?;
         let state = self.cluster.meta_state.borrow();
         let users = state.users.iter().map(|(n, u)| u.info(n)).collect();
         Ok(Response::new(ListUsersReply { users }))
@@ -686,11 +660,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<RevokeUserRequest>,
     ) -> std::result::Result<Response<UserInfo>, Status> {
-        auth::caller(&request)?
-            .require_admin("revoke users")
-            .map_err(status)?;
-        let credentials = request.metadata().clone();
-        let req = request.into_inner();
+        let (credentials, req) = admin(request, "revoke users")?;
         check_format(req.format)?;
         let forwarded = req.clone();
         self.on_meta_leader(

@@ -146,3 +146,43 @@ pub fn expected(live: &[Live]) -> [Table; 4] {
         }),
     ]
 }
+
+/// A 3-node cluster of 4 shards of 2 replicas (every node lacks some shard) and `rows` generated
+/// rows (files of `rows_per_file`, with the oracle's `live.csv`) in its scratch directory.
+pub async fn cluster_with_data(
+    rows: u64,
+    seed: u64,
+    rows_per_file: u64,
+) -> (
+    sus_chaos_tests::cluster::TestCluster,
+    std::path::PathBuf,
+    sus_client::generator::Summary,
+) {
+    let refdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../refdata");
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_sus-node"));
+    let cluster = sus_chaos_tests::cluster::TestCluster::start(
+        &bin,
+        &refdata,
+        3,
+        4,
+        2,
+        sus_chaos_tests::cluster::NodeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let out = cluster.scratch();
+    let summary = sus_client::generator::generate(
+        &sus_client::generator::GenConfig {
+            rows,
+            seed,
+            refdata_dir: refdata,
+            out_dir: out.clone(),
+            rows_per_file,
+            write_live: true,
+            ..sus_client::generator::GenConfig::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    (cluster, out, summary)
+}
