@@ -508,6 +508,75 @@ async fn access_is_enforced_by_the_node() {
         .unwrap_err();
     assert!(e.to_string().contains("aggregates only"), "{e}");
 
+    // Flight without a token is refused; the handshake (Basic, unpadded as ADBC sends it)
+    // answers a bearer token that reads.
+    let e = arrow_flight::FlightClient::new(ch.clone())
+        .get_flight_info(arrow_flight::FlightDescriptor::new_path(vec!["apc".into()]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no bearer token"), "{e}");
+    let mut raw = arrow_flight::flight_service_client::FlightServiceClient::new(ch.clone());
+    let mut hs = tonic::Request::new(futures::stream::iter(vec![
+        arrow_flight::HandshakeRequest::default(),
+    ]));
+    let basic = base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!("nat1:{PASSWORD}"));
+    hs.metadata_mut()
+        .insert("authorization", format!("Basic {basic}").parse().unwrap());
+    let reply = raw.handshake(hs).await.unwrap();
+    let bearer = reply
+        .metadata()
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let mut flight = arrow_flight::FlightClient::new(ch.clone());
+    flight.add_header("authorization", bearer).unwrap();
+    let info = flight
+        .get_flight_info(arrow_flight::FlightDescriptor::new_path(vec!["op".into()]))
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 4, "one endpoint per shard");
+    let mut wrong = tonic::Request::new(futures::stream::iter(vec![
+        arrow_flight::HandshakeRequest::default(),
+    ]));
+    let basic = base64::engine::general_purpose::STANDARD.encode("nat1:wrong-password");
+    wrong
+        .metadata_mut()
+        .insert("authorization", format!("Basic {basic}").parse().unwrap());
+    let e = raw.handshake(wrong).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // A shared service sees the rows of the organisations that delegated to it: here provider
+    // `q` and commissioner `c`.
+    admin
+        .add_user(
+            UserInfo {
+                name: "csu".into(),
+                role: "shared".into(),
+                org: "0DF".into(),
+                delegated: vec![q.clone(), c.clone()],
+                max_tier: Tier::Pseudonymised as i32,
+                ..Default::default()
+            },
+            PASSWORD,
+        )
+        .await
+        .unwrap();
+    let csu = cluster.client_as(&[1], Default::default(), None);
+    let csu = csu
+        .login("csu", PASSWORD, "access test", 0)
+        .await
+        .unwrap()
+        .token;
+    let (_, rows) = scan(&cluster, &csu, "apc", Vec::new(), Tier::Unspecified)
+        .await
+        .unwrap();
+    let want = live
+        .iter()
+        .filter(|r| r.0 == "apc" && (&r.2 == q || &r.3 == c))
+        .count();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), want);
+
     // Pseudonymised extracts carry no NHS number or full postcode, over gRPC and Flight.
     let (identifiable_bytes, _) = scan(
         &cluster,

@@ -34,13 +34,19 @@ pub fn bearer(metadata: &MetadataMap) -> Result<Option<&str>> {
     let value = value
         .to_str()
         .map_err(|_| Error::Unauthenticated("the authorization header is not text".into()))?;
+    // Basic credentials belong to the Flight handshake, which checks them itself.
+    if value.starts_with("Basic ") || value.starts_with("basic ") {
+        return Ok(None);
+    }
     match value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
     {
         Some(t) => Ok(Some(t.trim())),
         None => Err(Error::Unauthenticated(
-            "the authorization header must be `Bearer <token>`".into(),
+            "the authorization header must be `Bearer <token>` (or Basic, for the Flight \
+             handshake)"
+                .into(),
         )),
     }
 }

@@ -109,6 +109,7 @@ impl Services {
         meta: SubmissionMeta,
         file: String,
         content: bytes::Bytes,
+        mut audit: sus_proto::audit::Record,
     ) -> std::result::Result<SubmissionReport, Status> {
         let store = replica.store();
         let refdata = self.cluster.refdata.clone();
@@ -119,12 +120,25 @@ impl Services {
         .map_err(|e| Status::internal(format!("prepare task: {e}")))?
         .map_err(status)?;
         let command = match prepared {
-            Prepared::Resent(report) => return Ok(*report),
+            Prepared::Resent(report) => {
+                audit.rows = report.records;
+                audit.detail += &format!(", resent: {:?}", report.outcome);
+                self.audit(vec![audit]).await?;
+                return Ok(*report);
+            }
             Prepared::Commit(command) => command,
         };
-        let reply = self
-            .propose_shard(raft, &ShardCommand::Submission(command))
-            .await?;
+        let prepared = match command.as_ref() {
+            ingest::Command::Reject { report, .. } | ingest::Command::Apply { report, .. } => {
+                report
+            }
+        };
+        audit.rows = prepared.records;
+        audit.detail += &format!(", prepared: {:?}", prepared.outcome);
+        // The audit write and the shard's commit run side by side: one round of latency, not two.
+        let command = ShardCommand::Submission(command);
+        let (reply, ()) =
+            tokio::try_join!(self.propose_shard(raft, &command), self.audit(vec![audit]))?;
         SubmissionReport::from_json(&reply)
             .map_err(|e| Status::internal(format!("undecodable report: {e}")))
     }
@@ -322,24 +336,25 @@ impl ingest_server::Ingest for Services {
                 self.cluster.id, state.refdata
             )));
         }
-        let (sender, id, dataset) = (
-            meta.sender.clone(),
-            meta.submission_id.clone(),
-            meta.dataset,
+        // Every submission is accounted for: its audit entry is committed alongside it, and the
+        // report is returned only when both are (a retry after a failed audit write gets the same
+        // report and audits it then).
+        let mut record = super::audit::record(&caller, self.cluster.id, "submit");
+        record.dataset = meta.dataset.name().to_string();
+        record.detail = format!(
+            "file {}, sender {}, submission {}, shard {shard}",
+            req.file_name, meta.sender, meta.submission_id
         );
         let report = self
-            .submit_here(&raft, &replica, meta, req.file_name.clone(), req.content)
+            .submit_here(
+                &raft,
+                &replica,
+                meta,
+                req.file_name.clone(),
+                req.content,
+                record,
+            )
             .await?;
-        // Every submission is accounted for before its report is returned (a retry after a
-        // failed audit write gets the same report and audits it then).
-        let mut record = super::audit::record(&caller, self.cluster.id, "submit");
-        record.rows = report.records;
-        record.dataset = dataset.name().to_string();
-        record.detail = format!(
-            "file {}, sender {sender}, submission {id}, shard {shard}, {:?}",
-            req.file_name, report.outcome
-        );
-        self.audit(vec![record]).await?;
         Ok(Response::new(SubmitReply {
             accepted: report.outcome == Outcome::Accepted,
             report_json: String::from_utf8_lossy(&report.to_json()).into_owned(),
