@@ -1,8 +1,11 @@
-//! A cluster of real `sus-node` processes on loopback ports, for integration and fault tests.
+//! A cluster of real `sus-node` processes, for integration and fault tests.
 //!
-//! Each node is a separate OS process with its own data directory under one temp dir, started on
-//! port 0 (the node prints the port it bound) and restarted on the same port. Faults are real:
-//! SIGKILL, SIGSTOP/SIGCONT, and wiping a node's directory. Waits are on conditions with a
+//! Nodes run as local processes on loopback ports (started on port 0: the node prints the port it
+//! bound, and is restarted on the same port), or as containers of the project's own image on a
+//! private Docker network with one address per node ([`Launcher::Docker`]). Each node has its own
+//! data directory under one temp dir (bind-mounted into its container). Faults are real: SIGKILL,
+//! SIGSTOP/SIGCONT (a frozen container), a node cut off its network, a wiped directory, and a
+//! full disk (a size-limited tmpfs at the node's directory). Waits are on conditions with a
 //! timeout, never fixed sleeps.
 
 use std::collections::BTreeMap;
@@ -22,6 +25,11 @@ pub struct NodeOptions {
     pub snapshot_after: u64,
     pub keep_after_snapshot: u64,
     pub commit_timeout_ms: u64,
+    /// Give each node's directory a tmpfs of this many bytes (needs root), so that a disk can be
+    /// filled ([`TestCluster::fill_disk`]).
+    pub disk_bytes: Option<u64>,
+    /// Extra environment of every node (`SUS_TEST_BROKEN` for deliberately broken builds).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for NodeOptions {
@@ -32,6 +40,8 @@ impl Default for NodeOptions {
             snapshot_after: 1000,
             keep_after_snapshot: 200,
             commit_timeout_ms: 10_000,
+            disk_bytes: None,
+            env: Vec::new(),
         }
     }
 }
@@ -43,11 +53,66 @@ pub struct NodeProc {
     pub dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// The node's container (Docker launcher), and whether it is running.
+    container: Option<(String, bool)>,
+}
+
+/// How the nodes of a [`TestCluster`] run.
+#[derive(Debug, Clone)]
+pub enum Launcher {
+    /// Local processes on loopback ports.
+    Process,
+    /// Containers of `image` on a private network of their own.
+    Docker { image: String },
+}
+
+/// The private network of a Docker-launched cluster.
+#[derive(Debug, Clone)]
+struct DockerNet {
+    image: String,
+    /// Network and container name prefix.
+    name: String,
+    /// The first three octets of the subnet, with the trailing dot (`10.231.7.`).
+    prefix: String,
+}
+
+impl DockerNet {
+    fn ip(&self, id: u64) -> String {
+        format!("{}{}", self.prefix, 10 + id)
+    }
+    fn container(&self, id: u64) -> String {
+        format!("{}-n{id}", self.name)
+    }
+}
+
+/// Runs `docker ARGS`, returning its stdout, or its stderr as the error.
+pub fn docker(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether a Docker engine answers here.
+pub fn docker_available() -> bool {
+    docker(&["info", "--format", "{{.ServerVersion}}"]).is_ok()
 }
 
 /// A cluster of node processes.
 pub struct TestCluster {
     bin: PathBuf,
+    docker: Option<DockerNet>,
+    /// tmpfs mounts to undo on drop.
+    mounts: Vec<PathBuf>,
     refdata: PathBuf,
     root: tempfile::TempDir,
     pub options: NodeOptions,
@@ -73,16 +138,51 @@ impl TestCluster {
         replication: u32,
         options: NodeOptions,
     ) -> Result<TestCluster> {
+        Self::start_with(
+            Launcher::Process,
+            bin,
+            refdata,
+            n,
+            shards,
+            replication,
+            options,
+        )
+        .await
+    }
+
+    /// [`TestCluster::start`] with nodes run by `launcher`.
+    pub async fn start_with(
+        launcher: Launcher,
+        bin: &Path,
+        refdata: &Path,
+        n: u64,
+        shards: u32,
+        replication: u32,
+        options: NodeOptions,
+    ) -> Result<TestCluster> {
+        let docker = match launcher {
+            Launcher::Process => None,
+            Launcher::Docker { image } => Some(create_network(image)?),
+        };
         let mut root = tempfile::tempdir().map_err(|e| e.to_string())?;
         if std::env::var_os("SUS_TEST_KEEP").is_some() {
             // Keep logs and data for inspection (the path is printed).
             root.disable_cleanup(true);
             eprintln!("test cluster directory: {}", root.path().display());
         }
-        let certs = sus_client::certs::init(&root.path().join("tls"), &["node".to_string()])
+        // One certificate for every node, naming each address a node of this cluster may have.
+        let mut names = "node".to_string();
+        if let Some(net) = &docker {
+            for id in 1..=30 {
+                names.push_str(&format!(",{}", net.ip(id)));
+            }
+        }
+        let certs = sus_client::certs::init(&root.path().join("tls"), &[names])
             .map_err(|e| format!("certificates: {e}"))?;
         let mut cluster = TestCluster {
             bin: bin.to_path_buf(),
+            docker,
+            mounts: Vec::new(),
             refdata: refdata.to_path_buf(),
             root,
             options,
@@ -145,6 +245,27 @@ impl TestCluster {
     pub async fn spawn_with(&mut self, id: u64, listen: &str, refdata: &Path) -> Result<String> {
         let dir = self.root.path().join(format!("n{id}"));
         let log = self.root.path().join(format!("n{id}.log"));
+        if let Some(bytes) = self.options.disk_bytes
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let size = format!("size={bytes}");
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+                .arg(&dir)
+                .status()
+                .map_err(|e| format!("mount: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "mounting a {bytes}-byte tmpfs at {} failed (disk faults need root)",
+                    dir.display()
+                ));
+            }
+            self.mounts.push(dir.clone());
+        }
+        if let Some(net) = self.docker.clone() {
+            return self.spawn_container(&net, id, dir, log).await;
+        }
         let o = &self.options;
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -169,6 +290,7 @@ impl TestCluster {
             .args(["--keep-after-snapshot", &o.keep_after_snapshot.to_string()])
             .args(["--commit-timeout-ms", &o.commit_timeout_ms.to_string()])
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(o.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true)
@@ -197,15 +319,162 @@ impl TestCluster {
                 dir,
                 log,
                 child: Some(child),
+                container: None,
             },
         );
         Ok(addr)
     }
 
+    /// Starts node `id` as a container (creating it the first time) and waits until it accepts
+    /// connections.
+    async fn spawn_container(
+        &mut self,
+        net: &DockerNet,
+        id: u64,
+        dir: PathBuf,
+        log: PathBuf,
+    ) -> Result<String> {
+        let name = net.container(id);
+        let ip = net.ip(id);
+        let addr = format!("{ip}:7400");
+        let exists = self.nodes.get(&id).is_some_and(|p| p.container.is_some());
+        if exists {
+            docker(&["start", &name])?;
+        } else {
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let o = &self.options;
+            let data = format!("{}:/data", dir.display());
+            let tls = format!("{}:/tls:ro", self.root.path().join("tls").display());
+            let id_s = id.to_string();
+            let (hb, el, sa, ks, ct) = (
+                o.heartbeat_ms.to_string(),
+                o.election_ms.to_string(),
+                o.snapshot_after.to_string(),
+                o.keep_after_snapshot.to_string(),
+                o.commit_timeout_ms.to_string(),
+            );
+            let mut args: Vec<String> = [
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                &net.name,
+                "--ip",
+                &ip,
+                "-v",
+                &data,
+                "-v",
+                &tls,
+                "-e",
+                "RUST_LOG=info,openraft=warn",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            for (k, v) in &o.env {
+                args.extend(["-e".to_string(), format!("{k}={v}")]);
+            }
+            args.push(net.image.clone());
+            for a in [
+                "serve",
+                "--id",
+                &id_s,
+                "--listen",
+                "0.0.0.0:7400",
+                "--advertise",
+                &addr,
+                "--tls-ca",
+                "/tls/ca.pem",
+                "--tls-cert",
+                "/tls/node.pem",
+                "--tls-key",
+                "/tls/node.key",
+                "--heartbeat-ms",
+                &hb,
+                "--election-ms",
+                &el,
+                "--snapshot-after",
+                &sa,
+                "--keep-after-snapshot",
+                &ks,
+                "--commit-timeout-ms",
+                &ct,
+            ] {
+                args.push(a.to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            docker(&args)?;
+            self.nodes.insert(
+                id,
+                NodeProc {
+                    id,
+                    addr: addr.clone(),
+                    dir,
+                    log,
+                    child: None,
+                    container: Some((name.clone(), false)),
+                },
+            );
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "container {name} did not accept connections on {addr} within 60s: {}",
+                    docker(&["logs", "--tail", "20", &name]).unwrap_or_default()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(p) = self.nodes.get_mut(&id)
+            && let Some(c) = p.container.as_mut()
+        {
+            c.1 = true;
+        }
+        Ok(addr)
+    }
+
     /// SIGKILLs node `id` and waits for it to exit.
     pub async fn kill(&mut self, id: u64) {
-        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|p| p.child.take()) {
+        let Some(p) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if let Some(mut child) = p.child.take() {
             let _ = child.kill().await;
+        }
+        if let Some((name, running)) = p.container.as_mut()
+            && *running
+        {
+            // `docker kill` returns once the container has stopped.
+            let _ = docker(&["kill", "--signal", "KILL", name]);
+            *running = false;
+        }
+    }
+
+    /// Stops node `id` with SIGTERM (a clean shutdown) and waits for it to exit.
+    pub async fn stop(&mut self, id: u64) {
+        let Some(p) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if let Some(mut child) = p.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+        if let Some((name, running)) = p.container.as_mut()
+            && *running
+        {
+            let _ = docker(&["stop", "--time", "30", name]);
+            *running = false;
         }
     }
 
@@ -221,20 +490,106 @@ impl TestCluster {
         self.spawn_with(id, &addr, refdata).await.map(|_| ())
     }
 
-    /// Kills node `id` and deletes its data directory (a lost disk).
+    /// Kills node `id` and deletes its data (a lost disk).
     pub async fn wipe(&mut self, id: u64) -> Result<()> {
         self.kill(id).await;
         let dir = self.nodes.get(&id).ok_or("no such node")?.dir.clone();
-        std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())
+        // The directory itself may be a mount point: empty it.
+        for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Forgets a node the cluster no longer has (it must be down).
     pub fn forget(&mut self, id: u64) {
-        self.nodes.remove(&id);
+        if let Some(p) = self.nodes.remove(&id)
+            && let Some((name, _)) = p.container
+        {
+            let _ = docker(&["rm", "-f", &name]);
+        }
     }
 
-    /// Pauses (SIGSTOP) or resumes (SIGCONT) node `id`.
+    /// Fills node `id`'s disk (its tmpfs: [`NodeOptions::disk_bytes`]) with a ballast file until
+    /// no byte is left; returns the bytes written.
+    pub fn fill_disk(&self, id: u64) -> Result<u64> {
+        use std::io::Write;
+        let dir = &self.nodes.get(&id).ok_or("no such node")?.dir;
+        if !self.mounts.contains(dir) {
+            return Err("disk faults need NodeOptions::disk_bytes".into());
+        }
+        let mut f = std::fs::File::create(dir.join("ballast")).map_err(|e| e.to_string())?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Frees what [`TestCluster::fill_disk`] took.
+    pub fn free_disk(&self, id: u64) -> Result<()> {
+        let dir = &self.nodes.get(&id).ok_or("no such node")?.dir;
+        match std::fs::remove_file(dir.join("ballast")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cuts node `id` off the cluster's network (both directions; Docker launcher only).
+    pub fn isolate(&mut self, id: u64) -> Result<()> {
+        let net = self
+            .docker
+            .as_ref()
+            .ok_or("partitions need the Docker launcher")?;
+        docker(&["network", "disconnect", &net.name, &net.container(id)]).map(|_| ())
+    }
+
+    /// Reconnects an isolated node at its old address.
+    pub fn reconnect(&mut self, id: u64) -> Result<()> {
+        let net = self
+            .docker
+            .as_ref()
+            .ok_or("partitions need the Docker launcher")?;
+        let ip = net.ip(id);
+        docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &ip,
+            &net.name,
+            &net.container(id),
+        ])
+        .map(|_| ())
+    }
+
+    /// Whether the cluster's nodes are containers (and so can be partitioned).
+    pub fn is_docker(&self) -> bool {
+        self.docker.is_some()
+    }
+
+    /// Whether node directories are size-limited (and so disks can be filled).
+    pub fn has_disks(&self) -> bool {
+        !self.mounts.is_empty()
+    }
+
+    /// Pauses (SIGSTOP) or resumes (SIGCONT) node `id` (a container is frozen and thawed).
     pub fn signal(&self, id: u64, signal: &str) -> Result<()> {
+        if let Some((name, _)) = self.nodes.get(&id).and_then(|p| p.container.as_ref()) {
+            let verb = if signal == "STOP" { "pause" } else { "unpause" };
+            return docker(&[verb, name]).map(|_| ());
+        }
         let pid = self
             .nodes
             .get(&id)
@@ -253,7 +608,9 @@ impl TestCluster {
 
     /// Whether node `id` is running.
     pub fn is_up(&self, id: u64) -> bool {
-        self.nodes.get(&id).is_some_and(|p| p.child.is_some())
+        self.nodes
+            .get(&id)
+            .is_some_and(|p| p.child.is_some() || p.container.as_ref().is_some_and(|c| c.1))
     }
 
     /// A client of the given nodes, with the default retry policy.
@@ -402,16 +759,87 @@ impl TestCluster {
 
     /// The log (stderr) of node `id`, for assertions on what it did and for failure messages.
     pub fn log_of(&self, id: u64) -> String {
-        self.nodes
-            .get(&id)
-            .and_then(|p| std::fs::read_to_string(&p.log).ok())
-            .unwrap_or_default()
+        let Some(p) = self.nodes.get(&id) else {
+            return String::new();
+        };
+        if let Some((name, _)) = &p.container {
+            let out = std::process::Command::new("docker")
+                .args(["logs", name])
+                .output();
+            return out
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr)
+                })
+                .unwrap_or_default();
+        }
+        std::fs::read_to_string(&p.log).unwrap_or_default()
     }
 
     /// Keeps the cluster's directory (logs, data) for inspection after a failure.
-    pub fn keep(self) -> PathBuf {
-        self.root.keep()
+    pub fn keep(mut self) -> PathBuf {
+        self.cleanup();
+        self.root.disable_cleanup(true);
+        self.root.path().to_path_buf()
     }
+
+    /// Removes containers and the network, and unmounts tmpfs directories (copying their
+    /// content out first, so that a kept directory still holds it).
+    fn cleanup(&mut self) {
+        for p in self.nodes.values_mut() {
+            if let Some((name, _)) = p.container.take() {
+                let _ = docker(&["rm", "-f", &name]);
+            }
+            if let Some(mut child) = p.child.take() {
+                let _ = child.start_kill();
+            }
+        }
+        if let Some(net) = self.docker.take() {
+            let _ = docker(&["network", "rm", &net.name]);
+        }
+        for dir in self.mounts.drain(..) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&dir)
+                .status();
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Creates a private network with a free /24 subnet for a Docker-launched cluster.
+fn create_network(image: String) -> Result<DockerNet> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = std::process::id();
+    let mut last = String::new();
+    for _ in 0..20 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let octet = (base + n * 7) % 200 + 20;
+        let name = format!("sus-test-{base}-{n}");
+        let prefix = format!("10.231.{octet}.");
+        match docker(&[
+            "network",
+            "create",
+            "--subnet",
+            &format!("{prefix}0/24"),
+            &name,
+        ]) {
+            Ok(_) => {
+                return Ok(DockerNet {
+                    image,
+                    name,
+                    prefix,
+                });
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("no free subnet for a test network: {last}"))
 }
 
 /// Live records and price total of a set of replica contents, one replica per shard.

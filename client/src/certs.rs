@@ -33,8 +33,10 @@ fn write(path: &Path, content: &str, private: bool) -> Result<()> {
     Ok(())
 }
 
-/// Creates a CA and certificates for `nodes` (host names; each certificate also names
-/// `localhost`, `127.0.0.1` and `::1`) in `dir`.
+/// Creates a CA and certificates for `nodes` in `dir`. Each entry is a name, optionally followed
+/// by other names or IP addresses for the same certificate: `n1` or `n1,10.0.0.11,n1.sus.svc`
+/// (the file is named after the first). Every certificate also names `localhost`, `127.0.0.1`
+/// and `::1`.
 pub fn init(dir: &Path, nodes: &[String]) -> Result<CertFiles> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error)?;
@@ -68,13 +70,18 @@ pub fn init(dir: &Path, nodes: &[String]) -> Result<CertFiles> {
         Ok::<_, Error>((c, k))
     };
     let mut out = Vec::new();
-    for name in nodes {
-        let mut sans = vec![name.clone()];
-        for s in ["localhost", "127.0.0.1", "::1"] {
-            if s != name {
+    for entry in nodes {
+        let mut sans: Vec<String> = Vec::new();
+        for s in entry
+            .split(',')
+            .map(str::trim)
+            .chain(["localhost", "127.0.0.1", "::1"])
+        {
+            if !s.is_empty() && !sans.iter().any(|x| x == s) {
                 sans.push(s.to_string());
             }
         }
+        let name = &sans[0].clone();
         let (c, k) = issue(
             name,
             sans,

@@ -263,8 +263,10 @@ impl Client {
         let status = self.status(false).await?;
         let mut pending: Vec<u32> = status.shards.iter().map(|s| s.shard).collect();
         let mut read = read;
+        let mut retry = false;
         loop {
-            let views = status_fresh(self, &status, read).await?;
+            let views = status_fresh(self, &status, read, retry).await?;
+            retry = true;
             let plan = self.plan(&views, &pending, read)?;
             let mut calls = tokio::task::JoinSet::new();
             for (addr, shards) in plan {
@@ -400,7 +402,7 @@ impl Client {
         self.check_view(spec.view.as_ref()).await?;
         let status = self.status(false).await?;
         let shards: Vec<u32> = status.shards.iter().map(|s| s.shard).collect();
-        let views = status_fresh(self, &status, read).await?;
+        let views = status_fresh(self, &status, read, false).await?;
         let plan = self.plan(&views, &shards, read)?;
         let mut rows = 0u64;
         for (addr, shards) in plan {
@@ -448,7 +450,7 @@ impl Client {
         self.check_view(since.as_ref()).await?;
         let status = self.status(false).await?;
         let shards: Vec<u32> = status.shards.iter().map(|s| s.shard).collect();
-        let views = status_fresh(self, &status, read).await?;
+        let views = status_fresh(self, &status, read, false).await?;
         let plan = self.plan(&views, &shards, read)?;
         let mut out: BTreeMap<(String, String), [u64; 5]> = BTreeMap::new();
         for (addr, shards) in plan {
@@ -581,12 +583,14 @@ impl Client {
     }
 }
 
-/// The views of every member node (for their groups' leaders); just the given one when reading
-/// from any replica.
+/// The views of member nodes (for their groups' leaders) until every shard has a known leader,
+/// or of every member when `all` (a retry: some view named a leader that no longer leads); just
+/// the given one when reading from any replica.
 async fn status_fresh(
     client: &Client,
     status: &ClusterStatus,
     read: ReadFrom,
+    all: bool,
 ) -> Result<Vec<ClusterStatus>> {
     let mut views = vec![status.clone()];
     if read == ReadFrom::AnyReplica {
@@ -599,7 +603,7 @@ async fn status_fresh(
             .count()
     };
     for node in &status.nodes {
-        if known(&views) == wanted {
+        if known(&views) == wanted && !all {
             break;
         }
         if node.id == status.node {
@@ -620,12 +624,15 @@ async fn status_fresh(
     Ok(views)
 }
 
+/// The shard's leader in the newest term any view knows of (a restarted or cut-off node may
+/// still name an old leader).
 fn leader_of(views: &[ClusterStatus], shard: u32) -> Option<u64> {
     let group = u64::from(shard) + 1;
     views
         .iter()
         .flat_map(|v| v.groups.iter())
-        .find(|g| g.group == group && g.leader != 0)
+        .filter(|g| g.group == group && g.leader != 0)
+        .max_by_key(|g| g.term)
         .map(|g| g.leader)
 }
 

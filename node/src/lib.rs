@@ -14,6 +14,7 @@
 //! reference files, no clock, no globals, so that every replica would compute the same result.
 
 pub mod access;
+pub mod broken;
 pub mod cluster;
 pub mod derive;
 pub mod error;

@@ -50,13 +50,31 @@ enum Command {
     /// Example: sus-node --data-dir /var/lib/sus/n1 serve --id 1 --listen 0.0.0.0:7401 \
     ///            --advertise n1.internal:7401
     Serve(ServeArgs),
+    /// Exit 0 if a node accepts connections at ADDR within the timeout, 1 if not: a health check
+    /// for containers and supervisors (the container image has no shell or curl).
+    ///
+    /// Example: sus-node probe --addr 127.0.0.1:7400
+    Probe {
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        addr: String,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
     /// This node's id: unique in the cluster and never reused (a wiped node gets a new id).
-    #[arg(long, env = "SUS_NODE_ID")]
-    id: u64,
+    #[arg(
+        long,
+        env = "SUS_NODE_ID",
+        required_unless_present = "id_from_hostname"
+    )]
+    id: Option<u64>,
+    /// Take the id from the host name's trailing number plus one (`sus-2` is node 3): for
+    /// Kubernetes StatefulSets, whose pods are named `<set>-<ordinal>`.
+    #[arg(long, env = "SUS_ID_FROM_HOSTNAME", conflicts_with = "id")]
+    id_from_hostname: bool,
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, env = "SUS_LISTEN", default_value = "127.0.0.1:7401")]
     listen: String,
@@ -114,6 +132,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cli = match cli.command {
         Command::Serve(args) => return serve(cli.data_dir, cli.refdata, args),
+        Command::Probe { addr, timeout_ms } => return probe(&addr, timeout_ms),
         _ => cli,
     };
     let node = Node::open(&NodeConfig {
@@ -171,8 +190,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Probe { .. } => unreachable!("handled above"),
     }
+}
+
+fn probe(addr: &str, timeout_ms: u64) -> anyhow::Result<ExitCode> {
+    use std::net::ToSocketAddrs;
+    let timeout = std::time::Duration::from_millis(timeout_ms);
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .collect();
+    for a in &addrs {
+        if std::net::TcpStream::connect_timeout(a, timeout).is_ok() {
+            println!("{addr}: accepting connections");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    eprintln!("sus-node: {addr}: not accepting connections");
+    Ok(ExitCode::from(1))
+}
+
+/// The id of a StatefulSet pod: its host name's trailing ordinal, plus one (ids start at 1).
+fn id_from_hostname() -> anyhow::Result<u64> {
+    let name = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let ordinal = name
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .with_context(|| {
+            format!("--id-from-hostname: host name '{name}' does not end in -<number>")
+        })?;
+    Ok(ordinal + 1)
 }
 
 fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -181,6 +234,11 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let id = match args.id {
+        Some(id) => id,
+        None => id_from_hostname()?,
+    };
+    sus_node::broken::set_node(id);
     let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key, args.plaintext) {
         (Some(ca), Some(cert), Some(key), false) => Some(sus_node::cluster::tls::TlsFiles {
             ca: ca.clone(),
@@ -200,7 +258,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
         let bound = listener.local_addr()?;
         let advertise = args.advertise.clone().unwrap_or_else(|| bound.to_string());
         let cluster = Cluster::start(ClusterConfig {
-            id: args.id,
+            id,
             advertise: advertise.clone(),
             data_dir: data_dir.clone(),
             refdata_dir: refdata,
@@ -215,7 +273,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             tls: tls.clone(),
         })
         .await
-        .with_context(|| format!("starting node {} in {}", args.id, data_dir.display()))?;
+        .with_context(|| format!("starting node {id} in {}", data_dir.display()))?;
         let services = Services::new(cluster.clone());
         // Small Raft and client messages must not wait for Nagle's algorithm (40 ms stalls with
         // delayed ACKs); tonic's own tcp_nodelay applies only to listeners it binds itself.
@@ -227,7 +285,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
                 }
             })
         });
-        println!("sus-node {} listening on {bound}", args.id);
+        println!("sus-node {id} listening on {bound}");
         use std::io::Write;
         std::io::stdout().flush()?;
         let mut server = tonic::transport::Server::builder();

@@ -106,6 +106,10 @@ pub struct SubmissionOutcome {
     pub price_pence: i64,
     /// A resend with an already applied (sender, submission id): the file whose report it gets.
     pub duplicate_of: Option<String>,
+    /// The live records and price total of this sender's records of this dataset once the file is
+    /// applied (unchanged when it is rejected or a resend): the states a reader may see between
+    /// the sender's submissions.
+    pub sender_after: BTreeMap<String, ProviderTotals>,
 }
 
 /// `expected.json`.
@@ -122,6 +126,8 @@ pub struct Expected {
     pub all: DatasetTotals,
     /// provider → dataset → live totals.
     pub providers: BTreeMap<String, BTreeMap<String, ProviderTotals>>,
+    /// provider → the sender that submits its records.
+    pub sender_of: BTreeMap<String, String>,
     pub submissions: Vec<SubmissionOutcome>,
 }
 
@@ -247,6 +253,7 @@ impl Out<'_> {
             o = SubmissionOutcome {
                 file,
                 duplicate_of: Some(orig.file.clone()),
+                sender_after: self.store.sender_totals(sender, dataset),
                 ..orig
             };
             self.outcomes.push(o);
@@ -298,6 +305,7 @@ impl Out<'_> {
             o.bulk_deleted = c.bulk_deleted;
             self.applied.insert(key, self.outcomes.len());
         }
+        o.sender_after = self.store.sender_totals(sender, dataset);
         self.outcomes.push(o);
         Ok(self.outcomes.len() - 1)
     }
@@ -770,6 +778,7 @@ pub fn generate(cfg: &GenConfig, progress: &mut dyn FnMut(&Progress)) -> Result<
         dataset: cfg.dataset.map_or("all", Dataset::name).to_string(),
         files: out.files,
         rows_written: out.rows_written,
+        sender_of: rd.providers.iter().cloned().zip(sender_of).collect(),
         ..Expected::default()
     };
     for &(d, _) in &datasets {

@@ -547,6 +547,16 @@ pub struct Store {
     name_ids: HashMap<String, u32>,
     /// Applied bulk extracts: (sender, dataset, start, end) → latest extract.
     bulks: BTreeMap<(String, Dataset, NaiveDate, NaiveDate), NaiveDateTime>,
+    /// Live records and price total by (sender, dataset) and provider, kept in step with every
+    /// change.
+    by_sender: HashMap<(u32, Dataset), BTreeMap<u32, ProviderTotals>>,
+}
+
+impl ProviderTotals {
+    fn add(&mut self, price: Pence, sign: i64) {
+        self.live_records = self.live_records.wrapping_add_signed(sign);
+        self.total_price_pence += sign * price;
+    }
 }
 
 /// A Bulk Replacement envelope, as the store needs it.
@@ -575,15 +585,48 @@ impl Store {
             .is_some_and(|prev| b.extract <= *prev)
     }
 
+    /// The live totals of `sender`'s records of `dataset` now, by provider (providers with no
+    /// live records left out).
+    pub fn sender_totals(
+        &self,
+        sender: &str,
+        dataset: Dataset,
+    ) -> BTreeMap<String, ProviderTotals> {
+        self.name_ids
+            .get(sender)
+            .and_then(|i| self.by_sender.get(&(*i, dataset)))
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, t)| t.live_records > 0)
+                    .map(|(p, t)| (self.names[*p as usize].clone(), *t))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn count(&mut self, sender: u32, dataset: Dataset, provider: u32, price: Pence, sign: i64) {
+        self.by_sender
+            .entry((sender, dataset))
+            .or_default()
+            .entry(provider)
+            .or_default()
+            .add(price, sign);
+    }
+
     fn put(&mut self, id: &str, row: Stored) -> bool {
         let dataset = row.dataset;
+        if row.live {
+            self.count(row.sender, dataset, row.provider, row.priced.price, 1);
+        }
         match self.ids.get(id).copied() {
             Some(i) => {
                 let old = &self.rows[i];
                 let was_live = old.live;
+                let key = (old.dataset, old.sender, old.activity, i);
+                let (s, p, price) = (old.sender, old.provider, old.priced.price);
                 if was_live {
-                    self.live_index
-                        .remove(&(old.dataset, old.sender, old.activity, i));
+                    self.count(s, key.0, p, price, -1);
+                    self.live_index.remove(&key);
                 }
                 if row.live {
                     self.live_index
@@ -633,8 +676,10 @@ impl Store {
             for i in victims {
                 let r = &mut self.rows[i];
                 r.live = false;
-                self.live_index
-                    .remove(&(r.dataset, r.sender, r.activity, i));
+                let key = (r.dataset, r.sender, r.activity, i);
+                let (p, price) = (r.provider, r.priced.price);
+                self.count(key.1, key.0, p, price, -1);
+                self.live_index.remove(&key);
                 counts.bulk_deleted += 1;
             }
         } else {

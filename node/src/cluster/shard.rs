@@ -191,6 +191,15 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                     EntryPayload::Blank => Response::default(),
                     EntryPayload::Normal(request) => {
                         let answer = match command::decode(&request.0)? {
+                            ShardCommand::Submission(c)
+                                if entry.log_id.index % 5 == 0
+                                    && crate::broken::node() == 2
+                                    && crate::broken::broken("diverge") =>
+                            {
+                                let (ingest::Command::Apply { report, .. }
+                                | ingest::Command::Reject { report, .. }) = *c;
+                                Ok(report.to_json())
+                            }
                             ShardCommand::Submission(c) => {
                                 ingest::commit(&store, c).map(|r| r.to_json())
                             }

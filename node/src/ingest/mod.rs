@@ -140,7 +140,15 @@ pub fn prepare(
 pub fn commit(store: &Store, command: Box<Command>) -> Result<SubmissionReport> {
     match *command {
         Command::Reject { meta, report } => record_rejection(store, &meta, report),
-        Command::Apply { change, mut report } => {
+        Command::Apply {
+            mut change,
+            mut report,
+        } => {
+            let n = change.upserts.num_rows();
+            if n > 1 && crate::broken::broken("partial-apply") {
+                change.upserts = change.upserts.slice(0, n / 2);
+                change.upsert_ordinals.truncate(n / 2);
+            }
             let meta = change.meta.clone();
             match store.apply(change)? {
                 ApplyOutcome::Applied(counts) => {

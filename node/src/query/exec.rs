@@ -55,8 +55,12 @@ impl ScanStats {
 /// The version a view reads on this store (`None`: the latest).
 pub fn resolve_view(store: &Store, view: &View) -> Result<Option<u64>> {
     match view {
+        View::Current if crate::broken::broken("stale-read") => {
+            Ok(Some(store.version()?.saturating_sub(1)))
+        }
         View::Current => Ok(None),
         View::Freeze(name) => match store.freeze_version(name)? {
+            Some(_) if crate::broken::broken("freeze-drift") => Ok(None),
             Some(v) => Ok(Some(v)),
             None => Err(Error::NotFound(format!(
                 "freeze point '{name}' is not known to this replica"

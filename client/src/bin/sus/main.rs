@@ -263,6 +263,10 @@ Example:
         /// The password of the first user, `admin` (at least 12 characters).
         #[arg(long, env = "SUS_ADMIN_PASSWORD", hide_env_values = true)]
         admin_password: String,
+        /// Succeed without change if the cluster is already initialised (for deploy scripts
+        /// and init containers that run on every start).
+        #[arg(long)]
+        if_needed: bool,
     },
     /// Add a started node under a new id, and move shard replicas onto it.
     AddNode {
@@ -645,11 +649,19 @@ async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
             shards,
             replication,
             admin_password,
+            if_needed,
         } => {
-            endpoint
+            match endpoint
                 .client()?
                 .init(&nodes, shards, replication, &admin_password)
-                .await?
+                .await
+            {
+                Err(e) if if_needed && e.to_string().contains("already initialised") => {
+                    println!("the cluster is already initialised");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                other => other?,
+            }
         }
         ClusterCommand::AddNode {
             endpoint,

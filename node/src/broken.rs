@@ -1,0 +1,47 @@
+//! Deliberate bugs, for proving that the chaos checker (`chaos-tests`) can fail.
+//!
+//! A debug build reads `SUS_TEST_BROKEN` (comma-separated names) once; a release build has no
+//! switch at all, so no deployed node can be broken this way. Each bug breaks one promise the
+//! checker verifies:
+//! - `ack-before-commit`: a submission is acknowledged once prepared and proposed in the
+//!   background after a delay, so a leader lost in that window loses an acknowledged write;
+//! - `diverge`: the node with id 2 skips every fifth submission entry it applies (answering with
+//!   the prepared report), so its replicas differ from the others';
+//! - `stale-read`: reads (linearizable ones too) see the store one version behind;
+//! - `freeze-drift`: a read at a freeze point reads the latest data instead;
+//! - `partial-apply`: every replica applies only the first half of a submission's records.
+
+/// Whether the bug `name` is switched on (always false in release builds).
+pub fn broken(name: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static SWITCHES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        SWITCHES
+            .get_or_init(|| {
+                let v = std::env::var("SUS_TEST_BROKEN").unwrap_or_default();
+                if !v.is_empty() {
+                    tracing::warn!(switches = %v, "deliberately broken build (SUS_TEST_BROKEN)");
+                }
+                v.split(',').map(|s| s.trim().to_string()).collect()
+            })
+            .iter()
+            .any(|s| s == name)
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+        false
+    }
+}
+
+static NODE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Records this process's node id (for bugs that break one node only).
+pub fn set_node(id: u64) {
+    NODE.store(id, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This process's node id, once serving (0 before).
+pub fn node() -> u64 {
+    NODE.load(std::sync::atomic::Ordering::Relaxed)
+}
