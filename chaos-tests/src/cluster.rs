@@ -76,9 +76,13 @@ struct DockerNet {
     prefix: String,
 }
 
+/// Address slots of a Docker network: a node takes the lowest free one, and a forgotten node's
+/// slot is reused, so the certificate's address list stays short however many nodes come and go.
+const DOCKER_SLOTS: u64 = 30;
+
 impl DockerNet {
-    fn ip(&self, id: u64) -> String {
-        format!("{}{}", self.prefix, 10 + id)
+    fn ip(&self, slot: u64) -> String {
+        format!("{}{}", self.prefix, 10 + slot)
     }
     fn container(&self, id: u64) -> String {
         format!("{}-n{id}", self.name)
@@ -173,8 +177,8 @@ impl TestCluster {
         // One certificate for every node, naming each address a node of this cluster may have.
         let mut names = "node".to_string();
         if let Some(net) = &docker {
-            for id in 1..=30 {
-                names.push_str(&format!(",{}", net.ip(id)));
+            for slot in 1..=DOCKER_SLOTS {
+                names.push_str(&format!(",{}", net.ip(slot)));
             }
         }
         let certs = sus_client::certs::init(&root.path().join("tls"), &[names])
@@ -335,9 +339,15 @@ impl TestCluster {
         log: PathBuf,
     ) -> Result<String> {
         let name = net.container(id);
-        let ip = net.ip(id);
-        let addr = format!("{ip}:7400");
         let exists = self.nodes.get(&id).is_some_and(|p| p.container.is_some());
+        let ip = match self.nodes.get(&id) {
+            Some(p) if exists => p.addr.trim_end_matches(":7400").to_string(),
+            _ => (1..=DOCKER_SLOTS)
+                .map(|slot| net.ip(slot))
+                .find(|ip| !self.nodes.values().any(|p| p.addr == format!("{ip}:7400")))
+                .ok_or("every address slot of the test network is taken")?,
+        };
+        let addr = format!("{ip}:7400");
         if exists {
             docker(&["start", &name])?;
         } else {
@@ -507,8 +517,18 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Writes a container's log (stdout and stderr) to its node's log file.
+    fn save_container_log(&self, id: u64) {
+        if let Some(p) = self.nodes.get(&id)
+            && p.container.is_some()
+        {
+            let _ = std::fs::write(&p.log, self.log_of(id));
+        }
+    }
+
     /// Forgets a node the cluster no longer has (it must be down).
     pub fn forget(&mut self, id: u64) {
+        self.save_container_log(id);
         if let Some(p) = self.nodes.remove(&id)
             && let Some((name, _)) = p.container
         {
@@ -562,7 +582,8 @@ impl TestCluster {
             .docker
             .as_ref()
             .ok_or("partitions need the Docker launcher")?;
-        let ip = net.ip(id);
+        let addr = &self.nodes.get(&id).ok_or("no such node")?.addr;
+        let ip = addr.trim_end_matches(":7400").to_string();
         docker(&[
             "network",
             "connect",
@@ -778,14 +799,27 @@ impl TestCluster {
 
     /// Keeps the cluster's directory (logs, data) for inspection after a failure.
     pub fn keep(mut self) -> PathBuf {
+        // A tmpfs directory is emptied by its unmount: copy its content out first.
+        for dir in &self.mounts {
+            let mut saved = dir.as_os_str().to_owned();
+            saved.push(".data");
+            let _ = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(dir)
+                .arg(&saved)
+                .status();
+        }
         self.cleanup();
         self.root.disable_cleanup(true);
         self.root.path().to_path_buf()
     }
 
-    /// Removes containers and the network, and unmounts tmpfs directories (copying their
-    /// content out first, so that a kept directory still holds it).
+    /// Saves container logs, removes containers and the network, and unmounts tmpfs
+    /// directories.
     fn cleanup(&mut self) {
+        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+            self.save_container_log(id);
+        }
         for p in self.nodes.values_mut() {
             if let Some((name, _)) = p.container.take() {
                 let _ = docker(&["rm", "-f", &name]);

@@ -162,55 +162,65 @@ impl Injector {
         };
         let at = started.elapsed();
         tracing::info!(kind = kind.name(), node, ?hold, "fault");
-        let mut replaced_by = None;
-        match kind {
-            FaultKind::KillLeader | FaultKind::KillFollower => {
-                cluster.kill(node).await;
-                tokio::time::sleep(hold).await;
-                cluster.restart(node).await?;
+        let new_id = self.next_id;
+        let inject = async {
+            let mut replaced_by = None;
+            match kind {
+                FaultKind::KillLeader | FaultKind::KillFollower => {
+                    cluster.kill(node).await;
+                    tokio::time::sleep(hold).await;
+                    cluster.restart(node).await?;
+                }
+                FaultKind::Pause => {
+                    cluster.signal(node, "STOP")?;
+                    tokio::time::sleep(hold).await;
+                    cluster.signal(node, "CONT")?;
+                }
+                FaultKind::Partition => {
+                    cluster.isolate(node)?;
+                    tokio::time::sleep(hold).await;
+                    cluster.reconnect(node)?;
+                }
+                FaultKind::Restart => {
+                    cluster.stop(node).await;
+                    cluster.restart(node).await?;
+                }
+                FaultKind::WipeRejoin => {
+                    let new = new_id;
+                    cluster.wipe(node).await?;
+                    tokio::time::sleep(hold).await;
+                    let addr = cluster.spawn(new, "127.0.0.1:0").await?;
+                    let others: Vec<u64> = up.iter().copied().filter(|n| *n != node).collect();
+                    let admin = cluster.client(&others);
+                    admin
+                        .add_node(new, &addr, true)
+                        .await
+                        .map_err(|e| format!("adding node {new}: {e}"))?;
+                    admin
+                        .remove_node(node)
+                        .await
+                        .map_err(|e| format!("removing node {node}: {e}"))?;
+                    cluster.forget(node);
+                    replaced_by = Some(new);
+                }
+                FaultKind::DiskFull => {
+                    let bytes = cluster.fill_disk(node)?;
+                    tracing::info!(node, bytes, "disk full");
+                    tokio::time::sleep(hold).await;
+                    cluster.free_disk(node)?;
+                    // A replica whose write failed stops its group; an operator restarts the node.
+                    cluster.kill(node).await;
+                    cluster.restart(node).await?;
+                }
             }
-            FaultKind::Pause => {
-                cluster.signal(node, "STOP")?;
-                tokio::time::sleep(hold).await;
-                cluster.signal(node, "CONT")?;
-            }
-            FaultKind::Partition => {
-                cluster.isolate(node)?;
-                tokio::time::sleep(hold).await;
-                cluster.reconnect(node)?;
-            }
-            FaultKind::Restart => {
-                cluster.stop(node).await;
-                cluster.restart(node).await?;
-            }
-            FaultKind::WipeRejoin => {
-                let new = self.next_id;
-                self.next_id += 1;
-                cluster.wipe(node).await?;
-                tokio::time::sleep(hold).await;
-                let addr = cluster.spawn(new, "127.0.0.1:0").await?;
-                let others: Vec<u64> = up.iter().copied().filter(|n| *n != node).collect();
-                let admin = cluster.client(&others);
-                admin
-                    .add_node(new, &addr, true)
-                    .await
-                    .map_err(|e| format!("adding node {new}: {e}"))?;
-                admin
-                    .remove_node(node)
-                    .await
-                    .map_err(|e| format!("removing node {node}: {e}"))?;
-                cluster.forget(node);
-                replaced_by = Some(new);
-            }
-            FaultKind::DiskFull => {
-                let bytes = cluster.fill_disk(node)?;
-                tracing::info!(node, bytes, "disk full");
-                tokio::time::sleep(hold).await;
-                cluster.free_disk(node)?;
-                // A replica whose write failed stops its group; an operator restarts the node.
-                cluster.kill(node).await;
-                cluster.restart(node).await?;
-            }
+            Ok::<_, String>(replaced_by)
+        };
+        // A fault and its healing that hang are a failure to recover, not a stuck run.
+        let replaced_by = tokio::time::timeout(Duration::from_secs(180), inject)
+            .await
+            .map_err(|_| format!("{} of node {node} did not heal within 180 s", kind.name()))??;
+        if replaced_by.is_some() {
+            self.next_id += 1;
         }
         self.injected.push(Injected {
             kind,

@@ -236,7 +236,8 @@ impl Drop for Project {
 }
 
 // The README's compose deployment, driven end to end: the 3-node file as shipped, its TLS and
-// health checks and init service; then submit, query, kill a container, query again.
+// health checks and init service; then submit, restart every node in turn with a write while each
+// is down (the rolling restart procedure), query, kill a container, query again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_cluster_serves_and_survives_a_killed_container() {
     use sus_client::{Aggregation, Client, ClientConfig, ReadFrom, RetryPolicy, TlsOptions};
@@ -310,12 +311,53 @@ async fn compose_cluster_serves_and_survives_a_killed_container() {
         &mut |_| {},
     )
     .expect("generated data");
-    for o in &summary.expected.submissions {
+    let submit = async |o: &sus_client::generator::SubmissionOutcome| {
         let outcome = client
             .submit_file(&data.join(&o.file))
             .await
-            .expect("submission");
+            .unwrap_or_else(|e| panic!("submitting {}: {e}", o.file));
         assert_eq!(outcome.accepted, o.outcome == "accepted", "{}", o.file);
+    };
+    // All but the last three files now; those go in during the rolling restart.
+    let files = &summary.expected.submissions;
+    let (first, rest) = files.split_at(files.len().saturating_sub(3));
+    for o in first {
+        submit(o).await;
+    }
+    // The rolling restart of deploy/README.md: one node at a time, stopped (SIGTERM), a write
+    // while it is down, started, and caught up before the next.
+    for (node, o) in ["n1", "n2", "n3"].iter().zip(rest) {
+        project.run(&["stop", node]).expect("stopping a node");
+        submit(o).await;
+        project.run(&["start", node]).expect("starting it again");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let contents = client.replica_contents().await.expect("replica contents");
+            let mut by_shard: std::collections::BTreeMap<u32, Vec<(u64, String)>> =
+                Default::default();
+            let mut all = true;
+            for r in &contents {
+                match &r.content {
+                    Ok(c) => by_shard
+                        .entry(r.shard)
+                        .or_default()
+                        .push((c.last_applied, c.checksum.clone())),
+                    Err(_) => all = false,
+                }
+            }
+            if all
+                && by_shard
+                    .values()
+                    .all(|v| v.len() == 3 && v.iter().all(|x| x == &v[0]))
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{node} did not catch up after its restart: {by_shard:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
     let totals = async |client: &Client| {
         let mut out = Vec::new();

@@ -124,6 +124,11 @@ impl Cluster {
     /// Opens the node's groups from its data directory and starts reconciling.
     pub async fn start(config: ClusterConfig) -> Result<Arc<Cluster>> {
         fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
+        // Dropped shard replicas whose deletion a crash cut short.
+        let trash = config.data_dir.join("shards").join("dropped");
+        if trash.exists() {
+            fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
+        }
         let identity = load_identity(&config.data_dir, config.id)?;
         let refdata = Arc::new(RefData::load(&config.refdata_dir)?);
         let raft_config = Arc::new(
@@ -152,7 +157,8 @@ impl Cluster {
         let registry = Registry::new();
         let meta_dir = config.data_dir.join("meta");
         let log = LogStore::open(&meta_dir.join("raft")).map_err(raft_error)?;
-        let (sm, meta_state) = MetaStateMachine::open(&meta_dir)?;
+        let (mut sm, meta_state) = MetaStateMachine::open(&meta_dir)?;
+        let log = align_committed(log, &mut sm, &meta_dir.join("raft"), "the meta group").await?;
         let meta = Raft::new(
             config.id,
             raft_config.clone(),
@@ -354,12 +360,15 @@ impl Cluster {
             }
             fs::remove_file(&kept_vote).map_err(|e| Error::io(&kept_vote, e))?;
         }
+        let mut sm = ShardStateMachine::new(replica.clone());
+        let log =
+            align_committed(log, &mut sm, &dir.join("raft"), &format!("shard {shard}")).await?;
         let raft = Raft::new(
             self.id,
             self.raft_config.clone(),
             NetworkFactory::new(shard_group(shard), self.peers.clone()),
             log,
-            ShardStateMachine::new(replica.clone()),
+            sm,
         )
         .await
         .map_err(|e| Error::Consensus(format!("starting shard {shard}: {e}")))?;
@@ -387,9 +396,36 @@ impl Cluster {
             warn!(shard, dir = %dir.display(), "could not keep the shard's vote ({e}); data left in place");
             return;
         }
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            warn!(shard, dir = %dir.display(), "removing a dropped shard: {e}");
+        // Moved aside in one rename, then deleted: the state machine may still be finishing an
+        // apply after shutdown, and a deletion racing it (or cut short by a crash) must never
+        // leave a half-deleted directory (a Raft state without its log) where the shard would be
+        // opened again if it moves back here.
+        let trash = self.trash_dir();
+        let aside = trash.join(format!(
+            "{shard:04}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let moved = fs::create_dir_all(&trash)
+            .and_then(|()| fs::rename(&dir, &aside))
+            .map_err(|e| Error::io(&dir, e))
+            .and_then(|()| sync_dir(&self.data_dir.join("shards")));
+        match moved {
+            Ok(()) => {
+                if let Err(e) = fs::remove_dir_all(&aside) {
+                    // Deleted at the next start.
+                    warn!(shard, dir = %aside.display(), "removing a dropped shard: {e}");
+                }
+            }
+            Err(e) => warn!(shard, dir = %dir.display(), "moving a dropped shard aside: {e}"),
         }
+    }
+
+    /// Where dropped shard replicas are moved before deletion (emptied at start).
+    fn trash_dir(&self) -> PathBuf {
+        self.data_dir.join("shards").join("dropped")
     }
 
     async fn keep_vote(&self, shard: u32) -> Result<()> {
@@ -592,6 +628,67 @@ pub(crate) fn storage_error(e: Error) -> openraft::StorageError<NodeId> {
 
 fn raft_error(e: sus_raft::Error) -> Error {
     Error::Consensus(format!("raft log: {e}"))
+}
+
+/// Makes a group's log consistent with its state machine before openraft starts on them.
+///
+/// A purge (after a snapshot) and openraft's next `save_committed` are separate writes, and a
+/// follower purges its log for a received snapshot before the state machine has installed it. A
+/// crash in either gap leaves a state openraft cannot start from:
+/// - purge point ahead of the committed id, state machine holding the purged entries: the
+///   committed id is raised to the purge point (purged entries are in a snapshot: committed);
+/// - purge point ahead of the state machine, and no entry after it (a snapshot install cut
+///   short): the log is emptied, keeping the vote, and the leader sends the snapshot again. Safe:
+///   a follower answers a snapshot only once installed, so nothing was acknowledged from this
+///   state;
+/// - purge point ahead of the state machine with entries after it: refused as corruption.
+async fn align_committed<SM: openraft::storage::RaftStateMachine<sus_raft::TypeConfig>>(
+    mut log: LogStore,
+    sm: &mut SM,
+    dir: &Path,
+    what: &str,
+) -> Result<LogStore> {
+    let st = log.get_log_state().await.map_err(storage)?;
+    let purged = st.last_purged_log_id;
+    let committed = log.read_committed().await.map_err(storage)?;
+    let (applied, _) = sm.applied_state().await.map_err(storage)?;
+    if purged <= applied {
+        if purged > committed {
+            warn!(
+                group = what,
+                ?purged,
+                ?committed,
+                "committed id raised to the log's purge point"
+            );
+            log.save_committed(purged).await.map_err(storage)?;
+        }
+        return Ok(log);
+    }
+    if st.last_log_id > purged {
+        return Err(Error::Corruption {
+            what: what.to_string(),
+            message: format!(
+                "the log is purged up to {purged:?}, holds entries after it, but the state machine \
+                 holds only {applied:?}; wipe this node and add it back under a new id"
+            ),
+        });
+    }
+    warn!(
+        group = what,
+        ?purged,
+        ?applied,
+        "a snapshot install was cut short: emptying the log (keeping the vote) to receive it again"
+    );
+    let vote = log.read_vote().await.map_err(storage)?;
+    drop(log);
+    let aside = dir.with_extension("reset");
+    fs::rename(dir, &aside).map_err(|e| Error::io(dir, e))?;
+    fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
+    let mut log = LogStore::open(dir).map_err(raft_error)?;
+    if let Some(vote) = vote {
+        log.save_vote(&vote).await.map_err(storage)?;
+    }
+    Ok(log)
 }
 
 fn storage(e: openraft::StorageError<NodeId>) -> Error {
