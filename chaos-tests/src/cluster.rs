@@ -746,18 +746,7 @@ impl TestCluster {
                 .replica_contents()
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut by_shard: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
-            let mut readable = true;
-            for r in &contents {
-                match &r.content {
-                    Ok(c) => by_shard
-                        .entry(r.shard)
-                        .or_default()
-                        .push((c.last_applied, c.checksum.clone())),
-                    Err(_) => readable = false,
-                }
-            }
-            let agree = readable && by_shard.values().all(|v| v.iter().all(|x| x == &v[0]));
+            let agree = replicas_agree(&contents);
             if agree {
                 return Ok(contents);
             }
@@ -877,6 +866,22 @@ fn create_network(image: String) -> Result<DockerNet> {
         }
     }
     Err(format!("no free subnet for a test network: {last}"))
+}
+
+/// Whether every replica answered and the replicas of each shard have applied the same entries
+/// and hold the same content.
+pub fn replicas_agree(contents: &[ReplicaContent]) -> bool {
+    let mut by_shard: BTreeMap<u32, Vec<(u64, &str)>> = BTreeMap::new();
+    for r in contents {
+        match &r.content {
+            Ok(c) => by_shard
+                .entry(r.shard)
+                .or_default()
+                .push((c.last_applied, c.checksum.as_str())),
+            Err(_) => return false,
+        }
+    }
+    by_shard.values().all(|v| v.iter().all(|x| x == &v[0]))
 }
 
 /// Live records and price total of a set of replica contents, one replica per shard.

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use sus_chaos_tests::cluster::{Launcher, docker_available};
+use sus_chaos_tests::cluster::{Launcher, docker_available, replicas_agree};
 use sus_chaos_tests::faults::FaultKind;
 use sus_chaos_tests::run::{Report, RunConfig, run};
 
@@ -333,28 +333,12 @@ async fn compose_cluster_serves_and_survives_a_killed_container() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             let contents = client.replica_contents().await.expect("replica contents");
-            let mut by_shard: std::collections::BTreeMap<u32, Vec<(u64, String)>> =
-                Default::default();
-            let mut all = true;
-            for r in &contents {
-                match &r.content {
-                    Ok(c) => by_shard
-                        .entry(r.shard)
-                        .or_default()
-                        .push((c.last_applied, c.checksum.clone())),
-                    Err(_) => all = false,
-                }
-            }
-            if all
-                && by_shard
-                    .values()
-                    .all(|v| v.len() == 3 && v.iter().all(|x| x == &v[0]))
-            {
+            if replicas_agree(&contents) {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{node} did not catch up after its restart: {by_shard:?}"
+                "{node} did not catch up after its restart: {contents:?}"
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
