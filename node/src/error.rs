@@ -43,9 +43,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The sled catalog failed.
+    /// The catalog (redb) failed.
     #[error("catalog: {0}")]
-    Catalog(#[from] sled::Error),
+    Catalog(#[from] redb::Error),
     /// Encoding or decoding a Parquet segment failed.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),

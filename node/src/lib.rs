@@ -7,7 +7,7 @@
 //!                      SubmissionReport ◄──────────── ingest::encode (Arrow, stored schema)
 //!                                                            │
 //!                                                            ▼
-//!                                   store::Store::apply (segments + sled catalog, versioned)
+//!                                   store::Store::apply (segments + catalog, versioned)
 //! ```
 //!
 //! The domain core (`validate`, `derive`, `price`, `refdata`) is pure: no I/O beyond loading

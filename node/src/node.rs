@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// Where a node keeps its data and finds its reference data.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Data directory: the sled catalog and the segment files live under it.
+    /// Data directory: the catalog and the segment files live under it.
     pub data_dir: PathBuf,
     /// Reference data folder (see `refdata/README.md`).
     pub refdata_dir: PathBuf,
@@ -31,6 +31,16 @@ impl Node {
     pub fn open(config: &NodeConfig) -> Result<Node> {
         let refdata = RefData::load(&config.refdata_dir)?;
         let store = Store::open(&config.data_dir)?;
+        Ok(Node { refdata, store })
+    }
+
+    /// [`Node::open`] with a given segment cache (a zero-sized one reads Parquet every time).
+    pub fn open_with_cache(
+        config: &NodeConfig,
+        cache: std::sync::Arc<crate::store::SegmentCache>,
+    ) -> Result<Node> {
+        let refdata = RefData::load(&config.refdata_dir)?;
+        let store = Store::open_with_cache(&config.data_dir, cache)?;
         Ok(Node { refdata, store })
     }
 

@@ -91,6 +91,9 @@ pub struct ClusterConfig {
     pub commit_timeout: Duration,
     /// TLS material; `None` only for explicitly plaintext (development) nodes.
     pub tls: Option<tls::TlsFiles>,
+    /// Bytes of decoded segment columns kept in memory by the node (0: every read decodes
+    /// Parquet).
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -118,6 +121,8 @@ pub struct Cluster {
     raft_config: Arc<openraft::Config>,
     data_dir: PathBuf,
     identity: Mutex<Identity>,
+    /// Decoded footers and columns of every hosted store's segments.
+    cache: Arc<crate::store::SegmentCache>,
 }
 
 impl Cluster {
@@ -185,6 +190,10 @@ impl Cluster {
             raft_config,
             data_dir: config.data_dir,
             identity: Mutex::new(identity),
+            cache: crate::store::SegmentCache::new(
+                config.cache_bytes,
+                crate::store::DEFAULT_FOOTER_BYTES,
+            ),
         });
         if admitted {
             cluster.registry.insert(META_GROUP, cluster.meta.clone());
@@ -338,7 +347,8 @@ impl Cluster {
         let dir = self.shard_dir(shard);
         let replica = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || ShardReplica::open(&dir, shard))
+            let cache = self.cache.clone();
+            tokio::task::spawn_blocking(move || ShardReplica::open(&dir, shard, cache))
                 .await
                 .map_err(|e| Error::Consensus(format!("opening shard {shard}: {e}")))??
         };

@@ -424,18 +424,23 @@ impl Services {
         let stores = self.stores(shards, linearizable).await?;
         let key = self.patient_key();
         tokio::task::spawn_blocking(move || {
-            let mut merged = query.partial();
-            let mut reply = AggregateReply::default();
-            for (shard, store) in stores {
-                let (partial, version, stats) = query::aggregate(&store, &query, &key)?;
-                merged
-                    .merge(partial)
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                reply.versions.push(ShardVersion { shard, version });
-                reply.rows_scanned += stats.rows_scanned;
-                reply.segments_scanned += stats.segments_scanned;
-                reply.segments_pruned += stats.segments_pruned;
-            }
+            // One parallel scan over every local shard: no core idles at a shard's tail.
+            let refs: Vec<&crate::store::Store> = stores.iter().map(|(_, s)| s.as_ref()).collect();
+            let (merged, versions, stats) = query::aggregate_stores(&refs, &query, &key)?;
+            let reply = AggregateReply {
+                versions: stores
+                    .iter()
+                    .zip(versions)
+                    .map(|((shard, _), version)| ShardVersion {
+                        shard: *shard,
+                        version,
+                    })
+                    .collect(),
+                rows_scanned: stats.rows_scanned,
+                segments_scanned: stats.segments_scanned,
+                segments_pruned: stats.segments_pruned,
+                ..AggregateReply::default()
+            };
             Ok::<_, Error>((merged, reply))
         })
         .await

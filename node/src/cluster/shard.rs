@@ -17,7 +17,7 @@
 use super::command::ShardCommand;
 use super::{command, receiving_file, snapshot, storage_error, sync_dir, write_atomically};
 use crate::ingest;
-use crate::store::Store;
+use crate::store::{SegmentCache, Store};
 use crate::{Error, Result};
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -53,13 +53,15 @@ pub struct ShardReplica {
     store: RwLock<Arc<Store>>,
     /// Distinguishes incoming snapshot files and store directories.
     counter: AtomicU64,
+    /// The node's segment cache (a store built from a snapshot shares it).
+    cache: Arc<SegmentCache>,
     /// When the snapshot being received began to arrive (for the transfer rate in the log).
     receiving_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl ShardReplica {
     /// Opens (or creates) the replica in `dir`, removing what an interrupted install left.
-    pub fn open(dir: &Path, shard: u32) -> Result<Arc<ShardReplica>> {
+    pub fn open(dir: &Path, shard: u32, cache: Arc<SegmentCache>) -> Result<Arc<ShardReplica>> {
         fs::create_dir_all(dir.join("snapshots")).map_err(|e| Error::io(dir, e))?;
         let current = match fs::read_to_string(dir.join(CURRENT)) {
             Ok(name) => name.trim().to_string(),
@@ -97,13 +99,14 @@ impl ShardReplica {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
-        let store = Store::open(&dir.join(&current))?;
+        let store = Store::open_with_cache(&dir.join(&current), cache.clone())?;
         Ok(Arc::new(ShardReplica {
             group: super::shard_group(shard),
             shard,
             dir: dir.to_path_buf(),
             store: RwLock::new(Arc::new(store)),
             counter: AtomicU64::new(highest + 1),
+            cache,
             receiving_since: std::sync::Mutex::new(None),
         }))
     }
@@ -326,7 +329,7 @@ fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNo
     let n = replica.counter.fetch_add(1, Ordering::SeqCst);
     let name = format!("store-{n}");
     let new_dir = replica.dir.join(&name);
-    let (_header, store) = snapshot::restore(&incoming, &new_dir)?;
+    let (_header, store) = snapshot::restore(&incoming, &new_dir, replica.cache.clone())?;
     store.set_raft_state(&[
         (APPLIED, encode(&meta.last_log_id)?),
         (MEMBERSHIP, encode(&meta.last_membership)?),

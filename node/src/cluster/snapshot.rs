@@ -198,8 +198,12 @@ pub fn read_header(path: &Path) -> Result<Header> {
     }
 }
 
-/// Builds a new store in the empty directory `dir` from the archive at `path`.
-pub fn restore(path: &Path, dir: &Path) -> Result<(Header, Store)> {
+/// Builds a new store in the empty directory `dir` from the archive at `path`, sharing `cache`.
+pub fn restore(
+    path: &Path,
+    dir: &Path,
+    cache: std::sync::Arc<crate::store::SegmentCache>,
+) -> Result<(Header, Store)> {
     let mut reader = Reader::open(path)?;
     let header: Header = match reader.next()? {
         Some((HEADER, payload)) => {
@@ -258,7 +262,7 @@ pub fn restore(path: &Path, dir: &Path) -> Result<(Header, Store)> {
         counts,
         done: false,
     };
-    let store = Store::restore(dir, &mut entries)?;
+    let store = Store::restore(dir, &mut entries, cache)?;
     if !entries.done {
         return Err(entries.reader.bad("catalog not terminated"));
     }
@@ -437,6 +441,10 @@ mod tests {
         store
     }
 
+    fn no_cache() -> std::sync::Arc<crate::store::SegmentCache> {
+        crate::store::SegmentCache::new(0, 0)
+    }
+
     fn header() -> Header {
         Header {
             format: 1,
@@ -453,7 +461,7 @@ mod tests {
         let mut seen = 0;
         write_with(&store, &header(), &archive, &mut |_, _| seen += 1).unwrap();
         assert!(seen > 0);
-        let (h, restored) = restore(&archive, &tmp.path().join("restored")).unwrap();
+        let (h, restored) = restore(&archive, &tmp.path().join("restored"), no_cache()).unwrap();
         assert_eq!(h.group, 1);
         let (a, b) = (
             store.content_digest().unwrap(),
@@ -478,7 +486,7 @@ mod tests {
             bad[at] ^= 0x40;
             let path = tmp.path().join(format!("flip{i}.snap"));
             fs::write(&path, &bad).unwrap();
-            let result = restore(&path, &tmp.path().join(format!("flip{i}")));
+            let result = restore(&path, &tmp.path().join(format!("flip{i}")), no_cache());
             assert!(
                 matches!(result, Err(Error::Corruption { .. })),
                 "flip at {at}: {:?}",
@@ -488,7 +496,7 @@ mod tests {
         for (i, cut) in [5, 100, len / 2, len - 1].into_iter().enumerate() {
             let path = tmp.path().join(format!("cut{i}.snap"));
             fs::write(&path, &good[..cut]).unwrap();
-            assert!(restore(&path, &tmp.path().join(format!("cut{i}"))).is_err());
+            assert!(restore(&path, &tmp.path().join(format!("cut{i}")), no_cache()).is_err());
         }
     }
 
@@ -510,7 +518,7 @@ mod tests {
             record(&mut out, FILE, &desc).unwrap();
             record(&mut out, DATA, b"evil").unwrap();
             drop(out);
-            let result = restore(&path, &tmp.path().join("store"));
+            let result = restore(&path, &tmp.path().join("store"), no_cache());
             assert!(
                 matches!(result, Err(Error::Corruption { .. })),
                 "{relative}"

@@ -1,24 +1,20 @@
-//! Executing a query over one store: pruning, parallel segment scans, grouping, accumulation.
+//! Executing a query over a node's stores: pruning by partition, one parallel scan over every
+//! kept segment (rayon, all cores), each thread folding chunks into its own groups, then one merge.
 
-use super::field::as_i64;
-use super::filter::{any_mask, mask, partition_may_match, row_group_may_match};
+use super::field::{Bucket, Field};
+use super::filter::{self, DictTests};
+use super::group::Groups;
+use super::read::{Projection, read_chunks};
 use super::{Filter, Func, Query, View};
 use crate::model::Dataset;
 use crate::schema::stored_schema;
 use crate::store::{SegmentView, Store};
 use crate::{Error, Result};
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{and, cast, filter_record_batch};
-use arrow::datatypes::{DataType, Int32Type, SchemaRef};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::{and, filter_record_batch};
+use arrow::datatypes::SchemaRef;
 use rayon::prelude::*;
-use siphasher::sip128::{Hasher128, SipHasher13};
-use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::hash::Hasher;
-use std::sync::Arc;
-use sus_proto::partial::{Partial, State};
+use sus_proto::partial::Partial;
 
 /// The key of the patient digests exchanged for distinct counts (the cluster's, never sent to
 /// clients): digests of different clusters, or without the key, cannot be linked or reversed.
@@ -33,16 +29,16 @@ pub struct ScanStats {
     /// Rows that passed the filters.
     pub rows_matched: u64,
     pub segments_scanned: u64,
-    /// Segments skipped by their partition (provider, month).
+    /// Segments skipped by their partitions (provider, months).
     pub segments_pruned: u64,
-    /// Row groups skipped by their statistics.
+    /// Row groups (months) skipped within the segments read.
     pub row_groups_pruned: u64,
-    /// Segments read from memory (hot) rather than Parquet.
+    /// Segments read from the node's cache rather than Parquet.
     pub segments_hot: u64,
 }
 
 impl ScanStats {
-    fn add(&mut self, o: &ScanStats) {
+    pub(super) fn add(&mut self, o: &ScanStats) {
         self.rows_scanned += o.rows_scanned;
         self.rows_matched += o.rows_matched;
         self.segments_scanned += o.segments_scanned;
@@ -71,56 +67,142 @@ pub fn resolve_view(store: &Store, view: &View) -> Result<Option<u64>> {
 
 /// Runs `q` over `store`: the partial aggregates, the version read and what was scanned.
 pub fn aggregate(store: &Store, q: &Query, key: &PatientKey) -> Result<(Partial, u64, ScanStats)> {
-    let listing = store.listing(q.dataset, resolve_view(store, &q.view)?)?;
+    let (partial, versions, stats) = aggregate_stores(&[store], q, key)?;
+    Ok((partial, versions[0], stats))
+}
+
+/// Runs `q` over several stores (a node's shard replicas) as one parallel scan: the merged
+/// partial aggregates, the version read on each store and what was scanned.
+pub fn aggregate_stores(
+    stores: &[&Store],
+    q: &Query,
+    key: &PatientKey,
+) -> Result<(Partial, Vec<u64>, ScanStats)> {
     let mut inputs: Vec<&str> = Vec::new();
-    for f in &q.filters {
-        inputs.extend(f.field.inputs(q.dataset));
+    for f in q.filters.iter().chain(&q.scope) {
+        if !filter::partition_field(f) {
+            inputs.extend(f.field.inputs(q.dataset));
+        }
     }
-    for (_, f) in &q.group_by {
-        inputs.extend(f.inputs(q.dataset));
+    for (name, f) in &q.group_by {
+        if !group_key_of_partition(name, f) {
+            inputs.extend(f.inputs(q.dataset));
+        }
     }
     for a in &q.aggs {
         match (&a.func, &a.field) {
-            (Func::DistinctPatients, _) => {
-                inputs.extend(["nhs_number", "local_patient_id", "provider_code"])
-            }
+            (Func::DistinctPatients, _) => inputs.extend(["nhs_number", "local_patient_id"]),
             (_, Some(f)) => inputs.extend(f.inputs(q.dataset)),
             _ => {}
         }
     }
-    for f in &q.scope {
-        inputs.extend(f.field.inputs(q.dataset));
+    let projection = Projection::new(q.dataset, &inputs)?;
+    let mut versions = Vec::with_capacity(stores.len());
+    let mut listings = Vec::with_capacity(stores.len());
+    for store in stores {
+        let listing = store.listing(q.dataset, resolve_view(store, &q.view)?)?;
+        versions.push(listing.version);
+        listings.push(listing);
     }
-    let (segments, pruned) = prune(&listing.segments, &q.filters, &q.scope);
-    let results: Vec<Result<(Partial, ScanStats)>> = segments
+    let mut pruned = 0u64;
+    let mut work = Vec::new();
+    for (i, listing) in listings.iter().enumerate() {
+        for seg in &listing.segments {
+            let residuals = residuals(seg, &q.filters, &q.scope);
+            if residuals.iter().any(Option::is_some) {
+                let keep: Vec<bool> = residuals.iter().map(Option::is_some).collect();
+                work.push((stores[i], seg, keep, residuals));
+            } else {
+                pruned += 1;
+            }
+        }
+    }
+    // Biggest first, so that the last segments to finish are small ones.
+    work.sort_by_key(|w| std::cmp::Reverse(w.1.rows));
+    let folded: Vec<Result<(Groups<'_>, DictTests)>> = work
         .par_iter()
-        .map(|seg| {
-            let mut partial = q.partial();
-            let mut stats = ScanStats::default();
-            read_segment(
-                seg,
-                store.hot_segment(seg.id),
-                q.dataset,
-                &inputs,
-                (&q.filters, &q.scope),
-                &mut stats,
-                &mut |batch| accumulate(q, &batch, key, &mut partial),
-            )?;
-            Ok((partial, stats))
-        })
+        .fold(
+            || Ok((Groups::new(q, key), DictTests::default())),
+            |state: Result<(Groups<'_>, DictTests)>, (store, seg, keep, residuals)| {
+                let (mut groups, mut tests) = state?;
+                let mut stats = ScanStats::default();
+                read_chunks(
+                    store,
+                    seg,
+                    q.dataset,
+                    &projection,
+                    keep,
+                    &mut stats,
+                    &mut |chunk| {
+                        let Some((rows, scope)) = &residuals[chunk.run] else {
+                            return Ok(());
+                        };
+                        let keep = row_mask(q.dataset, rows, scope, &chunk.batch, &mut tests)?;
+                        groups.add(&chunk, keep.as_ref())
+                    },
+                )?;
+                groups.stats.add(&stats);
+                Ok((groups, tests))
+            },
+        )
         .collect();
     let mut out = q.partial();
     let mut stats = ScanStats {
         segments_pruned: pruned,
         ..ScanStats::default()
     };
-    for r in results {
-        let (p, s) = r?;
-        out.merge(p)
+    for state in folded {
+        let (groups, _) = state?;
+        stats.add(&groups.stats);
+        out.merge(groups.into_partial()?)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        stats.add(&s);
     }
-    Ok((out, listing.version, stats))
+    Ok((out, versions, stats))
+}
+
+/// Whether a group-by field is a constant of every partition (no column is read for it).
+fn group_key_of_partition(name: &str, f: &Field) -> bool {
+    matches!(
+        (f, name),
+        (Field::Column { .. }, "provider_code")
+            | (
+                Field::Bucket(Bucket::ActivityMonth | Bucket::FinancialYear),
+                _
+            )
+    )
+}
+
+/// What each month run of a segment leaves of the filters and scope to test per row (`None`:
+/// the run has no row that can pass); decided once per run, not per chunk.
+type Residual<'q> = Option<(Vec<&'q Filter>, Vec<&'q Filter>)>;
+
+fn residuals<'q>(
+    seg: &SegmentView,
+    filters: &'q [Filter],
+    scope: &'q [Filter],
+) -> Vec<Residual<'q>> {
+    seg.months
+        .iter()
+        .map(|m| filter::residual(filters, scope, &seg.provider, &m.month))
+        .collect()
+}
+
+/// The rows passing every filter of `rows` and at least one of `scope` (`None`: all do).
+fn row_mask(
+    dataset: Dataset,
+    rows: &[&Filter],
+    scope: &[&Filter],
+    batch: &RecordBatch,
+    tests: &mut DictTests,
+) -> Result<Option<BooleanArray>> {
+    let mut keep = filter::mask(dataset, rows, batch, tests)?;
+    if let Some(m) = filter::any_mask(dataset, scope, batch, tests)? {
+        keep = Some(match keep {
+            Some(k) => and(&k, &m)?,
+            None => m,
+        });
+    }
+    Ok(keep)
 }
 
 /// Streams the rows of `dataset` passing `filters` and at least one of `scope` (none: every row),
@@ -140,21 +222,45 @@ pub fn scan(
     for f in filters.iter().chain(scope) {
         inputs.extend(f.field.inputs(dataset));
     }
-    let (segments, pruned) = prune(&listing.segments, filters, scope);
-    let mut stats = ScanStats {
-        segments_pruned: pruned,
-        ..ScanStats::default()
-    };
-    for seg in segments {
-        let hot = store.hot_segment(seg.id);
-        read_segment(
+    let projection = Projection::new(dataset, &inputs)?;
+    let mut stats = ScanStats::default();
+    let mut matched = 0u64;
+    let mut tests = DictTests::default();
+    for seg in &listing.segments {
+        let residuals = residuals(seg, filters, scope);
+        let keep: Vec<bool> = residuals.iter().map(Option::is_some).collect();
+        read_chunks(
+            store,
             seg,
-            hot,
             dataset,
-            &inputs,
-            (filters, scope),
+            &projection,
+            &keep,
             &mut stats,
-            &mut |batch| {
+            &mut |chunk| {
+                let Some((rows, in_scope)) = &residuals[chunk.run] else {
+                    return Ok(());
+                };
+                let n = chunk.batch.num_rows();
+                let mut keep = row_mask(dataset, rows, in_scope, &chunk.batch, &mut tests)?;
+                if !chunk.hidden.is_empty() {
+                    let mut visible = vec![true; n];
+                    for h in chunk.hidden {
+                        visible[*h as usize] = false;
+                    }
+                    let visible = BooleanArray::from(visible);
+                    keep = Some(match keep {
+                        Some(k) => and(&k, &visible)?,
+                        None => visible,
+                    });
+                }
+                let batch = match keep {
+                    Some(k) if k.true_count() < n => filter_record_batch(&chunk.batch, &k)?,
+                    _ => chunk.batch,
+                };
+                if batch.num_rows() == 0 {
+                    return Ok(());
+                }
+                matched += batch.num_rows() as u64;
                 let cols = schema
                     .fields()
                     .iter()
@@ -168,6 +274,7 @@ pub fn scan(
             },
         )?;
     }
+    stats.rows_matched = matched;
     Ok((listing.version, stats))
 }
 
@@ -186,375 +293,4 @@ pub fn output_schema(dataset: Dataset, columns: &[String]) -> Result<SchemaRef> 
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(std::sync::Arc::new(schema.project(&indices)?))
-}
-
-fn prune<'a>(
-    segments: &'a [SegmentView],
-    filters: &[Filter],
-    scope: &[Filter],
-) -> (Vec<&'a SegmentView>, u64) {
-    let kept: Vec<&SegmentView> = segments
-        .iter()
-        .filter(|s| {
-            partition_may_match(filters, &s.provider, &s.month)
-                && (scope.is_empty()
-                    || scope.iter().any(|f| {
-                        partition_may_match(std::slice::from_ref(f), &s.provider, &s.month)
-                    }))
-        })
-        .collect();
-    let pruned = (segments.len() - kept.len()) as u64;
-    (kept, pruned)
-}
-
-/// Rows per batch handed to the kernels.
-const BATCH_ROWS: usize = 64 * 1024;
-
-/// Reads the columns `inputs` of one segment's visible rows that pass `filters`, in batches:
-/// from memory when the segment is hot, else from its Parquet file.
-fn read_segment(
-    seg: &SegmentView,
-    hot: Option<Arc<RecordBatch>>,
-    dataset: Dataset,
-    inputs: &[&str],
-    (filters, scope): (&[Filter], &[Filter]),
-    stats: &mut ScanStats,
-    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
-) -> Result<()> {
-    let schema = stored_schema(dataset);
-    let wanted: BTreeSet<usize> = inputs
-        .iter()
-        .map(|c| {
-            schema
-                .index_of(c)
-                .map_err(|_| Error::InvalidArgument(format!("{dataset} has no column {c}")))
-        })
-        .collect::<Result<_>>()?;
-    let corrupt = |message: String| Error::Corruption {
-        what: format!("segment {}", seg.path.display()),
-        message,
-    };
-    let visible_of = |ranges: &[(u64, u64)]| -> Option<Vec<bool>> {
-        (!seg.hidden.is_empty()).then(|| {
-            let mut v = Vec::new();
-            for &(start, n) in ranges {
-                v.extend(
-                    (start..start + n).map(|row| seg.hidden.binary_search(&(row as u32)).is_err()),
-                );
-            }
-            v
-        })
-    };
-    if let Some(rows) = hot {
-        if rows.num_rows() != seg.rows as usize {
-            return Err(corrupt(format!(
-                "{} rows in memory, {} catalogued",
-                rows.num_rows(),
-                seg.rows
-            )));
-        }
-        stats.segments_scanned += 1;
-        stats.segments_hot += 1;
-        let indices: Vec<usize> = wanted.iter().copied().collect();
-        let projected = rows.project(&indices)?;
-        let visible = visible_of(&[(0, u64::from(seg.rows))]);
-        let mut offset = 0;
-        while offset < projected.num_rows() {
-            let n = BATCH_ROWS.min(projected.num_rows() - offset);
-            let seen = visible.as_ref().map(|v| &v[offset..offset + n]);
-            emit(
-                projected.slice(offset, n),
-                seen,
-                dataset,
-                (filters, scope),
-                stats,
-                sink,
-            )?;
-            offset += n;
-        }
-        return Ok(());
-    }
-    let parquet_error = |e: parquet::errors::ParquetError| corrupt(e.to_string());
-    let file = File::open(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
-    let options = ArrowReaderOptions::new().with_schema(schema.clone());
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(parquet_error)?;
-    let meta = builder.metadata().clone();
-    // Which row groups to read, and where each starts in the segment.
-    let mut groups = Vec::new();
-    let mut ranges = Vec::new();
-    let mut start = 0u64;
-    for (i, rg) in meta.row_groups().iter().enumerate() {
-        let n = rg.num_rows() as u64;
-        if row_group_may_match(filters, rg) {
-            groups.push(i);
-            ranges.push((start, n));
-        } else {
-            stats.row_groups_pruned += 1;
-        }
-        start += n;
-    }
-    if start != u64::from(seg.rows) {
-        return Err(corrupt(format!(
-            "{start} rows in the file, {} catalogued",
-            seg.rows
-        )));
-    }
-    if groups.is_empty() {
-        return Ok(());
-    }
-    stats.segments_scanned += 1;
-    // Visibility of the rows read, in read order.
-    let visible = visible_of(&ranges);
-    let projection = ProjectionMask::roots(builder.parquet_schema(), wanted);
-    let reader = builder
-        .with_row_groups(groups)
-        .with_projection(projection)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(parquet_error)?;
-    let mut offset = 0usize;
-    for batch in reader {
-        let batch = batch.map_err(|e| corrupt(e.to_string()))?;
-        let n = batch.num_rows();
-        let seen = visible.as_ref().map(|v| &v[offset..offset + n]);
-        offset += n;
-        emit(batch, seen, dataset, (filters, scope), stats, sink)?;
-    }
-    Ok(())
-}
-
-/// Masks a batch by visibility and filters and hands what is left to `sink`.
-fn emit(
-    batch: RecordBatch,
-    visible: Option<&[bool]>,
-    dataset: Dataset,
-    (filters, scope): (&[Filter], &[Filter]),
-    stats: &mut ScanStats,
-    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
-) -> Result<()> {
-    let n = batch.num_rows();
-    stats.rows_scanned += match visible {
-        Some(v) => v.iter().filter(|x| **x).count() as u64,
-        None => n as u64,
-    };
-    let seen = visible.map(|v| BooleanArray::from(v.to_vec()));
-    let mut keep = seen;
-    for m in [
-        mask(dataset, filters, &batch)?,
-        any_mask(dataset, scope, &batch)?,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        keep = Some(match keep {
-            Some(k) => and(&k, &m)?,
-            None => m,
-        });
-    }
-    let batch = match keep {
-        Some(k) if k.true_count() < n => filter_record_batch(&batch, &k)?,
-        _ => batch,
-    };
-    if batch.num_rows() > 0 {
-        stats.rows_matched += batch.num_rows() as u64;
-        sink(batch)?;
-    }
-    Ok(())
-}
-
-/// Per-batch dense codes of a group-by field and the text of each code (the last may be null).
-fn codes(values: &ArrayRef) -> Result<(Vec<u32>, Vec<Option<String>>)> {
-    if let Some(dict) = values.as_dictionary_opt::<Int32Type>() {
-        let names = cast(dict.values(), &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let mut labels: Vec<Option<String>> = names.iter().map(|v| v.map(str::to_string)).collect();
-        let null = labels.len() as u32;
-        labels.push(None);
-        let keys = dict.keys();
-        let codes = (0..keys.len())
-            .map(|i| {
-                if keys.is_valid(i) {
-                    keys.value(i) as u32
-                } else {
-                    null
-                }
-            })
-            .collect();
-        return Ok((codes, labels));
-    }
-    let text = cast(values, &DataType::Utf8)?;
-    let text = text.as_string::<i32>();
-    let mut index: HashMap<Option<&str>, u32> = HashMap::new();
-    let mut labels = Vec::new();
-    let codes = text
-        .iter()
-        .map(|v| {
-            *index.entry(v).or_insert_with(|| {
-                labels.push(v.map(str::to_string));
-                (labels.len() - 1) as u32
-            })
-        })
-        .collect();
-    Ok((codes, labels))
-}
-
-/// Dense composite indexes up to this many slots; a hash map beyond.
-const DENSE_GROUPS: u64 = 1 << 20;
-
-/// Groups the rows of a (filtered) batch and folds their aggregates into `out`.
-fn accumulate(q: &Query, batch: &RecordBatch, key: &PatientKey, out: &mut Partial) -> Result<()> {
-    let n = batch.num_rows();
-    let mut fields = Vec::with_capacity(q.group_by.len());
-    for (_, f) in &q.group_by {
-        fields.push(codes(&f.eval(q.dataset, batch)?)?);
-    }
-    // Group index of each row and the composite code of each group.
-    let mut gid = vec![0u32; n];
-    let mut groups: Vec<Vec<u32>> = Vec::new();
-    if fields.is_empty() {
-        groups.push(Vec::new());
-    } else {
-        let slots = fields
-            .iter()
-            .try_fold(1u64, |acc, (_, l)| acc.checked_mul(l.len() as u64))
-            .unwrap_or(u64::MAX);
-        if slots <= DENSE_GROUPS {
-            let mut dense = vec![u32::MAX; slots as usize];
-            for (row, g) in gid.iter_mut().enumerate() {
-                let mut at = 0usize;
-                for (c, l) in &fields {
-                    at = at * l.len() + c[row] as usize;
-                }
-                if dense[at] == u32::MAX {
-                    dense[at] = groups.len() as u32;
-                    groups.push(fields.iter().map(|(c, _)| c[row]).collect());
-                }
-                *g = dense[at];
-            }
-        } else {
-            let mut index: HashMap<u128, u32> = HashMap::new();
-            for (row, g) in gid.iter_mut().enumerate() {
-                let k = fields
-                    .iter()
-                    .fold(0u128, |k, (c, _)| (k << 32) | u128::from(c[row]));
-                *g = *index.entry(k).or_insert_with(|| {
-                    groups.push(fields.iter().map(|(c, _)| c[row]).collect());
-                    (groups.len() - 1) as u32
-                });
-            }
-        }
-    }
-    let ng = groups.len();
-    let mut states: Vec<Vec<State>> = (0..q.aggs.len())
-        .map(|a| (0..ng).map(|_| State::empty(q.aggs[a].kind())).collect())
-        .collect();
-    for (a, agg) in q.aggs.iter().enumerate() {
-        let st = &mut states[a];
-        match (agg.func, &agg.field) {
-            (Func::Count, _) => {
-                let mut counts = vec![0i64; ng];
-                for g in &gid {
-                    counts[*g as usize] += 1;
-                }
-                for (s, c) in st.iter_mut().zip(counts) {
-                    *s = State::Count(c);
-                }
-            }
-            (Func::DistinctPatients, _) => {
-                let digests = patient_digests(batch, key)?;
-                for (row, d) in digests.into_iter().enumerate() {
-                    if let (Some(d), State::Distinct(set)) = (d, &mut st[gid[row] as usize]) {
-                        set.insert(d);
-                    }
-                }
-            }
-            (func, Some(field)) => {
-                let values = as_i64(&field.eval(q.dataset, batch)?)?;
-                let mut acc: Vec<Option<i64>> = vec![None; ng];
-                for row in 0..n {
-                    if values.is_null(row) {
-                        continue;
-                    }
-                    let v = values.value(row);
-                    let slot = &mut acc[gid[row] as usize];
-                    *slot = Some(match (func, *slot) {
-                        (_, None) => v,
-                        (Func::Sum, Some(s)) => s.checked_add(v).ok_or_else(|| {
-                            Error::InvalidArgument(format!("sum of {} overflows", agg.name))
-                        })?,
-                        (Func::Min, Some(s)) => s.min(v),
-                        (_, Some(s)) => s.max(v),
-                    });
-                }
-                for (s, v) in st.iter_mut().zip(acc) {
-                    *s = match func {
-                        Func::Sum => State::Sum(v.unwrap_or(0)),
-                        Func::Min => State::Min(v),
-                        _ => State::Max(v),
-                    };
-                }
-            }
-            (_, None) => {
-                return Err(Error::InvalidArgument(format!(
-                    "aggregate {} has no field",
-                    agg.name
-                )));
-            }
-        }
-    }
-    // Fold each group's states into the partial under its text key.
-    let mut columns: Vec<_> = states.into_iter().map(|s| s.into_iter()).collect();
-    for g in groups {
-        let label = g
-            .iter()
-            .zip(&fields)
-            .map(|(code, (_, labels))| labels[*code as usize].clone())
-            .collect();
-        let target = out.group(label);
-        for (t, col) in target.iter_mut().zip(columns.iter_mut()) {
-            let s = col.next().ok_or_else(|| {
-                Error::InvalidArgument("internal: group states out of step".into())
-            })?;
-            t.merge(s)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        }
-    }
-    Ok(())
-}
-
-/// A patient's keyed 128-bit digest per row: the NHS number, else the provider and local
-/// patient identifier; `None` for a row with neither.
-fn patient_digests(batch: &RecordBatch, key: &PatientKey) -> Result<Vec<Option<u128>>> {
-    let text = |name: &str| -> Result<ArrayRef> {
-        let col = batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::InvalidArgument(format!("internal: batch lacks {name}")))?;
-        Ok(cast(col, &DataType::Utf8)?)
-    };
-    let nhs = text("nhs_number")?;
-    let local = text("local_patient_id")?;
-    let provider = text("provider_code")?;
-    let (nhs, local, provider) = (
-        nhs.as_string::<i32>(),
-        local.as_string::<i32>(),
-        provider.as_string::<i32>(),
-    );
-    Ok((0..batch.num_rows())
-        .map(|row| {
-            let mut h = SipHasher13::new_with_key(&key.0);
-            if nhs.is_valid(row) {
-                h.write(b"n");
-                h.write(nhs.value(row).as_bytes());
-            } else if local.is_valid(row) && provider.is_valid(row) {
-                h.write(b"l");
-                h.write(provider.value(row).as_bytes());
-                h.write_u8(0x1f);
-                h.write(local.value(row).as_bytes());
-            } else {
-                return None;
-            }
-            Some(h.finish128().as_u128())
-        })
-        .collect())
 }

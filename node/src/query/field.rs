@@ -258,6 +258,14 @@ fn date_bucket(b: Bucket, days: i32) -> String {
     }
 }
 
+/// The activity month or financial year of every day of month `YYYY-MM` (empty if malformed).
+pub fn date_bucket_of_month(b: Bucket, month: &str) -> String {
+    match NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d") {
+        Ok(first) => date_bucket(b, first.num_days_from_ce() - 719_163),
+        Err(_) => String::new(),
+    }
+}
+
 /// `0-4`, `5-9`, ..., `85-89`, `90+`.
 pub fn age_band(age: u16) -> String {
     if age >= 90 {

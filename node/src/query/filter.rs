@@ -1,16 +1,15 @@
-//! Filter values, row masks and pruning (by partition and by Parquet row-group statistics).
+//! Filter values, row masks, and what a partition (provider, month) decides of a filter.
 
-use super::field::{Field, Kind, as_i64};
+use super::field::{Bucket, Field, Kind, as_i64};
 use super::{Filter, Pred, Value};
 use crate::model::Dataset;
 use crate::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::{and, cast};
 use arrow::datatypes::{DataType, Int32Type};
 use arrow::error::ArrowError;
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
-use parquet::file::metadata::RowGroupMetaData;
-use parquet::file::statistics::Statistics;
 use std::cmp::Ordering;
 
 /// Parses a filter value for a field's kind.
@@ -99,32 +98,76 @@ impl Pred {
 /// The rows of `batch` that pass every filter (nulls never pass).
 pub fn mask(
     dataset: Dataset,
-    filters: &[Filter],
+    filters: &[&Filter],
     batch: &RecordBatch,
+    tests: &mut DictTests,
 ) -> Result<Option<BooleanArray>> {
-    combine(dataset, filters, batch, and)
+    combine(dataset, filters, batch, tests, and)
 }
 
 /// The rows of `batch` that pass at least one of `filters` (`None`: no filters, every row).
 pub fn any_mask(
     dataset: Dataset,
-    filters: &[Filter],
+    filters: &[&Filter],
     batch: &RecordBatch,
+    tests: &mut DictTests,
 ) -> Result<Option<BooleanArray>> {
-    combine(dataset, filters, batch, arrow::compute::or)
+    combine(dataset, filters, batch, tests, arrow::compute::or)
+}
+
+/// One thread's memory of filters tested on dictionaries: chunks sliced from one column share
+/// its dictionary, so each value is tested once per query, not once per chunk. Holding the
+/// dictionary keeps its address from being reused by another while it is remembered.
+#[derive(Default)]
+pub struct DictTests {
+    /// (the filter's address, only ever compared; the dictionary; its values' outcomes)
+    recent: Vec<(usize, ArrayRef, std::sync::Arc<Vec<bool>>)>,
+}
+
+/// Dictionaries remembered per thread.
+const RECENT_DICTIONARIES: usize = 8;
+
+impl DictTests {
+    fn passes(
+        &mut self,
+        f: &Filter,
+        dict_values: &ArrayRef,
+        pass: &dyn Fn(&str) -> bool,
+    ) -> Result<std::sync::Arc<Vec<bool>>> {
+        let id = f as *const Filter as usize;
+        if let Some((_, _, p)) = self
+            .recent
+            .iter()
+            .find(|(g, v, _)| *g == id && std::sync::Arc::ptr_eq(v, dict_values))
+        {
+            return Ok(p.clone());
+        }
+        let names = cast(dict_values, &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let passes = std::sync::Arc::new(
+            (0..names.len())
+                .map(|i| names.is_valid(i) && pass(names.value(i)))
+                .collect::<Vec<bool>>(),
+        );
+        if self.recent.len() == RECENT_DICTIONARIES {
+            self.recent.remove(0);
+        }
+        self.recent.push((id, dict_values.clone(), passes.clone()));
+        Ok(passes)
+    }
 }
 
 /// Each filter's mask, folded with `op`.
 fn combine(
     dataset: Dataset,
-    filters: &[Filter],
+    filters: &[&Filter],
     batch: &RecordBatch,
+    tests: &mut DictTests,
     op: fn(&BooleanArray, &BooleanArray) -> std::result::Result<BooleanArray, ArrowError>,
 ) -> Result<Option<BooleanArray>> {
     let mut out: Option<BooleanArray> = None;
     for f in filters {
-        let values = f.field.eval(dataset, batch)?;
-        let m = test_array(&f.field, &f.pred, &values)?;
+        let m = filter_mask(dataset, f, batch, tests)?;
         out = Some(match out {
             Some(prev) => op(&prev, &m)?,
             None => m,
@@ -133,100 +176,144 @@ fn combine(
     Ok(out)
 }
 
+/// The rows of `batch` whose value of `f` passes (nulls never pass).
+fn filter_mask(
+    dataset: Dataset,
+    f: &Filter,
+    batch: &RecordBatch,
+    tests: &mut DictTests,
+) -> Result<BooleanArray> {
+    // Text tested through a dictionary: once per dictionary value, then the keys mapped (an HRG
+    // chapter: once per HRG).
+    let dictionary = match &f.field {
+        Field::Bucket(Bucket::HrgChapter) => batch.column_by_name("hrg"),
+        Field::Column { name, .. } if f.field.kind() == Kind::Text => batch.column_by_name(name),
+        _ => None,
+    };
+    if let Some(dict) = dictionary.and_then(|c| c.as_dictionary_opt::<Int32Type>()) {
+        let passes = if f.field == Field::Bucket(Bucket::HrgChapter) {
+            tests.passes(f, dict.values(), &|h| {
+                let end = h.char_indices().nth(2).map_or(h.len(), |(i, _)| i);
+                f.pred.test_text(&h[..end])
+            })?
+        } else {
+            tests.passes(f, dict.values(), &|v| f.pred.test_text(v))?
+        };
+        let keys = dict.keys();
+        let k = keys.values();
+        let bits = if keys.null_count() == 0 {
+            BooleanBuffer::collect_bool(k.len(), |i| passes[k[i] as usize])
+        } else {
+            BooleanBuffer::collect_bool(k.len(), |i| keys.is_valid(i) && passes[k[i] as usize])
+        };
+        return Ok(BooleanArray::new(bits, None));
+    }
+    let values = f.field.eval(dataset, batch)?;
+    test_array(&f.field, &f.pred, &values)
+}
+
 fn test_array(field: &Field, pred: &Pred, values: &ArrayRef) -> Result<BooleanArray> {
     if field.kind() != Kind::Text {
         let ints = as_i64(values)?;
-        return Ok(ints
-            .iter()
-            .map(|v| Some(v.is_some_and(|v| pred.test(&Value::Int(v)))))
-            .collect());
-    }
-    if let DataType::Dictionary(_, _) = values.data_type() {
-        // Test each dictionary value once, then map the keys.
-        let dict = values
-            .as_dictionary_opt::<Int32Type>()
-            .ok_or_else(|| Error::InvalidArgument("dictionary keys are not Int32".into()))?;
-        let names = cast(dict.values(), &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let pass: Vec<bool> = (0..names.len())
-            .map(|i| names.is_valid(i) && pred.test_text(names.value(i)))
-            .collect();
-        let keys = dict.keys();
-        return Ok((0..keys.len())
-            .map(|i| Some(keys.is_valid(i) && pass[keys.value(i) as usize]))
-            .collect());
+        let v = ints.values();
+        let bits = BooleanBuffer::collect_bool(v.len(), |i| {
+            ints.is_valid(i) && pred.test(&Value::Int(v[i]))
+        });
+        return Ok(BooleanArray::new(bits, None));
     }
     let text = cast(values, &DataType::Utf8)?;
     let text = text.as_string::<i32>();
-    Ok((0..text.len())
-        .map(|i| Some(text.is_valid(i) && pred.test_text(text.value(i))))
-        .collect())
+    let bits = BooleanBuffer::collect_bool(text.len(), |i| {
+        text.is_valid(i) && pred.test_text(text.value(i))
+    });
+    Ok(BooleanArray::new(bits, None))
 }
 
-/// Whether a partition (provider, `YYYY-MM`) may hold rows passing every filter.
-pub fn partition_may_match(filters: &[Filter], provider: &str, month: &str) -> bool {
-    let first_day = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok();
-    filters.iter().all(|f| {
-        let Some(first) = first_day else { return true };
-        let days = |d: NaiveDate| Value::Int(i64::from(d.num_days_from_ce() - 719_163));
-        match (&f.field, f.name.as_str()) {
-            (Field::Column { .. }, "provider_code") => f.pred.test(&Value::Text(provider.into())),
-            (Field::Bucket(_), "activity_month") => f.pred.test(&Value::Text(month.into())),
-            (Field::Bucket(_), "financial_year") => {
-                let start = if first.month() >= 4 {
-                    first.year()
-                } else {
-                    first.year() - 1
-                };
-                let fy = format!("{start}-{:02}", (start + 1).rem_euclid(100));
-                f.pred.test(&Value::Text(fy))
-            }
-            (Field::Column { .. }, "activity_date") => {
-                let last = first
-                    .checked_add_months(chrono::Months::new(1))
-                    .and_then(|d| d.pred_opt())
-                    .unwrap_or(first);
-                f.pred.may_pass(&days(first), &days(last))
-            }
-            _ => true,
+/// What partition (provider, `YYYY-MM`) decides of a filter: every row passes, none does, or
+/// (`None`) it depends on the row. Provider, activity month and financial year are constants of
+/// a partition; an activity date range is decided unless it cuts through the month.
+pub fn decide(f: &Filter, provider: &str, month: &str) -> Option<bool> {
+    let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok()?;
+    let days = |d: NaiveDate| Value::Int(i64::from(d.num_days_from_ce() - 719_163));
+    match (&f.field, f.name.as_str()) {
+        (Field::Column { .. }, "provider_code") => Some(f.pred.test(&Value::Text(provider.into()))),
+        (Field::Bucket(_), "activity_month") => Some(f.pred.test(&Value::Text(month.into()))),
+        (Field::Bucket(_), "financial_year") => {
+            let start = if first.month() >= 4 {
+                first.year()
+            } else {
+                first.year() - 1
+            };
+            let fy = format!("{start}-{:02}", (start + 1).rem_euclid(100));
+            Some(f.pred.test(&Value::Text(fy)))
         }
-    })
+        (Field::Column { .. }, "activity_date") => {
+            let last = first
+                .checked_add_months(chrono::Months::new(1))
+                .and_then(|d| d.pred_opt())
+                .unwrap_or(first);
+            let (lo, hi) = (days(first), days(last));
+            if !f.pred.may_pass(&lo, &hi) {
+                return Some(false);
+            }
+            match &f.pred {
+                Pred::Range(..) if f.pred.test(&lo) && f.pred.test(&hi) => Some(true),
+                Pred::NotIn(values)
+                    if values.iter().all(|v| {
+                        cmp(v, &lo) == Ordering::Less || cmp(v, &hi) == Ordering::Greater
+                    }) =>
+                {
+                    Some(true)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
-/// Whether a row group may hold rows passing every filter, by its column statistics (only
-/// integer-valued columns are used: dates, ages, lengths of stay, pence).
-pub fn row_group_may_match(filters: &[Filter], rg: &RowGroupMetaData) -> bool {
-    filters.iter().all(|f| {
-        // Signed physical types only: unsigned columns' statistics use another sort order.
-        if !matches!(
-            f.field,
-            Field::Column {
-                ty: DataType::Int64 | DataType::Int32 | DataType::Date32,
-                ..
-            }
-        ) {
-            return true;
+/// The filters whose value is decided per partition: they read no column.
+pub fn partition_field(f: &Filter) -> bool {
+    matches!(
+        (&f.field, f.name.as_str()),
+        (Field::Column { .. }, "provider_code")
+            | (Field::Bucket(_), "activity_month")
+            | (Field::Bucket(_), "financial_year")
+    )
+}
+
+/// What a partition leaves of a query's filters and scope: `None` when it holds no row that can
+/// pass; else the filters and the scope filters still to test per row (`Some(vec![])` for the
+/// scope: every row is in scope).
+pub fn residual<'a>(
+    filters: &'a [Filter],
+    scope: &'a [Filter],
+    provider: &str,
+    month: &str,
+) -> Option<(Vec<&'a Filter>, Vec<&'a Filter>)> {
+    let mut rows = Vec::new();
+    for f in filters {
+        match decide(f, provider, month) {
+            Some(false) => return None,
+            Some(true) => {}
+            None => rows.push(f),
         }
-        let Some(col) = rg
-            .columns()
-            .iter()
-            .find(|c| c.column_path().string() == f.name)
-        else {
-            return true;
-        };
-        let range = match col.statistics() {
-            Some(Statistics::Int32(s)) => s
-                .min_opt()
-                .zip(s.max_opt())
-                .map(|(a, b)| (i64::from(*a), i64::from(*b))),
-            Some(Statistics::Int64(s)) => s.min_opt().zip(s.max_opt()).map(|(a, b)| (*a, *b)),
-            _ => None,
-        };
-        match range {
-            Some((min, max)) => f.pred.may_pass(&Value::Int(min), &Value::Int(max)),
-            None => true,
+    }
+    if scope.is_empty() {
+        return Some((rows, Vec::new()));
+    }
+    let mut any = Vec::new();
+    for f in scope {
+        match decide(f, provider, month) {
+            Some(true) => return Some((rows, Vec::new())),
+            Some(false) => {}
+            None => any.push(f),
         }
-    })
+    }
+    if any.is_empty() {
+        return None;
+    }
+    Some((rows, any))
 }
 
 #[cfg(test)]

@@ -2,12 +2,15 @@
 //! at a view, producing partial aggregates ([`sus_proto::partial`]) the client merges exactly.
 //!
 //! ```text
-//!  Query ─► listing (segments visible at the view, hidden rows) ─► prune by partition
-//!        ─► per segment, in parallel (rayon, all cores):
-//!             prune row groups by statistics ─► read only the needed columns
-//!             ─► mask hidden rows and filters (Arrow kernels, dictionary-aware)
-//!             ─► group (dense codes per batch) ─► accumulate ─► Partial
-//!        ─► merge the segments' partials
+//!  Query ─► listing per store (segments visible at the view, hidden rows)
+//!        ─► prune by partition: segments by provider, month runs (row groups) by month
+//!        ─► every kept segment of every store, in parallel (rayon, all cores), per chunk (one
+//!           partition's rows: provider and month are constants):
+//!             columns from the cache or Parquet (only those needed, only kept row groups)
+//!             ─► filters the partition does not decide, as a row mask (dictionary-aware)
+//!             ─► group: partition keys free, dictionary keys per value, dense tables
+//!             ─► accumulate (sums in i128) into the thread's groups
+//!        ─► merge the threads' groups into one Partial
 //! ```
 //!
 //! Fields are described in [`field`]; the wire form is `QuerySpec` in `proto/sus.proto`.
@@ -15,8 +18,10 @@
 pub mod exec;
 pub mod field;
 mod filter;
+mod group;
+mod read;
 
-pub use exec::{PatientKey, ScanStats, aggregate, scan};
+pub use exec::{PatientKey, ScanStats, aggregate, aggregate_stores, scan};
 pub use field::Field;
 
 use crate::model::Dataset;

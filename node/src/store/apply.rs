@@ -1,8 +1,9 @@
 //! Planning one change: which rows become live, which stored rows are superseded, the counts.
 //!
 //! The plan reads the catalog (under the writer lock) but writes nothing; [`super::Store`] then
-//! writes the planned segments and commits the plan in one sled batch.
+//! writes the planned segments and commits the plan in one catalog transaction.
 
+use super::catalog::{Batch, Reader};
 use super::keys::{self, Live, RecState};
 use super::{ApplyCounts, DeleteKey, segment};
 use crate::model::Dataset;
@@ -102,10 +103,11 @@ struct State {
 /// A row to write: (id, upsert row, activity date).
 pub(super) type PartRow = (String, usize, i32);
 
-/// A partition's rows of the upserts, sorted by `cds_unique_id`.
+/// One provider's rows of the upserts (one segment): by activity month, then `cds_unique_id`.
 pub(super) struct PartitionRows {
     pub provider: String,
-    pub month: String,
+    /// (`YYYY-MM`, rows) runs of `rows`, in order.
+    pub months: Vec<(String, u32)>,
     pub rows: Vec<PartRow>,
 }
 
@@ -154,7 +156,7 @@ impl Plan {
     /// The partition of a record's current row.
     fn partition_of(
         &mut self,
-        db: &sled::Db,
+        db: &Reader,
         cols: &Columns,
         loc: Loc,
     ) -> Result<Option<(String, String)>> {
@@ -165,7 +167,7 @@ impl Plan {
             Loc::Stored(l) => {
                 if !self.segment_providers.contains_key(&l.segment) {
                     let entry = db
-                        .get(keys::segment(self.dataset, l.segment))?
+                        .get(&keys::segment(self.dataset, l.segment))?
                         .map(|v| super::keys::SegmentEntry::decode(&v))
                         .transpose()?
                         .ok_or_else(|| {
@@ -186,7 +188,7 @@ impl Plan {
     }
 
     /// The current state of `id`, reading the catalog the first time.
-    fn current(&mut self, db: &sled::Db, id: &str) -> Result<Option<State>> {
+    fn current(&mut self, db: &Reader, id: &str) -> Result<Option<State>> {
         if let Some(s) = self.states.get(id) {
             return Ok(Some(s.clone()));
         }
@@ -194,7 +196,7 @@ impl Plan {
             return Ok(None);
         }
         let stored = db
-            .get(keys::record(self.dataset, id))?
+            .get(&keys::record(self.dataset, id))?
             .map(|v| RecState::decode(&v))
             .transpose()?;
         let state = stored.as_ref().map(|s| State {
@@ -230,13 +232,7 @@ impl Plan {
     }
 
     /// Stores upsert `row`; `check_stale` is false for Bulk Replacement, which stores regardless.
-    fn upsert(
-        &mut self,
-        db: &sled::Db,
-        cols: &Columns,
-        row: usize,
-        check_stale: bool,
-    ) -> Result<()> {
+    fn upsert(&mut self, db: &Reader, cols: &Columns, row: usize, check_stale: bool) -> Result<()> {
         let id = cols.ids.value(row);
         let applicable = cols.applicable.value(row);
         let pending = Loc::Pending {
@@ -267,7 +263,7 @@ impl Plan {
         Ok(())
     }
 
-    fn delete(&mut self, db: &sled::Db, cols: &Columns, key: &DeleteKey) -> Result<()> {
+    fn delete(&mut self, db: &Reader, cols: &Columns, key: &DeleteKey) -> Result<()> {
         let id = key.cds_unique_id.as_str();
         let applicable = key.applicable.and_utc().timestamp();
         let current = self.current(db, id)?;
@@ -298,7 +294,7 @@ impl Plan {
     /// Net Change: upserts and deletions together in (applicable date-time, file ordinal) order.
     pub fn net_change(
         &mut self,
-        db: &sled::Db,
+        db: &Reader,
         cols: &Columns,
         ordinals: &[u64],
         deletes: &[DeleteKey],
@@ -334,7 +330,7 @@ impl Plan {
     /// store every upsert, later (applicable, ordinal) winning within the submission.
     pub fn bulk(
         &mut self,
-        db: &sled::Db,
+        db: &Reader,
         cols: &Columns,
         ordinals: &[u64],
         start: i32,
@@ -342,8 +338,7 @@ impl Plan {
     ) -> Result<()> {
         let (from, to) = keys::by_sender_range(self.dataset, &self.sender, start, end);
         let mut ids = Vec::new();
-        for entry in db.range(from..to) {
-            let (key, _) = entry?;
+        for (key, _) in db.range(&from, Some(&to))? {
             ids.push(keys::by_sender_id(self.dataset, &self.sender, &key)?);
         }
         for id in ids {
@@ -376,25 +371,32 @@ impl Plan {
         Ok(())
     }
 
-    /// The rows to write, by partition, each sorted by id.
+    /// The rows to write: one segment per provider, rows by month then id.
     pub fn partitions(&self, cols: &Columns) -> Result<Vec<PartitionRows>> {
-        let mut parts: BTreeMap<(String, String), Vec<PartRow>> = BTreeMap::new();
+        let mut parts: BTreeMap<String, BTreeMap<String, Vec<PartRow>>> = BTreeMap::new();
         for (id, state) in &self.states {
             if let Some(Loc::Pending { row, activity }) = state.live {
-                let key = (cols.providers.value(row).to_string(), month(activity)?);
                 parts
-                    .entry(key)
+                    .entry(cols.providers.value(row).to_string())
+                    .or_default()
+                    .entry(month(activity)?)
                     .or_default()
                     .push((id.clone(), row, activity));
             }
         }
         Ok(parts
             .into_iter()
-            .map(|((provider, month), mut rows)| {
-                rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            .map(|(provider, by_month)| {
+                let mut months = Vec::with_capacity(by_month.len());
+                let mut rows = Vec::new();
+                for (m, mut part) in by_month {
+                    part.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    months.push((m, part.len() as u32));
+                    rows.extend(part);
+                }
                 PartitionRows {
                     provider,
-                    month,
+                    months,
                     rows,
                 }
             })
@@ -409,7 +411,7 @@ impl Plan {
     }
 
     /// The catalog writes of the record index: states, the sender index, deletion marks.
-    pub fn write_to(&self, batch: &mut sled::Batch) -> Result<()> {
+    pub fn write_to(&self, batch: &mut Batch) -> Result<()> {
         let ds = self.dataset;
         let version = self.version.to_be_bytes();
         for &(seg, row) in &self.deletions {
@@ -421,7 +423,7 @@ impl Plan {
                 .iter()
                 .filter(|(_, s)| s.version == self.version)
         };
-        // Removals first: a sled batch keeps the last write of a key, so a record that stays under
+        // Removals first: a batch keeps the last write of a key, so a record that stays under
         // the same sender and date keeps its index entry.
         for (id, _) in changed() {
             if let Some(Some(RecState {

@@ -1,5 +1,7 @@
-//! Compaction: merges a partition's small segments into one and drops the rows no retained view
-//! can see, keeping every freeze point's answer exactly.
+//! Compaction: merges a provider's small segments into one and drops the rows no retained view
+//! can see, keeping every freeze point's answer exactly. The merged segment keeps the layout of
+//! any segment: rows grouped by activity month (a row group per month), in source order within a
+//! month.
 //!
 //! The retained versions are the latest version and every freeze point's. A row inserted at `i`
 //! and deleted at `d` (or never) is kept if some retained `r` has `i <= r < d`. Kept rows keep
@@ -9,7 +11,7 @@
 //!
 //! Compaction changes no content (no version is created) and is deterministic given the catalog,
 //! so replicas that run it at the same position of the shard's log end up alike. Crash safety is
-//! that of `apply`: the new segment is written and fsynced first, one sled batch swaps the catalog
+//! that of `apply`: the new segment is written and fsynced first, one catalog transaction swaps the catalog
 //! over, and the old files are deleted after it (a crash leaves them uncatalogued, and open
 //! removes them).
 
@@ -17,12 +19,22 @@ use super::keys::{self, Live, RecState, SegmentEntry};
 use super::{Store, segment};
 use crate::model::Dataset;
 use crate::{Error, Result};
-use arrow::array::{BooleanArray, RecordBatch};
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
 use std::collections::BTreeMap;
 use std::fs;
 use std::sync::atomic::Ordering;
 use tracing::info;
+
+/// A merge's rows: `batch` holds every source row, `order` the kept ones in their new order.
+struct Merged {
+    batch: RecordBatch,
+    order: Vec<u32>,
+    months: Vec<(String, u32)>,
+    runs: Vec<(u32, u64)>,
+    marks: Vec<(u32, u64)>,
+    live_rows: Vec<(String, u32)>,
+}
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,7 +45,7 @@ pub struct CompactStats {
 }
 
 impl Store {
-    /// Merges, per partition, the segments smaller than `target_rows` rows into segments of up
+    /// Merges, per provider, the segments smaller than `target_rows` rows into segments of up
     /// to about `target_rows` rows, dropping rows no retained view can see.
     pub fn compact(&self, target_rows: u32) -> Result<CompactStats> {
         let _writer = self.lock_writer();
@@ -44,12 +56,12 @@ impl Store {
         retained.dedup();
         let mut stats = CompactStats::default();
         for dataset in Dataset::ALL {
-            let mut partitions: BTreeMap<(String, String), Vec<SegmentEntry>> = BTreeMap::new();
+            let mut partitions: BTreeMap<String, Vec<SegmentEntry>> = BTreeMap::new();
             for entry in self.segments(dataset)? {
                 stats.segments_before += 1;
                 if entry.rows < target_rows {
                     partitions
-                        .entry((entry.provider.clone(), entry.month.clone()))
+                        .entry(entry.provider.clone())
                         .or_default()
                         .push(entry);
                 } else {
@@ -107,58 +119,82 @@ impl Store {
                 return Ok(1);
             }
         }
-        let mut kept_batches = Vec::new();
-        let mut runs: Vec<(u32, u64)> = Vec::new();
-        let mut new_marks: Vec<(u32, u64)> = Vec::new();
-        // (cds_unique_id, new row) of kept rows still live.
-        let mut live_rows: Vec<(String, u32)> = Vec::new();
-        let mut next_row = 0u32;
+        // Every kept row: (month, source row in `all`, inserted, deleted, live id).
+        let mut kept: Vec<(&str, u32, u64, Option<u64>, Option<String>)> = Vec::new();
+        let mut sources = Vec::with_capacity(group.len());
+        let mut base = 0u32;
         for entry in group {
             let versions = entry.row_versions();
             let marks = self.deletion_marks(entry.id)?;
             let path = self.dir.join(&entry.file);
-            let mut offset = 0usize;
-            for batch in segment::read(&path, dataset)? {
-                let ids = segment::ids(&batch)?;
-                let mut keep = Vec::with_capacity(batch.num_rows());
-                for i in 0..batch.num_rows() {
-                    let row = offset + i;
-                    let inserted = *versions.get(row).ok_or_else(|| Error::Corruption {
-                        what: format!("segment {}", path.display()),
-                        message: format!("more rows than the {} catalogued", entry.rows),
-                    })?;
-                    let deleted = marks.get(&(row as u32)).copied();
-                    let k = visible(inserted, deleted);
-                    keep.push(Some(k));
-                    if !k {
-                        stats.rows_dropped += 1;
-                        continue;
-                    }
-                    if runs.last().is_none_or(|r| r.1 != inserted) {
-                        runs.push((next_row, inserted));
-                    }
-                    match deleted {
-                        Some(d) => new_marks.push((next_row, d)),
-                        None => live_rows.push((ids.value(i).to_string(), next_row)),
-                    }
-                    next_row += 1;
-                }
-                offset += batch.num_rows();
-                let kept = filter_record_batch(&batch, &BooleanArray::from(keep))?;
-                if kept.num_rows() > 0 {
-                    kept_batches.push(kept);
-                }
-            }
-            if offset != entry.rows as usize {
+            let schema = crate::schema::stored_schema(dataset);
+            let batch = concat_batches(&schema, &segment::read(&path, dataset)?)?;
+            if batch.num_rows() != entry.rows as usize || versions.len() != batch.num_rows() {
                 return Err(Error::Corruption {
                     what: format!("segment {}", path.display()),
-                    message: format!("{offset} rows read, {} catalogued", entry.rows),
+                    message: format!("{} rows read, {} catalogued", batch.num_rows(), entry.rows),
                 });
             }
+            let ids = segment::ids(&batch)?;
+            let mut row = 0usize;
+            for (month, n) in &entry.months {
+                for _ in 0..*n {
+                    let inserted = versions[row];
+                    let deleted = marks.get(&(row as u32)).copied();
+                    if visible(inserted, deleted) {
+                        let live = deleted.is_none().then(|| ids.value(row).to_string());
+                        kept.push((month.as_str(), base + row as u32, inserted, deleted, live));
+                    } else {
+                        stats.rows_dropped += 1;
+                    }
+                    row += 1;
+                }
+            }
+            if row != batch.num_rows() {
+                return Err(Error::Corruption {
+                    what: format!("segment {}", path.display()),
+                    message: format!("month runs cover {row} of {} rows", batch.num_rows()),
+                });
+            }
+            base += batch.num_rows() as u32;
+            sources.push(batch);
+        }
+        // Months together (a row group each); source order within a month.
+        kept.sort_by_key(|k| k.0);
+        let mut months: Vec<(String, u32)> = Vec::new();
+        let mut runs: Vec<(u32, u64)> = Vec::new();
+        let mut new_marks: Vec<(u32, u64)> = Vec::new();
+        let mut live_rows: Vec<(String, u32)> = Vec::new();
+        let mut order = Vec::with_capacity(kept.len());
+        for (new_row, (month, source, inserted, deleted, live)) in kept.into_iter().enumerate() {
+            let new_row = new_row as u32;
+            match months.last_mut() {
+                Some((m, n)) if m == month => *n += 1,
+                _ => months.push((month.to_string(), 1)),
+            }
+            if runs.last().is_none_or(|r| r.1 != inserted) {
+                runs.push((new_row, inserted));
+            }
+            if let Some(d) = deleted {
+                new_marks.push((new_row, d));
+            }
+            if let Some(id) = live {
+                live_rows.push((id, new_row));
+            }
+            order.push(source);
         }
         let schema = crate::schema::stored_schema(dataset);
-        let merged: RecordBatch = concat_batches(&schema, &kept_batches)?;
-        let written = self.swap(dataset, group, merged, runs, new_marks, live_rows);
+        let all: RecordBatch = concat_batches(&schema, &sources)?;
+        drop(sources);
+        let merged = Merged {
+            batch: all,
+            order,
+            months,
+            runs,
+            marks: new_marks,
+            live_rows,
+        };
+        let written = self.swap(dataset, group, merged);
         if written.is_err() {
             self.failed.store(true, Ordering::SeqCst);
         }
@@ -167,46 +203,52 @@ impl Store {
 
     /// Writes the merged segment (if it has rows), then swaps the catalog over in one batch and
     /// deletes the old files.
-    fn swap(
-        &self,
-        dataset: Dataset,
-        group: &[SegmentEntry],
-        merged: RecordBatch,
-        runs: Vec<(u32, u64)>,
-        marks: Vec<(u32, u64)>,
-        live_rows: Vec<(String, u32)>,
-    ) -> Result<u64> {
-        let mut ops = sled::Batch::default();
+    fn swap(&self, dataset: Dataset, group: &[SegmentEntry], merged: Merged) -> Result<u64> {
+        let mut ops = super::catalog::Batch::default();
         let mut left = 0;
-        let mut hot = None;
-        if merged.num_rows() > 0 {
+        let mut fresh = None;
+        if !merged.order.is_empty() {
             let id = match self.db.get(keys::NEXT_SEGMENT)? {
                 Some(v) => keys::u64_value(&v, "segment counter")?,
                 None => 1,
             };
             let first = &group[0];
-            let file = segment::relative_path(dataset, &first.provider, &first.month, id);
-            let rows: Vec<u32> = (0..merged.num_rows() as u32).collect();
-            let (bytes, written) = segment::write(&self.dir, &file, &merged, &rows, false)?;
-            hot = Some((id, written));
-            let version = runs.iter().map(|r| r.1).max().unwrap_or(first.version);
+            let file = segment::relative_path(dataset, &first.provider, id);
+            let (bytes, written) = segment::write(
+                &self.dir,
+                &file,
+                &merged.batch,
+                &merged.order,
+                &merged.months,
+            )?;
+            fresh = Some((id, written));
+            let version = merged
+                .runs
+                .iter()
+                .map(|r| r.1)
+                .max()
+                .unwrap_or(first.version);
             let entry = SegmentEntry {
                 id,
                 dataset,
                 provider: first.provider.clone(),
-                month: first.month.clone(),
-                rows: merged.num_rows() as u32,
+                months: merged.months,
+                rows: merged.order.len() as u32,
                 bytes,
                 version,
                 file,
-                runs: if runs.len() == 1 { Vec::new() } else { runs },
+                runs: if merged.runs.len() == 1 {
+                    Vec::new()
+                } else {
+                    merged.runs
+                },
             };
             ops.insert(keys::segment(dataset, id), entry.encode()?);
             ops.insert(keys::NEXT_SEGMENT, &(id + 1).to_be_bytes());
-            for (row, version) in marks {
+            for (row, version) in merged.marks {
                 ops.insert(keys::deleted(id, row), &version.to_be_bytes());
             }
-            for (rid, row) in live_rows {
+            for (rid, row) in merged.live_rows {
                 let key = keys::record(dataset, &rid);
                 let value = self.db.get(&key)?.ok_or_else(|| {
                     keys::corrupt("record index", &format!("live row {rid} has no record"))
@@ -226,20 +268,16 @@ impl Store {
         }
         for e in group {
             ops.remove(keys::segment(dataset, e.id));
-            for k in self.db.scan_prefix(keys::deleted_prefix(e.id)).keys() {
-                ops.remove(k?);
+            for (k, _) in self.db.scan_prefix(&keys::deleted_prefix(e.id))? {
+                ops.remove(k);
             }
         }
-        {
-            let _view = self.lock_view_exclusive();
-            self.db.apply_batch(ops)?;
-            self.db.flush()?;
-        }
-        if let Some((id, rows)) = hot {
-            self.hot.insert(id, rows);
+        self.db.apply(ops, true)?;
+        if let Some((id, rows)) = fresh {
+            self.cache_written(id, &rows);
         }
         for e in group {
-            self.hot.remove(e.id);
+            self.cache.forget(self.uid, e.id);
             let path = self.dir.join(&e.file);
             fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
             if let Some(dir) = path.parent() {
@@ -251,9 +289,9 @@ impl Store {
 
     fn deletion_marks(&self, segment: u64) -> Result<BTreeMap<u32, u64>> {
         self.db
-            .scan_prefix(keys::deleted_prefix(segment))
-            .map(|kv| {
-                let (k, v) = kv?;
+            .scan_prefix(&keys::deleted_prefix(segment))?
+            .into_iter()
+            .map(|(k, v)| {
                 Ok((
                     keys::deleted_row(&k)?,
                     keys::u64_value(&v, "deletion mark")?,

@@ -1,7 +1,7 @@
 //! The catalog's key layout and value encodings.
 //!
-//! Everything lives in sled's default tree so that one `apply_batch` covers a whole change (sled
-//! batches are atomic per tree only). Keys start with a readable prefix; the variable parts after it
+//! Everything lives in one ordered table (see [`super::catalog`]), written one transaction per
+//! change. Keys start with a readable prefix; the variable parts after it
 //! are length-prefixed or fixed-width big-endian so that keys never collide (a sender may contain
 //! `/`) and range scans by number or date are byte-ordered:
 //!
@@ -203,14 +203,15 @@ pub(super) fn u64_value(bytes: &[u8], what: &str) -> Result<u64> {
         .map_err(|_| corrupt(what, "not an 8-byte number"))
 }
 
-/// A catalogued segment: one immutable Parquet file of one partition.
+/// A catalogued segment: one immutable Parquet file of one provider's rows of one dataset,
+/// grouped by activity month (each month a contiguous run of rows in its own row groups).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct SegmentEntry {
     pub id: u64,
     pub dataset: Dataset,
     pub provider: String,
-    /// `YYYY-MM`.
-    pub month: String,
+    /// The partitions it holds, in row order: (`YYYY-MM`, rows), months ascending.
+    pub months: Vec<(String, u32)>,
     pub rows: u32,
     pub bytes: u64,
     /// The version whose change wrote it (for a compacted segment, the latest of its rows).

@@ -2,7 +2,7 @@
 //! the catalog, a consistent dump of the whole store for a snapshot, building a store from such a
 //! dump, and a content digest over rows (not file bytes) to compare replicas.
 
-use super::{CATALOG_DIR, FORMAT_FILE, SEGMENTS_DIR, Store, format_text, keys, segment};
+use super::{CATALOG_FILE, FORMAT_FILE, SEGMENTS_DIR, Store, format_text, keys, segment};
 use crate::model::Dataset;
 use crate::{Error, Result};
 use arrow::array::{Array, Int64Array};
@@ -39,27 +39,24 @@ pub struct ContentDigest {
 impl Store {
     /// A value of the Raft state (applied log id, membership) kept beside the catalog.
     pub fn raft_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .db
-            .get(format!("{RAFT_PREFIX}{name}"))?
-            .map(|v| v.to_vec()))
+        self.db.get(format!("{RAFT_PREFIX}{name}").as_bytes())
     }
 
-    /// Records Raft state values in one batch. Not flushed here: replaying an entry after a crash
-    /// is harmless (every command is idempotent), and [`Store::dump`] flushes before a snapshot.
+    /// Records Raft state values in one transaction, not durably: a crash may lose them whole
+    /// (never in part), and replaying the entries after the last durable ones is harmless (every
+    /// command is idempotent). The next change's commit, [`Store::flush`] and [`Store::dump`]
+    /// make them durable.
     pub fn set_raft_state(&self, values: &[(&str, Vec<u8>)]) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::catalog::Batch::default();
         for (name, value) in values {
             batch.insert(format!("{RAFT_PREFIX}{name}").as_bytes(), value.as_slice());
         }
-        self.db.apply_batch(batch)?;
-        Ok(())
+        self.db.apply(batch, false)
     }
 
-    /// Makes every catalog write so far durable (as far as sled's flush goes).
+    /// Makes every catalog commit so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+        self.db.flush()
     }
 
     /// Feeds a consistent dump of the whole store to `sink`: writes are held off meanwhile.
@@ -67,12 +64,10 @@ impl Store {
         let _writer = self.lock_writer();
         self.check_not_failed()?;
         self.db.flush()?;
-        for kv in self.db.iter() {
-            let (k, v) = kv?;
-            sink(DumpItem::Catalog(&k, &v))?;
-        }
-        for v in self.db.scan_prefix(keys::SEGMENT_ANY).values() {
-            let entry = keys::SegmentEntry::decode(&v?)?;
+        let reader = self.db.reader()?;
+        reader.for_range(b"", None, &mut |k, v| sink(DumpItem::Catalog(k, v)))?;
+        for (_, v) in reader.scan_prefix(keys::SEGMENT_ANY)? {
+            let entry = keys::SegmentEntry::decode(&v)?;
             let path = self.dir.join(&entry.file);
             sink(DumpItem::Segment(&entry.file, &path))?;
         }
@@ -85,27 +80,25 @@ impl Store {
     pub fn restore(
         dir: &Path,
         catalog: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+        cache: std::sync::Arc<super::SegmentCache>,
     ) -> Result<Store> {
         let format = dir.join(FORMAT_FILE);
         let mut f = fs::File::create(&format).map_err(|e| Error::io(&format, e))?;
         f.write_all(format_text().as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(&format, e))?;
-        let db = super::catalog_config(&dir.join(CATALOG_DIR)).open()?;
-        let mut batch = sled::Batch::default();
-        let mut n = 0usize;
+        let db = super::catalog::Catalog::open(&dir.join(CATALOG_FILE))?;
+        let mut batch = super::catalog::Batch::default();
         for kv in catalog {
             let (k, v) = kv?;
             batch.insert(k, v);
-            n += 1;
-            if n.is_multiple_of(100_000) {
-                db.apply_batch(std::mem::take(&mut batch))?;
+            if batch.len() >= 100_000 {
+                db.apply(std::mem::take(&mut batch), false)?;
             }
         }
-        db.apply_batch(batch)?;
-        db.flush()?;
+        db.apply(batch, true)?;
         segment::sync_dir(dir)?;
-        Store::with_catalog(dir, db)
+        Store::with_catalog(dir, db, cache)
     }
 
     /// Where a dumped segment's relative path may land: only under `segments/`, no `..`.
@@ -158,8 +151,7 @@ impl Store {
                 }
             }
         }
-        for kv in self.db.scan_prefix(keys::SUBMISSION_ANY) {
-            let (k, v) = kv?;
+        for (k, v) in self.db.scan_prefix(keys::SUBMISSION_ANY)? {
             let mut h = DefaultHasher::new();
             h.write(&k);
             h.write(&v);

@@ -1,9 +1,11 @@
-//! Segment files: immutable Parquet (zstd, page statistics), written durably before the catalog
-//! refers to them.
+//! Segment files: immutable Parquet (zstd, column-chunk statistics), written durably before the
+//! catalog refers to them.
 //!
-//! Rows of a segment are sorted by `cds_unique_id`: a partition already narrows the activity date to
-//! one month, so sorting by id makes the id column's page statistics prune point lookups, and the
-//! order is deterministic (a replica writing the same change writes the same bytes).
+//! A segment holds one provider's rows of one dataset, grouped by activity month: each month is a
+//! contiguous run of rows (the catalog records the runs) and row groups end at month boundaries,
+//! so the partition keys (provider, month) are constants of every run and a selective read skips
+//! whole row groups of other months. Fresh rows are sorted by `cds_unique_id` within their
+//! month, so the order is deterministic (a replica writing the same change writes the same bytes).
 
 use crate::schema::stored_schema;
 use crate::{Error, Result};
@@ -14,7 +16,6 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -26,9 +27,8 @@ pub(super) const TEMP_SUFFIX: &str = ".parquet.tmp";
 pub(super) const SUFFIX: &str = ".parquet";
 
 /// The path of a segment relative to the store directory (always `/`-separated).
-pub(super) fn relative_path(dataset: Dataset, provider: &str, month: &str, id: u64) -> String {
-    // One directory per provider, not per month: creating directories dominated small changes.
-    format!("segments/{dataset}/{provider}/{month}-{id:020}{SUFFIX}")
+pub(super) fn relative_path(dataset: Dataset, provider: &str, id: u64) -> String {
+    format!("segments/{dataset}/{provider}/{id:020}{SUFFIX}")
 }
 
 /// Makes a file's directory entry (a create, rename or delete inside `dir`) durable.
@@ -59,9 +59,9 @@ pub(super) fn create_dirs(root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the rows `rows` of `batch`, in that order, as the segment at `root/rel`; returns its size
-/// and the rows written (for the hot-segment cache).
-/// `id_sorted` records that the rows are in `cds_unique_id` order (compacted segments are not).
+/// Writes the rows `rows` of `batch`, in that order, as the segment at `root/rel`, ending a row
+/// group after each run of `months` (rows per month, in order); returns its size and the rows
+/// written (for the column cache).
 ///
 /// Write to a temporary name, fsync the file, rename, fsync the directory: after this returns the
 /// segment is on disk under its final name, and before it returns no file of that name exists.
@@ -70,43 +70,116 @@ pub(super) fn write(
     rel: &str,
     batch: &RecordBatch,
     rows: &[u32],
-    id_sorted: bool,
+    months: &[(String, u32)],
 ) -> Result<(u64, RecordBatch)> {
     let path = root.join(rel);
     let dir = path
         .parent()
         .ok_or_else(|| Error::InvalidArgument(format!("segment path {rel} has no directory")))?;
+    let in_runs: u64 = months.iter().map(|m| u64::from(m.1)).sum();
+    if in_runs != rows.len() as u64 {
+        return Err(Error::InvalidArgument(format!(
+            "segment {rel}: {} rows but {in_runs} in its month runs",
+            rows.len()
+        )));
+    }
     create_dirs(root, dir)?;
     let tmp = path.with_extension(&TEMP_SUFFIX[1..]);
 
-    let sorted = take_record_batch(batch, &UInt32Array::from(rows.to_vec()))?;
-    let id_column = batch.schema().index_of("cds_unique_id")? as i32;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(id_sorted.then(|| {
-            vec![SortingColumn {
-                column_idx: id_column,
-                descending: false,
-                nulls_first: false,
-            }]
-        }))
-        .build();
+    let sorted = compact_dictionaries(&take_record_batch(
+        batch,
+        &UInt32Array::from(rows.to_vec()),
+    )?)?;
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    // The Arrow schema is ours (`stored_schema`), so it is not embedded in every file: on small
-    // segments it would be a third of the bytes. The reader supplies it instead.
-    let options = ArrowWriterOptions::new()
-        .with_properties(props)
-        .with_skip_arrow_metadata(true);
-    let mut writer = ArrowWriter::try_new_with_options(file, sorted.schema(), options)?;
-    writer.write(&sorted)?;
-    let file = writer.into_inner()?;
+    let file = encode(file, &sorted, months)?;
     file.sync_all().map_err(|e| Error::io(&tmp, e))?;
     let bytes = file.metadata().map_err(|e| Error::io(&tmp, e))?.len();
     drop(file);
     fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)?;
     Ok((bytes, sorted))
+}
+
+/// Writes `batch` (rows in order, `months` their runs) as a segment's Parquet bytes to `out`.
+/// Row groups end at month boundaries, once they hold enough rows: a month is never split over
+/// two groups (unless it alone exceeds the writer's maximum), and small months share one.
+pub fn encode<W: std::io::Write + Send>(
+    out: W,
+    batch: &RecordBatch,
+    months: &[(String, u32)],
+) -> Result<W> {
+    // The Arrow schema is ours (`stored_schema`), so it is not embedded in every file: on small
+    // segments it would be a third of the bytes. The reader supplies it instead.
+    let options = ArrowWriterOptions::new()
+        .with_properties(writer_properties()?)
+        .with_skip_arrow_metadata(true);
+    let mut writer = ArrowWriter::try_new_with_options(out, batch.schema(), options)?;
+    let mut offset = 0usize;
+    let mut in_group = 0usize;
+    for (_, n) in months {
+        writer.write(&batch.slice(offset, *n as usize))?;
+        offset += *n as usize;
+        in_group += *n as usize;
+        if in_group >= GROUP_ROWS {
+            writer.flush()?;
+            in_group = 0;
+        }
+    }
+    Ok(writer.into_inner()?)
+}
+
+/// `batch` with each dictionary column keeping only the values its rows use: rows taken from a
+/// submission keep the whole submission's dictionaries otherwise (costly to cache and to group).
+fn compact_dictionaries(batch: &RecordBatch) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| match c.as_any_dictionary_opt() {
+            Some(dict) => Ok(arrow_select::dictionary::garbage_collect_any_dictionary(
+                dict,
+            )?),
+            None => Ok(c.clone()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// Decodes a segment's Parquet bytes: `columns` (indices in the stored schema of `dataset`;
+/// empty: all) of every row.
+pub fn decode(
+    bytes: bytes::Bytes,
+    dataset: Dataset,
+    columns: &[usize],
+) -> Result<Vec<RecordBatch>> {
+    let options = ArrowReaderOptions::new().with_schema(stored_schema(dataset));
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options)?;
+    let builder = if columns.is_empty() {
+        builder
+    } else {
+        let mask = parquet::arrow::ProjectionMask::roots(
+            builder.parquet_schema(),
+            columns.iter().copied(),
+        );
+        builder.with_projection(mask)
+    };
+    Ok(builder
+        .with_batch_size(64 * 1024)
+        .build()?
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// Rows after which a row group ends at the next month boundary. Every column chunk costs a
+/// page header, a zstd frame and footer metadata, so groups must not be small; months in groups
+/// of their own let a selective read skip the rest.
+const GROUP_ROWS: usize = 64 * 1024;
+
+/// zstd level 3; statistics per column chunk (a page index would add bytes and no pruning:
+/// months are row groups and the catalog knows them).
+fn writer_properties() -> Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .build())
 }
 
 /// Reads a whole segment as batches of the stored schema of `dataset`.

@@ -19,13 +19,22 @@ use std::path::PathBuf;
 pub struct SegmentView {
     pub id: u64,
     pub provider: String,
-    /// `YYYY-MM`.
-    pub month: String,
+    /// Its partitions in row order: each activity month's first row and row count.
+    pub months: Vec<MonthRun>,
     pub rows: u32,
     pub bytes: u64,
     pub path: PathBuf,
     /// Rows the view does not see (inserted after it, or deleted at or before it), ascending.
     pub hidden: Vec<u32>,
+}
+
+/// The rows of one activity month in a segment: a partition (provider, month) of its dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthRun {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub start: u32,
+    pub rows: u32,
 }
 
 /// The segments of one dataset as seen at one version.
@@ -50,8 +59,9 @@ impl Listing {
 impl Store {
     /// The segments of `dataset` as seen at version `as_at` (the latest version when `None`).
     pub fn listing(&self, dataset: Dataset, as_at: Option<u64>) -> Result<Listing> {
-        let _view = self.lock_view_shared();
-        let latest = self.version()?;
+        // One read transaction: the segments and deletion marks of one committed version.
+        let reader = self.db.reader()?;
+        let latest = super::version_of(&reader)?;
         let version = match as_at {
             Some(v) if v > latest => {
                 return Err(Error::InvalidArgument(format!(
@@ -62,33 +72,48 @@ impl Store {
             None => latest,
         };
         let mut segments = Vec::new();
-        for entry in self.segments(dataset)? {
+        for entry in super::segments_of(&reader, dataset)? {
             if entry.first_version() > version {
                 continue;
             }
             let mut hidden: Vec<u32> = Vec::new();
-            if !entry.runs.is_empty() || entry.version > version {
-                for (row, v) in entry.row_versions().into_iter().enumerate() {
+            if entry.runs.is_empty() {
+                if entry.version > version {
+                    hidden.extend(0..entry.rows);
+                }
+            } else {
+                for (i, &(start, v)) in entry.runs.iter().enumerate() {
                     if v > version {
-                        hidden.push(row as u32);
+                        let end = entry.runs.get(i + 1).map_or(entry.rows, |r| r.0);
+                        hidden.extend(start..end);
                     }
                 }
             }
-            for kv in self.db.scan_prefix(keys::deleted_prefix(entry.id)) {
-                let (k, v) = kv?;
-                if keys::u64_value(&v, "deletion mark")? <= version {
-                    hidden.push(keys::deleted_row(&k)?);
+            reader.for_prefix(&keys::deleted_prefix(entry.id), &mut |k, v| {
+                if keys::u64_value(v, "deletion mark")? <= version {
+                    hidden.push(keys::deleted_row(k)?);
                 }
-            }
+                Ok(())
+            })?;
             hidden.sort_unstable();
             hidden.dedup();
             if hidden.len() as u64 >= u64::from(entry.rows) {
                 continue;
             }
+            let mut start = 0u32;
+            let months = entry
+                .months
+                .into_iter()
+                .map(|(month, rows)| {
+                    let run = MonthRun { month, start, rows };
+                    start += rows;
+                    run
+                })
+                .collect();
             segments.push(SegmentView {
                 id: entry.id,
                 provider: entry.provider,
-                month: entry.month,
+                months,
                 rows: entry.rows,
                 bytes: entry.bytes,
                 path: self.dir.join(&entry.file),
@@ -112,10 +137,9 @@ impl Store {
             return Ok(v);
         }
         let version = self.version()?;
-        let written = self
-            .db
-            .insert(keys::freeze(name), &version.to_be_bytes())
-            .and_then(|_| self.db.flush());
+        let mut ops = super::catalog::Batch::default();
+        ops.insert(keys::freeze(name), version.to_be_bytes());
+        let written = self.db.apply(ops, true);
         if written.is_err() {
             self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -132,8 +156,7 @@ impl Store {
         upto: u64,
     ) -> Result<BTreeMap<(String, String), [u64; 5]>> {
         let mut out: BTreeMap<(String, String), [u64; 5]> = BTreeMap::new();
-        for kv in self.db.scan_prefix(keys::activity_prefix(dataset)) {
-            let (k, v) = kv?;
+        for (k, v) in self.db.scan_prefix(&keys::activity_prefix(dataset))? {
             let (provider, month, version) = keys::decode_activity(dataset, &k)?;
             if version <= after || version > upto {
                 continue;
@@ -152,7 +175,7 @@ impl Store {
     /// The version frozen under `name`, if this store has it.
     pub fn freeze_version(&self, name: &str) -> Result<Option<u64>> {
         self.db
-            .get(keys::freeze(name))?
+            .get(&keys::freeze(name))?
             .map(|v| keys::u64_value(&v, "freeze point"))
             .transpose()
     }
@@ -160,9 +183,9 @@ impl Store {
     /// Every freeze point of this store: (name, version), by name.
     pub fn freezes(&self) -> Result<Vec<(String, u64)>> {
         self.db
-            .scan_prefix(keys::FREEZE_ANY)
-            .map(|kv| {
-                let (k, v) = kv?;
+            .scan_prefix(keys::FREEZE_ANY)?
+            .into_iter()
+            .map(|(k, v)| {
                 let name = String::from_utf8(k[keys::FREEZE_ANY.len()..].to_vec())
                     .map_err(|_| keys::corrupt("freeze point", "name is not UTF-8"))?;
                 Ok((name, keys::u64_value(&v, "freeze point")?))
