@@ -85,7 +85,7 @@ struct Args {
 /// An engine of the interleaved runs.
 enum Engine {
     Sus { name: &'static str, client: Client },
-    Peer(Peer),
+    Peer(Box<Peer>),
 }
 
 impl Engine {
@@ -418,7 +418,7 @@ async fn main() -> Result<()> {
             args.threads,
         )
         .await?;
-        engines.push(Engine::Peer(peer));
+        engines.push(Engine::Peer(Box::new(peer)));
     }
     let mut results: Results = BTreeMap::new();
     let mut answers: BTreeMap<String, Vec<Row>> = BTreeMap::new();

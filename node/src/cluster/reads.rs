@@ -406,12 +406,18 @@ impl Services {
         shards: &[u32],
         linearizable: bool,
     ) -> std::result::Result<Vec<(u32, Arc<crate::store::Store>)>, Status> {
-        let mut stores = Vec::new();
-        for shard in shards {
-            let (_, replica) = self.readable(*shard, linearizable).await?;
-            stores.push((*shard, replica.store()));
-        }
-        Ok(stores)
+        // The shards' read-index rounds at once: one round trip, not one per shard.
+        let replicas = futures::future::try_join_all(
+            shards
+                .iter()
+                .map(|shard| self.readable(*shard, linearizable)),
+        )
+        .await?;
+        Ok(shards
+            .iter()
+            .zip(replicas)
+            .map(|(shard, (_, replica))| (*shard, replica.store()))
+            .collect())
     }
 
     /// Aggregates `query` over local `shards`.

@@ -13,7 +13,8 @@ use crate::{Error, Result};
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::{and, filter_record_batch};
 use arrow::datatypes::SchemaRef;
-use rayon::prelude::*;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use sus_proto::partial::Partial;
 
 /// The key of the patient digests exchanged for distinct counts (the cluster's, never sent to
@@ -117,42 +118,57 @@ pub fn aggregate_stores(
             }
         }
     }
-    // Biggest first, so that the last segments to finish are small ones.
+    // One worker per thread of the pool, each taking the next segment (biggest first, so that
+    // the last to finish are small ones) into its own groups: as many partials to merge as
+    // threads, whatever the number of segments.
     work.sort_by_key(|w| std::cmp::Reverse(w.1.rows));
-    let folded: Vec<Result<(Groups<'_>, DictTests)>> = work
-        .par_iter()
-        .fold(
-            || Ok((Groups::new(q, key), DictTests::default())),
-            |state: Result<(Groups<'_>, DictTests)>, (store, seg, keep, residuals)| {
-                let (mut groups, mut tests) = state?;
-                let mut stats = ScanStats::default();
-                read_chunks(
-                    store,
-                    seg,
-                    q.dataset,
-                    &projection,
-                    keep,
-                    &mut stats,
-                    &mut |chunk| {
-                        let Some((rows, scope)) = &residuals[chunk.run] else {
-                            return Ok(());
+    let next = AtomicUsize::new(0);
+    let workers = rayon::current_num_threads().min(work.len()).max(1);
+    let folded: Mutex<Vec<Result<Groups<'_>>>> = Mutex::new(Vec::with_capacity(workers));
+    rayon::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|_| {
+                let state = (|| {
+                    let mut groups = Groups::new(q, key);
+                    let mut tests = DictTests::default();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((store, seg, keep, residuals)) = work.get(i) else {
+                            break;
                         };
-                        let keep = row_mask(q.dataset, rows, scope, &chunk.batch, &mut tests)?;
-                        groups.add(&chunk, keep.as_ref())
-                    },
-                )?;
-                groups.stats.add(&stats);
-                Ok((groups, tests))
-            },
-        )
-        .collect();
+                        let mut stats = ScanStats::default();
+                        read_chunks(
+                            store,
+                            seg,
+                            q.dataset,
+                            &projection,
+                            keep,
+                            &mut stats,
+                            &mut |chunk| {
+                                let Some((rows, scope)) = &residuals[chunk.run] else {
+                                    return Ok(());
+                                };
+                                let keep =
+                                    row_mask(q.dataset, rows, scope, &chunk.batch, &mut tests)?;
+                                groups.add(&chunk, keep.as_ref())
+                            },
+                        )?;
+                        groups.stats.add(&stats);
+                    }
+                    Ok(groups)
+                })();
+                folded.lock().unwrap_or_else(|e| e.into_inner()).push(state);
+            });
+        }
+    });
+    let folded = folded.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut out = q.partial();
     let mut stats = ScanStats {
         segments_pruned: pruned,
         ..ScanStats::default()
     };
     for state in folded {
-        let (groups, _) = state?;
+        let groups = state?;
         stats.add(&groups.stats);
         out.merge(groups.into_partial()?)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;

@@ -189,15 +189,25 @@ impl<'q> Groups<'q> {
             None if chunk.hidden.is_empty() => Sel::All(n),
             None => Sel::AllBut(n, chunk.hidden),
             Some(mask) => {
+                // The rows the mask keeps (a null keeps nothing), minus the hidden ones (both
+                // ascending).
+                let mask = if mask.null_count() > 0 {
+                    arrow::compute::prep_null_mask_filter(mask)
+                } else {
+                    mask.clone()
+                };
                 let mut h = chunk.hidden.iter().peekable();
-                let mut rows = Vec::new();
-                for r in 0..n as u32 {
-                    if h.peek() == Some(&&r) {
-                        h.next();
-                    } else if mask.value(r as usize) {
-                        rows.push(r);
-                    }
-                }
+                let rows = mask
+                    .values()
+                    .set_indices()
+                    .map(|r| r as u32)
+                    .filter(|r| {
+                        while h.peek().is_some_and(|x| **x < *r) {
+                            h.next();
+                        }
+                        h.peek() != Some(&r)
+                    })
+                    .collect();
                 Sel::Rows(rows)
             }
         };

@@ -415,7 +415,7 @@ impl Plan {
         let ds = self.dataset;
         let version = self.version.to_be_bytes();
         for &(seg, row) in &self.deletions {
-            batch.insert(keys::deleted(seg, row), &version);
+            batch.insert(keys::deleted(seg, row), version);
         }
         // Ids read but left alone (stale operations) keep their state and index entries.
         let changed = || {
@@ -446,7 +446,7 @@ impl Plan {
                 }
             };
             if let Some(l) = live {
-                batch.insert(keys::by_sender(ds, &s.sender, l.activity, id), &[]);
+                batch.insert(keys::by_sender(ds, &s.sender, l.activity, id), []);
             }
             let state = RecState {
                 applicable: s.applicable,

@@ -12,6 +12,9 @@ use crate::{Error, Result};
 use redb::{Durability, ReadableDatabase, TableDefinition};
 use std::path::Path;
 
+/// A visitor of catalog entries (key, value); an error stops the walk.
+pub type EntryFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("catalog");
 
 /// Page cache per catalog: a node opens one per shard replica.
@@ -91,12 +94,7 @@ impl Reader {
     }
 
     /// Feeds `f` every entry in `[from, to)` without collecting them.
-    pub fn for_range(
-        &self,
-        from: &[u8],
-        to: Option<&[u8]>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    pub fn for_range(&self, from: &[u8], to: Option<&[u8]>, f: &mut EntryFn<'_>) -> Result<()> {
         let iter = match to {
             Some(to) => self.table.range::<&[u8]>(from..to),
             None => self.table.range::<&[u8]>(from..),
@@ -110,11 +108,7 @@ impl Reader {
     }
 
     /// Feeds `f` every entry whose key starts with `prefix`.
-    pub fn for_prefix(
-        &self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    pub fn for_prefix(&self, prefix: &[u8], f: &mut EntryFn<'_>) -> Result<()> {
         self.for_range(prefix, prefix_end(prefix).as_deref(), f)
     }
 }

@@ -22,6 +22,10 @@ use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use std::collections::BTreeMap;
+
+/// A row that survives compaction: (month, source row in the concatenated input, inserted
+/// version, deleted version, live id).
+type KeptRow<'a> = (&'a str, u32, u64, Option<u64>, Option<String>);
 use std::fs;
 use std::sync::atomic::Ordering;
 use tracing::info;
@@ -119,8 +123,7 @@ impl Store {
                 return Ok(1);
             }
         }
-        // Every kept row: (month, source row in `all`, inserted, deleted, live id).
-        let mut kept: Vec<(&str, u32, u64, Option<u64>, Option<String>)> = Vec::new();
+        let mut kept: Vec<KeptRow> = Vec::new();
         let mut sources = Vec::with_capacity(group.len());
         let mut base = 0u32;
         for entry in group {
@@ -244,13 +247,14 @@ impl Store {
                 },
             };
             ops.insert(keys::segment(dataset, id), entry.encode()?);
-            ops.insert(keys::NEXT_SEGMENT, &(id + 1).to_be_bytes());
+            ops.insert(keys::NEXT_SEGMENT, (id + 1).to_be_bytes());
             for (row, version) in merged.marks {
-                ops.insert(keys::deleted(id, row), &version.to_be_bytes());
+                ops.insert(keys::deleted(id, row), version.to_be_bytes());
             }
+            let reader = self.db.reader()?;
             for (rid, row) in merged.live_rows {
                 let key = keys::record(dataset, &rid);
-                let value = self.db.get(&key)?.ok_or_else(|| {
+                let value = reader.get(&key)?.ok_or_else(|| {
                     keys::corrupt("record index", &format!("live row {rid} has no record"))
                 })?;
                 let mut state = RecState::decode(&value)?;
@@ -266,13 +270,16 @@ impl Store {
             }
             left = 1;
         }
+        let reader = self.db.reader()?;
         for e in group {
             ops.remove(keys::segment(dataset, e.id));
-            for (k, _) in self.db.scan_prefix(&keys::deleted_prefix(e.id))? {
+            for (k, _) in reader.scan_prefix(&keys::deleted_prefix(e.id))? {
                 ops.remove(k);
             }
         }
+        drop(reader);
         self.db.apply(ops, true)?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some((id, rows)) = fresh {
             self.cache_written(id, &rows);
         }

@@ -146,6 +146,9 @@ pub struct Store {
     /// The node's segment cache, and this store's key in it.
     cache: Arc<SegmentCache>,
     uid: u64,
+    /// Bumped after every commit that changes segments or deletion marks (it dates listings).
+    generation: AtomicU64,
+    listings: Mutex<view::Listings>,
 }
 
 /// Process-unique store ids: the segment cache is shared by every store of a node.
@@ -178,6 +181,8 @@ impl Store {
             failed: AtomicBool::new(false),
             cache,
             uid: NEXT_STORE_UID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            listings: Mutex::new(view::Listings::default()),
         };
         let segments = store.recover()?;
         info!(dir = %dir.display(), version = store.version()?, segments, "store opened");
@@ -377,9 +382,10 @@ impl Store {
         if let Some((key, value)) = bulk_marker {
             ops.insert(key, value);
         }
-        ops.insert(keys::VERSION, &version.to_be_bytes());
-        ops.insert(keys::NEXT_SEGMENT, &next_segment.to_be_bytes());
+        ops.insert(keys::VERSION, version.to_be_bytes());
+        ops.insert(keys::NEXT_SEGMENT, next_segment.to_be_bytes());
         self.db.apply(ops, true)?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for (id, rows) in hot {
             self.cache_written(id, &rows);
         }

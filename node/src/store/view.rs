@@ -11,8 +11,10 @@
 use super::{Store, keys};
 use crate::model::Dataset;
 use crate::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// One segment as a view sees it.
 #[derive(Debug, Clone)]
@@ -56,9 +58,42 @@ impl Listing {
     }
 }
 
+/// Listings made since the catalog's segments last changed, by (dataset, version asked): a
+/// listing decodes every segment entry and scans every deletion mark, which a selective query
+/// would otherwise pay on every call.
+#[derive(Default)]
+pub(super) struct Listings {
+    generation: u64,
+    made: HashMap<(Dataset, Option<u64>), Arc<Listing>>,
+}
+
 impl Store {
     /// The segments of `dataset` as seen at version `as_at` (the latest version when `None`).
-    pub fn listing(&self, dataset: Dataset, as_at: Option<u64>) -> Result<Listing> {
+    pub fn listing(&self, dataset: Dataset, as_at: Option<u64>) -> Result<Arc<Listing>> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        {
+            let listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+            if listings.generation == generation
+                && let Some(l) = listings.made.get(&(dataset, as_at))
+            {
+                return Ok(l.clone());
+            }
+        }
+        let listing = Arc::new(self.make_listing(dataset, as_at)?);
+        let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        // Only a listing read at the generation it is filed under is kept (a commit may have
+        // landed meanwhile; then the next call lists again).
+        if self.generation.load(Ordering::SeqCst) == generation {
+            if listings.generation != generation {
+                listings.generation = generation;
+                listings.made.clear();
+            }
+            listings.made.insert((dataset, as_at), listing.clone());
+        }
+        Ok(listing)
+    }
+
+    fn make_listing(&self, dataset: Dataset, as_at: Option<u64>) -> Result<Listing> {
         // One read transaction: the segments and deletion marks of one committed version.
         let reader = self.db.reader()?;
         let latest = super::version_of(&reader)?;
