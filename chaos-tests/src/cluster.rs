@@ -50,6 +50,8 @@ impl Default for NodeOptions {
 pub struct NodeProc {
     pub id: u64,
     pub addr: String,
+    /// The node's HTTP port (metrics, probes, status page), for local processes.
+    pub http: Option<String>,
     pub dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -294,6 +296,7 @@ impl TestCluster {
             .args(["--snapshot-after", &o.snapshot_after.to_string()])
             .args(["--keep-after-snapshot", &o.keep_after_snapshot.to_string()])
             .args(["--commit-timeout-ms", &o.commit_timeout_ms.to_string()])
+            .args(["--http-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info,openraft=warn")
             .envs(o.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
@@ -314,6 +317,16 @@ impl TestCluster {
             .filter(|_| line.contains("listening on"))
             .ok_or_else(|| format!("unexpected first line from node {id}: {line}"))?
             .to_string();
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .map_err(|_| format!("node {id} printed no HTTP address (see {})", log.display()))?
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let http = line
+            .rsplit(' ')
+            .next()
+            .filter(|_| line.contains("http on"))
+            .map(str::to_string);
         // Keep draining stdout so the node never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.nodes.insert(
@@ -321,6 +334,7 @@ impl TestCluster {
             NodeProc {
                 id,
                 addr: addr.clone(),
+                http,
                 dir,
                 log,
                 child: Some(child),
@@ -423,6 +437,7 @@ impl TestCluster {
                 NodeProc {
                     id,
                     addr: addr.clone(),
+                    http: None,
                     dir,
                     log,
                     child: None,

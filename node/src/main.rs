@@ -2,7 +2,7 @@
 //! directory (`ingest`, `stats`).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -11,17 +11,41 @@ use sus_node::model::Dataset;
 use sus_node::node::{Node, NodeConfig};
 use sus_node::report::Outcome;
 
+mod config;
+
 #[derive(Parser)]
-#[command(name = "sus-node", version, about = "A sus-cluster node")]
+#[command(
+    name = "sus-node",
+    version,
+    about = "A sus-cluster node",
+    after_help = "\
+Settings come from, in order of precedence: flags, SUS_* environment variables, the --config
+file (TOML; keys are the long flag names with '_' for '-', e.g. `http_listen = \"0.0.0.0:9401\"`;
+see deploy/node.example.toml), then the defaults shown by --help."
+)]
 struct Cli {
+    /// TOML file of settings (any long flag of `serve` and the global ones, as `name = value`).
+    #[arg(long, env = "SUS_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Data directory (catalog and segments); created if absent.
     #[arg(long, env = "SUS_DATA_DIR", default_value = "sus-data", global = true)]
     data_dir: PathBuf,
     /// Reference data folder (see refdata/README.md).
     #[arg(long, env = "SUS_REFDATA", default_value = "refdata", global = true)]
     refdata: PathBuf,
+    /// Log lines as human-readable text or as JSON objects (one per line, for log shippers).
+    /// The level comes from RUST_LOG (default `warn`; e.g. `RUST_LOG=info,sus_node=debug`).
+    #[arg(long, env = "SUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -65,11 +89,8 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// This node's id: unique in the cluster and never reused (a wiped node gets a new id).
-    #[arg(
-        long,
-        env = "SUS_NODE_ID",
-        required_unless_present = "id_from_hostname"
-    )]
+    /// Required (here, in the environment or in the config file) unless --id-from-hostname.
+    #[arg(long, env = "SUS_NODE_ID")]
     id: Option<u64>,
     /// Take the id from the host name's trailing number plus one (`sus-2` is node 3): for
     /// Kubernetes StatefulSets, whose pods are named `<set>-<ordinal>`.
@@ -81,6 +102,11 @@ struct ServeArgs {
     /// Address peers and clients use to reach this node (default: the bound listen address).
     #[arg(long, env = "SUS_ADVERTISE")]
     advertise: Option<String>,
+    /// Plain-HTTP address of the operator endpoints: `/metrics` (Prometheus), `/health`,
+    /// `/ready` and the status page `/`. No patient data is served there. Off when not given;
+    /// port 0 picks a free port (printed on start).
+    #[arg(long, env = "SUS_HTTP_LISTEN")]
+    http_listen: Option<String>,
     /// Raft heartbeat interval (ms).
     #[arg(long, env = "SUS_HEARTBEAT_MS", default_value_t = 100)]
     heartbeat_ms: u64,
@@ -121,15 +147,34 @@ struct ServeArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Some(path) = cli.config.clone()
+        && let Err(e) = config::apply(&path, &mut cli, &matches)
+    {
+        eprintln!("sus-node: error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sus-node: error: {e:#}");
@@ -243,9 +288,14 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let id = match args.id {
-        Some(id) => id,
-        None => id_from_hostname()?,
+    let id = match (args.id, args.id_from_hostname) {
+        (Some(_), true) => anyhow::bail!("give the node id or --id-from-hostname, not both"),
+        (Some(id), false) => id,
+        (None, true) => id_from_hostname()?,
+        (None, false) => anyhow::bail!(
+            "the node needs an id: --id N, SUS_NODE_ID=N or `id = N` in the config file \
+             (or --id-from-hostname)"
+        ),
     };
     sus_node::broken::set_node(id);
     let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key, args.plaintext) {
@@ -296,6 +346,21 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             })
         });
         println!("sus-node {id} listening on {bound}");
+        let http = match &args.http_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the HTTP port {addr}"))?;
+                println!("sus-node {id} http on {}", listener.local_addr()?);
+                let cluster = cluster.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(e) = sus_node::cluster::http::serve(listener, cluster).await {
+                        tracing::error!("HTTP port stopped: {e}");
+                    }
+                }))
+            }
+            None => None,
+        };
         use std::io::Write;
         std::io::stdout().flush()?;
         let mut server = tonic::transport::Server::builder();
@@ -324,6 +389,9 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             .serve_with_incoming_shutdown(incoming, shutdown_signal())
             .await
             .context("serving")?;
+        if let Some(http) = http {
+            http.abort();
+        }
         cluster.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -20,8 +20,10 @@ mod audit;
 pub mod auth;
 pub mod command;
 mod flight;
+pub mod http;
 mod membership;
 pub mod meta;
+pub mod metrics;
 mod reads;
 pub mod routing;
 pub mod service;
@@ -123,6 +125,8 @@ pub struct Cluster {
     identity: Mutex<Identity>,
     /// Decoded footers and columns of every hosted store's segments.
     cache: Arc<crate::store::SegmentCache>,
+    /// What `/metrics` and the status page show.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Cluster {
@@ -194,6 +198,7 @@ impl Cluster {
                 config.cache_bytes,
                 crate::store::DEFAULT_FOOTER_BYTES,
             ),
+            metrics: Arc::new(metrics::Metrics::new()),
         });
         if admitted {
             cluster.registry.insert(META_GROUP, cluster.meta.clone());
@@ -347,8 +352,8 @@ impl Cluster {
         let dir = self.shard_dir(shard);
         let replica = {
             let dir = dir.clone();
-            let cache = self.cache.clone();
-            tokio::task::spawn_blocking(move || ShardReplica::open(&dir, shard, cache))
+            let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
+            tokio::task::spawn_blocking(move || ShardReplica::open(&dir, shard, cache, metrics))
                 .await
                 .map_err(|e| Error::Consensus(format!("opening shard {shard}: {e}")))??
         };

@@ -429,10 +429,13 @@ impl Services {
     ) -> std::result::Result<(Partial, AggregateReply), Status> {
         let stores = self.stores(shards, linearizable).await?;
         let key = self.patient_key();
+        let metrics = self.cluster.metrics.clone();
         tokio::task::spawn_blocking(move || {
             // One parallel scan over every local shard: no core idles at a shard's tail.
+            let started = std::time::Instant::now();
             let refs: Vec<&crate::store::Store> = stores.iter().map(|(_, s)| s.as_ref()).collect();
             let (merged, versions, stats) = query::aggregate_stores(&refs, &query, &key)?;
+            metrics.scan(stats.rows_scanned, started.elapsed());
             let reply = AggregateReply {
                 versions: stores
                     .iter()

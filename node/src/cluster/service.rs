@@ -124,6 +124,9 @@ impl Services {
                 audit.rows = report.records;
                 audit.detail += &format!(", resent: {:?}", report.outcome);
                 self.audit(vec![audit]).await?;
+                self.cluster
+                    .metrics
+                    .submission(replica.shard, &report, None);
                 return Ok(*report);
             }
             Prepared::Commit(command) => command,
@@ -146,10 +149,17 @@ impl Services {
         }
         // The audit write and the shard's commit run side by side: one round of latency, not two.
         let command = ShardCommand::Submission(command);
+        let started = std::time::Instant::now();
         let (reply, ()) =
-            tokio::try_join!(self.propose_shard(raft, &command), self.audit(vec![audit]))?;
-        SubmissionReport::from_json(&reply)
-            .map_err(|e| Status::internal(format!("undecodable report: {e}")))
+            tokio::try_join!(self.propose_shard(raft, &command), self.audit(vec![audit]))
+                .inspect_err(|_| self.cluster.metrics.submission_failed())?;
+        let took = started.elapsed();
+        let report = SubmissionReport::from_json(&reply)
+            .map_err(|e| Status::internal(format!("undecodable report: {e}")))?;
+        self.cluster
+            .metrics
+            .submission(replica.shard, &report, Some(took));
+        Ok(report)
     }
 
     /// Proposes a command to a shard this node leads and returns the state machine's answer

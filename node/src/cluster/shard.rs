@@ -57,11 +57,17 @@ pub struct ShardReplica {
     cache: Arc<SegmentCache>,
     /// When the snapshot being received began to arrive (for the transfer rate in the log).
     receiving_since: std::sync::Mutex<Option<std::time::Instant>>,
+    metrics: Arc<super::metrics::Metrics>,
 }
 
 impl ShardReplica {
     /// Opens (or creates) the replica in `dir`, removing what an interrupted install left.
-    pub fn open(dir: &Path, shard: u32, cache: Arc<SegmentCache>) -> Result<Arc<ShardReplica>> {
+    pub fn open(
+        dir: &Path,
+        shard: u32,
+        cache: Arc<SegmentCache>,
+        metrics: Arc<super::metrics::Metrics>,
+    ) -> Result<Arc<ShardReplica>> {
         fs::create_dir_all(dir.join("snapshots")).map_err(|e| Error::io(dir, e))?;
         let current = match fs::read_to_string(dir.join(CURRENT)) {
             Ok(name) => name.trim().to_string(),
@@ -108,6 +114,7 @@ impl ShardReplica {
             counter: AtomicU64::new(highest + 1),
             cache,
             receiving_since: std::sync::Mutex::new(None),
+            metrics,
         }))
     }
 
@@ -278,10 +285,13 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             .await
             .map_err(|e| storage_error(Error::io(&replica.dir, e)))?;
         drop(file);
+        let installed = replica.clone();
         tokio::task::spawn_blocking(move || install(&replica, &meta))
             .await
             .map_err(|e| storage_error(Error::Consensus(format!("install task failed: {e}"))))?
-            .map_err(storage_error)
+            .map_err(storage_error)?;
+        installed.metrics.snapshot_installed();
+        Ok(())
     }
 
     async fn get_current_snapshot(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use sus_client::generator::{self, Dataset, GenConfig};
 
+mod demo;
 mod read;
 
 #[derive(Debug, Parser)]
@@ -17,6 +18,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a local 3-node cluster, fill it with generated data, and print the monthly reports.
+    #[command(after_help = "\
+Examples:
+  cargo run --release --bin sus -- demo          # from a fresh clone
+  sus demo --rows 1000000 --dir /tmp/sus-demo
+  sus demo --stop --dir /tmp/sus-demo
+
+The cluster (TLS, 8 shards of 3 replicas, an HTTP status page per node) keeps running after the
+reports; the last lines say how to connect to it and how to stop it.")]
+    Demo(demo::DemoArgs),
     /// Generate deterministic synthetic submissions and the oracle's expected totals.
     #[command(after_help = "\
 Example:
@@ -304,6 +315,23 @@ Example:
         #[command(flatten)]
         endpoint: EndpointArgs,
     },
+    /// Members: id, address, and which leads the meta group.
+    #[command(after_help = "Example:\n  sus cluster members --format csv")]
+    Members {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        #[arg(long, value_enum, default_value_t = read::Format::Table)]
+        format: read::Format,
+    },
+    /// Shards: replicas, and the leader as the answering node sees it (`-` where it hosts no
+    /// replica of the shard).
+    #[command(after_help = "Example:\n  sus cluster shards --format json")]
+    Shards {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        #[arg(long, value_enum, default_value_t = read::Format::Table)]
+        format: read::Format,
+    },
     /// Members, shard map, and the Raft groups of the node that answers.
     Status {
         #[command(flatten)]
@@ -472,8 +500,27 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, like every other error of this program; `--help` has the rest.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("sus: {} (see --help)", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
+        Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a))),
         Command::Gen(a) => run_gen(a).map(|()| ExitCode::SUCCESS),
         Command::Submit(a) => runtime().and_then(|rt| rt.block_on(run_submit(a))),
         Command::Cluster(c) => runtime().and_then(|rt| rt.block_on(run_cluster(c))),
@@ -520,6 +567,15 @@ fn main() -> ExitCode {
     }
 }
 
+fn table_out(
+    format: read::Format,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+) -> sus_client::Result<ExitCode> {
+    read::write_rows(format, header, &rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn runtime() -> sus_client::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -537,6 +593,14 @@ async fn run_submit(a: SubmitArgs) -> sus_client::Result<ExitCode> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // A bar drawn on no terminal drops its println lines: reports then go straight to stdout.
+    let say = |line: String| {
+        if bar.is_hidden() {
+            println!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     let (mut accepted, mut rejected, mut records) = (0u64, 0u64, 0u64);
     for file in &a.files {
         let outcome = client
@@ -549,19 +613,27 @@ async fn run_submit(a: SubmitArgs) -> sus_client::Result<ExitCode> {
             accepted += 1;
             records += r["records"].as_u64().unwrap_or(0);
             if !a.quiet {
-                bar.println(format!(
+                say(format!(
                     "{}: accepted{} as version {} of shard {} ({} records: {} inserted, {} replaced, {} deleted, {} stale)",
                     id,
-                    if r["resent"].as_bool() == Some(true) { " (resent)" } else { "" },
+                    if r["resent"].as_bool() == Some(true) {
+                        " (resent)"
+                    } else {
+                        ""
+                    },
                     outcome.version().unwrap_or(0),
                     outcome.shard,
-                    r["records"], r["inserted"], r["replaced"], r["deleted"], r["stale"]
+                    r["records"],
+                    r["inserted"],
+                    r["replaced"],
+                    r["deleted"],
+                    r["stale"]
                 ));
             }
         } else {
             rejected += 1;
             let first = &r["rejection"]["issues"][0];
-            bar.println(format!(
+            say(format!(
                 "{}: REJECTED ({}): {}",
                 id,
                 file.display(),
@@ -685,6 +757,40 @@ async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
             endpoint,
             linearizable,
         } => endpoint.client()?.status(linearizable).await?,
+        ClusterCommand::Members { endpoint, format } => {
+            let status = endpoint.client()?.status(true).await?;
+            let rows: Vec<Vec<String>> = status
+                .nodes
+                .iter()
+                .map(|n| {
+                    let role = if n.id == status.meta_leader {
+                        "meta leader"
+                    } else {
+                        "member"
+                    };
+                    vec![n.id.to_string(), n.addr.clone(), role.to_string()]
+                })
+                .collect();
+            return table_out(format, &["id", "addr", "role"], rows);
+        }
+        ClusterCommand::Shards { endpoint, format } => {
+            let status = endpoint.client()?.status(true).await?;
+            let rows: Vec<Vec<String>> = status
+                .shards
+                .iter()
+                .map(|s| {
+                    let leader = status
+                        .groups
+                        .iter()
+                        .find(|g| g.group == u64::from(s.shard) + 1)
+                        .map(|g| g.leader.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    let replicas: Vec<String> = s.replicas.iter().map(u64::to_string).collect();
+                    vec![s.shard.to_string(), replicas.join(" "), leader]
+                })
+                .collect();
+            return table_out(format, &["shard", "replicas", "leader"], rows);
+        }
     };
     println!(
         "node {} (meta leader {}), reference data {} (this node: {})",

@@ -13,6 +13,8 @@ use sus_proto::v1::{Aggregate, QuerySpec};
 pub enum Format {
     Table,
     Csv,
+    /// A JSON array of objects, one per row.
+    Json,
     Parquet,
 }
 
@@ -128,6 +130,8 @@ pub enum FreezeCommand {
     List {
         #[command(flatten)]
         endpoint: EndpointArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 
@@ -286,13 +290,25 @@ pub async fn run_freeze(c: FreezeCommand) -> Result<ExitCode> {
                 versions.join(" ")
             );
         }
-        FreezeCommand::List { endpoint } => {
-            for p in endpoint.client()?.freezes().await? {
-                let when = chrono::DateTime::from_timestamp(p.created, 0)
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                    .unwrap_or_default();
-                println!("{}\t{when}", p.name);
-            }
+        FreezeCommand::List { endpoint, format } => {
+            let rows: Vec<Vec<String>> = endpoint
+                .client()?
+                .freezes()
+                .await?
+                .into_iter()
+                .map(|p| {
+                    let when = chrono::DateTime::from_timestamp(p.created, 0)
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_default();
+                    let versions: Vec<String> = p
+                        .versions
+                        .iter()
+                        .map(|v| format!("{}:{}", v.shard, v.version))
+                        .collect();
+                    vec![p.name, when, versions.join(" ")]
+                })
+                .collect();
+            write_rows(format, &["name", "created", "shard_versions"], &rows)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -332,16 +348,41 @@ pub async fn run_export(a: ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes text `rows` under `header` in `format` to standard output.
+pub fn write_rows(format: Format, header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    use arrow::array::{ArrayRef, StringArray};
+    let columns: Vec<(&str, ArrayRef)> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let values: StringArray = rows.iter().map(|r| Some(r[i].as_str())).collect();
+            (*h, std::sync::Arc::new(values) as ArrayRef)
+        })
+        .collect();
+    let batch = RecordBatch::try_from_iter(columns)
+        .map_err(|e| Error::Cluster(format!("building the table: {e}")))?;
+    write_as(format, None, &[batch])
+}
+
 fn write(args: &ReadArgs, batches: &[RecordBatch]) -> Result<()> {
-    let out: Box<dyn std::io::Write + Send> = match &args.out {
+    write_as(args.format, args.out.as_deref(), batches)
+}
+
+/// Writes `batches` in `format` to `out` (standard output when `None`, except Parquet).
+pub fn write_as(
+    format: Format,
+    out: Option<&std::path::Path>,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    let out: Box<dyn std::io::Write + Send> = match out {
         Some(p) => Box::new(std::fs::File::create(p).map_err(|e| Error::io(p, e))?),
-        None if args.format == Format::Parquet => {
+        None if format == Format::Parquet => {
             return Err(Error::Config("--format parquet needs --out FILE".into()));
         }
         None => Box::new(std::io::stdout()),
     };
     let fail = |e: String| Error::Cluster(format!("writing the output: {e}"));
-    match args.format {
+    match format {
         Format::Table => {
             let mut out = out;
             let text = arrow::util::pretty::pretty_format_batches(batches)
@@ -353,6 +394,14 @@ fn write(args: &ReadArgs, batches: &[RecordBatch]) -> Result<()> {
             for b in batches {
                 w.write(b).map_err(|e| fail(e.to_string()))?;
             }
+        }
+        Format::Json => {
+            let mut w = arrow::json::ArrayWriter::new(out);
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            w.write_batches(&refs).map_err(|e| fail(e.to_string()))?;
+            w.finish().map_err(|e| fail(e.to_string()))?;
+            let mut out = w.into_inner();
+            writeln!(out).map_err(|e| fail(e.to_string()))?;
         }
         Format::Parquet => {
             let schema = batches

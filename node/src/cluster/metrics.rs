@@ -1,0 +1,288 @@
+//! What a node counts for Prometheus (`GET /metrics` on the HTTP port) and the recent
+//! submissions its status page lists.
+//!
+//! Counters are updated where the work happens (a shard leader's submissions, a node's scans,
+//! a replica's snapshot installs); gauges (Raft groups from openraft's metrics, the audit log's
+//! length from the applied meta state) are read when scraped, so they are never stale.
+
+use super::{Cluster, META_GROUP, shard_group};
+use crate::report::{Outcome, SubmissionReport};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Submissions kept for the status page.
+const RECENT: usize = 50;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatasetLabel {
+    pub dataset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `accepted`, `rejected`, `resent` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    /// `meta` or `shard-N`.
+    pub group: String,
+}
+
+/// A node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    ingest_records: Family<DatasetLabel, Counter>,
+    submissions: Family<OutcomeLabel, Counter>,
+    commit_seconds: Histogram,
+    scan_rows: Counter,
+    scan_seconds: Counter<f64, AtomicU64>,
+    scans: Counter,
+    snapshots_installed: Counter,
+    audit_entries: Gauge,
+    group_leader: Family<GroupLabel, Gauge>,
+    group_applied: Family<GroupLabel, Gauge>,
+    groups_led: Gauge,
+    recent: Mutex<VecDeque<RecentSubmission>>,
+}
+
+/// A submission as the status page shows it: counts and rules, no record identifiers.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentSubmission {
+    /// Unix seconds when the answer was given.
+    pub at: u64,
+    pub shard: u32,
+    pub submission_id: String,
+    pub sender: String,
+    pub dataset: String,
+    pub protocol: String,
+    pub outcome: String,
+    pub resent: bool,
+    pub records: u64,
+    pub inserted: u64,
+    pub replaced: u64,
+    pub deleted: u64,
+    pub warnings: Vec<String>,
+    pub rejection: Option<String>,
+    pub commit_ms: f64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sus");
+        let m = Metrics {
+            ingest_records: Family::default(),
+            submissions: Family::default(),
+            // 1 ms to about 33 s.
+            commit_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16),
+            ),
+            scan_rows: Counter::default(),
+            scan_seconds: Counter::default(),
+            scans: Counter::default(),
+            snapshots_installed: Counter::default(),
+            audit_entries: Gauge::default(),
+            group_leader: Family::default(),
+            group_applied: Family::default(),
+            groups_led: Gauge::default(),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ingest_records",
+            "Records of accepted submissions applied by this node as shard leader",
+            m.ingest_records.clone(),
+        );
+        registry.register(
+            "submissions",
+            "Submissions answered by this node as shard leader, by outcome",
+            m.submissions.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "From proposing a submission to its commit and apply on this leader",
+            m.commit_seconds.clone(),
+        );
+        registry.register(
+            "scan_rows",
+            "Rows read by aggregate scans on this node (rate / rate of scan_seconds = rows/s)",
+            m.scan_rows.clone(),
+        );
+        registry.register(
+            "scan_seconds",
+            "Wall time of aggregate scans on this node",
+            m.scan_seconds.clone(),
+        );
+        registry.register("scans", "Aggregate scans run on this node", m.scans.clone());
+        registry.register(
+            "snapshot_installs",
+            "Shard snapshots received and installed by this node",
+            m.snapshots_installed.clone(),
+        );
+        registry.register(
+            "audit_entries",
+            "Entries of the cluster's audit log as this node has applied it",
+            m.audit_entries.clone(),
+        );
+        registry.register(
+            "group_leader",
+            "The node id this node sees leading each hosted Raft group (0: none)",
+            m.group_leader.clone(),
+        );
+        registry.register(
+            "group_applied_index",
+            "Last log index applied by this node's replica of each group",
+            m.group_applied.clone(),
+        );
+        registry.register(
+            "groups_led",
+            "Raft groups this node leads",
+            m.groups_led.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// A submission answered by this node as its shard's leader.
+    pub fn submission(&self, shard: u32, report: &SubmissionReport, commit: Option<Duration>) {
+        let outcome = match (report.resent, &report.outcome) {
+            (true, _) => "resent",
+            (false, Outcome::Accepted) => "accepted",
+            (false, Outcome::Rejected) => "rejected",
+        };
+        self.submissions
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+        if outcome == "accepted" {
+            self.ingest_records
+                .get_or_create(&DatasetLabel {
+                    dataset: report.dataset.name().into(),
+                })
+                .inc_by(report.records);
+        }
+        if let Some(d) = commit {
+            self.commit_seconds.observe(d.as_secs_f64());
+        }
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let entry = RecentSubmission {
+            at,
+            shard,
+            submission_id: report.submission_id.clone(),
+            sender: report.sender.clone(),
+            dataset: report.dataset.name().into(),
+            protocol: report.protocol.clone(),
+            outcome: outcome.into(),
+            resent: report.resent,
+            records: report.records,
+            inserted: report.inserted,
+            replaced: report.replaced,
+            deleted: report.deleted,
+            warnings: report
+                .warnings
+                .iter()
+                .map(|w| format!("{} x{}", w.rule, w.count))
+                .collect(),
+            // Rules and items only: messages and record ids stay in the submitter's report.
+            rejection: report.rejection.as_ref().map(|r| {
+                let total = r.issues.len() as u64 + r.more;
+                let mut rules: Vec<String> = Vec::new();
+                for i in &r.issues {
+                    let rule = match &i.item {
+                        Some(item) => format!("{} ({item})", i.rule),
+                        None => i.rule.to_string(),
+                    };
+                    if !rules.contains(&rule) {
+                        rules.push(rule);
+                    }
+                }
+                format!("{total} finding(s): {}", rules.join(", "))
+            }),
+            commit_ms: commit.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_back();
+        }
+        recent.push_front(entry);
+    }
+
+    /// A submission whose commit failed here (timeout, lost leadership, storage).
+    pub fn submission_failed(&self) {
+        self.submissions
+            .get_or_create(&OutcomeLabel {
+                outcome: "failed".into(),
+            })
+            .inc();
+    }
+
+    pub fn scan(&self, rows: u64, took: Duration) {
+        self.scans.inc();
+        self.scan_rows.inc_by(rows);
+        self.scan_seconds.inc_by(took.as_secs_f64());
+    }
+
+    pub fn snapshot_installed(&self) {
+        self.snapshots_installed.inc();
+    }
+
+    /// The newest first.
+    pub fn recent(&self) -> Vec<RecentSubmission> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().cloned().collect()
+    }
+
+    /// The Prometheus text exposition of every metric, group gauges read now from `cluster`.
+    pub fn encode(&self, cluster: &Cluster) -> String {
+        let mut groups = vec![("meta".to_string(), META_GROUP, cluster.meta.clone())];
+        for shard in cluster.hosted_shards() {
+            if let Some((raft, _)) = cluster.shard(shard) {
+                groups.push((format!("shard-{shard}"), shard_group(shard), raft));
+            }
+        }
+        self.group_leader.clear();
+        self.group_applied.clear();
+        let mut led = 0;
+        for (name, _, raft) in &groups {
+            let m = raft.metrics().borrow().clone();
+            let label = GroupLabel {
+                group: name.clone(),
+            };
+            let leader = m.current_leader.unwrap_or(0);
+            led += i64::from(leader == cluster.id);
+            self.group_leader
+                .get_or_create(&label)
+                .set(i64::try_from(leader).unwrap_or(i64::MAX));
+            self.group_applied
+                .get_or_create(&label)
+                .set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
+        }
+        self.groups_led.set(led);
+        let audited = cluster.meta_state.borrow().audit.len();
+        self.audit_entries
+            .set(i64::try_from(audited).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
