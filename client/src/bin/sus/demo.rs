@@ -315,7 +315,8 @@ fn refdata(given: Option<PathBuf>) -> Result<PathBuf> {
         })
 }
 
-/// The `sus-node` program: given, beside this one, or built by the cargo that runs us.
+/// The `sus-node` program: given; under `cargo run`, built (or found up to date) by the cargo
+/// that runs us, so that it matches this program; else the one beside this program.
 fn node_bin(given: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = given {
         return Ok(p);
@@ -323,10 +324,10 @@ fn node_bin(given: Option<PathBuf>) -> Result<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| config_error(format!("own path: {e}")))?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     let beside = dir.join("sus-node");
-    if beside.exists() {
-        return Ok(beside);
-    }
     let Some(cargo) = std::env::var_os("CARGO") else {
+        if beside.exists() {
+            return Ok(beside);
+        }
         return Err(config_error(format!(
             "no sus-node beside {}: build it (`cargo build --release -p sus-node`) or give \
              --node-bin",
