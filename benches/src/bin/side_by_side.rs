@@ -592,23 +592,19 @@ impl Report<'_> {
         for q in QUERIES {
             let rows = self.rows_in(q);
             let ours = self.median(q, "sus 1 node");
-            for e in self.engines() {
-                if let Some(t) = self.results.get(&(q.to_string(), e.clone())) {
-                    let _ = writeln!(
-                        out,
-                        "query,{q},{e},{rows},{:.3},{:.3},{:.3},{:.0},{:.3}",
-                        t.median() * 1e3,
-                        t.min() * 1e3,
-                        t.max() * 1e3,
-                        rows as f64 / t.median(),
-                        t.median() / ours
-                    );
-                }
-            }
-            if let Some(t) = self.memory.get(q) {
+            let runs = self
+                .engines()
+                .into_iter()
+                .filter_map(|e| Some((self.results.get(&(q.to_string(), e.clone()))?, e)))
+                .chain(
+                    self.memory
+                        .get(q)
+                        .map(|t| (t, "sus 1 node memory".to_string())),
+                );
+            for (t, e) in runs {
                 let _ = writeln!(
                     out,
-                    "query,{q},sus 1 node memory,{rows},{:.3},{:.3},{:.3},{:.0},{:.3}",
+                    "query,{q},{e},{rows},{:.3},{:.3},{:.3},{:.0},{:.3}",
                     t.median() * 1e3,
                     t.min() * 1e3,
                     t.max() * 1e3,

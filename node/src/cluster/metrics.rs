@@ -85,8 +85,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("sus");
-        let m = Metrics {
+        let mut m = Metrics {
             ingest_records: Family::default(),
             submissions: Family::default(),
             // 1 ms to about 33 s.
@@ -102,60 +101,61 @@ impl Metrics {
             group_applied: Family::default(),
             groups_led: Gauge::default(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("sus"),
         };
-        registry.register(
+        m.registry.register(
             "ingest_records",
             "Records of accepted submissions applied by this node as shard leader",
             m.ingest_records.clone(),
         );
-        registry.register(
+        m.registry.register(
             "submissions",
             "Submissions answered by this node as shard leader, by outcome",
             m.submissions.clone(),
         );
-        registry.register(
+        m.registry.register(
             "commit_seconds",
             "From proposing a submission to its commit and apply on this leader",
             m.commit_seconds.clone(),
         );
-        registry.register(
+        m.registry.register(
             "scan_rows",
             "Rows read by aggregate scans on this node (rate / rate of scan_seconds = rows/s)",
             m.scan_rows.clone(),
         );
-        registry.register(
+        m.registry.register(
             "scan_seconds",
             "Wall time of aggregate scans on this node",
             m.scan_seconds.clone(),
         );
-        registry.register("scans", "Aggregate scans run on this node", m.scans.clone());
-        registry.register(
+        m.registry
+            .register("scans", "Aggregate scans run on this node", m.scans.clone());
+        m.registry.register(
             "snapshot_installs",
             "Shard snapshots received and installed by this node",
             m.snapshots_installed.clone(),
         );
-        registry.register(
+        m.registry.register(
             "audit_entries",
             "Entries of the cluster's audit log as this node has applied it",
             m.audit_entries.clone(),
         );
-        registry.register(
+        m.registry.register(
             "group_leader",
             "The node id this node sees leading each hosted Raft group (0: none)",
             m.group_leader.clone(),
         );
-        registry.register(
+        m.registry.register(
             "group_applied_index",
             "Last log index applied by this node's replica of each group",
             m.group_applied.clone(),
         );
-        registry.register(
+        m.registry.register(
             "groups_led",
             "Raft groups this node leads",
             m.groups_led.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     /// A submission answered by this node as its shard's leader.

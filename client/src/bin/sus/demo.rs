@@ -44,13 +44,6 @@ fn config_error(msg: impl Into<String>) -> Error {
     Error::Config(msg.into())
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 pub async fn run(a: DemoArgs) -> Result<ExitCode> {
     let dir = match &a.dir {
         Some(d) => d.clone(),
@@ -69,7 +62,7 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
             dir.display()
         )));
     }
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let refdata = refdata(a.refdata.clone())?;
     let node_bin = node_bin(a.node_bin.clone())?;
     println!("demo: a 3-node cluster in {}", dir.display());
@@ -83,7 +76,7 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
         let (grpc, http, pid) = start_node(&node_bin, &refdata, &dir, &certs, id).await?;
         println!("demo: node {id} on {grpc} (status page http://{http}/)");
         pids += &format!("{pid}\n");
-        std::fs::write(dir.join("pids"), &pids).map_err(io(&dir))?;
+        std::fs::write(dir.join("pids"), &pids).map_err(|e| Error::io(dir.join("pids"), e))?;
         nodes.push((id, grpc, http));
     }
     let endpoints: Vec<String> = nodes.iter().map(|n| n.1.clone()).collect();
@@ -291,8 +284,8 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(io(path))?;
-    f.write_all(text.as_bytes()).map_err(io(path))
+        .map_err(|e| Error::io(path, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
 }
 
 fn refdata(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -364,8 +357,8 @@ async fn start_node(
     use std::os::unix::process::CommandExt;
     let out_path = dir.join(format!("n{id}.out"));
     let log_path = dir.join(format!("n{id}.log"));
-    let out = std::fs::File::create(&out_path).map_err(io(&out_path))?;
-    let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+    let out = std::fs::File::create(&out_path).map_err(|e| Error::io(&out_path, e))?;
+    let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
     let (_, cert, key) = &certs.nodes[(id - 1) as usize];
     let child = std::process::Command::new(bin)
         .arg("--data-dir")
@@ -426,7 +419,7 @@ fn stop(dir: &Path) -> Result<ExitCode> {
         // SIGTERM: each node shuts down cleanly.
         let _ = std::process::Command::new("kill").arg(pid.trim()).status();
     }
-    std::fs::remove_file(&pids_path).map_err(io(&pids_path))?;
+    std::fs::remove_file(&pids_path).map_err(|e| Error::io(&pids_path, e))?;
     println!(
         "demo: stopped the nodes in {} (their data stays; delete the folder to remove it)",
         dir.display()

@@ -567,15 +567,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn table_out(
-    format: read::Format,
-    header: &[&str],
-    rows: Vec<Vec<String>>,
-) -> sus_client::Result<ExitCode> {
-    read::write_rows(format, header, &rows)?;
-    Ok(ExitCode::SUCCESS)
-}
-
 fn runtime() -> sus_client::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -771,7 +762,8 @@ async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
                     vec![n.id.to_string(), n.addr.clone(), role.to_string()]
                 })
                 .collect();
-            return table_out(format, &["id", "addr", "role"], rows);
+            read::write_rows(format, &["id", "addr", "role"], &rows)?;
+            return Ok(ExitCode::SUCCESS);
         }
         ClusterCommand::Shards { endpoint, format } => {
             let status = endpoint.client()?.status(true).await?;
@@ -789,7 +781,8 @@ async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
                     vec![s.shard.to_string(), replicas.join(" "), leader]
                 })
                 .collect();
-            return table_out(format, &["shard", "replicas", "leader"], rows);
+            read::write_rows(format, &["shard", "replicas", "leader"], &rows)?;
+            return Ok(ExitCode::SUCCESS);
         }
     };
     println!(
