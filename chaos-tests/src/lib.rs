@@ -18,6 +18,7 @@
 pub mod check;
 pub mod cluster;
 pub mod faults;
+pub mod http;
 pub mod plan;
 pub mod run;
 pub mod workload;

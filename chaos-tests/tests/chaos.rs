@@ -297,6 +297,28 @@ async fn compose_cluster_serves_and_survives_a_killed_container() {
         "three healthy nodes:\n{ps}"
     );
 
+    // The HTTP port the file opens: each node turns ready, and its metrics show both peers up.
+    for ip in ips {
+        let addr = format!("{ip}:9400");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = sus_chaos_tests::http::get(&addr, "/ready").await;
+            let metrics = sus_chaos_tests::http::get(&addr, "/metrics").await;
+            let up = match &metrics {
+                Ok((200, text)) => sus_chaos_tests::http::metric(text, "sus_peer_up", ""),
+                _ => 0.0,
+            };
+            if matches!(ready, Ok((200, _))) && up == 2.0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{addr}: ready {ready:?}, peers up {up}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     // Submit a generated data set and check the national totals against the generator's oracle.
     let data = dir.path().join("data");
     let summary = sus_client::generator::generate(

@@ -102,7 +102,7 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
 }
 
-/// Adds the bearer token to every call (a shared, replaceable value).
+/// Adds the bearer token (a shared, replaceable value) and the trace context to every call.
 #[derive(Clone, Default)]
 pub struct Credentials {
     token: std::sync::Arc<std::sync::RwLock<Option<String>>>,
@@ -121,11 +121,16 @@ impl tonic::service::Interceptor for Credentials {
                 .map_err(|_| Status::unauthenticated("the token is not valid header text"))?;
             request.metadata_mut().insert("authorization", v);
         }
+        if let Some(ctx) = crate::trace::current()
+            && request.metadata().get(crate::trace::TRACEPARENT).is_none()
+        {
+            ctx.child().insert(request.metadata_mut());
+        }
         Ok(request)
     }
 }
 
-/// A channel that carries the client's token.
+/// A channel that carries the client's token (and the caller's trace, see [`crate::trace`]).
 pub type Conn = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
 
 /// A client of a cluster, cheap to clone. It holds no more rights than its token: the nodes

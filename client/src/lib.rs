@@ -7,6 +7,7 @@ pub mod error;
 pub mod generator;
 pub mod query;
 pub mod report;
+pub mod trace;
 
 pub use cluster::{Client, ClientConfig, RetryPolicy, SubmitOutcome, TlsOptions};
 pub use error::{Error, Result};

@@ -279,7 +279,7 @@ impl Client {
                 };
                 let timeout = self.retry().attempt_timeout;
                 let ch = self.channel_to(&addr)?;
-                calls.spawn(async move {
+                calls.spawn(crate::trace::inherit(async move {
                     let reply = async {
                         let mut c = QueryClient::new(ch)
                             .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES);
@@ -292,7 +292,7 @@ impl Client {
                     }
                     .await;
                     (shards, reply)
-                });
+                }));
             }
             let mut failed = Vec::new();
             let mut last_error = None;

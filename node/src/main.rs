@@ -10,6 +10,7 @@ use sus_node::ingest::files::read_submission;
 use sus_node::model::Dataset;
 use sus_node::node::{Node, NodeConfig};
 use sus_node::report::Outcome;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 mod config;
 
@@ -161,13 +162,16 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     match cli.log_format {
+        // A call's span closing logs its busy and idle time: an access log at level info.
         LogFormat::Text => tracing_subscriber::fmt()
+            .with_span_events(FmtSpan::CLOSE)
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
+            .with_span_events(FmtSpan::CLOSE)
             .with_current_span(true)
             .with_span_list(false)
             .with_env_filter(filter)
@@ -370,6 +374,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
                 .context("TLS configuration")?;
         }
         server
+            .trace_fn(move |r| sus_node::cluster::trace::rpc_span(id, r))
             .tcp_nodelay(true)
             // Bounded work per peer: Raft traffic of every group and client calls share it.
             .concurrency_limit_per_connection(256)

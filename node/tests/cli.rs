@@ -132,6 +132,43 @@ async fn the_command_line_end_to_end() {
     let ops = live.iter().filter(|l| l.dataset == "op").count();
     assert_eq!(json[0]["count"], ops);
 
+    // --trace: the command's trace (here one of the caller's own, SUS_TRACEPARENT) is printed,
+    // and reaches every node it touches: their scans, logged in its span, cover every shard.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut traced = env.to_vec();
+    traced.push((
+        "SUS_TRACEPARENT",
+        format!("00-{trace_id}-00f067aa0ba902b7-01"),
+    ));
+    let r = sus(
+        &traced,
+        &["--trace", "query", "--dataset", "apc", "--agg", "count"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("trace {trace_id}")),
+        "{}",
+        r.stderr
+    );
+    let r = sus(&env, &["cluster", "shards", "--format", "csv"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let all: std::collections::BTreeSet<u32> = csv_rows(&r.stdout)[1..]
+        .iter()
+        .map(|row| row[0].parse().unwrap())
+        .collect();
+    let mut scanned = std::collections::BTreeSet::new();
+    for id in cluster.nodes.keys() {
+        for line in cluster.log_of(*id).lines() {
+            if !(line.contains(&format!("trace_id={trace_id}")) && line.contains("scanned")) {
+                continue;
+            }
+            let list = line.split("shards=[").nth(1).unwrap();
+            let list = &list[..list.find(']').unwrap()];
+            scanned.extend(list.split(", ").map(|s| s.parse::<u32>().unwrap()));
+        }
+    }
+    assert_eq!(scanned, all, "shards scanned in trace {trace_id}");
+
     // freeze create / list.
     let r = sus(&env, &["freeze", "create", "cli M06"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -221,6 +258,38 @@ async fn the_command_line_end_to_end() {
             .unwrap();
     use parquet::file::reader::FileReader;
     assert_eq!(reader.metadata().file_metadata().num_rows() as usize, ops);
+
+    // The administrative listings in machine formats.
+    let r = sus(&env, &["user", "list", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let users: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "admin" && u["role"] == "admin" && u["revoked"] == "false"),
+        "{users}"
+    );
+    let r = sus(&env, &["cluster", "status", "--format", "csv"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let groups = csv_rows(&r.stdout);
+    assert_eq!(groups[0][..2], ["group", "leader"]);
+    // The meta group (0) and the shard groups the answering node hosts (2 replicas of 4).
+    assert!(groups[1..].iter().any(|g| g[0] == "0"), "{}", r.stdout);
+    assert!(
+        (2..=1 + all.len()).contains(&(groups.len() - 1)),
+        "{}",
+        r.stdout
+    );
+    let r = sus(&env, &["audit", "--format", "csv"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("hash chain verified"), "{}", r.stderr);
+    let audit = csv_rows(&r.stdout);
+    assert_eq!(audit[0][..4], ["index", "time", "node", "user"]);
+    // Every submission and the identifiable reads above were audited.
+    let submits = audit[1..].iter().filter(|e| e[7] == "submit").count();
+    assert!(submits >= files.len(), "{} submit entries", submits);
 
     // Bad flags: one line, exit 2.
     let r = sus(&env, &["query", "--datset", "apc"]);

@@ -15,39 +15,12 @@ use std::time::Duration;
 use sus_client::ReadFrom;
 use sus_client::cluster::UserInfo;
 use sus_proto::v1::Tier;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `GET path` over plain HTTP/1.1: the status code and body.
 async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    // axum answers small bodies with a Content-Length (no chunked encoding to undo).
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "{head}"
-    );
-    (code, body.to_string())
+    sus_chaos_tests::http::get(addr, path).await.unwrap()
 }
 
-/// The sum over `text`'s samples of metric `name` whose labels contain `labels`.
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
-            (metric == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
+use sus_chaos_tests::http::metric;
 
 /// Whether an external tool the test needs is here; under CI it must be.
 fn available(what: &str, ok: bool) -> bool {
@@ -305,6 +278,52 @@ async fn metrics_status_page_and_pyarrow_flight_on_a_cluster() {
                 "{n}"
             );
         }
+    }
+
+    // Reachability: node 1 sees both peers up; once node 3 is stopped it says so, with why, in
+    // its status, its metrics and (once) its log.
+    let member3 = |s: &serde_json::Value| {
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == 3)
+            .cloned()
+            .unwrap()
+    };
+    let addr3 = cluster.nodes[&3].addr.clone();
+    let seen = status_until(&https[&1], |s| member3(s)["reachable"] == true).await;
+    assert_eq!(member3(&seen)["problem"], serde_json::Value::Null);
+    let (_, scraped) = http_get(&https[&1], "/metrics").await;
+    assert_eq!(metric(&scraped, "sus_peer_up", "peer=\"2\""), 1.0);
+    let mut cluster = cluster;
+    cluster.stop(3).await;
+    let seen = status_until(&https[&1], |s| member3(s)["reachable"] == false).await;
+    let problem = member3(&seen)["problem"].as_str().unwrap().to_string();
+    assert!(!problem.is_empty());
+    let (_, scraped) = http_get(&https[&1], "/metrics").await;
+    assert_eq!(metric(&scraped, "sus_peer_up", "peer=\"3\""), 0.0);
+    let log = cluster.log_of(1);
+    assert!(
+        log.contains(&format!("node 3 at {addr3} is unreachable: {problem}")),
+        "{log}"
+    );
+}
+
+/// Polls a node's `/api/status` until `done` holds of it (30 s at most).
+async fn status_until(addr: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = http_get(addr, "/api/status").await;
+        assert_eq!(code, 200, "{body}");
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if done(&s) {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.tick().await;
+        tick.tick().await;
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod partial;
+pub mod trace;
 
 /// Version of the wire format; every request carries it and a node refuses any other.
 pub const WIRE_FORMAT_VERSION: u32 = 1;

@@ -161,7 +161,8 @@ pub fn caller<T>(request: &Request<T>) -> std::result::Result<Caller, Status> {
         })
 }
 
-/// A new request carrying the same credentials as `from` (a call forwarded to a leader).
+/// A new request carrying the same credentials and trace as `from` (a call forwarded to a
+/// leader).
 pub fn forward<T>(from: &MetadataMap, message: T) -> Request<T> {
     let mut r = Request::new(message);
     for key in ["authorization", ON_BEHALF] {
@@ -169,6 +170,7 @@ pub fn forward<T>(from: &MetadataMap, message: T) -> Request<T> {
             r.metadata_mut().insert(key, v.clone());
         }
     }
+    super::trace::propagate(from, r.metadata_mut());
     r
 }
 

@@ -109,6 +109,9 @@ struct StatusJson {
 struct Member {
     id: u64,
     addr: String,
+    /// This node's last check of the member (`None` for this node itself, or not checked yet).
+    reachable: Option<bool>,
+    problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -125,6 +128,7 @@ struct ShardJson {
 async fn api_status(State(cluster): State<Arc<Cluster>>) -> Response {
     let state = cluster.meta_state();
     let reason = not_ready(&cluster);
+    let peers = cluster.metrics.peers();
     let shards = state
         .shards
         .iter()
@@ -155,9 +159,14 @@ async fn api_status(State(cluster): State<Arc<Cluster>>) -> Response {
         members: state
             .nodes
             .iter()
-            .map(|(id, addr)| Member {
-                id: *id,
-                addr: addr.clone(),
+            .map(|(id, addr)| {
+                let seen = peers.get(id);
+                Member {
+                    id: *id,
+                    addr: addr.clone(),
+                    reachable: seen.map(|v| v.problem.is_none()),
+                    problem: seen.and_then(|v| v.problem.clone()),
+                }
             })
             .collect(),
         shards,

@@ -3,8 +3,10 @@
 //!
 //! Counters are updated where the work happens (a shard leader's submissions, a node's scans,
 //! a replica's snapshot installs); gauges (Raft groups from openraft's metrics, the audit log's
-//! length from the applied meta state) are read when scraped, so they are never stale.
+//! length from the applied meta state) are read when scraped, so they are never stale; peer
+//! reachability is what the last check (every few seconds) saw.
 
+use super::reachability::PeerView;
 use super::{Cluster, META_GROUP, shard_group};
 use crate::report::{Outcome, SubmissionReport};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +33,11 @@ pub struct DatasetLabel {
 pub struct OutcomeLabel {
     /// `accepted`, `rejected`, `resent` or `failed`.
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    pub peer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,7 +60,9 @@ pub struct Metrics {
     group_leader: Family<GroupLabel, Gauge>,
     group_applied: Family<GroupLabel, Gauge>,
     groups_led: Gauge,
+    peer_up: Family<PeerLabel, Gauge>,
     recent: Mutex<VecDeque<RecentSubmission>>,
+    peers: Mutex<BTreeMap<u64, PeerView>>,
 }
 
 /// A submission as the status page shows it: counts and rules, no record identifiers.
@@ -100,7 +109,9 @@ impl Metrics {
             group_leader: Family::default(),
             group_applied: Family::default(),
             groups_led: Gauge::default(),
+            peer_up: Family::default(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            peers: Mutex::default(),
             registry: Registry::with_prefix("sus"),
         };
         m.registry.register(
@@ -155,7 +166,29 @@ impl Metrics {
             "Raft groups this node leads",
             m.groups_led.clone(),
         );
+        m.registry.register(
+            "peer_up",
+            "1 if the member answered this node's last check, 0 if not (the log says why)",
+            m.peer_up.clone(),
+        );
         m
+    }
+
+    /// What the last reachability check saw of each other member.
+    pub fn set_peers(&self, peers: BTreeMap<u64, PeerView>) {
+        self.peer_up.clear();
+        for (id, view) in &peers {
+            self.peer_up
+                .get_or_create(&PeerLabel {
+                    peer: id.to_string(),
+                })
+                .set(i64::from(view.problem.is_none()));
+        }
+        *self.peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    pub fn peers(&self) -> BTreeMap<u64, PeerView> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A submission answered by this node as its shard's leader.

@@ -24,12 +24,14 @@ pub mod http;
 mod membership;
 pub mod meta;
 pub mod metrics;
+pub mod reachability;
 mod reads;
 pub mod routing;
 pub mod service;
 pub mod shard;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 pub mod users;
 
 use crate::refdata::RefData;
@@ -208,6 +210,7 @@ impl Cluster {
             Arc::downgrade(&cluster),
             cluster.meta_state.clone(),
         ));
+        tokio::spawn(reachability::watch(Arc::downgrade(&cluster)));
         info!(id = cluster.id, addr = %cluster.advertise, admitted, "node started");
         Ok(cluster)
     }

@@ -430,12 +430,23 @@ impl Services {
         let stores = self.stores(shards, linearizable).await?;
         let key = self.patient_key();
         let metrics = self.cluster.metrics.clone();
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             // One parallel scan over every local shard: no core idles at a shard's tail.
             let started = std::time::Instant::now();
             let refs: Vec<&crate::store::Store> = stores.iter().map(|(_, s)| s.as_ref()).collect();
             let (merged, versions, stats) = query::aggregate_stores(&refs, &query, &key)?;
-            metrics.scan(stats.rows_scanned, started.elapsed());
+            let took = started.elapsed();
+            metrics.scan(stats.rows_scanned, took);
+            info!(
+                shards = ?stores.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+                rows = stats.rows_scanned,
+                segments = stats.segments_scanned,
+                pruned = stats.segments_pruned,
+                micros = took.as_micros() as u64,
+                "scanned"
+            );
             let reply = AggregateReply {
                 versions: stores
                     .iter()
@@ -498,6 +509,7 @@ impl Services {
                 let v = tonic::metadata::MetadataValue::try_from(client_token)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 r.metadata_mut().insert(auth::ON_BEHALF, v);
+                super::trace::propagate(credentials, r.metadata_mut());
                 let reply = QueryClient::new(self.channel(node)?)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .aggregate(r)

@@ -416,8 +416,11 @@ fn stop(dir: &Path) -> Result<ExitCode> {
         ))
     })?;
     for pid in pids.lines().filter(|l| !l.trim().is_empty()) {
-        // SIGTERM: each node shuts down cleanly.
-        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        // SIGTERM: each node shuts down cleanly (one already gone is no error).
+        let _ = std::process::Command::new("kill")
+            .arg(pid.trim())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
     std::fs::remove_file(&pids_path).map_err(|e| Error::io(&pids_path, e))?;
     println!(

@@ -5,6 +5,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use sus_client::generator::{self, Dataset, GenConfig};
+use sus_client::trace::TraceContext;
+use tracing::Instrument;
 
 mod demo;
 mod read;
@@ -14,6 +16,11 @@ mod read;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print the command's trace id on stderr: every node's log lines for its calls carry it
+    /// (`trace_id=...`). SUS_TRACEPARENT (W3C `traceparent`) makes the command part of a trace
+    /// of your own.
+    #[arg(long, global = true)]
+    trace: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +111,10 @@ Example:
         /// At most this many entries (0: all).
         #[arg(long, default_value_t = 0)]
         limit: u64,
+        /// Entries as a table, CSV, JSON or Parquet (default: one line each, then the chain
+        /// check; with a format the check goes to stderr).
+        #[arg(long, value_enum)]
+        format: Option<read::Format>,
     },
     /// Development certificates.
     #[command(subcommand)]
@@ -140,6 +151,8 @@ Tiers: identifiable, pseudonymised, anonymised (default by role).")]
     List {
         #[command(flatten)]
         endpoint: EndpointArgs,
+        #[arg(long, value_enum, default_value_t = read::Format::Table)]
+        format: read::Format,
     },
     /// Revoke a user and every token issued to it.
     Revoke {
@@ -339,6 +352,10 @@ Example:
         /// Read the shard map through the meta leader (read index).
         #[arg(long)]
         linearizable: bool,
+        /// The Raft groups as a table, CSV, JSON or Parquet (default: a summary for people;
+        /// `cluster members` and `cluster shards` give the rest).
+        #[arg(long, value_enum)]
+        format: Option<read::Format>,
     },
 }
 
@@ -519,31 +536,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let trace = std::env::var("SUS_TRACEPARENT")
+        .ok()
+        .and_then(|v| TraceContext::parse(&v))
+        .map_or_else(TraceContext::new, |parent| parent.child());
+    if cli.trace {
+        eprintln!("trace {}", trace.trace_hex());
+    }
     let result = match cli.command {
-        Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a))),
+        Command::Demo(a) => block_on(trace, demo::run(a)),
         Command::Gen(a) => run_gen(a).map(|()| ExitCode::SUCCESS),
-        Command::Submit(a) => runtime().and_then(|rt| rt.block_on(run_submit(a))),
-        Command::Cluster(c) => runtime().and_then(|rt| rt.block_on(run_cluster(c))),
-        Command::Query(a) => runtime().and_then(|rt| rt.block_on(read::run_query(a))),
-        Command::Report(c) => runtime().and_then(|rt| rt.block_on(read::run_report(c))),
-        Command::Freeze(c) => runtime().and_then(|rt| rt.block_on(read::run_freeze(c))),
+        Command::Submit(a) => block_on(trace, run_submit(a)),
+        Command::Cluster(c) => block_on(trace, run_cluster(c)),
+        Command::Query(a) => block_on(trace, read::run_query(a)),
+        Command::Report(c) => block_on(trace, read::run_report(c)),
+        Command::Freeze(c) => block_on(trace, read::run_freeze(c)),
         Command::Compact {
             endpoint,
             target_rows,
-        } => runtime().and_then(|rt| rt.block_on(read::run_compact(endpoint, target_rows))),
-        Command::Export(a) => runtime().and_then(|rt| rt.block_on(read::run_export(a))),
+        } => block_on(trace, read::run_compact(endpoint, target_rows)),
+        Command::Export(a) => block_on(trace, read::run_export(a)),
         Command::Login {
             endpoint,
             user,
             purpose,
             ttl,
-        } => runtime().and_then(|rt| rt.block_on(run_login(endpoint, user, purpose, ttl))),
-        Command::User(c) => runtime().and_then(|rt| rt.block_on(run_user(c))),
+        } => block_on(trace, run_login(endpoint, user, purpose, ttl)),
+        Command::User(c) => block_on(trace, run_user(c)),
         Command::Audit {
             endpoint,
             from,
             limit,
-        } => runtime().and_then(|rt| rt.block_on(run_audit(endpoint, from, limit))),
+            format,
+        } => block_on(trace, run_audit(endpoint, from, limit, format)),
         Command::Certs(CertsCommand::Init { dir, nodes }) => sus_client::certs::init(&dir, &nodes)
             .map(|files| {
                 println!("CA {}", files.ca.display());
@@ -572,6 +597,15 @@ fn runtime() -> sus_client::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| sus_client::Error::Cluster(format!("starting the async runtime: {e}")))
+}
+
+/// Runs a command's work on a new runtime, in `trace` (its calls carry it; see `--trace`).
+fn block_on<T>(
+    trace: TraceContext,
+    work: impl std::future::Future<Output = sus_client::Result<T>>,
+) -> sus_client::Result<T> {
+    let span = tracing::info_span!("sus", trace_id = %trace.trace_hex());
+    runtime()?.block_on(sus_client::trace::scope(trace, work.instrument(span)))
 }
 
 async fn run_submit(a: SubmitArgs) -> sus_client::Result<ExitCode> {
@@ -747,7 +781,41 @@ async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
         ClusterCommand::Status {
             endpoint,
             linearizable,
+            format: None,
         } => endpoint.client()?.status(linearizable).await?,
+        ClusterCommand::Status {
+            endpoint,
+            linearizable,
+            format: Some(format),
+        } => {
+            let status = endpoint.client()?.status(linearizable).await?;
+            let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+            let rows: Vec<Vec<String>> = status
+                .groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.group.to_string(),
+                        g.leader.to_string(),
+                        g.term.to_string(),
+                        g.last_applied.to_string(),
+                        g.last_log.to_string(),
+                        g.snapshot_index.to_string(),
+                        ids(&g.voters),
+                        ids(&g.learners),
+                    ]
+                })
+                .collect();
+            read::write_rows(
+                format,
+                &[
+                    "group", "leader", "term", "applied", "last_log", "snapshot", "voters",
+                    "learners",
+                ],
+                &rows,
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
         ClusterCommand::Members { endpoint, format } => {
             let status = endpoint.client()?.status(true).await?;
             let rows: Vec<Vec<String>> = status
@@ -865,16 +933,25 @@ fn tier_name(t: i32) -> &'static str {
 }
 
 async fn run_user(c: UserCommand) -> sus_client::Result<ExitCode> {
-    let print = |u: &sus_client::cluster::UserInfo| {
-        println!(
-            "{:<20} {:<12} {:<6} {:<14} {}{}",
-            u.name,
-            u.role,
-            u.org,
-            tier_name(u.max_tier),
-            u.delegated.join(","),
-            if u.revoked { " REVOKED" } else { "" }
-        );
+    let print = |users: &[sus_client::cluster::UserInfo], format: read::Format| {
+        let rows: Vec<Vec<String>> = users
+            .iter()
+            .map(|u| {
+                vec![
+                    u.name.clone(),
+                    u.role.clone(),
+                    u.org.clone(),
+                    tier_name(u.max_tier).to_string(),
+                    u.delegated.join(","),
+                    u.revoked.to_string(),
+                ]
+            })
+            .collect();
+        read::write_rows(
+            format,
+            &["name", "role", "org", "max_tier", "delegated", "revoked"],
+            &rows,
+        )
     };
     match c {
         UserCommand::Add {
@@ -905,22 +982,78 @@ async fn run_user(c: UserCommand) -> sus_client::Result<ExitCode> {
                 delegated,
                 ..Default::default()
             };
-            print(&endpoint.client()?.add_user(user, &password).await?);
+            print(
+                &[endpoint.client()?.add_user(user, &password).await?],
+                read::Format::Table,
+            )?;
         }
-        UserCommand::List { endpoint } => {
-            for u in endpoint.client()?.list_users().await? {
-                print(&u);
-            }
+        UserCommand::List { endpoint, format } => {
+            print(&endpoint.client()?.list_users().await?, format)?;
         }
         UserCommand::Revoke { endpoint, name } => {
-            print(&endpoint.client()?.revoke_user(&name).await?);
+            print(
+                &[endpoint.client()?.revoke_user(&name).await?],
+                read::Format::Table,
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_audit(endpoint: EndpointArgs, from: u64, limit: u64) -> sus_client::Result<ExitCode> {
+async fn run_audit(
+    endpoint: EndpointArgs,
+    from: u64,
+    limit: u64,
+    format: Option<read::Format>,
+) -> sus_client::Result<ExitCode> {
     let log = endpoint.client()?.audit_log(from, limit).await?;
+    if let Some(format) = format {
+        let rows: Vec<Vec<String>> = log
+            .entries
+            .iter()
+            .map(|e| {
+                let r = &e.record;
+                vec![
+                    e.index.to_string(),
+                    chrono::DateTime::from_timestamp_millis(r.time_ms)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                    r.node.to_string(),
+                    r.user.clone(),
+                    r.role.clone(),
+                    r.org.clone(),
+                    r.purpose.clone(),
+                    r.action.clone(),
+                    r.tier.clone(),
+                    r.dataset.clone(),
+                    r.filter.clone(),
+                    r.view.clone(),
+                    r.rows.to_string(),
+                    r.detail.clone(),
+                ]
+            })
+            .collect();
+        read::write_rows(
+            format,
+            &[
+                "index", "time", "node", "user", "role", "org", "purpose", "action", "tier",
+                "dataset", "filter", "view", "rows", "detail",
+            ],
+            &rows,
+        )?;
+        // The data goes to stdout; the verdict to stderr (and the exit status).
+        return Ok(match (from, log.verify()) {
+            (0, Ok(())) => {
+                eprintln!("{} entries; hash chain verified", log.entries.len());
+                ExitCode::SUCCESS
+            }
+            (0, Err(e)) => {
+                eprintln!("HASH CHAIN BROKEN: {e}");
+                ExitCode::from(4)
+            }
+            _ => ExitCode::SUCCESS,
+        });
+    }
     for e in &log.entries {
         let r = &e.record;
         let time = chrono::DateTime::from_timestamp_millis(r.time_ms)
