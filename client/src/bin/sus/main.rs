@@ -72,6 +72,7 @@ Examples:
     #[command(subcommand)]
     Freeze(read::FreezeCommand),
     /// Merge small segments on every shard, keeping every freeze point's rows.
+    #[command(after_help = "Example:\n  sus compact --target-rows 1000000")]
     Compact {
         #[command(flatten)]
         endpoint: EndpointArgs,
@@ -80,6 +81,10 @@ Examples:
         target_rows: u32,
     },
     /// Export records (CSV, Parquet or a table), scoped by filters, as at a view.
+    #[command(after_help = "\
+Examples:
+  sus export --dataset apc --filter provider_code=RM9 --format parquet --out rm9-apc.parquet
+  sus export --dataset op --columns cds_unique_id,activity_date,price --freeze '2024-25 M06' --format csv")]
     Export(read::ExportArgs),
     /// Log in: exchange a password (prompted, or SUS_PASSWORD) for a token saved in
     /// --token-file.
@@ -102,6 +107,11 @@ Example:
     #[command(subcommand)]
     User(UserCommand),
     /// Read and verify the audit log (roles auditor and admin).
+    #[command(after_help = "\
+Examples:
+  sus audit                               # every entry, then the hash chain check
+  sus audit --from 1000 --limit 50 --format json
+Exit status 4 if the hash chain does not verify.")]
     Audit {
         #[command(flatten)]
         endpoint: EndpointArgs,
@@ -148,6 +158,7 @@ Tiers: identifiable, pseudonymised, anonymised (default by role).")]
         delegated: Vec<String>,
     },
     /// List users.
+    #[command(after_help = "Example:\n  sus user list --format csv")]
     List {
         #[command(flatten)]
         endpoint: EndpointArgs,
@@ -155,6 +166,7 @@ Tiers: identifiable, pseudonymised, anonymised (default by role).")]
         format: read::Format,
     },
     /// Revoke a user and every token issued to it.
+    #[command(after_help = "Example:\n  sus user revoke rrv-analyst")]
     Revoke {
         #[command(flatten)]
         endpoint: EndpointArgs,
@@ -346,6 +358,10 @@ Example:
         format: read::Format,
     },
     /// Members, shard map, and the Raft groups of the node that answers.
+    #[command(after_help = "\
+Examples:
+  sus cluster status
+  sus cluster status --linearizable --format json   # the Raft groups only, for scripts")]
     Status {
         #[command(flatten)]
         endpoint: EndpointArgs,

@@ -96,6 +96,10 @@ pub struct QueryArgs {
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
     /// Monthly Trust Statement of a provider for an activity month.
+    #[command(after_help = "\
+Examples:
+  sus report trust-statement --provider RM9 --month 2024-09
+  sus report trust-statement --provider RM9 --month 2024-09 --freeze '2024-25 M06 recon' --format csv")]
     TrustStatement {
         #[command(flatten)]
         read: ReadArgs,
@@ -106,6 +110,10 @@ pub enum ReportCommand {
         month: String,
     },
     /// Monthly Database Counts per provider, dataset and activity month.
+    #[command(after_help = "\
+Examples:
+  sus report database-counts --format csv --out counts.csv
+  sus report database-counts --provider RM9 --since '2024-25 M05' --freeze '2024-25 M06'")]
     DatabaseCounts {
         #[command(flatten)]
         read: ReadArgs,
@@ -121,12 +129,17 @@ pub enum ReportCommand {
 #[derive(Debug, Subcommand)]
 pub enum FreezeCommand {
     /// Take a freeze point: every shard's current version, recorded under NAME.
+    #[command(after_help = "\
+Example:
+  sus freeze create '2024-25 M06 recon'
+Reads and reports then take --freeze '2024-25 M06 recon' and see exactly what was there.")]
     Create {
         #[command(flatten)]
         endpoint: EndpointArgs,
         name: String,
     },
     /// List freeze points.
+    #[command(after_help = "Example:\n  sus freeze list --format json")]
     List {
         #[command(flatten)]
         endpoint: EndpointArgs,
