@@ -80,6 +80,10 @@ struct Args {
     out: PathBuf,
     #[arg(long, default_value = "side-by-side")]
     name: String,
+    /// Only load a cluster of this many nodes (1 or 3), report its ingest and stop: for
+    /// investigating ingest without the queries and peers.
+    #[arg(long)]
+    ingest_only: Option<u64>,
 }
 
 /// An engine of the interleaved runs.
@@ -150,7 +154,16 @@ async fn load(args: &Args, data: &Data, nodes: u64, replication: u32) -> Result<
         },
     );
     eprintln!("{nodes}-node: ingesting {} files", data.files.len());
-    let (secs, records) = ingest(&client, &data.files, args.lanes).await?;
+    let (secs, records) = match ingest(&client, &data.files, args.lanes).await {
+        Ok(done) => done,
+        Err(e) => {
+            let dir = cluster.keep();
+            bail!(
+                "{nodes}-node ingest: {e:#}\n(the nodes' logs and data are kept in {})",
+                dir.display()
+            );
+        }
+    };
     eprintln!(
         "{nodes}-node: {records} records in {secs:.0} s ({:.0}/s)",
         records as f64 / secs
@@ -360,7 +373,8 @@ async fn main() -> Result<()> {
         ("the peers' Python (benches/peers/setup.sh)", &args.python),
         ("peers.py", &args.peers),
     ] {
-        if !path.exists() {
+        let needed = args.ingest_only.is_none() || path == &args.node_bin;
+        if needed && !path.exists() {
             bail!("{} not found: {what}", path.display());
         }
     }
@@ -380,6 +394,11 @@ async fn main() -> Result<()> {
         args.seed
     );
 
+    if let Some(nodes) = args.ingest_only {
+        let replication = nodes.min(3) as u32;
+        load(&args, &data, nodes, replication).await?;
+        return Ok(());
+    }
     let mut one = load(&args, &data, 1, 1).await?;
     let export_dir = args
         .work
