@@ -16,7 +16,8 @@
 use crate::{GroupId, NodeId, Raft, TypeConfig};
 use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -129,6 +130,12 @@ pub struct Connection {
 /// Deadline of an AppendEntries that carries entries (see `append_entries`).
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bytes of entries one AppendEntries carries at most (unless one entry alone is larger):
+/// entries are whole submissions of up to tens of MB, and a batch of them could exceed the
+/// message limit, or take a loaded follower longer than [`APPEND_TIMEOUT`] to write and fsync;
+/// either way the same batch would be retried for ever and the group would never commit again.
+pub const APPEND_MAX_BYTES: usize = 32 * 1024 * 1024;
+
 #[derive(Clone, Copy)]
 enum Rpc {
     Append,
@@ -148,12 +155,26 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(rpc, payload, timeout).await
+    }
+
+    /// Sends an encoded request and decodes the reply.
+    async fn send<Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let client = match &mut self.client {
             Ok(client) => client,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
-        let payload =
-            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(RaftRequest {
             format: WIRE_FORMAT_VERSION,
             group: self.group,
@@ -198,7 +219,25 @@ impl RaftNetwork<TypeConfig> for Connection {
         } else {
             option.hard_ttl().max(APPEND_TIMEOUT)
         };
-        self.call(Rpc::Append, &rpc, timeout).await
+        let payload =
+            bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if payload.len() > APPEND_MAX_BYTES && rpc.entries.len() > 1 {
+            // openraft retries at once with at most this many entries (and keeps to it for a
+            // while): the longest prefix that fits, and always at least one entry.
+            let mut fits = 0u64;
+            let mut bytes = 0usize;
+            for entry in &rpc.entries {
+                bytes += bincode::serialized_size(entry).unwrap_or(u64::MAX) as usize;
+                if bytes > APPEND_MAX_BYTES {
+                    break;
+                }
+                fits += 1;
+            }
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fits.max(1)),
+            ));
+        }
+        self.send(Rpc::Append, payload, timeout).await
     }
 
     async fn install_snapshot(
@@ -327,5 +366,60 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         let (raft, req): (Raft, InstallSnapshotRequest<TypeConfig>) = self.open(request)?;
         reply(&raft.install_snapshot(req).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    fn entries(sizes: &[usize]) -> Vec<Entry<TypeConfig>> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: EntryPayload::Normal(crate::Request(vec![7; *n])),
+            })
+            .collect()
+    }
+
+    async fn append(sizes: &[usize]) -> RPCError<NodeId, BasicNode, RaftError<NodeId>> {
+        // No peer: a request small enough to send fails as unreachable.
+        let mut c = Connection {
+            group: 1,
+            target: 2,
+            client: Endpoint::from_shared("no uri".to_string())
+                .map(|_| -> RaftClient<Channel> { unreachable!("not a URI") }),
+        };
+        let rpc = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: entries(sizes),
+            leader_commit: None,
+        };
+        let option = RPCOption::new(Duration::from_secs(1));
+        c.append_entries(rpc, option).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_batch_over_the_byte_limit_is_split_and_a_single_entry_is_sent() {
+        const MIB: usize = 1024 * 1024;
+        match append(&[12 * MIB, 12 * MIB, 12 * MIB, 12 * MIB]).await {
+            RPCError::PayloadTooLarge(e) => assert_eq!(e.entries_hint(), 2),
+            e => panic!("{e}"),
+        }
+        // One entry over the limit is sent whole (openraft cannot split an entry).
+        assert!(matches!(
+            append(&[40 * MIB]).await,
+            RPCError::Unreachable(_)
+        ));
+        // Under the limit: sent as it is.
+        assert!(matches!(
+            append(&[MIB, MIB, MIB]).await,
+            RPCError::Unreachable(_)
+        ));
     }
 }
