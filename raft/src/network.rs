@@ -108,6 +108,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             group: self.group,
             target,
             client: self.peers.channel(&node.addr).map(raft_client),
+            inflight: None,
         }
     }
 }
@@ -124,9 +125,26 @@ pub struct Connection {
     target: NodeId,
     /// An invalid peer address is kept as its error and reported on every call.
     client: Result<RaftClient<Channel>, tonic::transport::Error>,
+    /// The AppendEntries with entries still on its way (see `append_entries`).
+    inflight: Option<Inflight>,
 }
 
-/// Which RPC a call is, for the shared send path.
+type AppendResult =
+    Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>;
+
+/// What identifies an AppendEntries: the leader's vote and the log range it carries.
+type AppendKey = (
+    openraft::Vote<NodeId>,
+    Option<openraft::LogId<NodeId>>,
+    Option<openraft::LogId<NodeId>>,
+);
+
+/// An AppendEntries sent by a task of its own, which outlives openraft's wait for it.
+struct Inflight {
+    key: AppendKey,
+    reply: tokio::sync::oneshot::Receiver<AppendResult>,
+}
+
 /// Deadline of an AppendEntries that carries entries (see `append_entries`).
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -136,6 +154,7 @@ pub const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// either way the same batch would be retried for ever and the group would never commit again.
 pub const APPEND_MAX_BYTES: usize = 32 * 1024 * 1024;
 
+/// Which RPC a call is, for the shared send path.
 #[derive(Clone, Copy)]
 enum Rpc {
     Append,
@@ -157,27 +176,38 @@ impl Connection {
     {
         let payload =
             bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.send(rpc, payload, timeout).await
-    }
-
-    /// Sends an encoded request and decodes the reply.
-    async fn send<Resp, E>(
-        &mut self,
-        rpc: Rpc,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
-    where
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let client = match &mut self.client {
-            Ok(client) => client,
+        let client = match &self.client {
+            Ok(client) => client.clone(),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
+        send(client, self.group, self.target, rpc, payload, timeout).await
+    }
+}
+
+/// The answer of an append whose task ended without one (the runtime is shutting down).
+fn lost_append() -> NetworkError {
+    NetworkError::new(&openraft::AnyError::error(
+        "the append task ended without an answer",
+    ))
+}
+
+/// Sends an encoded request and decodes the reply.
+async fn send<Resp, E>(
+    mut client: RaftClient<Channel>,
+    group: GroupId,
+    target: NodeId,
+    rpc: Rpc,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+where
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    {
         let mut request = Request::new(RaftRequest {
             format: WIRE_FORMAT_VERSION,
-            group: self.group,
+            group,
             payload: payload.into(),
         });
         request.set_timeout(timeout);
@@ -201,7 +231,7 @@ impl Connection {
         };
         let result: Result<Resp, E> = bincode::deserialize(&reply.payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
 }
 
@@ -211,14 +241,32 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        // openraft's deadline is the heartbeat interval: right for a heartbeat, too short for a
-        // batch of submissions a lagging follower must write and fsync (under load it would
-        // time out, back off and retry for ever, never catching up).
-        let timeout = if rpc.entries.is_empty() {
-            option.hard_ttl()
-        } else {
-            option.hard_ttl().max(APPEND_TIMEOUT)
-        };
+        if rpc.entries.is_empty() {
+            return self.call(Rpc::Append, &rpc, option.hard_ttl()).await;
+        }
+        // openraft waits for an AppendEntries only as long as the heartbeat interval, then drops
+        // the call and sends again: right for a heartbeat, too short for submissions a loaded
+        // follower must receive, write and fsync. Dropped and resent, such a batch would never
+        // complete and the group would stop committing. So the call runs in a task of its own
+        // (deadline APPEND_TIMEOUT) that outlives openraft's wait; the next call waits for it
+        // first and, if it is the same request, takes its answer.
+        let key: AppendKey = (
+            rpc.vote,
+            rpc.prev_log_id,
+            rpc.entries.last().map(|e| e.log_id),
+        );
+        if let Some(inflight) = self.inflight.as_mut() {
+            let answer = (&mut inflight.reply).await;
+            let same = inflight.key == key;
+            self.inflight = None;
+            if same {
+                return match answer {
+                    Ok(answer) => answer,
+                    Err(_) => Err(RPCError::Network(lost_append())),
+                };
+            }
+        }
+        let timeout = option.hard_ttl().max(APPEND_TIMEOUT);
         let payload =
             bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if payload.len() > APPEND_MAX_BYTES && rpc.entries.len() > 1 {
@@ -237,7 +285,22 @@ impl RaftNetwork<TypeConfig> for Connection {
                 PayloadTooLarge::new_entries_hint(fits.max(1)),
             ));
         }
-        self.send(Rpc::Append, payload, timeout).await
+        let client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
+        let (group, target) = (self.group, self.target);
+        let (tx, reply) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(send(client, group, target, Rpc::Append, payload, timeout).await);
+        });
+        let inflight = self.inflight.insert(Inflight { key, reply });
+        let answer = (&mut inflight.reply).await;
+        self.inflight = None;
+        match answer {
+            Ok(answer) => answer,
+            Err(_) => Err(RPCError::Network(lost_append())),
+        }
     }
 
     async fn install_snapshot(
@@ -393,6 +456,7 @@ mod tests {
             target: 2,
             client: Endpoint::from_shared("no uri".to_string())
                 .map(|_| -> RaftClient<Channel> { unreachable!("not a URI") }),
+            inflight: None,
         };
         let rpc = AppendEntriesRequest {
             vote: Vote::new_committed(1, 1),
@@ -421,5 +485,85 @@ mod tests {
             append(&[MIB, MIB, MIB]).await,
             RPCError::Unreachable(_)
         ));
+    }
+
+    /// A follower that takes `delay` to answer an AppendEntries, counting the requests it gets.
+    struct SlowFollower {
+        delay: Duration,
+        appends: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl raft_server::Raft for SlowFollower {
+        async fn append_entries(
+            &self,
+            _: Request<RaftRequest>,
+        ) -> Result<Response<RaftReply>, Status> {
+            self.appends
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            let answer: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                Ok(AppendEntriesResponse::Success);
+            reply(&answer)
+        }
+        async fn vote(&self, _: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("vote"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<RaftRequest>,
+        ) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("install_snapshot"))
+        }
+    }
+
+    /// openraft gives an append only the heartbeat interval, then drops it and sends it again;
+    /// a follower slower than that must still get it once and answer it.
+    #[tokio::test]
+    async fn an_append_slower_than_openrafts_wait_completes_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let appends = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let follower = SlowFollower {
+            delay: Duration::from_millis(300),
+            appends: appends.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(raft_server::RaftServer::new(follower))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut c = Connection {
+            group: 1,
+            target: 2,
+            client: Peers::new().channel(&addr.to_string()).map(raft_client),
+            inflight: None,
+        };
+        let heartbeat = Duration::from_millis(50);
+        let mut attempts = 0;
+        let answer = loop {
+            attempts += 1;
+            assert!(attempts < 200, "the append never completed");
+            let rpc = AppendEntriesRequest {
+                vote: Vote::new_committed(1, 1),
+                prev_log_id: None,
+                entries: entries(&[1024]),
+                leader_commit: None,
+            };
+            // What openraft does: wait one heartbeat interval, then give up on the call.
+            match tokio::time::timeout(heartbeat, c.append_entries(rpc, RPCOption::new(heartbeat)))
+                .await
+            {
+                Ok(answer) => break answer,
+                Err(_) => continue,
+            }
+        };
+        assert_eq!(answer.unwrap(), AppendEntriesResponse::Success);
+        assert!(attempts > 1, "the follower was slower than one wait");
+        assert_eq!(
+            appends.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "resent while the first was on its way"
+        );
     }
 }
