@@ -204,35 +204,33 @@ where
     Resp: DeserializeOwned,
     E: std::error::Error + DeserializeOwned,
 {
-    {
-        let mut request = Request::new(RaftRequest {
-            format: WIRE_FORMAT_VERSION,
-            group,
-            payload: payload.into(),
-        });
-        request.set_timeout(timeout);
-        let reply = match rpc {
-            Rpc::Append => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::Snapshot => client.install_snapshot(request).await,
-        };
-        let reply = match reply {
-            Ok(reply) => reply.into_inner(),
-            Err(status) => {
-                return Err(match status.code() {
-                    // Not reachable, not hosting the group yet, or shutting down: back off.
-                    tonic::Code::Unavailable
-                    | tonic::Code::NotFound
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
-                    _ => RPCError::Network(NetworkError::new(&status)),
-                });
-            }
-        };
-        let result: Result<Resp, E> = bincode::deserialize(&reply.payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
-    }
+    let mut request = Request::new(RaftRequest {
+        format: WIRE_FORMAT_VERSION,
+        group,
+        payload: payload.into(),
+    });
+    request.set_timeout(timeout);
+    let reply = match rpc {
+        Rpc::Append => client.append_entries(request).await,
+        Rpc::Vote => client.vote(request).await,
+        Rpc::Snapshot => client.install_snapshot(request).await,
+    };
+    let reply = match reply {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            return Err(match status.code() {
+                // Not reachable, not hosting the group yet, or shutting down: back off.
+                tonic::Code::Unavailable
+                | tonic::Code::NotFound
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
+                _ => RPCError::Network(NetworkError::new(&status)),
+            });
+        }
+    };
+    let result: Result<Resp, E> = bincode::deserialize(&reply.payload)
+        .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
