@@ -23,7 +23,8 @@ pub(super) fn days(date: NaiveDate) -> i32 {
 /// `YYYY-MM` of a Date32 value.
 pub(super) fn month(days: i32) -> Result<String> {
     NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
-        .map(|d| d.format("%Y-%m").to_string())
+        // Not `format("%Y-%m")`: this runs per stored row, and strftime parsing was visible.
+        .map(|d| format!("{:04}-{:02}", d.year(), d.month()))
         .ok_or_else(|| Error::InvalidArgument(format!("activity date {days} is out of range")))
 }
 
