@@ -84,6 +84,10 @@ struct Args {
     /// investigating ingest without the queries and peers.
     #[arg(long)]
     ingest_only: Option<u64>,
+    /// With --ingest-only: keep the compacted cluster's data directories (and say where), e.g.
+    /// to compare its segments with the peers' files.
+    #[arg(long, requires = "ingest_only")]
+    keep: bool,
 }
 
 /// An engine of the interleaved runs.
@@ -396,7 +400,16 @@ async fn main() -> Result<()> {
 
     if let Some(nodes) = args.ingest_only {
         let replication = nodes.min(3) as u32;
-        load(&args, &data, nodes, replication).await?;
+        let loaded = load(&args, &data, nodes, replication).await?;
+        println!(
+            "{nodes}-node: compacted in {:.0} s; segments of node 1: {} bytes ({:.1} per live row)",
+            loaded.compact_secs,
+            loaded.segment_bytes,
+            loaded.segment_bytes as f64 / live as f64
+        );
+        if args.keep {
+            println!("data kept in {}", loaded.cluster.keep().display());
+        }
         return Ok(());
     }
     let mut one = load(&args, &data, 1, 1).await?;
