@@ -17,6 +17,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -173,13 +174,26 @@ pub fn decode(
 /// of their own let a selective read skip the rest.
 const GROUP_ROWS: usize = 64 * 1024;
 
+/// Columns whose values are (nearly) unique within a segment. A dictionary of them costs the
+/// values plus an index per row; plain values compress better under zstd (at 2 M rows these
+/// three made our segments 6 % larger than pyarrow's files, whose large row groups outgrow the
+/// dictionary page and fall back to plain).
+const PLAIN_COLUMNS: [&str; 3] = [
+    "cds_unique_id",
+    "hospital_provider_spell_number",
+    "date_of_birth",
+];
+
 /// zstd level 3; statistics per column chunk (a page index would add bytes and no pruning:
 /// months are row groups and the catalog knows them).
 fn writer_properties() -> Result<WriterProperties> {
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .build())
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    for column in PLAIN_COLUMNS {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    Ok(builder.build())
 }
 
 /// Reads a whole segment as batches of the stored schema of `dataset`.
