@@ -258,11 +258,26 @@ fn date_bucket(b: Bucket, days: i32) -> String {
     }
 }
 
+/// The first day of month `YYYY-MM` (`None` if malformed). Called per month run of every
+/// segment a query lists, so it parses the digits itself rather than through a format string.
+pub fn first_of_month(month: &str) -> Option<NaiveDate> {
+    let b = month.as_bytes();
+    if b.len() != 7 || b[4] != b'-' {
+        return None;
+    }
+    let digits = |s: &[u8]| {
+        s.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(digits(&b[..4])? as i32, digits(&b[5..])?, 1)
+}
+
 /// The activity month or financial year of every day of month `YYYY-MM` (empty if malformed).
 pub fn date_bucket_of_month(b: Bucket, month: &str) -> String {
-    match NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d") {
-        Ok(first) => date_bucket(b, first.num_days_from_ce() - 719_163),
-        Err(_) => String::new(),
+    match first_of_month(month) {
+        Some(first) => date_bucket(b, first.num_days_from_ce() - 719_163),
+        None => String::new(),
     }
 }
 
@@ -291,6 +306,29 @@ pub fn as_i64(values: &ArrayRef) -> Result<Int64Array> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_parse_to_their_first_day_and_malformed_ones_to_none() {
+        assert_eq!(
+            first_of_month("2024-04"),
+            NaiveDate::from_ymd_opt(2024, 4, 1)
+        );
+        assert_eq!(
+            first_of_month("1999-12"),
+            NaiveDate::from_ymd_opt(1999, 12, 1)
+        );
+        for bad in [
+            "2024-13",
+            "2024-00",
+            "2024-4",
+            "2024/04",
+            "20a4-04",
+            "",
+            "2024-04-01",
+        ] {
+            assert_eq!(first_of_month(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn buckets_follow_the_financial_year_and_five_year_bands() {

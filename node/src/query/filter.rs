@@ -233,12 +233,13 @@ fn test_array(field: &Field, pred: &Pred, values: &ArrayRef) -> Result<BooleanAr
 /// (`None`) it depends on the row. Provider, activity month and financial year are constants of
 /// a partition; an activity date range is decided unless it cuts through the month.
 pub fn decide(f: &Filter, provider: &str, month: &str) -> Option<bool> {
-    let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok()?;
+    let first = || super::field::first_of_month(month);
     let days = |d: NaiveDate| Value::Int(i64::from(d.num_days_from_ce() - 719_163));
     match (&f.field, f.name.as_str()) {
         (Field::Column { .. }, "provider_code") => Some(f.pred.test(&Value::Text(provider.into()))),
         (Field::Bucket(_), "activity_month") => Some(f.pred.test(&Value::Text(month.into()))),
         (Field::Bucket(_), "financial_year") => {
+            let first = first()?;
             let start = if first.month() >= 4 {
                 first.year()
             } else {
@@ -248,6 +249,7 @@ pub fn decide(f: &Filter, provider: &str, month: &str) -> Option<bool> {
             Some(f.pred.test(&Value::Text(fy)))
         }
         (Field::Column { .. }, "activity_date") => {
+            let first = first()?;
             let last = first
                 .checked_add_months(chrono::Months::new(1))
                 .and_then(|d| d.pred_opt())

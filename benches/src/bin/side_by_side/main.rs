@@ -10,7 +10,9 @@
 //!    file sizes); the peers read pyarrow's files.
 //! 3. Q1-Q6 on every engine, interleaved (A B C ... A B C ...), 2 threads each, a warm-up run
 //!    first (whose answers must agree row for row with ours), then `--reps` timed runs: medians
-//!    with min-max. Our nodes run with no column cache here: every query decodes Parquet.
+//!    with min-max. Our nodes run with no column cache here: every query decodes Parquet. Our
+//!    clusters are read twice over: as the admin at the identifiable tier (every answering node
+//!    commits an audit record first) and as a national analyst at the pseudonymised tier.
 //! 4. The 1-node cluster again with a column cache: the same queries from memory.
 //! 5. Single-client commit latency on both clusters, with the floor measured alongside: an
 //!    fdatasync of 4 KiB on the nodes' disk and a gRPC round trip to a node.
@@ -188,6 +190,42 @@ async fn load(args: &Args, data: &Data, nodes: u64, replication: u32) -> Result<
         segment_bytes,
         compact_secs,
     })
+}
+
+/// The clients of a national analyst reading at the pseudonymised tier: the same queries
+/// without the audit commit every identifiable read waits for.
+const PSEUDO_1: &str = "sus 1 node, pseudonymised";
+const PSEUDO_3: &str = "sus 3 nodes, pseudonymised";
+
+/// Adds a national analyst whose highest tier is pseudonymised and returns a client logged in
+/// as that user.
+async fn analyst(loaded: &Loaded, ids: &[u64]) -> Result<Client> {
+    const PASSWORD: &str = "side-by-side-analyst";
+    loaded
+        .client
+        .add_user(
+            sus_proto::v1::UserInfo {
+                name: "analyst".into(),
+                role: "national".into(),
+                org: "X26".into(),
+                max_tier: sus_proto::v1::Tier::Pseudonymised as i32,
+                ..Default::default()
+            },
+            PASSWORD,
+        )
+        .await?;
+    let client = loaded.cluster.client_as(
+        ids,
+        RetryPolicy {
+            retry_for: Duration::from_secs(900),
+            attempt_timeout: Duration::from_secs(900),
+        },
+        None,
+    );
+    client
+        .login("analyst", PASSWORD, "side-by-side benchmark", 0)
+        .await?;
+    Ok(client)
 }
 
 /// The national live count and price total must be the oracle's.
@@ -441,6 +479,14 @@ async fn main() -> Result<()> {
         Engine::Sus {
             name: "sus 3 nodes",
             client: three.client.clone(),
+        },
+        Engine::Sus {
+            name: PSEUDO_1,
+            client: analyst(&one, &[1]).await?,
+        },
+        Engine::Sus {
+            name: PSEUDO_3,
+            client: analyst(&three, &[1, 2, 3]).await?,
         },
     ];
     for e in &args.engines {

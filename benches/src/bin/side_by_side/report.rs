@@ -1,6 +1,6 @@
 //! The results of a side-by-side run: the markdown table with ratios and targets, and the CSV.
 
-use crate::{Args, Latency, Loaded, Results};
+use crate::{Args, Latency, Loaded, PSEUDO_1, PSEUDO_3, Results};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -56,6 +56,40 @@ impl Report<'_> {
         (rows, secs, bytes, duck)
     }
 
+    /// Identifiable (audited) against pseudonymised reads of the same queries, same run.
+    fn audit_table(&self, s: &mut String) -> Result<()> {
+        writeln!(
+            s,
+            "\n### The audit of identifiable reads\n\n\
+             The columns above read as the cluster's admin, at the identifiable tier: every \
+             node that answers appends an audit record through the meta group's Raft log \
+             (committed on a majority's disks) before it replies. A national analyst at the \
+             pseudonymised tier (`{PSEUDO_1}`, `{PSEUDO_3}`, interleaved with the others in \
+             the same run, same answers) reads without that commit.\n"
+        )?;
+        writeln!(
+            s,
+            "| query | 1 node, identifiable | 1 node, pseudonymised | audit share | \
+             3 nodes, identifiable | 3 nodes, pseudonymised | audit share |"
+        )?;
+        writeln!(s, "|---|---|---|---|---|---|---|")?;
+        for q in QUERIES {
+            write!(s, "| {q} |")?;
+            for (audited, plain) in [("sus 1 node", PSEUDO_1), ("sus 3 nodes", PSEUDO_3)] {
+                let (a, p) = (self.median(q, audited), self.median(q, plain));
+                write!(
+                    s,
+                    " {:.1} | {:.1} | {:.0} % |",
+                    a * 1e3,
+                    p * 1e3,
+                    (a - p) / a * 100.0
+                )?;
+            }
+            writeln!(s)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn write(&self) -> Result<()> {
         std::fs::create_dir_all(&self.args.out)?;
         let md = self.args.out.join(format!("{}.md", self.args.name));
@@ -76,6 +110,7 @@ impl Report<'_> {
             let runs = self
                 .engines()
                 .into_iter()
+                .chain([PSEUDO_1.to_string(), PSEUDO_3.to_string()])
                 .filter_map(|e| Some((self.results.get(&(q.to_string(), e.clone()))?, e)))
                 .chain(
                     self.memory
@@ -265,6 +300,8 @@ impl Report<'_> {
             writeln!(s, " {:.1} |", rows / m / 1e6)?;
         }
 
+        self.audit_table(&mut s)?;
+
         let (py_rows, py_secs, py_bytes, duck_bytes) = self.pyarrow();
         let py_rate = py_rows as f64 / py_secs;
         let rate = |l: &Loaded| l.records as f64 / l.secs;
@@ -381,16 +418,23 @@ impl Report<'_> {
             format!("{:.0} M rows/s", mem_rate / 1e6),
             mem_rate >= 100e6,
         )?;
-        let q3 = self.median("Q3", "sus 1 node") / self.median("Q3", "duckdb");
+        let duck_q3 = self.median("Q3", "duckdb");
+        let q3 = self.median("Q3", "sus 1 node") / duck_q3;
         target(
             "Q3 p50 latency <= 0.5x DuckDB's",
-            format!("{q3:.2}x"),
+            format!(
+                "{q3:.2}x (pseudonymised, no audit commit: {:.2}x)",
+                self.median("Q3", PSEUDO_1) / duck_q3
+            ),
             q3 <= 0.5,
         )?;
         let three = ours / self.median("Q1", "sus 3 nodes");
         target(
             "3-node pushed-down Q1 >= 0.8x the single node",
-            format!("{three:.2}x"),
+            format!(
+                "{three:.2}x (pseudonymised, no audit commits: {:.2}x)",
+                self.median("Q1", PSEUDO_1) / self.median("Q1", PSEUDO_3)
+            ),
             three >= 0.8,
         )?;
         let ingest = rate(self.three) / py_rate;
