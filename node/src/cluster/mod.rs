@@ -20,6 +20,7 @@ mod audit;
 pub mod auth;
 pub mod command;
 mod flight;
+mod freeze;
 pub mod http;
 mod membership;
 pub mod meta;

@@ -631,7 +631,7 @@ impl admin_server::Admin for Services {
         let freezes = state
             .freezes
             .iter()
-            .map(|(name, r)| super::reads::freeze_point(name, r))
+            .map(|(name, r)| super::freeze::freeze_point(name, r))
             .collect();
         Ok(Response::new(ListFreezesReply { freezes }))
     }

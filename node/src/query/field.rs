@@ -242,9 +242,11 @@ pub fn date_of(days: i32) -> Option<NaiveDate> {
 }
 
 fn date_bucket(b: Bucket, days: i32) -> String {
-    let Some(d) = date_of(days) else {
-        return String::new();
-    };
+    date_of(days).map_or_else(String::new, |d| bucket_of_date(b, d))
+}
+
+/// The activity month (`YYYY-MM`) or financial year (`2024-25`) of a date.
+pub fn bucket_of_date(b: Bucket, d: NaiveDate) -> String {
     match b {
         Bucket::ActivityMonth => d.format("%Y-%m").to_string(),
         _ => {
@@ -275,10 +277,7 @@ pub fn first_of_month(month: &str) -> Option<NaiveDate> {
 
 /// The activity month or financial year of every day of month `YYYY-MM` (empty if malformed).
 pub fn date_bucket_of_month(b: Bucket, month: &str) -> String {
-    match first_of_month(month) {
-        Some(first) => date_bucket(b, first.num_days_from_ce() - 719_163),
-        None => String::new(),
-    }
+    first_of_month(month).map_or_else(String::new, |first| bucket_of_date(b, first))
 }
 
 /// `0-4`, `5-9`, ..., `85-89`, `90+`.

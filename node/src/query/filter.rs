@@ -1,6 +1,6 @@
 //! Filter values, row masks, and what a partition (provider, month) decides of a filter.
 
-use super::field::{Bucket, Field, Kind, as_i64};
+use super::field::{Bucket, Field, Kind, as_i64, bucket_of_date, first_of_month};
 use super::{Filter, Pred, Value};
 use crate::model::Dataset;
 use crate::{Error, Result};
@@ -233,20 +233,13 @@ fn test_array(field: &Field, pred: &Pred, values: &ArrayRef) -> Result<BooleanAr
 /// (`None`) it depends on the row. Provider, activity month and financial year are constants of
 /// a partition; an activity date range is decided unless it cuts through the month.
 pub fn decide(f: &Filter, provider: &str, month: &str) -> Option<bool> {
-    let first = || super::field::first_of_month(month);
+    let first = || first_of_month(month);
     let days = |d: NaiveDate| Value::Int(i64::from(d.num_days_from_ce() - 719_163));
     match (&f.field, f.name.as_str()) {
         (Field::Column { .. }, "provider_code") => Some(f.pred.test(&Value::Text(provider.into()))),
         (Field::Bucket(_), "activity_month") => Some(f.pred.test(&Value::Text(month.into()))),
-        (Field::Bucket(_), "financial_year") => {
-            let first = first()?;
-            let start = if first.month() >= 4 {
-                first.year()
-            } else {
-                first.year() - 1
-            };
-            let fy = format!("{start}-{:02}", (start + 1).rem_euclid(100));
-            Some(f.pred.test(&Value::Text(fy)))
+        (Field::Bucket(b), "financial_year") => {
+            Some(f.pred.test(&Value::Text(bucket_of_date(*b, first()?))))
         }
         (Field::Column { .. }, "activity_date") => {
             let first = first()?;

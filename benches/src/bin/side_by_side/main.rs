@@ -134,6 +134,12 @@ struct Loaded {
     compact_secs: f64,
 }
 
+/// The bench's clients wait out long commits and compactions rather than fail the run.
+const PATIENT: RetryPolicy = RetryPolicy {
+    retry_for: Duration::from_secs(900),
+    attempt_timeout: Duration::from_secs(900),
+};
+
 /// Starts a cluster of `nodes` with `replication`, ingests every file, checks the totals against
 /// the oracle and compacts.
 async fn load(args: &Args, data: &Data, nodes: u64, replication: u32) -> Result<Loaded> {
@@ -154,13 +160,7 @@ async fn load(args: &Args, data: &Data, nodes: u64, replication: u32) -> Result<
     .await
     .map_err(anyhow::Error::msg)?;
     let ids: Vec<u64> = (1..=nodes).collect();
-    let client = cluster.client_with(
-        &ids,
-        RetryPolicy {
-            retry_for: Duration::from_secs(900),
-            attempt_timeout: Duration::from_secs(900),
-        },
-    );
+    let client = cluster.client_with(&ids, PATIENT);
     eprintln!("{nodes}-node: ingesting {} files", data.files.len());
     let (secs, records) = match ingest(&client, &data.files, args.lanes).await {
         Ok(done) => done,
@@ -214,14 +214,7 @@ async fn analyst(loaded: &Loaded, ids: &[u64]) -> Result<Client> {
             PASSWORD,
         )
         .await?;
-    let client = loaded.cluster.client_as(
-        ids,
-        RetryPolicy {
-            retry_for: Duration::from_secs(900),
-            attempt_timeout: Duration::from_secs(900),
-        },
-        None,
-    );
+    let client = loaded.cluster.client_as(ids, PATIENT, None);
     client
         .login("analyst", PASSWORD, "side-by-side benchmark", 0)
         .await?;

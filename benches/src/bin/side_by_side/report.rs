@@ -242,12 +242,7 @@ impl Report<'_> {
         }
         writeln!(s, "## Queries\n")?;
         let engines = self.engines();
-        write!(s, "| query |")?;
-        for e in &engines {
-            write!(s, " {e} |")?;
-        }
-        writeln!(s, " sus 1 node, memory |")?;
-        writeln!(s, "|---|{}---|", "---|".repeat(engines.len()))?;
+        engine_header(&mut s, "query", &engines)?;
         for q in QUERIES {
             write!(s, "| {q}: {} |", queries::describe(q))?;
             let ours = self.median(q, "sus 1 node");
@@ -284,12 +279,7 @@ impl Report<'_> {
             "\nBold: the engine's median / sus 1 node's (above 1: sus is faster by that \
              factor).\n"
         )?;
-        write!(s, "| rows/s (millions) |")?;
-        for e in &engines {
-            write!(s, " {e} |")?;
-        }
-        writeln!(s, " sus 1 node, memory |")?;
-        writeln!(s, "|---|{}---|", "---|".repeat(engines.len()))?;
+        engine_header(&mut s, "rows/s (millions)", &engines)?;
         for q in QUERIES {
             let rows = self.rows_in(q) as f64;
             write!(s, "| {q} |")?;
@@ -451,6 +441,16 @@ impl Report<'_> {
         )?;
         Ok(s)
     }
+}
+
+/// The head of a table with a column per engine and one for the 1-node cluster from memory.
+fn engine_header(s: &mut String, first: &str, engines: &[String]) -> std::fmt::Result {
+    write!(s, "| {first} |")?;
+    for e in engines {
+        write!(s, " {e} |")?;
+    }
+    writeln!(s, " sus 1 node, memory |")?;
+    writeln!(s, "|---|{}---|", "---|".repeat(engines.len()))
 }
 
 /// The date and time now (UTC), for the report.
