@@ -388,28 +388,46 @@ impl Scope {
     }
 }
 
-/// Fields that identify a patient: below the identifiable tier they may not be filtered or
-/// grouped on (a filter on an NHS number would reveal its presence).
-pub const IDENTIFIERS: [&str; 5] = [
+/// Fields that identify a patient or a record (each has a [`pseudonym::rule`]): below the
+/// identifiable tier they may not be filtered on (a filter would test the raw value: a filter on
+/// an NHS number reveals its presence, a range on a record key finds it by bisection).
+pub const IDENTIFIERS: [&str; 6] = [
     "nhs_number",
     "local_patient_id",
+    "cds_unique_id",
+    "hospital_provider_spell_number",
     "date_of_birth",
     "postcode",
-    "hospital_provider_spell_number",
 ];
 
-/// Refuses filters and group-by fields on identifiers below the identifiable tier.
-pub fn check_identifiers<'a>(tier: Tier, fields: impl IntoIterator<Item = &'a str>) -> Result<()> {
+/// Refuses filters on identifiers below the identifiable tier, and group-by on them at the
+/// anonymised tier. At the pseudonymised tier a group-by on an identifier is allowed: its keys
+/// leave the node transformed like the rows ([`pseudonym::partial`]).
+pub fn check_identifiers<'a>(
+    tier: Tier,
+    filters: impl IntoIterator<Item = &'a str>,
+    group_by: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
     if tier == Tier::Identifiable {
         return Ok(());
     }
-    for f in fields {
+    let refuse = |f: &str, what: &str| {
+        Err(Error::PermissionDenied(format!(
+            "{f} identifies a patient or a record: {what} it needs the identifiable tier (this \
+             read is {})",
+            tier.name()
+        )))
+    };
+    for f in filters {
         if IDENTIFIERS.contains(&f) {
-            return Err(Error::PermissionDenied(format!(
-                "{f} identifies a patient: filtering or grouping on it needs the identifiable tier \
-                 (this read is {})",
-                tier.name()
-            )));
+            return refuse(f, "filtering on it tests raw values, so filtering on");
+        }
+    }
+    if tier == Tier::Anonymised {
+        for f in group_by {
+            if IDENTIFIERS.contains(&f) {
+                return refuse(f, "grouping by");
+            }
         }
     }
     Ok(())
@@ -452,6 +470,18 @@ impl Keys {
         let mut label = b"sus pseudonym key v1:".to_vec();
         label.extend_from_slice(org.as_bytes());
         self.derive(&label)
+    }
+
+    /// The key of the distinct-patient digests in partial aggregates read by `org` at `tier`:
+    /// digests leave the node in partial states, so they are keyed per recipient and per tier
+    /// (never cluster-wide), or a user who can read some patients' identifiers would match
+    /// their digests against other organisations' partials.
+    pub fn distinct_key(&self, org: &str, tier: Tier) -> [u8; 16] {
+        let mut label = format!("sus distinct-patient key v1:{}:", tier.name()).into_bytes();
+        label.extend_from_slice(org.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&self.derive(&label)[..16]);
+        key
     }
 }
 
@@ -502,5 +532,38 @@ mod tests {
         let k = Keys::new(b"secret");
         assert_ne!(k.pseudonym_key("RRV"), k.pseudonym_key("15F"));
         assert_ne!(k.token_key(), k.pseudonym_key(""));
+    }
+
+    #[test]
+    fn distinct_keys_differ_by_organisation_and_tier() {
+        let k = Keys::new(b"secret");
+        let p = Tier::Pseudonymised;
+        assert_eq!(k.distinct_key("RRV", p), k.distinct_key("RRV", p));
+        assert_ne!(k.distinct_key("RRV", p), k.distinct_key("15F", p));
+        assert_ne!(
+            k.distinct_key("RRV", p),
+            k.distinct_key("RRV", Tier::Identifiable)
+        );
+        // Never the raw secret (the old cluster-wide key was its first 16 bytes).
+        assert_ne!(&k.distinct_key("", p)[..6], b"secret");
+    }
+
+    #[test]
+    fn identifiers_are_never_filtered_below_the_identifiable_tier() {
+        for f in IDENTIFIERS {
+            assert!(check_identifiers(Tier::Identifiable, [f], [f]).is_ok());
+            for tier in [Tier::Pseudonymised, Tier::Anonymised] {
+                let e = check_identifiers(tier, [f], []).expect_err("refused");
+                assert!(e.to_string().contains(f), "{e}");
+            }
+            assert!(check_identifiers(Tier::Pseudonymised, [], [f]).is_ok());
+            assert!(check_identifiers(Tier::Anonymised, [], [f]).is_err());
+        }
+        for f in IDENTIFIERS {
+            assert!(
+                pseudonym::rule(f).is_some(),
+                "{f} has no pseudonymisation rule"
+            );
+        }
     }
 }

@@ -1,35 +1,90 @@
-//! The pseudonymised tier of record-level reads: `nhs_number`, `local_patient_id` and the record
-//! key `cds_unique_id` become keyed
-//! pseudonyms (HMAC-SHA-256 under the recipient organisation's key, so one patient links within
-//! a recipient's data and not across recipients); `date_of_birth` becomes its year and month;
-//! `postcode` its sector (`LS1 4`). Nulls stay null (legally restricted records have no
-//! identifiers at all).
+//! The pseudonymised tier (domain spec section 8): every item that identifies a patient or a
+//! record (`nhs_number`, `local_patient_id`, the record key `cds_unique_id` and the spell number
+//! `hospital_provider_spell_number`) becomes a keyed pseudonym (HMAC-SHA-256 under the recipient
+//! organisation's key, so one patient links within a recipient's data and not across recipients);
+//! `date_of_birth` becomes its year and month; `postcode` its sector (`LS1 4`). Nulls stay null
+//! (legally restricted records have no identifiers at all).
+//!
+//! The same transformation applies to rows ([`apply`]) and to group-by keys ([`partial`]), so
+//! that a patient's pseudonym in an extract is the one its group carries in an aggregate of the
+//! same recipient. Filters on these items are refused below the identifiable tier
+//! (`access::check_identifiers`): a filter would test the raw value.
 
-use crate::Result;
+use crate::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::Arc;
+use sus_proto::partial::Partial;
 
-/// How one column is transformed.
-#[derive(Clone, Copy)]
-enum Rule {
+/// How one identifying column is transformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// A keyed pseudonym of the value.
     Pseudonym,
+    /// A date reduced to `YYYY-MM`.
     YearMonth,
+    /// A postcode reduced to its sector.
     Sector,
 }
 
-fn rule(column: &str) -> Option<Rule> {
+/// The transformation of `column` at the pseudonymised tier; `None` for a column that
+/// identifies nobody.
+pub fn rule(column: &str) -> Option<Rule> {
     match column {
-        // The record key too: it should hold no patient data, but providers do put NHS numbers
-        // in it (a warning at ingest), so a recipient gets it keyed like the identifiers.
-        "nhs_number" | "local_patient_id" | "cds_unique_id" => Some(Rule::Pseudonym),
+        // The record key and the spell number too: they should hold no patient data, but
+        // providers do put NHS numbers in them (a warning at ingest), and both link records
+        // across recipients if sent raw.
+        "nhs_number" | "local_patient_id" | "cds_unique_id" | "hospital_provider_spell_number" => {
+            Some(Rule::Pseudonym)
+        }
         "date_of_birth" => Some(Rule::YearMonth),
         "postcode" => Some(Rule::Sector),
         _ => None,
     }
+}
+
+/// One value (as text) transformed by `rule` under the recipient's pseudonym `key`; an empty
+/// value stays empty.
+pub fn transform(rule: Rule, key: &[u8; 32], value: &str) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    match rule {
+        Rule::Pseudonym => pseudonym(key, value),
+        // Dates print as `YYYY-MM-DD`.
+        Rule::YearMonth => value.chars().take(7).collect(),
+        Rule::Sector => sector(value),
+    }
+}
+
+/// A partial aggregate read at the pseudonymised tier: the group keys of identifying fields
+/// (`fields`, the group-by field names in key order) transformed, and groups that now share a
+/// key (two dates of birth in one month) merged.
+pub fn partial(partial: Partial, fields: &[&str], key: &[u8; 32]) -> Result<Partial> {
+    let rules: Vec<Option<Rule>> = fields.iter().map(|f| rule(f)).collect();
+    if rules.iter().all(Option::is_none) {
+        return Ok(partial);
+    }
+    let mut out = Partial::new(partial.keys.clone(), partial.aggs.clone());
+    for (group, states) in partial.groups {
+        let group = group
+            .into_iter()
+            .zip(&rules)
+            .map(|(v, r)| match r {
+                Some(r) => v.map(|v| transform(*r, key, &v)),
+                None => v,
+            })
+            .collect();
+        for (mine, s) in out.group(group).iter_mut().zip(states) {
+            mine.merge(s).map_err(|e| {
+                Error::InvalidArgument(format!("merging pseudonymised groups: {e}"))
+            })?;
+        }
+    }
+    Ok(out)
 }
 
 /// The schema of a pseudonymised read of `schema`.
@@ -90,12 +145,7 @@ pub fn apply(batch: &RecordBatch, key: &[u8; 32]) -> Result<RecordBatch> {
                 let text = cast(column, &DataType::Utf8)?;
                 let text = text.as_string::<i32>();
                 text.iter()
-                    .map(|v| {
-                        v.filter(|v| !v.is_empty()).map(|v| match rule {
-                            Rule::Pseudonym => pseudonym(key, v),
-                            _ => sector(v),
-                        })
-                    })
+                    .map(|v| v.filter(|v| !v.is_empty()).map(|v| transform(rule, key, v)))
                     .collect()
             }
         };
@@ -123,5 +173,47 @@ mod tests {
         assert_ne!(pseudonym(&a, "9434765919"), pseudonym(&b, "9434765919"));
         assert_ne!(pseudonym(&a, "9434765919"), pseudonym(&a, "9434765918"));
         assert_eq!(pseudonym(&a, "x").len(), 32);
+    }
+
+    #[test]
+    fn group_keys_are_transformed_like_rows_and_merged() {
+        use sus_proto::partial::{Kind, State};
+        let key = [7u8; 32];
+        let mut p = Partial::new(
+            vec!["nhs_number".into(), "date_of_birth".into(), "sex".into()],
+            vec![("count".into(), Kind::Count)],
+        );
+        let group =
+            |n: &str, d: &str| vec![Some(n.to_string()), Some(d.to_string()), Some("1".into())];
+        *p.group(group("9434765919", "1970-03-02")) = vec![State::Count(2)];
+        *p.group(group("9434765919", "1970-03-30")) = vec![State::Count(3)];
+        *p.group(vec![None, None, Some("2".into())]) = vec![State::Count(1)];
+        let out = partial(p, &["nhs_number", "date_of_birth", "sex"], &key).expect("transformed");
+        let want = pseudonym(&key, "9434765919");
+        assert_eq!(out.groups.len(), 2);
+        assert_eq!(
+            out.groups[&vec![Some(want), Some("1970-03".to_string()), Some("1".into())]],
+            vec![State::Count(5)],
+            "two dates of birth in one month are one group"
+        );
+        assert_eq!(
+            out.groups[&vec![None, None, Some("2".into())]],
+            vec![State::Count(1)]
+        );
+        // The key a group carries is the pseudonym the same patient's row carries.
+        let batch = RecordBatch::try_from_iter([(
+            "nhs_number",
+            Arc::new(StringArray::from(vec!["9434765919"])) as ArrayRef,
+        )])
+        .expect("batch");
+        let row = apply(&batch, &key).expect("row");
+        assert_eq!(
+            row.column(0).as_string::<i32>().value(0),
+            pseudonym(&key, "9434765919")
+        );
+        assert_eq!(
+            rule("hospital_provider_spell_number"),
+            Some(Rule::Pseudonym)
+        );
     }
 }

@@ -25,7 +25,7 @@ use sus_proto::v1::{self, *};
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
 use sus_raft::Raft;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 impl Services {
     /// The `Query` service with explicit message limits.
@@ -61,14 +61,22 @@ impl Services {
         Ok((raft, replica))
     }
 
-    fn patient_key(&self) -> PatientKey {
-        let secret = self.cluster.meta_state().secret;
-        let mut key = [0u8; 16];
-        for (k, s) in key.iter_mut().zip(secret.iter()) {
-            *k = *s;
+    /// The keys of `caller`'s read at `tier`: distinct-patient digests keyed per recipient and
+    /// tier, and (pseudonymised tier) the recipient's pseudonym key for identifying group keys.
+    fn read_keys(&self, caller: &Caller, tier: Tier) -> ReadKeys {
+        let keys = Keys::new(&self.cluster.meta_state.borrow().secret);
+        ReadKeys {
+            patient: PatientKey(keys.distinct_key(&caller.org, tier)),
+            pseudonym: (tier == Tier::Pseudonymised).then(|| keys.pseudonym_key(&caller.org)),
         }
-        PatientKey(key)
     }
+}
+
+/// The keys one aggregate is computed with (see [`Services::read_keys`]).
+#[derive(Clone)]
+struct ReadKeys {
+    patient: PatientKey,
+    pseudonym: Option<[u8; 32]>,
 }
 
 type ScanStream = Pin<Box<dyn Stream<Item = std::result::Result<ScanChunk, Status>> + Send>>;
@@ -117,7 +125,8 @@ impl Extract {
         let scope = caller.scope().map_err(status)?;
         let filters = query::parse_filters(dataset, wire_filters).map_err(status)?;
         scope.check_filters(&caller, &filters).map_err(status)?;
-        access::check_identifiers(tier, filters.iter().map(|f| f.name.as_str())).map_err(status)?;
+        access::check_identifiers(tier, filters.iter().map(|f| f.name.as_str()), [])
+            .map_err(status)?;
         query::exec::output_schema(dataset, columns).map_err(status)?;
         let pseudonym_key = (tier == Tier::Pseudonymised).then(|| {
             Keys::new(&services.cluster.meta_state.borrow().secret).pseudonym_key(&caller.org)
@@ -164,6 +173,14 @@ fn view_name(view: &query::View) -> String {
     }
 }
 
+/// Why an extract ended before its last row.
+enum Stop {
+    /// The client cancelled the stream or disconnected.
+    ReaderGone,
+    /// The scan failed.
+    Failed(Error),
+}
+
 /// Filters and scope as the audit log records them.
 fn describe_filters(filters: &[query::Filter], scope: &str) -> String {
     let mut parts: Vec<String> = filters
@@ -175,9 +192,12 @@ fn describe_filters(filters: &[query::Filter], scope: &str) -> String {
 }
 
 impl Services {
-    /// Streams the rows of `extract` from `stores`, transformed for its tier; the caller's audit
-    /// entry is committed before the stream ends (an extract that cannot be audited ends in an
-    /// error).
+    /// Streams the rows of `extract` from `stores`, transformed for its tier. The caller's audit
+    /// entry is committed before the first row leaves the node (an extract that cannot be
+    /// audited sends nothing), and a second entry, naming the same extract, completes it with
+    /// the rows sent: all of them, or "stopped after N" when the reader went away (a cancelled
+    /// stream) or the scan failed. N counts the rows handed to the stream, so at most a few
+    /// batches more than the reader received.
     pub(super) fn run_extract(
         &self,
         extract: Extract,
@@ -187,17 +207,37 @@ impl Services {
         let services = self.clone();
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let mut rows = 0u64;
+            let node = services.cluster.id;
             let shards: Vec<u32> = stores.iter().map(|(s, _)| *s).collect();
+            // A node relaying for a client does not audit: the node it reads from does.
+            let audited = !extract.caller.via_node;
+            let id = format!("{:016x}", rand::random::<u64>());
+            if audited {
+                let mut start = extract.audit_record(node, 0, &shards);
+                start.detail = format!("extract {id} started: shards {shards:?}");
+                if let Err(s) = handle.block_on(services.audit(vec![start])) {
+                    let _ = tx.blocking_send(Err(Error::Consensus(format!(
+                        "the extract could not be audited, so no row was sent: {}",
+                        s.message()
+                    ))));
+                    return;
+                }
+            }
+            let mut rows = 0u64;
+            let mut stop: Option<Stop> = None;
             for (_, store) in &stores {
                 let mut send = |batch: arrow::array::RecordBatch| -> Result<()> {
                     let batch = match &extract.pseudonym_key {
                         Some(key) => access::pseudonym::apply(&batch, key)?,
                         None => batch,
                     };
-                    rows += batch.num_rows() as u64;
-                    tx.blocking_send(Ok(batch))
-                        .map_err(|_| Error::InvalidArgument("the reader went away".into()))
+                    let n = batch.num_rows() as u64;
+                    if tx.blocking_send(Ok(batch)).is_err() {
+                        stop = Some(Stop::ReaderGone);
+                        return Err(Error::InvalidArgument("the reader went away".into()));
+                    }
+                    rows += n;
+                    Ok(())
                 };
                 let scanned = query::scan(
                     store,
@@ -208,18 +248,31 @@ impl Services {
                     &mut send,
                 );
                 if let Err(e) = scanned {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
+                    stop.get_or_insert(Stop::Failed(e));
+                    break;
                 }
             }
-            if !extract.caller.via_node {
-                let record = extract.audit_record(services.cluster.id, rows, &shards);
-                if let Err(s) = handle.block_on(services.audit(vec![record])) {
-                    let _ = tx.blocking_send(Err(Error::Consensus(format!(
-                        "the extract could not be audited: {}",
-                        s.message()
-                    ))));
+            if audited {
+                let mut end = extract.audit_record(node, rows, &shards);
+                end.detail = match &stop {
+                    None => format!("extract {id} complete: {rows} rows sent"),
+                    Some(Stop::ReaderGone) => {
+                        format!("extract {id} stopped after {rows} rows: the reader went away")
+                    }
+                    Some(Stop::Failed(e)) => format!("extract {id} stopped after {rows} rows: {e}"),
+                };
+                if let Err(s) = handle.block_on(services.audit(vec![end])) {
+                    warn!(extract = %id, "the end of an extract could not be audited: {}", s.message());
+                    if stop.is_none() {
+                        let _ = tx.blocking_send(Err(Error::Consensus(format!(
+                            "the extract's completion could not be audited: {}",
+                            s.message()
+                        ))));
+                    }
                 }
+            }
+            if let Some(Stop::Failed(e)) = stop {
+                let _ = tx.blocking_send(Err(e));
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -251,9 +304,9 @@ impl Services {
         query: Query,
         shards: &[u32],
         linearizable: bool,
+        keys: ReadKeys,
     ) -> std::result::Result<(Partial, AggregateReply), Status> {
         let stores = self.stores(shards, linearizable).await?;
-        let key = self.patient_key();
         let metrics = self.cluster.metrics.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
@@ -261,7 +314,16 @@ impl Services {
             // One parallel scan over every local shard: no core idles at a shard's tail.
             let started = std::time::Instant::now();
             let refs: Vec<&crate::store::Store> = stores.iter().map(|(_, s)| s.as_ref()).collect();
-            let (merged, versions, stats) = query::aggregate_stores(&refs, &query, &key)?;
+            let (merged, versions, stats) = query::aggregate_stores(&refs, &query, &keys.patient)?;
+            // Identifying group keys never leave the node raw below the identifiable tier.
+            let merged = match &keys.pseudonym {
+                Some(key) => {
+                    let fields: Vec<&str> =
+                        query.group_by.iter().map(|(n, _)| n.as_str()).collect();
+                    access::pseudonym::partial(merged, &fields, key)?
+                }
+                None => merged,
+            };
             let took = started.elapsed();
             metrics.scan(stats.rows_scanned, took);
             info!(
@@ -293,6 +355,7 @@ impl Services {
         .map_err(status)
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Reads every shard on its leader for the caller whose token `credentials` hold, merges, and finishes the table (with
     /// disclosure control at the anonymised tier).
     async fn finish_aggregate(
@@ -303,6 +366,7 @@ impl Services {
         tier: Tier,
         national: (bool, bool),
         linearizable: bool,
+        keys: ReadKeys,
     ) -> std::result::Result<(RecordBatch, AggregateReply), Status> {
         let shards = self.cluster.meta_state.borrow().shards.len() as u32;
         let mut by_node: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
@@ -320,9 +384,12 @@ impl Services {
             let query = query.clone();
             let spec = spec.clone();
             let client_token = client_token.clone();
+            let keys = keys.clone();
             async move {
                 if node == self.cluster.id {
-                    return self.aggregate_here(query, &shards, linearizable).await;
+                    return self
+                        .aggregate_here(query, &shards, linearizable, keys)
+                        .await;
                 }
                 let mut r = Request::new(AggregateRequest {
                     format: WIRE_FORMAT_VERSION,
@@ -447,8 +514,13 @@ impl query_server::Query for Services {
             .map_err(status)?;
         let filter_names: Vec<&str> = query.filters.iter().map(|f| f.name.as_str()).collect();
         let group_names: Vec<&str> = query.group_by.iter().map(|(n, _)| n.as_str()).collect();
-        access::check_identifiers(tier, filter_names.iter().chain(&group_names).copied())
-            .map_err(status)?;
+        access::check_identifiers(
+            tier,
+            filter_names.iter().copied(),
+            group_names.iter().copied(),
+        )
+        .map_err(status)?;
+        let keys = self.read_keys(&caller, tier);
         query.scope = scope.filters(query.dataset).map_err(status)?;
         let sub = |names: &[&str]| {
             names
@@ -471,7 +543,15 @@ impl query_server::Query for Services {
         });
         let reply = if req.finish {
             let (table, mut reply) = self
-                .finish_aggregate(&credentials, spec, query, tier, national, req.linearizable)
+                .finish_aggregate(
+                    &credentials,
+                    spec,
+                    query,
+                    tier,
+                    national,
+                    req.linearizable,
+                    keys,
+                )
                 .await?;
             if let Some(r) = audit.as_mut() {
                 r.rows = table.num_rows() as u64;
@@ -481,7 +561,7 @@ impl query_server::Query for Services {
             reply
         } else {
             let (merged, mut reply) = self
-                .aggregate_here(query, &req.shards, req.linearizable)
+                .aggregate_here(query, &req.shards, req.linearizable, keys)
                 .await?;
             if let Some(r) = audit.as_mut() {
                 r.rows = merged.groups.len() as u64;

@@ -6,6 +6,8 @@
 //! every one of them logs in while the fixture starts: sections never log in again, so that the
 //! login-throttling section (run last) cannot slow the others.
 
+#![allow(dead_code)]
+
 use arrow::array::RecordBatch;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -255,7 +257,13 @@ pub fn spec(
 }
 
 /// A filter of `op` on `field` (values for EQ/NE/IN, min and max for RANGE).
-pub fn filter(field: &str, op: v1::filter::Op, values: &[&str], min: &str, max: &str) -> v1::Filter {
+pub fn filter(
+    field: &str,
+    op: v1::filter::Op,
+    values: &[&str],
+    min: &str,
+    max: &str,
+) -> v1::Filter {
     v1::Filter {
         field: field.into(),
         op: op as i32,
@@ -279,11 +287,32 @@ pub async fn aggregate(
         linearizable: true,
         finish,
     };
-    v1::query_client::QueryClient::new(ch.clone())
-        .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES)
-        .aggregate(with_token(request, token))
-        .await
-        .map(|r| r.into_inner())
+    retry_unavailable(|| async {
+        v1::query_client::QueryClient::new(ch.clone())
+            .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES)
+            .aggregate(with_token(request.clone(), token))
+            .await
+            .map(|r| r.into_inner())
+    })
+    .await
+}
+
+/// Retries `call` while it answers `UNAVAILABLE` (a leader change or a read-index round that
+/// timed out on a loaded machine), as the client library does; at most 20 s.
+pub async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match call().await {
+            Err(s) if s.code() == Code::Unavailable && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The finished table of an aggregate reply.
@@ -299,23 +328,32 @@ pub async fn scan(
 ) -> Result<Vec<RecordBatch>, tonic::Status> {
     let mut batches = Vec::new();
     for shard in 0..4u32 {
-        let leader = fx
-            .cluster
-            .leader_of(u64::from(shard) + 1)
-            .await
-            .expect("the shard has a leader");
-        let mut c = v1::query_client::QueryClient::new(fx.channel(leader).await)
-            .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES);
         let request = v1::ScanRequest {
             format: WIRE_FORMAT_VERSION,
             shards: vec![shard],
             linearizable: true,
             ..request.clone()
         };
-        let mut stream = c.scan(with_token(request, Some(token))).await?.into_inner();
-        while let Some(chunk) = stream.message().await? {
-            batches.push(ipc_to_batch(&chunk.ipc).expect("an IPC batch"));
-        }
+        let shard_batches = retry_unavailable(|| async {
+            let leader = fx
+                .cluster
+                .leader_of(u64::from(shard) + 1)
+                .await
+                .expect("the shard has a leader");
+            let mut c = v1::query_client::QueryClient::new(fx.channel(leader).await)
+                .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES);
+            let mut stream = c
+                .scan(with_token(request.clone(), Some(token)))
+                .await?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                out.push(ipc_to_batch(&chunk.ipc).expect("an IPC batch"));
+            }
+            Ok(out)
+        })
+        .await?;
+        batches.extend(shard_batches);
     }
     Ok(batches)
 }
