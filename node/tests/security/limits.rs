@@ -4,7 +4,7 @@
 
 use crate::ensure;
 use crate::fixture::{Cases, Fixture, aggregate, filter, refused, spec, with_token};
-use arrow::array::{ArrayRef, DictionaryArray, ListArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, DictionaryArray, ListArray, RecordBatch, StringArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use bytes::{Buf, BufMut};
@@ -31,7 +31,8 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
              footer, naming max_submission_rows",
             async {
                 let bomb = parquet_of(&header, &row, 2_000_000, None);
-                ensure!(bomb.len() < 1 << 20, "the bomb is {} bytes", bomb.len());
+                let bomb_len = bomb.len();
+                ensure!(bomb_len < 1 << 20, "the bomb is {bomb_len} bytes");
                 let started = Instant::now();
                 let result = submit(&ch, fx, "SEC-LIMITS-BOMB", bomb).await;
                 refused(
@@ -42,6 +43,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                      SUS_MAX_SUBMISSION_ROWS))",
                 )?;
                 let took = started.elapsed();
+                eprintln!("        ({} bytes of Parquet, refused in {took:?})", bomb_len);
                 ensure!(took < Duration::from_secs(10), "took {took:?}");
                 Ok(())
             },
@@ -73,6 +75,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let hwm = peak_memory(fx);
                 for (node, was) in &hwm_before {
                     let now = hwm[node];
+                    eprintln!("        (node {node}: VmHWM {} -> {} MiB)", was >> 20, now >> 20);
                     ensure!(
                         now <= was + (64 << 20),
                         "node {node}: VmHWM {was} -> {now} bytes"
@@ -122,7 +125,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let report = &reply.report_json;
                 ensure!(report.len() < 16 << 10, "a report of {} bytes", report.len());
                 for needle in [
-                    "R04-ITEM-FORMAT",
+                    "\"rule\":\"ItemFormatInvalid\"",
                     "52428800 bytes: over the limit of 4096 bytes per item (setting \
                      max_field_bytes (--max-field-bytes, SUS_MAX_FIELD_BYTES))",
                     "10000 bytes: over the limit of 4096 bytes per item",
@@ -219,6 +222,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let started = Instant::now();
                 let result = aggregate(&ch, Some(fx.token("nat_id")), q, false).await;
                 let took = started.elapsed();
+                eprintln!("        (refused in {took:?})");
                 refused(result, Code::OutOfRange, "setting max_request_mib")?;
                 ensure!(took < Duration::from_secs(2), "took {took:?}");
                 Ok(())
@@ -237,6 +241,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let started = Instant::now();
                 let result = aggregate(&ch, Some(fx.token("nat_id")), q, false).await;
                 let took = started.elapsed();
+                eprintln!("        (refused in {took:?})");
                 refused(
                     result,
                     Code::InvalidArgument,

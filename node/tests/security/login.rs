@@ -32,6 +32,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                     unknown.push(t);
                 }
                 let (w, u) = (median(&mut wrong), median(&mut unknown));
+                eprintln!("        (medians: wrong password {w:?}, unknown name {u:?})");
                 // Without the dummy hash an unknown name is answered ~100x faster; noise on a
                 // shared machine is far below a factor of 2.
                 ensure!(
@@ -51,6 +52,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
             async {
                 let (verified, throttled, last) =
                     guess(&n1, Duration::from_secs(6), |_| "prov_q".to_string()).await;
+                eprintln!("        ({verified} guesses checked, {throttled} refused unchecked)");
                 // 5 free, then waits of 1 s, 2 s, 4 s: 7 in 6 s (57 a second before).
                 ensure!(
                     (6..=8).contains(&verified),
@@ -122,6 +124,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                     format!("sprayed-user-{i}")
                 })
                 .await;
+                eprintln!("        ({verified} guesses checked, {throttled} refused unchecked)");
                 // 20 free, then 1 s and 2 s waits: at most 22 in 4 s.
                 ensure!(
                     (20..=22).contains(&verified),
