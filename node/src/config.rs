@@ -106,9 +106,17 @@ pub fn apply(path: &Path, cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result
         take!(m, args.max_field_bytes, max_field_bytes);
         take!(m, args.max_submission_rows, max_submission_rows);
         take!(m, args.max_submission_mib, max_submission_mib);
-        take!(m, args.max_submission_decoded_mib, max_submission_decoded_mib);
+        take!(
+            m,
+            args.max_submission_decoded_mib,
+            max_submission_decoded_mib
+        );
         take!(m, args.decode_budget_mib, decode_budget_mib);
-        take!(m, args.max_concurrent_submissions, max_concurrent_submissions);
+        take!(
+            m,
+            args.max_concurrent_submissions,
+            max_concurrent_submissions
+        );
         take!(m, args.max_request_mib, max_request_mib);
         take!(m, args.max_filters, max_filters);
         take!(m, args.max_filter_values, max_filter_values);
@@ -116,7 +124,11 @@ pub fn apply(path: &Path, cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result
         take!(m, args.max_aggregates, max_aggregates);
         take!(m, args.max_columns, max_columns);
         take!(m, args.login_free_failures, login_free_failures);
-        take!(m, args.login_free_failures_per_source, login_free_failures_per_source);
+        take!(
+            m,
+            args.login_free_failures_per_source,
+            login_free_failures_per_source
+        );
         take!(m, args.login_max_backoff_secs, login_max_backoff_secs);
         take!(m, args.login_forget_secs, login_forget_secs);
     }

@@ -450,8 +450,9 @@ mod tests {
             .check_filters(&[filter("provider_code", 3_000_000, "R")])
             .expect_err("3 M values");
         assert!(
-            e.to_string()
-                .contains("3000000 values, over the limit of 10000 per filter (setting max_filter_values"),
+            e.to_string().contains(
+                "3000000 values, over the limit of 10000 per filter (setting max_filter_values"
+            ),
             "{e}"
         );
         let many: Vec<_> = (0..33).map(|_| filter("sex", 1, "1")).collect();
@@ -497,7 +498,9 @@ mod tests {
     fn inconsistent_settings_are_refused() {
         let mut l = Limits::default();
         l.submission.max_decoded_bytes = 2 * l.decode_budget_bytes;
-        let e = l.validate().expect_err("per submission over the node's budget");
+        let e = l
+            .validate()
+            .expect_err("per submission over the node's budget");
         assert!(e.to_string().contains("max_submission_decoded_mib"), "{e}");
         assert!(e.to_string().contains("decode_budget_mib"), "{e}");
         let mut l = Limits::default();

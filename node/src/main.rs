@@ -75,7 +75,7 @@ enum Command {
     ///
     /// Example: sus-node --data-dir /var/lib/sus/n1 serve --id 1 --listen 0.0.0.0:7401 \
     ///            --advertise n1.internal:7401
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Exit 0 if a node accepts connections at ADDR within the timeout, 1 if not: a health check
     /// for containers and supervisors (the container image has no shell or curl).
     ///
@@ -279,7 +279,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cli = match cli.command {
-        Command::Serve(args) => return serve(cli.data_dir, cli.refdata, args),
+        Command::Serve(args) => return serve(cli.data_dir, cli.refdata, *args),
         Command::Probe { addr, timeout_ms } => return probe(&addr, timeout_ms),
         _ => cli,
     };
@@ -489,7 +489,9 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             // Ingest slots, and request errors in the codes gRPC gives them.
-            .layer(sus_node::cluster::requests::RequestLimitsLayer::new(&limits))
+            .layer(sus_node::cluster::requests::RequestLimitsLayer::new(
+                &limits,
+            ))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 sus_raft::network::RaftService::server(cluster.registry.clone()),
                 sus_node::cluster::tls::NodesOnly {

@@ -114,8 +114,17 @@ where
                 )
                 .into_http::<ResBody>();
                 let (parts, body) = refusal.into_parts();
-                let context = Arc::new(Call { path, limit: (0, 0) });
-                return Ok(Response::from_parts(parts, Rewritten { inner: body, context }));
+                let context = Arc::new(Call {
+                    path,
+                    limit: (0, 0),
+                });
+                return Ok(Response::from_parts(
+                    parts,
+                    Rewritten {
+                        inner: body,
+                        context,
+                    },
+                ));
             }
             let _slot = if path.starts_with(INGEST) {
                 // The semaphore is never closed.
@@ -260,7 +269,11 @@ mod tests {
         rewrite(&mut h, &context("/sus.v1.Query/Aggregate"));
         let s = status_of(&h);
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert!(s.message().contains("/sus.v1.Query/Aggregate"), "{}", s.message());
+        assert!(
+            s.message().contains("/sus.v1.Query/Aggregate"),
+            "{}",
+            s.message()
+        );
         assert!(s.message().contains("invalid wire type"), "{}", s.message());
         let mut h = HeaderMap::new();
         Status::internal("the node failed")
@@ -277,7 +290,10 @@ mod tests {
                        is: 4194304 bytes";
         for (path, key) in [
             ("/sus.v1.Admin/Login", "max_request_mib"),
-            ("/arrow.flight.protocol.FlightService/DoGet", "max_request_mib"),
+            (
+                "/arrow.flight.protocol.FlightService/DoGet",
+                "max_request_mib",
+            ),
             ("/sus.v1.Ingest/Submit", "max_submission_mib"),
         ] {
             let mut h = HeaderMap::new();

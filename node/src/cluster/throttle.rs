@@ -137,7 +137,11 @@ impl LoginThrottle {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         let user_key = user.to_string();
         if let Some(wait) = users.wait(&user_key, now, &self.limits) {
-            return Err(refusal(&format!("for user {user}"), wait, keys::LOGIN_FREE_FAILURES));
+            return Err(refusal(
+                &format!("for user {user}"),
+                wait,
+                keys::LOGIN_FREE_FAILURES,
+            ));
         }
         if let Some(ip) = source
             && let Some(wait) = sources.wait(&ip, now, &self.limits)
@@ -233,14 +237,20 @@ mod tests {
         }
         let e = t.begin_at("alice", None, t0).expect_err("backing off");
         let text = e.to_string();
-        assert!(text.contains("too many failed logins for user alice; retry in 1 s"), "{text}");
+        assert!(
+            text.contains("too many failed logins for user alice; retry in 1 s"),
+            "{text}"
+        );
         assert!(text.contains("login_free_failures"), "{text}");
         // Another user is not affected.
         t.begin_at("bob", None, t0).expect("bob");
-        let a = t.begin_at("alice", None, t0 + secs(1)).expect("after the wait");
+        let a = t
+            .begin_at("alice", None, t0 + secs(1))
+            .expect("after the wait");
         assert!(t.begin_at("alice", None, t0 + secs(2)).is_err(), "now 2 s");
         t.succeeded(a);
-        t.begin_at("alice", None, t0 + secs(2)).expect("a success forgot the failures");
+        t.begin_at("alice", None, t0 + secs(2))
+            .expect("a success forgot the failures");
     }
 
     // A source trying many user names backs off too; a success does not clear its failures.
@@ -255,11 +265,18 @@ mod tests {
         let e = t
             .begin_at("someone", Some(ip), t0)
             .expect_err("the source backs off");
-        assert!(e.to_string().contains("from 192.0.2.7; retry in 1 s"), "{e}");
+        assert!(
+            e.to_string().contains("from 192.0.2.7; retry in 1 s"),
+            "{e}"
+        );
         let other: IpAddr = "192.0.2.8".parse().expect("ip");
-        let ok = t.begin_at("carol", Some(other), t0).expect("another source");
+        let ok = t
+            .begin_at("carol", Some(other), t0)
+            .expect("another source");
         t.succeeded(ok);
-        let a = t.begin_at("dave", Some(ip), t0 + secs(1)).expect("after 1 s");
+        let a = t
+            .begin_at("dave", Some(ip), t0 + secs(1))
+            .expect("after 1 s");
         t.succeeded(a);
         assert!(
             t.begin_at("erin", Some(ip), t0 + secs(1)).is_err(),
@@ -275,7 +292,10 @@ mod tests {
         for _ in 0..3 {
             t.begin_at("alice", None, t0).expect("3 free");
         }
-        assert!(t.begin_at("alice", None, t0 + Duration::from_millis(500)).is_err());
+        assert!(
+            t.begin_at("alice", None, t0 + Duration::from_millis(500))
+                .is_err()
+        );
         t.begin_at("alice", None, t0 + secs(61))
             .expect("forgotten after a quiet minute");
         assert_eq!(

@@ -12,8 +12,8 @@
 
 pub mod encode;
 pub mod files;
-pub mod parse;
 mod parquet;
+pub mod parse;
 
 use crate::derive::derive_submission;
 use crate::limits::SubmissionLimits;

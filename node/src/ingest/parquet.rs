@@ -181,7 +181,10 @@ fn hint(ty: &DataType) -> DataType {
     match ty {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => dict(),
         DataType::Dictionary(_, v)
-            if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) =>
+            if matches!(
+                **v,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) =>
         {
             dict()
         }
@@ -217,10 +220,7 @@ fn check_pages(
             ) else {
                 return Ok(Err("a column chunk has a negative offset or size".into()));
             };
-            let Some(bytes) = start
-                .checked_add(len)
-                .and_then(|end| data.get(start..end))
-            else {
+            let Some(bytes) = start.checked_add(len).and_then(|end| data.get(start..end)) else {
                 return Ok(Err("a column chunk lies outside the file".into()));
             };
             let pages = match walk_pages(bytes) {
@@ -266,10 +266,9 @@ fn walk_pages(mut bytes: &[u8]) -> std::result::Result<Pages, String> {
     while !bytes.is_empty() {
         let mut r = Compact { bytes, pos: 0 };
         let h = r.page_header()?;
-        let (Ok(uncompressed), Ok(compressed)) = (
-            u64::try_from(h.uncompressed),
-            usize::try_from(h.compressed),
-        ) else {
+        let (Ok(uncompressed), Ok(compressed)) =
+            (u64::try_from(h.uncompressed), usize::try_from(h.compressed))
+        else {
             return Err("negative page size".into());
         };
         pages.bytes = pages.bytes.saturating_add(uncompressed);
@@ -307,10 +306,7 @@ const MAX_DEPTH: u32 = 16;
 
 impl Compact<'_> {
     fn byte(&mut self) -> std::result::Result<u8, String> {
-        let b = *self
-            .bytes
-            .get(self.pos)
-            .ok_or("page header cut short")?;
+        let b = *self.bytes.get(self.pos).ok_or("page header cut short")?;
         self.pos += 1;
         Ok(b)
     }
@@ -484,9 +480,7 @@ enum Column<'a> {
 impl<'a> Column<'a> {
     fn new(array: &'a ArrayRef) -> std::result::Result<Column<'a>, arrow::error::ArrowError> {
         Ok(match array.data_type() {
-            DataType::Dictionary(k, v)
-                if **k == DataType::Int32 && **v == DataType::Utf8 =>
-            {
+            DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
                 let d = array.as_dictionary::<Int32Type>();
                 Column::Dict {
                     keys: d.keys(),
@@ -610,11 +604,7 @@ fn list<O: OffsetSizeTrait>(
     list: &GenericListArray<O>,
 ) -> std::result::Result<Column<'_>, arrow::error::ArrowError> {
     Ok(Column::List {
-        offsets: list
-            .value_offsets()
-            .iter()
-            .map(|o| o.as_usize())
-            .collect(),
+        offsets: list.value_offsets().iter().map(|o| o.as_usize()).collect(),
         nulls: list.nulls().cloned(),
         items: Box::new(Column::new(list.values())?),
     })
@@ -650,9 +640,7 @@ mod tests {
         let batch = RecordBatch::try_new(
             schema,
             one.iter()
-                .map(|(_, v)| {
-                    Arc::new(StringArray::from(vec![v.as_str(); chunk])) as ArrayRef
-                })
+                .map(|(_, v)| Arc::new(StringArray::from(vec![v.as_str(); chunk])) as ArrayRef)
                 .collect(),
         )
         .expect("batch");
@@ -712,7 +700,9 @@ mod tests {
         let first = &r.issues[0];
         assert_eq!(first.item.as_deref(), Some("local_patient_id"));
         assert!(
-            first.message.contains("100000 bytes: over the limit of 4096 bytes per item"),
+            first
+                .message
+                .contains("100000 bytes: over the limit of 4096 bytes per item"),
             "{first}"
         );
         let bytes = repeated(Dataset::Ec, 10, &[("cds_unique_id", &long)]);
@@ -728,15 +718,14 @@ mod tests {
     #[test]
     fn typed_columns_read_as_their_csv_text() {
         use arrow::array::{
-            BooleanArray, Date32Array, Int64Array, ListBuilder, StringBuilder,
-            TimestampSecondArray,
+            BooleanArray, Date32Array, Int64Array, ListBuilder, StringBuilder, TimestampSecondArray,
         };
         let rows = [
             row(Dataset::Apc, "B1", &[]),
             row(Dataset::Apc, "B2", &[("secondary_diagnoses", "")]),
         ];
-        let from_csv = crate::ingest::parse::parse(Dataset::Apc, &fixtures_csv(&rows))
-            .expect("csv");
+        let from_csv =
+            crate::ingest::parse::parse(Dataset::Apc, &fixtures_csv(&rows)).expect("csv");
         let mut fields = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         for (i, (name, _)) in rows[0].iter().enumerate() {
@@ -808,8 +797,9 @@ mod tests {
     #[test]
     fn page_headers_are_walked_and_malformed_ones_refused() {
         let bytes = repeated(Dataset::Op, 3, &[]);
-        let meta = ArrowReaderMetadata::load(&bytes::Bytes::from(bytes.clone()), Default::default())
-            .expect("metadata");
+        let meta =
+            ArrowReaderMetadata::load(&bytes::Bytes::from(bytes.clone()), Default::default())
+                .expect("metadata");
         let chunk = meta.metadata().row_group(0).column(0);
         let start = chunk
             .dictionary_page_offset()

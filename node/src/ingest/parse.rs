@@ -126,7 +126,10 @@ impl<'l> Meter<'l> {
         self.rows += 1;
         self.bytes = self.bytes.saturating_add(ROW_BYTES).saturating_add(text);
         if self.rows > self.limits.max_rows {
-            return Err(too_many_rows(&format!("more than {}", self.limits.max_rows), self.limits));
+            return Err(too_many_rows(
+                &format!("more than {}", self.limits.max_rows),
+                self.limits,
+            ));
         }
         if self.bytes > self.limits.max_decoded_bytes {
             return Err(too_large(
@@ -205,7 +208,10 @@ pub(crate) fn resolve_header(dataset: Dataset, header: &[String]) -> Result<Vec<
     for (i, name) in header.iter().enumerate() {
         let name = name.trim().trim_start_matches('\u{feff}');
         if !items.iter().any(|it| it.name == name) {
-            problems.push(format!("unknown column '{}' for dataset {dataset}", shown(name)));
+            problems.push(format!(
+                "unknown column '{}' for dataset {dataset}",
+                shown(name)
+            ));
         } else if by_name.insert(name, i).is_some() {
             problems.push(format!("column '{name}' appears twice"));
         }
@@ -565,7 +571,10 @@ pub(crate) fn build_record(
             row.fail(
                 "cds_update_type",
                 Rule::ItemFormatInvalid,
-                format!("'{}' is not an update type (9 original/replacement, 1 deletion)", shown(v)),
+                format!(
+                    "'{}' is not an update type (9 original/replacement, 1 deletion)",
+                    shown(v)
+                ),
             );
             None
         }
@@ -935,24 +944,38 @@ mod tests {
                 .any(|t| t.contains("36 characters: the data dictionary allows at most 35")),
             "{text:?}"
         );
-        assert!(text.iter().all(|t| !t.contains("QQQQ") && !t.contains("99999")));
+        assert!(
+            text.iter()
+                .all(|t| !t.contains("QQQQ") && !t.contains("99999"))
+        );
         // A long value quoted by a format finding is cut short.
         let odd = format!("2024-{}", "1".repeat(100));
-        let r = parse(Dataset::Op, &csv(&[row(Dataset::Op, "B1", &[("appointment_date", &odd)])]))
-            .expect_err("format");
-        assert!(r.issues[0].message.contains("(105 bytes)"), "{}", r.issues[0]);
+        let r = parse(
+            Dataset::Op,
+            &csv(&[row(Dataset::Op, "B1", &[("appointment_date", &odd)])]),
+        )
+        .expect_err("format");
+        assert!(
+            r.issues[0].message.contains("(105 bytes)"),
+            "{}",
+            r.issues[0]
+        );
     }
 
     // More rows, or more decoded bytes, than the limits refuse the whole submission, naming the
     // limit; a file over the byte limit is refused before it is read.
     #[test]
     fn submissions_over_the_limits_are_refused_naming_them() {
-        let rows: Vec<_> = (0..10).map(|i| row(Dataset::Ec, &format!("B{i}"), &[])).collect();
+        let rows: Vec<_> = (0..10)
+            .map(|i| row(Dataset::Ec, &format!("B{i}"), &[]))
+            .collect();
         let bytes = csv(&rows);
         let tight = |f: &dyn Fn(&mut SubmissionLimits)| {
             let mut l = SubmissionLimits::default();
             f(&mut l);
-            parse_limited(Dataset::Ec, &bytes, &l).expect_err("over a limit").to_string()
+            parse_limited(Dataset::Ec, &bytes, &l)
+                .expect_err("over a limit")
+                .to_string()
         };
         let e = tight(&|l| l.max_rows = 9);
         assert!(e.contains("more than 9 records"), "{e}");

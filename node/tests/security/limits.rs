@@ -43,7 +43,10 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                      SUS_MAX_SUBMISSION_ROWS))",
                 )?;
                 let took = started.elapsed();
-                eprintln!("        ({} bytes of Parquet, refused in {took:?})", bomb_len);
+                eprintln!(
+                    "        ({} bytes of Parquet, refused in {took:?})",
+                    bomb_len
+                );
                 ensure!(took < Duration::from_secs(10), "took {took:?}");
                 Ok(())
             },
@@ -75,7 +78,11 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let hwm = peak_memory(fx);
                 for (node, was) in &hwm_before {
                     let now = hwm[node];
-                    eprintln!("        (node {node}: VmHWM {} -> {} MiB)", was >> 20, now >> 20);
+                    eprintln!(
+                        "        (node {node}: VmHWM {} -> {} MiB)",
+                        was >> 20,
+                        now >> 20
+                    );
                     ensure!(
                         now <= was + (64 << 20),
                         "node {node}: VmHWM {was} -> {now} bytes"
@@ -123,7 +130,11 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                     .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
                 ensure!(!reply.accepted, "accepted: {}", reply.report_json);
                 let report = &reply.report_json;
-                ensure!(report.len() < 16 << 10, "a report of {} bytes", report.len());
+                ensure!(
+                    report.len() < 16 << 10,
+                    "a report of {} bytes",
+                    report.len()
+                );
                 for needle in [
                     "\"rule\":\"ItemFormatInvalid\"",
                     "52428800 bytes: over the limit of 4096 bytes per item (setting \
@@ -218,7 +229,13 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let values = vec!["R".to_string(); 3_000_000];
                 let mut f = filter("provider_code", Op::In, &[], "", "");
                 f.values = values;
-                let q = spec("apc", &[], vec![f], &[(Func::Count, "", "n")], Tier::Unspecified);
+                let q = spec(
+                    "apc",
+                    &[],
+                    vec![f],
+                    &[(Func::Count, "", "n")],
+                    Tier::Unspecified,
+                );
                 let started = Instant::now();
                 let result = aggregate(&ch, Some(fx.token("nat_id")), q, false).await;
                 let took = started.elapsed();
@@ -237,7 +254,13 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
             async {
                 let mut f = filter("provider_code", Op::In, &[], "", "");
                 f.values = (0..10_001).map(|i| format!("R{i}")).collect();
-                let q = spec("apc", &[], vec![f], &[(Func::Count, "", "n")], Tier::Unspecified);
+                let q = spec(
+                    "apc",
+                    &[],
+                    vec![f],
+                    &[(Func::Count, "", "n")],
+                    Tier::Unspecified,
+                );
                 let started = Instant::now();
                 let result = aggregate(&ch, Some(fx.token("nat_id")), q, false).await;
                 let took = started.elapsed();
@@ -262,7 +285,13 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let many = (0..33)
                     .map(|_| filter("sex", Op::Eq, &["1"], "", ""))
                     .collect();
-                let q = spec("apc", &[], many, &[(Func::Count, "", "n")], Tier::Unspecified);
+                let q = spec(
+                    "apc",
+                    &[],
+                    many,
+                    &[(Func::Count, "", "n")],
+                    Tier::Unspecified,
+                );
                 refused(
                     aggregate(&ch, Some(fx.token("nat_id")), q, false).await,
                     Code::InvalidArgument,
@@ -287,8 +316,10 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                      (setting max_filter_value_bytes",
                 )?;
                 let names: Vec<String> = (0..33).map(|i| format!("n{i}")).collect();
-                let aggs: Vec<(Func, &str, &str)> =
-                    names.iter().map(|n| (Func::Count, "", n.as_str())).collect();
+                let aggs: Vec<(Func, &str, &str)> = names
+                    .iter()
+                    .map(|n| (Func::Count, "", n.as_str()))
+                    .collect();
                 let q = spec("apc", &[], Vec::new(), &aggs, Tier::Unspecified);
                 refused(
                     aggregate(&ch, Some(fx.token("nat_id")), q, false).await,
@@ -413,7 +444,10 @@ async fn contents(fx: &Fixture) -> BTreeMap<(u32, u64), String> {
         .into_iter()
         .map(|r| {
             let c = r.content.expect("content");
-            ((r.shard, r.node), format!("{}:{}", c.last_applied, c.checksum))
+            (
+                (r.shard, r.node),
+                format!("{}:{}", c.last_applied, c.checksum),
+            )
         })
         .collect()
 }
@@ -458,7 +492,12 @@ fn apc_row(fx: &Fixture) -> (Vec<String>, Vec<String>) {
         .find(|s| s.dataset == "apc" && &s.sender == p && s.outcome == "accepted")
         .expect("an accepted apc file of p");
     let mut r = csv::Reader::from_path(fx.out.join(&file.file)).expect("csv");
-    let header: Vec<String> = r.headers().expect("header").iter().map(String::from).collect();
+    let header: Vec<String> = r
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
     let provider = header
         .iter()
         .position(|h| h == "provider_code")
@@ -551,9 +590,7 @@ async fn submit(
         .map(|r| r.into_inner())
 }
 
-fn flight(
-    ch: &Channel,
-) -> arrow_flight::flight_service_client::FlightServiceClient<Channel> {
+fn flight(ch: &Channel) -> arrow_flight::flight_service_client::FlightServiceClient<Channel> {
     arrow_flight::flight_service_client::FlightServiceClient::new(ch.clone())
 }
 

@@ -13,7 +13,11 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 pub async fn run(fx: &Fixture, cases: &mut Cases) {
-    let (n1, n2, n3) = (fx.channel(1).await, fx.channel(2).await, fx.channel(3).await);
+    let (n1, n2, n3) = (
+        fx.channel(1).await,
+        fx.channel(2).await,
+        fx.channel(3).await,
+    );
 
     cases
         .check(
@@ -111,7 +115,11 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let reply = login(&n1, "prov_q", PASSWORD).await;
                 ensure!(reply.is_ok(), "right password refused: {reply:?}");
                 let again = login(&n1, "prov_q", "a-wrong-password-again").await;
-                crate::fixture::refused(again, Code::Unauthenticated, "unknown user prov_q or wrong password")
+                crate::fixture::refused(
+                    again,
+                    Code::Unauthenticated,
+                    "unknown user prov_q or wrong password",
+                )
             },
         )
         .await;
@@ -120,10 +128,8 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
         .check(
             "login: one address guessing many user names is slowed after 20 failures (node 2)",
             async {
-                let (verified, throttled, last) = guess(&n2, Duration::from_secs(4), |i| {
-                    format!("sprayed-user-{i}")
-                })
-                .await;
+                let (verified, throttled, last) =
+                    guess(&n2, Duration::from_secs(4), |i| format!("sprayed-user-{i}")).await;
                 eprintln!("        ({verified} guesses checked, {throttled} refused unchecked)");
                 // 20 free, then 1 s and 2 s waits: at most 22 in 4 s.
                 ensure!(
