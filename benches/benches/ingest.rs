@@ -37,6 +37,7 @@ fn prepare(c: &mut Criterion) {
                         &meta,
                         "bench.csv",
                         bytes,
+                        &Default::default(),
                     )
                     .expect("prepare")
                 })

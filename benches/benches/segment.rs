@@ -22,10 +22,15 @@ fn segment(c: &mut Criterion) {
     })
     .expect("node");
     let (meta, bytes) = read_submission(&files[0]).expect("read");
-    let Prepared::Commit(command) =
-        sus_node::ingest::prepare(node.refdata(), node.store(), &meta, "f.csv", &bytes)
-            .expect("prepare")
-    else {
+    let Prepared::Commit(command) = sus_node::ingest::prepare(
+        node.refdata(),
+        node.store(),
+        &meta,
+        "f.csv",
+        &bytes,
+        &Default::default(),
+    )
+    .expect("prepare") else {
         panic!("not a new submission")
     };
     let Command::Apply { change, .. } = *command else {

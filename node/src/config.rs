@@ -31,6 +31,22 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     plaintext: Option<bool>,
+    max_field_bytes: Option<usize>,
+    max_submission_rows: Option<u64>,
+    max_submission_mib: Option<usize>,
+    max_submission_decoded_mib: Option<u64>,
+    decode_budget_mib: Option<u64>,
+    max_concurrent_submissions: Option<usize>,
+    max_request_mib: Option<usize>,
+    max_filters: Option<usize>,
+    max_filter_values: Option<usize>,
+    max_filter_value_bytes: Option<usize>,
+    max_aggregates: Option<usize>,
+    max_columns: Option<usize>,
+    login_free_failures: Option<u32>,
+    login_free_failures_per_source: Option<u32>,
+    login_max_backoff_secs: Option<u64>,
+    login_forget_secs: Option<u64>,
 }
 
 /// Whether the setting `id` was given on the command line or in the environment.
@@ -87,6 +103,34 @@ pub fn apply(path: &Path, cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result
         take!(m, args.tls_cert, tls_cert);
         take!(m, args.tls_key, tls_key);
         take!(m, args.plaintext, plaintext);
+        take!(m, args.max_field_bytes, max_field_bytes);
+        take!(m, args.max_submission_rows, max_submission_rows);
+        take!(m, args.max_submission_mib, max_submission_mib);
+        take!(
+            m,
+            args.max_submission_decoded_mib,
+            max_submission_decoded_mib
+        );
+        take!(m, args.decode_budget_mib, decode_budget_mib);
+        take!(
+            m,
+            args.max_concurrent_submissions,
+            max_concurrent_submissions
+        );
+        take!(m, args.max_request_mib, max_request_mib);
+        take!(m, args.max_filters, max_filters);
+        take!(m, args.max_filter_values, max_filter_values);
+        take!(m, args.max_filter_value_bytes, max_filter_value_bytes);
+        take!(m, args.max_aggregates, max_aggregates);
+        take!(m, args.max_columns, max_columns);
+        take!(m, args.login_free_failures, login_free_failures);
+        take!(
+            m,
+            args.login_free_failures_per_source,
+            login_free_failures_per_source
+        );
+        take!(m, args.login_max_backoff_secs, login_max_backoff_secs);
+        take!(m, args.login_forget_secs, login_forget_secs);
     }
     Ok(())
 }

@@ -53,6 +53,13 @@ pub enum Error {
     /// membership change refused). Retrying later may succeed; the cluster state says why.
     #[error("consensus: {0}")]
     Consensus(String),
+    /// The node's budget for this kind of work (decoding submissions) stayed in use; retrying
+    /// later may succeed.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The caller made too many attempts (failed logins); the message says when to try again.
+    #[error("too many attempts: {0}")]
+    Throttled(String),
     /// An Arrow kernel or batch construction failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod derive;
 pub mod error;
 pub mod ingest;
+pub mod limits;
 pub mod model;
 pub mod node;
 pub mod price;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use sus_node::ingest::files::read_submission;
+use sus_node::limits::Limits;
 use sus_node::model::Dataset;
 use sus_node::node::{Node, NodeConfig};
 use sus_node::report::Outcome;
@@ -74,7 +75,7 @@ enum Command {
     ///
     /// Example: sus-node --data-dir /var/lib/sus/n1 serve --id 1 --listen 0.0.0.0:7401 \
     ///            --advertise n1.internal:7401
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Exit 0 if a node accepts connections at ADDR within the timeout, 1 if not: a health check
     /// for containers and supervisors (the container image has no shell or curl).
     ///
@@ -140,6 +141,95 @@ struct ServeArgs {
     /// cross the network in clear).
     #[arg(long, env = "SUS_PLAINTEXT", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
     plaintext: bool,
+
+    // Limits: what clients may send and make the node hold (docs/security.md, "Limits").
+    /// Longest item of a submitted record (bytes); a longer one is an R04 finding on its record.
+    #[arg(long, env = "SUS_MAX_FIELD_BYTES", default_value_t = DEFAULTS.submission.max_field_bytes)]
+    max_field_bytes: usize,
+    /// Most records in one submission file; a file with more is refused (split it).
+    #[arg(long, env = "SUS_MAX_SUBMISSION_ROWS", default_value_t = DEFAULTS.submission.max_rows)]
+    max_submission_rows: u64,
+    /// Largest submission file (MiB): the limit of an Ingest request.
+    #[arg(long, env = "SUS_MAX_SUBMISSION_MIB", default_value_t = DEFAULTS.submission.max_bytes >> 20)]
+    max_submission_mib: usize,
+    /// Most memory the records of one submission may take once decoded (MiB), counted as they
+    /// decode; a submission over it is refused (split it).
+    #[arg(long, env = "SUS_MAX_SUBMISSION_DECODED_MIB", default_value_t = DEFAULTS.submission.max_decoded_bytes >> 20)]
+    max_submission_decoded_mib: u64,
+    /// Decoded records of all the submissions this node prepares at once (MiB); a submission
+    /// waits for room (up to the commit timeout, then "busy, retry").
+    #[arg(long, env = "SUS_DECODE_BUDGET_MIB", default_value_t = DEFAULTS.decode_budget_bytes >> 20)]
+    decode_budget_mib: u64,
+    /// Submit calls this node receives and handles at once; more wait their turn.
+    #[arg(long, env = "SUS_MAX_CONCURRENT_SUBMISSIONS", default_value_t = DEFAULTS.max_concurrent_submissions)]
+    max_concurrent_submissions: usize,
+    /// Largest Query, Admin or Arrow Flight request (MiB).
+    #[arg(long, env = "SUS_MAX_REQUEST_MIB", default_value_t = DEFAULTS.max_request_bytes >> 20)]
+    max_request_mib: usize,
+    /// Most filters in one query, scan or extract.
+    #[arg(long, env = "SUS_MAX_FILTERS", default_value_t = DEFAULTS.query.max_filters)]
+    max_filters: usize,
+    /// Most values in one filter (an IN list).
+    #[arg(long, env = "SUS_MAX_FILTER_VALUES", default_value_t = DEFAULTS.query.max_filter_values)]
+    max_filter_values: usize,
+    /// Longest text in a query (bytes): a filter value or bound, a field, column or aggregate
+    /// name, a dataset or freeze point name.
+    #[arg(long, env = "SUS_MAX_FILTER_VALUE_BYTES", default_value_t = DEFAULTS.query.max_filter_value_bytes)]
+    max_filter_value_bytes: usize,
+    /// Most aggregates in one query.
+    #[arg(long, env = "SUS_MAX_AGGREGATES", default_value_t = DEFAULTS.query.max_aggregates)]
+    max_aggregates: usize,
+    /// Most columns in one scan or extract.
+    #[arg(long, env = "SUS_MAX_COLUMNS", default_value_t = DEFAULTS.query.max_columns)]
+    max_columns: usize,
+    /// Failed logins of one user name before each further attempt waits (1 s, then doubling).
+    #[arg(long, env = "SUS_LOGIN_FREE_FAILURES", default_value_t = DEFAULTS.logins.free_failures)]
+    login_free_failures: u32,
+    /// Failed logins from one address, whatever the user names, before each further attempt
+    /// waits.
+    #[arg(long, env = "SUS_LOGIN_FREE_FAILURES_PER_SOURCE", default_value_t = DEFAULTS.logins.free_failures_per_source)]
+    login_free_failures_per_source: u32,
+    /// Longest wait between login attempts (s).
+    #[arg(long, env = "SUS_LOGIN_MAX_BACKOFF_SECS", default_value_t = DEFAULTS.logins.max_backoff.as_secs())]
+    login_max_backoff_secs: u64,
+    /// Failed logins are forgotten after this long without another (s).
+    #[arg(long, env = "SUS_LOGIN_FORGET_SECS", default_value_t = DEFAULTS.logins.forget_after.as_secs())]
+    login_forget_secs: u64,
+}
+
+/// The limits' defaults (`sus_node::limits`), shown by `--help`.
+static DEFAULTS: std::sync::LazyLock<Limits> = std::sync::LazyLock::new(Limits::default);
+
+impl ServeArgs {
+    /// The node's limits from the settings.
+    fn limits(&self) -> Limits {
+        use sus_node::limits::{LoginLimits, QueryLimits, SubmissionLimits};
+        let mib = |n: u64| n.saturating_mul(1 << 20);
+        Limits {
+            submission: SubmissionLimits {
+                max_field_bytes: self.max_field_bytes,
+                max_rows: self.max_submission_rows,
+                max_bytes: self.max_submission_mib.saturating_mul(1 << 20),
+                max_decoded_bytes: mib(self.max_submission_decoded_mib),
+            },
+            query: QueryLimits {
+                max_filters: self.max_filters,
+                max_filter_values: self.max_filter_values,
+                max_filter_value_bytes: self.max_filter_value_bytes,
+                max_aggregates: self.max_aggregates,
+                max_columns: self.max_columns,
+            },
+            logins: LoginLimits {
+                free_failures: self.login_free_failures,
+                free_failures_per_source: self.login_free_failures_per_source,
+                max_backoff: std::time::Duration::from_secs(self.login_max_backoff_secs),
+                forget_after: std::time::Duration::from_secs(self.login_forget_secs),
+            },
+            max_request_bytes: self.max_request_mib.saturating_mul(1 << 20),
+            decode_budget_bytes: mib(self.decode_budget_mib),
+            max_concurrent_submissions: self.max_concurrent_submissions,
+        }
+    }
 }
 
 // Ingest and scans allocate many small buffers from several threads (CSV fields, Arrow arrays,
@@ -189,7 +279,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cli = match cli.command {
-        Command::Serve(args) => return serve(cli.data_dir, cli.refdata, args),
+        Command::Serve(args) => return serve(cli.data_dir, cli.refdata, *args),
         Command::Probe { addr, timeout_ms } => return probe(&addr, timeout_ms),
         _ => cli,
     };
@@ -314,6 +404,8 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
              development ones), or --plaintext for local development"
         ),
     };
+    let limits = args.limits();
+    limits.validate().context("limits")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
@@ -335,6 +427,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             commit_timeout: std::time::Duration::from_millis(args.commit_timeout_ms),
             tls: tls.clone(),
             cache_bytes: args.cache_mib << 20,
+            limits: limits.clone(),
         })
         .await
         .with_context(|| format!("starting node {id} in {}", data_dir.display()))?;
@@ -373,14 +466,32 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
                 .tls_config(files.server()?)
                 .context("TLS configuration")?;
         }
+        // Every server limit is set here, not left to a library default (docs/security.md,
+        // "Limits"): what one connection may ask of the node is bounded, and message sizes are
+        // set per service (Services, sus_raft).
+        use std::time::Duration;
         server
             .trace_fn(move |r| sus_node::cluster::trace::rpc_span(id, r))
             .tcp_nodelay(true)
-            // Bounded work per peer: Raft traffic of every group and client calls share it.
-            .concurrency_limit_per_connection(256)
-            .max_concurrent_streams(1024)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            // Calls handled at once per connection (Raft traffic of every group and client
+            // calls share a peer's); further streams wait, unread.
+            .concurrency_limit_per_connection(128)
+            .max_concurrent_streams(256)
+            // Bytes a peer may send before the node reads them.
+            .initial_stream_window_size(2 << 20)
+            .initial_connection_window_size(8 << 20)
+            // Request headers (tokens, trace context) are small.
+            .http2_max_header_list_size(64 << 10)
+            // Streams reset straight after opening (the HTTP/2 "rapid reset" attack), and
+            // streams the node had to reset, close the connection past these counts.
+            .http2_max_pending_accept_reset_streams(Some(32))
+            .http2_max_local_error_reset_streams(Some(256))
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // Ingest slots, and request errors in the codes gRPC gives them.
+            .layer(sus_node::cluster::requests::RequestLimitsLayer::new(
+                &limits,
+            ))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 sus_raft::network::RaftService::server(cluster.registry.clone()),
                 sus_node::cluster::tls::NodesOnly {

@@ -44,14 +44,22 @@ impl Node {
         Ok(Node { refdata, store })
     }
 
-    /// Validates, prices and stores one submission; see [`ingest::submit`].
+    /// Validates, prices and stores one submission within the default limits; see
+    /// [`ingest::submit`].
     pub fn submit(
         &self,
         meta: &SubmissionMeta,
         file: &str,
         bytes: &[u8],
     ) -> Result<SubmissionReport> {
-        ingest::submit(&self.refdata, &self.store, meta, file, bytes)
+        ingest::submit(
+            &self.refdata,
+            &self.store,
+            meta,
+            file,
+            bytes,
+            &crate::limits::SubmissionLimits::default(),
+        )
     }
 
     pub fn refdata(&self) -> &RefData {

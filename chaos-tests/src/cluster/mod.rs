@@ -484,6 +484,12 @@ impl TestCluster {
             .ok_or_else(|| format!("kill -{signal} {pid} failed"))
     }
 
+    /// The process id of node `id` (a local process that is running), e.g. to read its memory
+    /// from `/proc/<pid>/status`.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref()?.id()
+    }
+
     /// Whether node `id` is running.
     pub fn is_up(&self, id: u64) -> bool {
         self.nodes

@@ -151,11 +151,11 @@ impl FlightRequest {
 type Boxed<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
 impl Services {
-    /// The Flight service with explicit message limits.
+    /// The Flight service with explicit message limits (requests: `max_request_mib`).
     pub fn flight(&self) -> super::auth::Authenticated<FlightServiceServer<Services>> {
         super::auth::Authenticated::new(
             FlightServiceServer::new(self.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(self.cluster.limits.max_request_bytes)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             self.cluster.authenticator(),
         )
@@ -287,7 +287,8 @@ impl FlightService for Services {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("arrow flight extract")
             .to_string();
-        let reply = super::users::login(&self.cluster, user, password, &purpose, 0)
+        let source = request.remote_addr().map(|a| a.ip());
+        let reply = super::users::login(&self.cluster, user, password, &purpose, 0, source)
             .await
             .map_err(status)?;
         let mut response = Response::new(Box::pin(futures::stream::once(async {

@@ -1,9 +1,11 @@
 //! The node's HTTP port (`--http-listen`): Prometheus metrics, liveness and readiness probes, and
 //! a status page for operators.
 //!
-//! Plain HTTP, no credentials: nothing here carries patient data or record identifiers. The
-//! status page shows membership, shard leaders and the submissions this node answered as shard
-//! leader (counts and rule codes only); everything else goes through the authenticated gRPC port.
+//! Plain HTTP, no credentials, so it shows health and the cluster's shape only: members and
+//! whether this node reaches them, shard replicas and leaders, versions and uptime. Nothing
+//! about data (no sender, provider, submission id, record count or rule): that goes through the
+//! authenticated gRPC port (the audit log lists every submission, `sus audit`). A token is never
+//! asked for here either: it would cross the network in clear.
 
 use super::{Cluster, shard_group};
 use axum::Router;
@@ -101,8 +103,12 @@ struct StatusJson {
     meta_leader: Option<u64>,
     members: Vec<Member>,
     shards: Vec<ShardJson>,
+    /// The cluster's reference data version.
     refdata: String,
-    recent_submissions: Vec<super::metrics::RecentSubmission>,
+    /// This node's software version.
+    version: &'static str,
+    /// Seconds since this node started.
+    uptime_secs: u64,
 }
 
 #[derive(Serialize)]
@@ -171,7 +177,8 @@ async fn api_status(State(cluster): State<Arc<Cluster>>) -> Response {
             .collect(),
         shards,
         refdata: state.refdata.clone(),
-        recent_submissions: cluster.metrics.recent(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: cluster.started.elapsed().as_secs(),
     };
     axum::Json(body).into_response()
 }

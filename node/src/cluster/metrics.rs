@@ -1,5 +1,8 @@
-//! What a node counts for Prometheus (`GET /metrics` on the HTTP port) and the recent
-//! submissions its status page lists.
+//! What a node counts for Prometheus (`GET /metrics` on the HTTP port).
+//!
+//! The HTTP port has no authentication, so nothing here is about data: no sender, provider,
+//! submission id or rule, only totals of this node's own work (submissions by outcome, records
+//! applied per dataset, scans) and the health of its groups and peers.
 //!
 //! Counters are updated where the work happens (a shard leader's submissions, a node's scans,
 //! a replica's snapshot installs); gauges (Raft groups from openraft's metrics, the audit log's
@@ -15,14 +18,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Submissions kept for the status page.
-const RECENT: usize = 50;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DatasetLabel {
@@ -61,29 +60,7 @@ pub struct Metrics {
     group_applied: Family<GroupLabel, Gauge>,
     groups_led: Gauge,
     peer_up: Family<PeerLabel, Gauge>,
-    recent: Mutex<VecDeque<RecentSubmission>>,
     peers: Mutex<BTreeMap<u64, PeerView>>,
-}
-
-/// A submission as the status page shows it: counts and rules, no record identifiers.
-#[derive(Debug, Clone, Serialize)]
-pub struct RecentSubmission {
-    /// Unix seconds when the answer was given.
-    pub at: u64,
-    pub shard: u32,
-    pub submission_id: String,
-    pub sender: String,
-    pub dataset: String,
-    pub protocol: String,
-    pub outcome: String,
-    pub resent: bool,
-    pub records: u64,
-    pub inserted: u64,
-    pub replaced: u64,
-    pub deleted: u64,
-    pub warnings: Vec<String>,
-    pub rejection: Option<String>,
-    pub commit_ms: f64,
 }
 
 impl Default for Metrics {
@@ -110,7 +87,6 @@ impl Metrics {
             group_applied: Family::default(),
             groups_led: Gauge::default(),
             peer_up: Family::default(),
-            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             peers: Mutex::default(),
             registry: Registry::with_prefix("sus"),
         };
@@ -192,7 +168,7 @@ impl Metrics {
     }
 
     /// A submission answered by this node as its shard's leader.
-    pub fn submission(&self, shard: u32, report: &SubmissionReport, commit: Option<Duration>) {
+    pub fn submission(&self, report: &SubmissionReport, commit: Option<Duration>) {
         let outcome = match (report.resent, &report.outcome) {
             (true, _) => "resent",
             (false, Outcome::Accepted) => "accepted",
@@ -213,50 +189,6 @@ impl Metrics {
         if let Some(d) = commit {
             self.commit_seconds.observe(d.as_secs_f64());
         }
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let entry = RecentSubmission {
-            at,
-            shard,
-            submission_id: report.submission_id.clone(),
-            sender: report.sender.clone(),
-            dataset: report.dataset.name().into(),
-            protocol: report.protocol.clone(),
-            outcome: outcome.into(),
-            resent: report.resent,
-            records: report.records,
-            inserted: report.inserted,
-            replaced: report.replaced,
-            deleted: report.deleted,
-            warnings: report
-                .warnings
-                .iter()
-                .map(|w| format!("{} x{}", w.rule, w.count))
-                .collect(),
-            // Rules and items only: messages and record ids stay in the submitter's report.
-            rejection: report.rejection.as_ref().map(|r| {
-                let total = r.issues.len() as u64 + r.more;
-                let mut rules: Vec<String> = Vec::new();
-                for i in &r.issues {
-                    let rule = match &i.item {
-                        Some(item) => format!("{} ({item})", i.rule),
-                        None => i.rule.to_string(),
-                    };
-                    if !rules.contains(&rule) {
-                        rules.push(rule);
-                    }
-                }
-                format!("{total} finding(s): {}", rules.join(", "))
-            }),
-            commit_ms: commit.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
-        };
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() == RECENT {
-            recent.pop_back();
-        }
-        recent.push_front(entry);
     }
 
     /// A submission whose commit failed here (timeout, lost leadership, storage).
@@ -276,12 +208,6 @@ impl Metrics {
 
     pub fn snapshot_installed(&self) {
         self.snapshots_installed.inc();
-    }
-
-    /// The newest first.
-    pub fn recent(&self) -> Vec<RecentSubmission> {
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.iter().cloned().collect()
     }
 
     /// The Prometheus text exposition of every metric, group gauges read now from `cluster`.

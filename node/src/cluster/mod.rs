@@ -27,10 +27,12 @@ pub mod meta;
 pub mod metrics;
 pub mod reachability;
 mod reads;
+pub mod requests;
 pub mod routing;
 pub mod service;
 pub mod shard;
 pub mod snapshot;
+pub mod throttle;
 pub mod tls;
 pub mod trace;
 pub mod users;
@@ -99,6 +101,8 @@ pub struct ClusterConfig {
     /// Bytes of decoded segment columns kept in memory by the node (0: every read decodes
     /// Parquet).
     pub cache_bytes: usize,
+    /// What clients may send and make the node hold (validated by the caller).
+    pub limits: crate::limits::Limits,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -130,6 +134,14 @@ pub struct Cluster {
     cache: Arc<crate::store::SegmentCache>,
     /// What `/metrics` and the status page show.
     pub metrics: Arc<metrics::Metrics>,
+    /// What clients may send and make the node hold.
+    pub limits: crate::limits::Limits,
+    /// Decoded bytes of the submissions being prepared on this node.
+    pub decode_budget: crate::limits::DecodeBudget,
+    /// Failed logins answered by this node.
+    pub logins: throttle::LoginThrottle,
+    /// When the node started (uptime on the status page).
+    pub started: std::time::Instant,
 }
 
 impl Cluster {
@@ -202,7 +214,13 @@ impl Cluster {
                 crate::store::DEFAULT_FOOTER_BYTES,
             ),
             metrics: Arc::new(metrics::Metrics::new()),
+            decode_budget: crate::limits::DecodeBudget::new(config.limits.decode_budget_bytes),
+            logins: throttle::LoginThrottle::new(config.limits.logins.clone()),
+            limits: config.limits,
+            started: std::time::Instant::now(),
         });
+        // The hash unknown user names are checked against, before the first login needs it.
+        tokio::task::spawn_blocking(users::prepare_unknown_user_hash);
         if admitted {
             cluster.registry.insert(META_GROUP, cluster.meta.clone());
         }

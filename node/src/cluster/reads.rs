@@ -28,11 +28,11 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 impl Services {
-    /// The `Query` service with explicit message limits.
+    /// The `Query` service with explicit message limits (requests: `max_request_mib`).
     pub fn query(&self) -> super::auth::Authenticated<QueryServer<Services>> {
         super::auth::Authenticated::new(
             QueryServer::new(self.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(self.cluster.limits.max_request_bytes)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             self.cluster.authenticator(),
         )
@@ -111,6 +111,12 @@ impl Extract {
         view: Option<&v1::View>,
         action: &'static str,
     ) -> std::result::Result<Extract, Status> {
+        services
+            .cluster
+            .limits
+            .query
+            .check_scan(dataset_name, wire_filters, columns, view)
+            .map_err(status)?;
         let dataset = query::parse_dataset(dataset_name).map_err(status)?;
         let tier = caller
             .tier(Tier::from_proto(asked).map_err(status)?)
@@ -484,6 +490,12 @@ impl query_server::Query for Services {
         let mut spec = req
             .query
             .ok_or_else(|| Status::invalid_argument("an aggregate request needs a query"))?;
+        // Sizes first: nothing of an oversized query is parsed or looked at.
+        self.cluster
+            .limits
+            .query
+            .check_spec(&spec)
+            .map_err(status)?;
         let tier = caller
             .tier(Tier::from_proto(spec.tier).map_err(status)?)
             .map_err(status)?;
@@ -601,6 +613,11 @@ impl query_server::Query for Services {
                 )));
             }
         };
+        let limits = &self.cluster.limits.query;
+        limits
+            .check_scan(&req.dataset, &[], &[], req.view.as_ref())
+            .and_then(|()| limits.check_scan("", &[], &[], req.since.as_ref()))
+            .map_err(status)?;
         let dataset = query::parse_dataset(&req.dataset).map_err(status)?;
         let view = query::parse_view(req.view.as_ref());
         let since = query::parse_view(req.since.as_ref());

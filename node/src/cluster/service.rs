@@ -45,21 +45,21 @@ impl Services {
         Services { cluster }
     }
 
-    /// The `Ingest` service with explicit message limits.
+    /// The `Ingest` service with explicit message limits (requests: a submission file).
     pub fn ingest(&self) -> super::auth::Authenticated<IngestServer<Services>> {
         super::auth::Authenticated::new(
             IngestServer::new(self.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(self.cluster.limits.max_ingest_request_bytes())
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             self.cluster.authenticator(),
         )
     }
 
-    /// The `Admin` service with explicit message limits.
+    /// The `Admin` service with explicit message limits (requests: `max_request_mib`).
     pub fn admin(&self) -> super::auth::Authenticated<AdminServer<Services>> {
         super::auth::Authenticated::new(
             AdminServer::new(self.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(self.cluster.limits.max_request_bytes)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             self.cluster.authenticator(),
         )
@@ -113,8 +113,22 @@ impl Services {
     ) -> std::result::Result<SubmissionReport, Status> {
         let store = replica.store();
         let refdata = self.cluster.refdata.clone();
+        // The submission's records, decoded, must fit the node's budget beside the others being
+        // prepared: its share is reserved (the most its file can decode to) until it is prepared.
+        let limits = self.cluster.limits.submission.clone();
+        let reservation = self
+            .cluster
+            .decode_budget
+            .reserve(
+                ingest::parse::decoded_bound(&content, &limits),
+                self.cluster.commit_timeout,
+            )
+            .await
+            .map_err(status)?;
         let prepared = tokio::task::spawn_blocking(move || {
-            ingest::prepare(&refdata, &store, &meta, &file, &content)
+            let prepared = ingest::prepare(&refdata, &store, &meta, &file, &content, &limits);
+            drop((content, reservation));
+            prepared
         })
         .await
         .map_err(|e| Status::internal(format!("prepare task: {e}")))?
@@ -124,9 +138,7 @@ impl Services {
                 audit.rows = report.records;
                 audit.detail += &format!(", resent: {:?}", report.outcome);
                 self.audit(vec![audit]).await?;
-                self.cluster
-                    .metrics
-                    .submission(replica.shard, &report, None);
+                self.cluster.metrics.submission(&report, None);
                 return Ok(*report);
             }
             Prepared::Commit(command) => command,
@@ -156,9 +168,7 @@ impl Services {
         let took = started.elapsed();
         let report = SubmissionReport::from_json(&reply)
             .map_err(|e| Status::internal(format!("undecodable report: {e}")))?;
-        self.cluster
-            .metrics
-            .submission(replica.shard, &report, Some(took));
+        self.cluster.metrics.submission(&report, Some(took));
         Ok(report)
     }
 
@@ -267,7 +277,8 @@ pub(super) fn status(e: Error) -> Status {
         Error::Unauthenticated(m) => Status::unauthenticated(m),
         Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::RefData { .. } => Status::failed_precondition(e.to_string()),
-        Error::Consensus(m) => Status::unavailable(m),
+        Error::Consensus(m) | Error::Busy(m) => Status::unavailable(m),
+        Error::Throttled(m) => Status::resource_exhausted(m),
         other => Status::internal(other.to_string()),
     }
 }
@@ -724,9 +735,10 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<LoginRequest>,
     ) -> std::result::Result<Response<LoginReply>, Status> {
+        let source = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         check_format(req.format)?;
-        self.login_here(&req.user, &req.password, &req.purpose, req.ttl_secs)
+        self.login_here(&req.user, &req.password, &req.purpose, req.ttl_secs, source)
             .await
             .map(Response::new)
             .map_err(status)

@@ -436,7 +436,8 @@ mod tests {
         files.sort();
         for file in files {
             let (meta, bytes) = read_submission(&file).unwrap();
-            crate::ingest::submit(&refdata, &store, &meta, "f", &bytes).unwrap();
+            crate::ingest::submit(&refdata, &store, &meta, "f", &bytes, &Default::default())
+                .unwrap();
         }
         store
     }

@@ -1,5 +1,9 @@
 //! Users and logins: users live in the meta group; a login checks the password on any node and
 //! returns a token signed with the cluster key.
+//!
+//! Guessing is slowed per user name and per source address ([`super::throttle`]), and a name
+//! that is no user costs the same password work as a wrong password (it is checked against a
+//! hash of the same cost), so answers and their timing do not tell which names exist.
 
 use super::Cluster;
 use super::meta::MetaCommand;
@@ -7,8 +11,26 @@ use super::service::Services;
 use crate::access::password::{PasswordHash, check_strength};
 use crate::access::{Keys, Role, Tier, User, token};
 use crate::{Error, Result};
+use std::net::IpAddr;
+use std::sync::LazyLock;
 use sus_proto::v1::{AddUserRequest, LoginReply, UserInfo};
 use tracing::info;
+
+/// What a login for a name that is no user is checked against: the same work as a real user's
+/// hash (a random password nobody knows, under the current work factor).
+static NO_USER: LazyLock<PasswordHash> = LazyLock::new(|| {
+    let password: [u8; 32] = rand::random();
+    PasswordHash::new(&hex::encode(password))
+});
+
+/// Computes the hash unknown names are checked against, so that the first such login does not
+/// take twice as long as the others (call once at start, off the async runtime).
+pub fn prepare_unknown_user_hash() {
+    LazyLock::force(&NO_USER);
+}
+
+/// The longest user name (`User::check`).
+const MAX_NAME_CHARS: usize = 64;
 
 /// Token lifetime when the login names none, and the longest allowed.
 pub const DEFAULT_TTL_SECS: u64 = 8 * 3600;
@@ -75,19 +97,27 @@ impl Services {
         password: &str,
         purpose: &str,
         ttl_secs: u64,
+        source: Option<IpAddr>,
     ) -> Result<LoginReply> {
-        login(&self.cluster, name, password, purpose, ttl_secs).await
+        login(&self.cluster, name, password, purpose, ttl_secs, source).await
     }
 }
 
-/// Checks `name`'s password and issues a token for `purpose`.
+/// Checks `name`'s password and issues a token for `purpose`; `source` is the caller's address
+/// (for the per-source back-off).
 pub async fn login(
     cluster: &Cluster,
     name: &str,
     password: &str,
     purpose: &str,
     ttl_secs: u64,
+    source: Option<IpAddr>,
 ) -> Result<LoginReply> {
+    // No user name is longer (`User::check`): longer ones are counted and quoted by their start.
+    let name = match name.char_indices().nth(MAX_NAME_CHARS) {
+        Some((end, _)) => &name[..end],
+        None => name,
+    };
     let refused = || Error::Unauthenticated(format!("unknown user {name} or wrong password"));
     if purpose.trim().is_empty() {
         return Err(Error::InvalidArgument(
@@ -101,19 +131,27 @@ pub async fn login(
             "a token lives at most {MAX_TTL_SECS} s"
         )));
     }
+    let attempt = cluster.logins.begin(name, source)?;
     let (user, secret) = {
         let state = cluster.meta_state.borrow();
         (state.users.get(name).cloned(), state.secret.clone())
     };
-    let user = user.ok_or_else(refused)?;
-    let hash = user.password.clone();
+    // An unknown name does the same work as a wrong password.
+    let hash = user
+        .as_ref()
+        .map_or_else(|| NO_USER.clone(), |u| u.password.clone());
     let given = password.to_string();
     let ok = tokio::task::spawn_blocking(move || hash.verify(&given))
         .await
         .map_err(|e| Error::InvalidArgument(format!("password task: {e}")))?;
-    if !ok {
-        return Err(refused());
-    }
+    let user = match user {
+        Some(user) if ok => user,
+        _ => {
+            info!(user = name, source = ?source, "failed login");
+            return Err(refused());
+        }
+    };
+    cluster.logins.succeeded(attempt);
     if user.revoked {
         return Err(Error::Unauthenticated(format!(
             "user {name} has been revoked"

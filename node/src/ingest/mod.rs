@@ -12,9 +12,11 @@
 
 pub mod encode;
 pub mod files;
+mod parquet;
 pub mod parse;
 
 use crate::derive::derive_submission;
+use crate::limits::SubmissionLimits;
 use crate::model::SubmissionMeta;
 use crate::refdata::RefData;
 use crate::report::{SubmissionReport, WarningTally};
@@ -28,15 +30,17 @@ use tracing::{info, warn};
 ///
 /// A rejected submission is an `Ok` report with outcome `Rejected` (nothing stored). A submission
 /// whose `(sender, submission_id)` was already processed gets its original report with `resent`.
-/// `Err` means the node failed (disk, catalog), not the submission.
+/// `Err` means the node failed (disk, catalog), or the submission is over one of `limits` (which
+/// is not recorded: see [`parse::parse_limited`]).
 pub fn submit(
     refdata: &RefData,
     store: &Store,
     meta: &SubmissionMeta,
     file: &str,
     bytes: &[u8],
+    limits: &SubmissionLimits,
 ) -> Result<SubmissionReport> {
-    match prepare(refdata, store, meta, file, bytes)? {
+    match prepare(refdata, store, meta, file, bytes, limits)? {
         Prepared::Resent(report) => Ok(*report),
         Prepared::Commit(command) => commit(store, command),
     }
@@ -68,12 +72,14 @@ pub enum Prepared {
 
 /// Parses, validates, derives and prices a submission: everything that needs reference data and
 /// CPU, done once (on the shard leader), so that replicas only [`commit`] what it produced.
+/// A submission over `limits` is `Err(InvalidArgument)` naming the limit, and nothing is recorded.
 pub fn prepare(
     refdata: &RefData,
     store: &Store,
     meta: &SubmissionMeta,
     file: &str,
     bytes: &[u8],
+    limits: &SubmissionLimits,
 ) -> Result<Prepared> {
     check_envelope_text(meta)?;
     if let Some(previous) = store.submission(&meta.sender, &meta.submission_id)? {
@@ -81,7 +87,7 @@ pub fn prepare(
     }
 
     let mut report = SubmissionReport::new(meta, file);
-    let records = match parse::parse(meta.dataset, bytes) {
+    let records = match parse::parse_limited(meta.dataset, bytes, limits)? {
         Ok(records) => records,
         Err(rejected) => return Ok(rejection(meta, report, rejected.issues, rejected.more)),
     };

@@ -4,20 +4,28 @@
 //! Every byte here is untrusted: nothing panics on bad input (the Parquet reader, which can panic on
 //! malformed files, runs under `catch_unwind`), and every finding names the record and the item.
 //! Parsing does not stop at the first bad record: the report lists up to [`MAX_ISSUES`] of them.
+//!
+//! What a submission may make the node hold is bounded ([`SubmissionLimits`]): an item longer
+//! than `max_field_bytes` is an `R04` finding on its record (and is never copied); more than
+//! `max_submission_rows` records, or records that take more than `max_submission_decoded_mib`
+//! once decoded, refuse the whole submission as soon as the count passes the limit
+//! ([`parse_limited`]'s `Err`). A Parquet file is checked before anything is decoded (its
+//! footer's row count, its pages' sizes: see [`super::parquet`]).
 
+use crate::limits::{ROW_BYTES, SubmissionLimits, keys, setting};
 use crate::model::{
     ApcItems, Common, Dataset, Detail, EcItems, Issue, OpItems, Record, Rule, UpdateType,
 };
 use crate::schema::{Item, Mandatory, items};
-use arrow::array::{Array, ArrayRef, AsArray, StringArray};
-use arrow::compute::cast;
-use arrow::datatypes::DataType;
+use crate::{Error, Result as NodeResult};
 use chrono::{NaiveDate, NaiveDateTime};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::HashMap;
 
 /// The most issues a rejection lists; the rest are counted.
 pub const MAX_ISSUES: usize = 100;
+
+/// The longest `cds_unique_id` the data dictionary allows (`an..35`).
+pub const CDS_UNIQUE_ID_CHARS: usize = 35;
 
 /// Parsed records, or the issues that reject the submission (with the count beyond those listed).
 pub type Parsed = Result<Vec<Record>, Rejected>;
@@ -31,7 +39,7 @@ pub struct Rejected {
 }
 
 impl Rejected {
-    fn one(rule: Rule, message: String) -> Rejected {
+    pub(crate) fn one(rule: Rule, message: String) -> Rejected {
         Rejected {
             issues: vec![Issue {
                 ordinal: None,
@@ -45,30 +53,130 @@ impl Rejected {
     }
 }
 
-/// Parses a submission file of `dataset`. The format is recognised by content (Parquet's `PAR1`
+/// Parses a submission file of `dataset` under the default limits; a file over them is an
+/// `R01` rejection naming the limit. The format is recognised by content (Parquet's `PAR1`
 /// magic), not by name.
 pub fn parse(dataset: Dataset, bytes: &[u8]) -> Parsed {
+    parse_limited(dataset, bytes, &SubmissionLimits::default())
+        .unwrap_or_else(|e| Err(Rejected::one(Rule::FileUnreadable, e.to_string())))
+}
+
+/// Parses a submission file of `dataset` within `limits`. `Err` (`InvalidArgument`, naming the
+/// limit and its setting) when the file is larger than the node accepts: that is no property of
+/// the data, so the submission is refused, not rejected (nothing is recorded, and it may be sent
+/// again once the limit is raised or the file split).
+pub fn parse_limited(
+    dataset: Dataset,
+    bytes: &[u8],
+    limits: &SubmissionLimits,
+) -> NodeResult<Parsed> {
+    if bytes.len() > limits.max_bytes {
+        return Err(Error::InvalidArgument(format!(
+            "the submission file is {} bytes: over the limit of {} bytes (setting {})",
+            bytes.len(),
+            limits.max_bytes,
+            setting(keys::MAX_SUBMISSION_MIB)
+        )));
+    }
     if bytes.is_empty() {
-        return Err(Rejected::one(
+        return Ok(Err(Rejected::one(
             Rule::FileUnreadable,
             "the file is empty (0 bytes)".into(),
-        ));
+        )));
     }
     if bytes.starts_with(b"PAR1") {
-        parse_parquet(dataset, bytes)
+        super::parquet::parse(dataset, bytes, limits)
     } else {
-        parse_csv(dataset, bytes)
+        parse_csv(dataset, bytes, limits)
     }
 }
 
+/// The most a file's records can take decoded (what [`parse_limited`] counts against
+/// `max_submission_decoded_mib`), known before parsing: for CSV the text of the fields is part of
+/// the file and a record takes at least one line; a Parquet file may decode to any size, up to
+/// the limit.
+pub fn decoded_bound(bytes: &[u8], limits: &SubmissionLimits) -> u64 {
+    if bytes.starts_with(b"PAR1") {
+        return limits.max_decoded_bytes;
+    }
+    let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+    (bytes.len() as u64)
+        .saturating_add(lines.saturating_mul(ROW_BYTES))
+        .min(limits.max_decoded_bytes)
+}
+
+/// Counts records and their decoded bytes against the submission's limits.
+pub(crate) struct Meter<'l> {
+    limits: &'l SubmissionLimits,
+    rows: u64,
+    bytes: u64,
+}
+
+impl<'l> Meter<'l> {
+    pub(crate) fn new(limits: &'l SubmissionLimits) -> Meter<'l> {
+        Meter {
+            limits,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts one more record whose items hold `text` bytes; `Err` once over a limit.
+    pub(crate) fn row(&mut self, text: u64) -> NodeResult<()> {
+        self.rows += 1;
+        self.bytes = self.bytes.saturating_add(ROW_BYTES).saturating_add(text);
+        if self.rows > self.limits.max_rows {
+            return Err(too_many_rows(
+                &format!("more than {}", self.limits.max_rows),
+                self.limits,
+            ));
+        }
+        if self.bytes > self.limits.max_decoded_bytes {
+            return Err(too_large(
+                &format!("its first {} records take", self.rows),
+                self.bytes,
+                self.limits,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The refusal of a submission with `count` rows (`count` is "2000000" or "more than 1000000").
+pub(crate) fn too_many_rows(count: &str, limits: &SubmissionLimits) -> Error {
+    Error::InvalidArgument(format!(
+        "the submission has {count} records: over the limit of {} records per submission \
+         (setting {}); split the file",
+        limits.max_rows,
+        setting(keys::MAX_SUBMISSION_ROWS)
+    ))
+}
+
+/// The refusal of a submission whose decoded data passes the limit (`what` says what counted).
+pub(crate) fn too_large(what: &str, bytes: u64, limits: &SubmissionLimits) -> Error {
+    Error::InvalidArgument(format!(
+        "the submission is too large once decoded: {what} {bytes} bytes, over the limit of {} \
+         bytes of decoded records per submission (setting {}); split the file",
+        limits.max_decoded_bytes,
+        setting(keys::MAX_SUBMISSION_DECODED_MIB)
+    ))
+}
+
 /// Collects issues up to the cap.
-struct Findings {
+pub(crate) struct Findings {
     issues: Vec<Issue>,
     more: u64,
 }
 
 impl Findings {
-    fn push(&mut self, issue: Issue) {
+    pub(crate) fn new() -> Findings {
+        Findings {
+            issues: Vec::new(),
+            more: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, issue: Issue) {
         if self.issues.len() < MAX_ISSUES {
             self.issues.push(issue);
         } else {
@@ -80,7 +188,7 @@ impl Findings {
         self.issues.is_empty()
     }
 
-    fn into_result(self, records: Vec<Record>) -> Parsed {
+    pub(crate) fn into_result(self, records: Vec<Record>) -> Parsed {
         if self.is_empty() {
             Ok(records)
         } else {
@@ -93,14 +201,17 @@ impl Findings {
 }
 
 /// Maps the file's columns onto the dataset's items: R02 for a missing or unknown column.
-fn resolve_header(dataset: Dataset, header: &[String]) -> Result<Vec<usize>, Rejected> {
+pub(crate) fn resolve_header(dataset: Dataset, header: &[String]) -> Result<Vec<usize>, Rejected> {
     let items = items(dataset);
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     let mut problems = Vec::new();
     for (i, name) in header.iter().enumerate() {
         let name = name.trim().trim_start_matches('\u{feff}');
         if !items.iter().any(|it| it.name == name) {
-            problems.push(format!("unknown column '{name}' for dataset {dataset}"));
+            problems.push(format!(
+                "unknown column '{}' for dataset {dataset}",
+                shown(name)
+            ));
         } else if by_name.insert(name, i).is_some() {
             problems.push(format!("column '{name}' appears twice"));
         }
@@ -115,23 +226,38 @@ fn resolve_header(dataset: Dataset, header: &[String]) -> Result<Vec<usize>, Rej
     if problems.is_empty() {
         Ok(positions)
     } else {
+        let mut findings = Findings::new();
+        for message in problems {
+            findings.push(Issue {
+                ordinal: None,
+                cds_unique_id: None,
+                item: None,
+                rule: Rule::HeaderInvalid,
+                message,
+            });
+        }
         Err(Rejected {
-            issues: problems
-                .into_iter()
-                .map(|message| Issue {
-                    ordinal: None,
-                    cds_unique_id: None,
-                    item: None,
-                    rule: Rule::HeaderInvalid,
-                    message,
-                })
-                .collect(),
-            more: 0,
+            issues: findings.issues,
+            more: findings.more,
         })
     }
 }
 
-fn parse_csv(dataset: Dataset, bytes: &[u8]) -> Parsed {
+/// A value as a message quotes it: whole if short, else its start and its length (a report must
+/// stay small whatever was sent).
+pub(crate) fn shown(v: &str) -> String {
+    const SHOWN: usize = 40;
+    if v.len() <= SHOWN {
+        return v.to_string();
+    }
+    let mut end = SHOWN;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &v[..end], v.len())
+}
+
+fn parse_csv(dataset: Dataset, bytes: &[u8], limits: &SubmissionLimits) -> NodeResult<Parsed> {
     // Check the text encoding first: binary bytes would otherwise surface as a misleading field
     // count error on whatever line they happen to break.
     if let Err(e) = std::str::from_utf8(bytes) {
@@ -140,7 +266,7 @@ fn parse_csv(dataset: Dataset, bytes: &[u8]) -> Parsed {
             .filter(|b| **b == b'\n')
             .count() as u64
             + 1;
-        return Err(Rejected {
+        return Ok(Err(Rejected {
             issues: vec![Issue {
                 ordinal: line.checked_sub(1).filter(|o| *o > 0),
                 cds_unique_id: None,
@@ -152,7 +278,7 @@ fn parse_csv(dataset: Dataset, bytes: &[u8]) -> Parsed {
                 ),
             }],
             more: 0,
-        });
+        }));
     }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -161,21 +287,22 @@ fn parse_csv(dataset: Dataset, bytes: &[u8]) -> Parsed {
     let header: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(str::to_string).collect(),
         Err(e) => {
-            return Err(Rejected::one(
+            return Ok(Err(Rejected::one(
                 Rule::FileUnreadable,
                 format!(
                     "cannot read the header row as CSV text: {}",
                     csv_message(&e)
                 ),
-            ));
+            )));
         }
     };
-    let positions = resolve_header(dataset, &header)?;
-    let items = items(dataset);
-    let mut findings = Findings {
-        issues: Vec::new(),
-        more: 0,
+    let positions = match resolve_header(dataset, &header) {
+        Ok(p) => p,
+        Err(rejected) => return Ok(Err(rejected)),
     };
+    let items = items(dataset);
+    let mut findings = Findings::new();
+    let mut meter = Meter::new(limits);
     let mut records = Vec::new();
     let mut row = csv::StringRecord::new();
     let mut ordinal = 0u64;
@@ -185,7 +312,14 @@ fn parse_csv(dataset: Dataset, bytes: &[u8]) -> Parsed {
             Ok(true) => {
                 ordinal += 1;
                 let values: Vec<&str> = positions.iter().map(|&p| &row[p]).collect();
-                if let Some(r) = build_record(dataset, &items, ordinal, &values, &mut findings) {
+                meter.row(values.iter().map(|v| v.len() as u64).sum())?;
+                let cells = Cells {
+                    values: &values,
+                    lengths: None,
+                };
+                if let Some(r) =
+                    build_record(dataset, &items, ordinal, cells, limits, &mut findings)
+                {
                     records.push(r);
                 }
             }
@@ -199,7 +333,7 @@ fn parse_csv(dataset: Dataset, bytes: &[u8]) -> Parsed {
                     rule: Rule::FileUnreadable,
                     message: format!("unreadable CSV: {}", csv_message(&e)),
                 });
-                return findings.into_result(Vec::new());
+                return Ok(findings.into_result(Vec::new()));
             }
         }
     }
@@ -212,7 +346,7 @@ fn parse_csv(dataset: Dataset, bytes: &[u8]) -> Parsed {
             message: "the file has a header but no records".into(),
         });
     }
-    findings.into_result(records)
+    Ok(findings.into_result(records))
 }
 
 fn csv_message(e: &csv::Error) -> String {
@@ -234,101 +368,12 @@ fn csv_message(e: &csv::Error) -> String {
     }
 }
 
-fn parse_parquet(dataset: Dataset, bytes: &[u8]) -> Parsed {
-    let data = bytes::Bytes::copy_from_slice(bytes);
-    // Malformed Parquet can panic inside the reader; never let a submitter crash the node.
-    let outcome = std::panic::catch_unwind(|| parquet_records(dataset, data));
-    match outcome {
-        Ok(parsed) => parsed,
-        Err(_) => Err(Rejected::one(
-            Rule::FileUnreadable,
-            "malformed Parquet file (the reader failed on its structure)".into(),
-        )),
-    }
-}
-
-fn parquet_records(dataset: Dataset, data: bytes::Bytes) -> Parsed {
-    let unreadable = |e: &dyn std::fmt::Display| {
-        Rejected::one(Rule::FileUnreadable, format!("unreadable Parquet: {e}"))
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| unreadable(&e))?;
-    let header: Vec<String> = builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let positions = resolve_header(dataset, &header)?;
-    let reader = builder
-        .with_batch_size(8192)
-        .build()
-        .map_err(|e| unreadable(&e))?;
-    let items = items(dataset);
-    let mut findings = Findings {
-        issues: Vec::new(),
-        more: 0,
-    };
-    let mut records = Vec::new();
-    let mut ordinal = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| unreadable(&e))?;
-        let columns: Vec<StringArray> = positions
-            .iter()
-            .map(|&p| to_strings(batch.column(p)))
-            .collect::<Result<_, _>>()
-            .map_err(|e| unreadable(&e))?;
-        for r in 0..batch.num_rows() {
-            ordinal += 1;
-            let values: Vec<&str> = columns
-                .iter()
-                .map(|c| if c.is_null(r) { "" } else { c.value(r) })
-                .collect();
-            if let Some(rec) = build_record(dataset, &items, ordinal, &values, &mut findings) {
-                records.push(rec);
-            }
-        }
-    }
-    if ordinal == 0 {
-        return Err(Rejected::one(
-            Rule::FileUnreadable,
-            "the file has no records".into(),
-        ));
-    }
-    findings.into_result(records)
-}
-
-/// Any Parquet column as text in the CSV formats: lists joined by `;`, booleans `Y`/`N`.
-fn to_strings(col: &ArrayRef) -> Result<StringArray, arrow::error::ArrowError> {
-    match col.data_type() {
-        DataType::List(_) | DataType::LargeList(_) => {
-            let mut out = arrow::array::StringBuilder::new();
-            for i in 0..col.len() {
-                if col.is_null(i) {
-                    out.append_null();
-                    continue;
-                }
-                let inner = match col.data_type() {
-                    DataType::List(_) => col.as_list::<i32>().value(i),
-                    _ => col.as_list::<i64>().value(i),
-                };
-                let inner = to_strings(&inner)?;
-                let parts: Vec<&str> = inner.iter().flatten().collect();
-                out.append_value(parts.join(";"));
-            }
-            Ok(out.finish())
-        }
-        DataType::Boolean => Ok(col
-            .as_boolean()
-            .iter()
-            .map(|b| b.map(|b| if b { "Y" } else { "N" }))
-            .collect()),
-        DataType::Timestamp(_, _) => {
-            let text = cast(col, &DataType::Utf8)?;
-            // arrow renders timestamps as `YYYY-MM-DDTHH:MM:SS`, the CSV format.
-            Ok(text.as_string::<i32>().clone())
-        }
-        _ => Ok(cast(col, &DataType::Utf8)?.as_string::<i32>().clone()),
-    }
+/// One record's items, in item order: their text, and their true lengths where a value too long
+/// to copy was left out (Parquet).
+pub(crate) struct Cells<'a> {
+    pub values: &'a [&'a str],
+    /// `None`: every value is whole (its length is its text's).
+    pub lengths: Option<&'a [usize]>,
 }
 
 /// One row's values, in item order, with the helpers that parse each kind.
@@ -378,7 +423,7 @@ impl<'a> Row<'a, '_> {
                 self.fail(
                     name,
                     Rule::ItemFormatInvalid,
-                    format!("'{v}' is not a date (YYYY-MM-DD)"),
+                    format!("'{}' is not a date (YYYY-MM-DD)", shown(v)),
                 );
                 None
             }
@@ -396,7 +441,7 @@ impl<'a> Row<'a, '_> {
                 self.fail(
                     name,
                     Rule::ItemFormatInvalid,
-                    format!("'{v}' is not a date-time (YYYY-MM-DDTHH:MM:SS)"),
+                    format!("'{}' is not a date-time (YYYY-MM-DDTHH:MM:SS)", shown(v)),
                 );
                 None
             }
@@ -411,7 +456,7 @@ impl<'a> Row<'a, '_> {
                 self.fail(
                     name,
                     Rule::ItemFormatInvalid,
-                    format!("'{v}' is not Y or N"),
+                    format!("'{}' is not Y or N", shown(v)),
                 );
                 false
             }
@@ -429,7 +474,7 @@ impl<'a> Row<'a, '_> {
                 self.fail(
                     name,
                     Rule::ItemFormatInvalid,
-                    format!("'{v}' is not a whole number in range"),
+                    format!("'{}' is not a whole number in range", shown(v)),
                 );
                 None
             }
@@ -453,23 +498,71 @@ pub fn parse_datetime(v: &str) -> Option<NaiveDateTime> {
         .ok()
 }
 
-/// Builds one record, reporting format and mandatory-item findings; `None` if the record is bad.
-fn build_record(
+/// Builds one record, reporting format, length and mandatory-item findings; `None` if the record
+/// is bad.
+pub(crate) fn build_record(
     dataset: Dataset,
     items: &[Item],
     ordinal: u64,
-    values: &[&str],
+    cells: Cells<'_>,
+    limits: &SubmissionLimits,
     findings: &mut Findings,
 ) -> Option<Record> {
+    let length = |i: usize| {
+        cells
+            .lengths
+            .and_then(|l| l.get(i).copied())
+            .unwrap_or_else(|| cells.values.get(i).map_or(0, |v| v.len()))
+    };
+    // An item over the field limit is reported by its length and otherwise read as blank: its
+    // text is never copied or quoted.
+    let oversize: Vec<(usize, usize)> = (0..items.len())
+        .map(|i| (i, length(i)))
+        .filter(|(_, len)| *len > limits.max_field_bytes)
+        .collect();
+    let mut values: Vec<&str> = cells.values.to_vec();
+    for (i, _) in &oversize {
+        if let Some(v) = values.get_mut(*i) {
+            *v = "";
+        }
+    }
     let id = values.first().map(|v| v.trim()).filter(|v| !v.is_empty());
+    // The record key is quoted in every finding: one longer than the data dictionary allows is
+    // reported once, and not quoted.
+    let id_chars = id.map_or(0, |v| v.chars().count());
     let mut row = Row {
         items,
-        values,
+        values: &values,
         ordinal,
-        id: id.map(str::to_string),
+        id: id
+            .filter(|_| id_chars <= CDS_UNIQUE_ID_CHARS)
+            .map(str::to_string),
         findings,
         bad: false,
     };
+    for (i, len) in &oversize {
+        if let Some(it) = items.get(*i) {
+            row.fail(
+                it.name,
+                Rule::ItemFormatInvalid,
+                format!(
+                    "{len} bytes: over the limit of {} bytes per item (setting {})",
+                    limits.max_field_bytes,
+                    setting(keys::MAX_FIELD_BYTES)
+                ),
+            );
+        }
+    }
+    if id_chars > CDS_UNIQUE_ID_CHARS {
+        row.fail(
+            "cds_unique_id",
+            Rule::ItemFormatInvalid,
+            format!(
+                "{id_chars} characters: the data dictionary allows at most \
+                 {CDS_UNIQUE_ID_CHARS} (an..{CDS_UNIQUE_ID_CHARS})"
+            ),
+        );
+    }
     let update_type = match row.raw("cds_update_type") {
         "" => None,
         "9" => Some(UpdateType::Upsert),
@@ -478,14 +571,20 @@ fn build_record(
             row.fail(
                 "cds_update_type",
                 Rule::ItemFormatInvalid,
-                format!("'{v}' is not an update type (9 original/replacement, 1 deletion)"),
+                format!(
+                    "'{}' is not an update type (9 original/replacement, 1 deletion)",
+                    shown(v)
+                ),
             );
             None
         }
     };
     // Mandatory items: always, and for upserts (a bad update type is already reported).
     let upsert = update_type != Some(UpdateType::Delete);
-    for (it, v) in items.iter().zip(values) {
+    for (i, (it, v)) in items.iter().zip(&values).enumerate() {
+        if oversize.iter().any(|(o, _)| *o == i) {
+            continue;
+        }
         let required = match it.mandatory {
             Mandatory::Always => true,
             Mandatory::Upsert => upsert,
@@ -654,6 +753,8 @@ pub(crate) mod fixtures {
 mod tests {
     use super::fixtures::{csv, row};
     use super::*;
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::DataType;
 
     fn rules(r: &Rejected) -> Vec<Rule> {
         r.issues.iter().map(|i| i.rule).collect()
@@ -814,6 +915,88 @@ mod tests {
         let r = parse(Dataset::Ec, &csv(&rows)).expect_err("many");
         assert_eq!(r.issues.len(), MAX_ISSUES);
         assert_eq!(r.more, 50);
+    }
+
+    // An item over the field limit is a finding on its record naming the limit, and is not
+    // quoted; a key over the data dictionary's 35 characters likewise, and the record's other
+    // findings do not quote it either.
+    #[test]
+    fn long_items_and_keys_are_findings_that_quote_nothing() {
+        let long = "Q".repeat(5_000);
+        let key = format!("B{}", "9".repeat(35));
+        let rows = [
+            row(Dataset::Op, "B1", &[("local_patient_id", &long)]),
+            row(Dataset::Op, &key, &[("appointment_date", "someday")]),
+            row(Dataset::Op, "B3", &[]),
+        ];
+        let r = parse(Dataset::Op, &csv(&rows)).expect_err("findings");
+        let text: Vec<String> = r.issues.iter().map(|i| i.to_string()).collect();
+        assert_eq!(r.issues.len(), 3, "{text:?}");
+        assert_eq!(r.issues[0].item.as_deref(), Some("local_patient_id"));
+        assert_eq!(
+            r.issues[0].message,
+            "5000 bytes: over the limit of 4096 bytes per item (setting max_field_bytes \
+             (--max-field-bytes, SUS_MAX_FIELD_BYTES))"
+        );
+        assert!(r.issues[1..].iter().all(|i| i.cds_unique_id.is_none()));
+        assert!(
+            text.iter()
+                .any(|t| t.contains("36 characters: the data dictionary allows at most 35")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .all(|t| !t.contains("QQQQ") && !t.contains("99999"))
+        );
+        // A long value quoted by a format finding is cut short.
+        let odd = format!("2024-{}", "1".repeat(100));
+        let r = parse(
+            Dataset::Op,
+            &csv(&[row(Dataset::Op, "B1", &[("appointment_date", &odd)])]),
+        )
+        .expect_err("format");
+        assert!(
+            r.issues[0].message.contains("(105 bytes)"),
+            "{}",
+            r.issues[0]
+        );
+    }
+
+    // More rows, or more decoded bytes, than the limits refuse the whole submission, naming the
+    // limit; a file over the byte limit is refused before it is read.
+    #[test]
+    fn submissions_over_the_limits_are_refused_naming_them() {
+        let rows: Vec<_> = (0..10)
+            .map(|i| row(Dataset::Ec, &format!("B{i}"), &[]))
+            .collect();
+        let bytes = csv(&rows);
+        let tight = |f: &dyn Fn(&mut SubmissionLimits)| {
+            let mut l = SubmissionLimits::default();
+            f(&mut l);
+            parse_limited(Dataset::Ec, &bytes, &l)
+                .expect_err("over a limit")
+                .to_string()
+        };
+        let e = tight(&|l| l.max_rows = 9);
+        assert!(e.contains("more than 9 records"), "{e}");
+        assert!(e.contains("max_submission_rows"), "{e}");
+        let e = tight(&|l| l.max_decoded_bytes = 3 * ROW_BYTES);
+        assert!(e.contains("max_submission_decoded_mib"), "{e}");
+        let e = tight(&|l| l.max_bytes = 100);
+        assert!(e.contains("max_submission_mib"), "{e}");
+        let ok = parse_limited(Dataset::Ec, &bytes, &SubmissionLimits::default())
+            .expect("within the limits")
+            .expect("valid");
+        assert_eq!(ok.len(), 10);
+        // The reservation made before parsing covers what parsing counts.
+        let bound = decoded_bound(&bytes, &SubmissionLimits::default());
+        let l = SubmissionLimits {
+            max_decoded_bytes: bound,
+            ..SubmissionLimits::default()
+        };
+        parse_limited(Dataset::Ec, &bytes, &l)
+            .expect("the bound is an upper bound")
+            .expect("valid");
     }
 
     fn to_parquet(batch: &arrow::array::RecordBatch) -> Vec<u8> {

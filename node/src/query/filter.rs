@@ -212,20 +212,57 @@ fn filter_mask(
     test_array(&f.field, &f.pred, &values)
 }
 
+/// Lists longer than this are looked up in a hash set per row rather than scanned: a filter of
+/// thousands of values (up to `max_filter_values`) must not cost rows x values.
+const SCANNED_LIST: usize = 16;
+
 fn test_array(field: &Field, pred: &Pred, values: &ArrayRef) -> Result<BooleanArray> {
+    let (list, keep) = match pred {
+        Pred::In(l) if l.len() > SCANNED_LIST => (Some(l), true),
+        Pred::NotIn(l) if l.len() > SCANNED_LIST => (Some(l), false),
+        _ => (None, true),
+    };
     if field.kind() != Kind::Text {
         let ints = as_i64(values)?;
         let v = ints.values();
-        let bits = BooleanBuffer::collect_bool(v.len(), |i| {
-            ints.is_valid(i) && pred.test(&Value::Int(v[i]))
-        });
+        let bits = match list {
+            Some(l) => {
+                let set: foldhash::HashSet<i64> = l
+                    .iter()
+                    .filter_map(|x| match x {
+                        Value::Int(i) => Some(*i),
+                        Value::Text(_) => None,
+                    })
+                    .collect();
+                BooleanBuffer::collect_bool(v.len(), |i| {
+                    ints.is_valid(i) && set.contains(&v[i]) == keep
+                })
+            }
+            None => BooleanBuffer::collect_bool(v.len(), |i| {
+                ints.is_valid(i) && pred.test(&Value::Int(v[i]))
+            }),
+        };
         return Ok(BooleanArray::new(bits, None));
     }
     let text = cast(values, &DataType::Utf8)?;
     let text = text.as_string::<i32>();
-    let bits = BooleanBuffer::collect_bool(text.len(), |i| {
-        text.is_valid(i) && pred.test_text(text.value(i))
-    });
+    let bits = match list {
+        Some(l) => {
+            let set: foldhash::HashSet<&str> = l
+                .iter()
+                .filter_map(|x| match x {
+                    Value::Text(t) => Some(t.as_str()),
+                    Value::Int(_) => None,
+                })
+                .collect();
+            BooleanBuffer::collect_bool(text.len(), |i| {
+                text.is_valid(i) && set.contains(text.value(i)) == keep
+            })
+        }
+        None => BooleanBuffer::collect_bool(text.len(), |i| {
+            text.is_valid(i) && pred.test_text(text.value(i))
+        }),
+    };
     Ok(BooleanArray::new(bits, None))
 }
 
