@@ -268,7 +268,15 @@ pub async fn run_report(c: ReportCommand) -> Result<ExitCode> {
         } => {
             let client = read.endpoint.client()?;
             let view = read.freeze.as_deref().and_then(build::freeze);
-            let b = report::trust_statement(&client, &provider, &month, view, read.read()).await?;
+            let b = report::trust_statement_at(
+                &client,
+                read.tier(),
+                &provider,
+                &month,
+                view,
+                read.read(),
+            )
+            .await?;
             (read, b)
         }
         ReportCommand::DatabaseCounts {
@@ -279,8 +287,15 @@ pub async fn run_report(c: ReportCommand) -> Result<ExitCode> {
             let client = read.endpoint.client()?;
             let view = read.freeze.as_deref().and_then(build::freeze);
             let since = since.as_deref().and_then(build::freeze);
-            let b = report::database_counts(&client, provider.as_deref(), view, since, read.read())
-                .await?;
+            let b = report::database_counts_at(
+                &client,
+                read.tier(),
+                provider.as_deref(),
+                view,
+                since,
+                read.read(),
+            )
+            .await?;
             (read, b)
         }
     };
