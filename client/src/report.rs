@@ -137,9 +137,10 @@ pub async fn trust_statement_at(
 /// figures as text), its `TOTAL` row named for the dataset.
 fn controlled_rows(batch: &RecordBatch, dataset: &str) -> Result<Vec<(Vec<String>, [String; 4])>> {
     let text = |c: usize, r: usize| -> Result<String> {
-        let col = batch.column(c).as_string_opt::<i32>().ok_or_else(|| {
-            Error::Cluster(format!("controlled table: column {c} is not text"))
-        })?;
+        let col = batch
+            .column(c)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| Error::Cluster(format!("controlled table: column {c} is not text")))?;
         Ok(if col.is_valid(r) {
             col.value(r).to_string()
         } else {
@@ -378,7 +379,11 @@ async fn controlled_counts(
 /// The rows of a controlled table: `keys` key columns then `n` figures, all text (a null key,
 /// as in the `TOTAL` row, reads as empty).
 #[allow(clippy::type_complexity)]
-fn text_rows(batch: &RecordBatch, keys: usize, n: usize) -> Result<Vec<(Vec<String>, Vec<String>)>> {
+fn text_rows(
+    batch: &RecordBatch,
+    keys: usize,
+    n: usize,
+) -> Result<Vec<(Vec<String>, Vec<String>)>> {
     if batch.num_columns() != keys + n {
         return Err(Error::Cluster(format!(
             "controlled table: {} columns, expected {}",
@@ -388,9 +393,10 @@ fn text_rows(batch: &RecordBatch, keys: usize, n: usize) -> Result<Vec<(Vec<Stri
     }
     let columns = (0..keys + n)
         .map(|c| {
-            batch.column(c).as_string_opt::<i32>().ok_or_else(|| {
-                Error::Cluster(format!("controlled table: column {c} is not text"))
-            })
+            batch
+                .column(c)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| Error::Cluster(format!("controlled table: column {c} is not text")))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((0..batch.num_rows())
@@ -403,7 +409,10 @@ fn text_rows(batch: &RecordBatch, keys: usize, n: usize) -> Result<Vec<(Vec<Stri
                     String::new()
                 }
             };
-            ((0..keys).map(cell).collect(), (keys..keys + n).map(cell).collect())
+            (
+                (0..keys).map(cell).collect(),
+                (keys..keys + n).map(cell).collect(),
+            )
         })
         .collect())
 }

@@ -645,7 +645,8 @@ impl query_server::Query for Services {
                         .rows
                         .into_iter()
                         .map(|r| {
-                            let counts = [r.inserted, r.replaced, r.deleted, r.bulk_deleted, r.stale];
+                            let counts =
+                                [r.inserted, r.replaced, r.deleted, r.bulk_deleted, r.stale];
                             ((r.provider, r.month), counts)
                         })
                         .collect())

@@ -151,7 +151,10 @@ fn check_table(
     let c = t.col(count_col)?;
     let got: BTreeSet<Vec<String>> = rows.iter().map(|r| r[..keys].to_vec()).collect();
     let want: BTreeSet<Vec<String>> = exact.keys().cloned().collect();
-    ensure!(got == want, "groups differ: {got:?} vs the oracle's {want:?}");
+    ensure!(
+        got == want,
+        "groups differ: {got:?} vs the oracle's {want:?}"
+    );
     let mut stars = 0;
     for r in rows {
         let v = exact[&r[..keys]][count_of];
@@ -215,9 +218,16 @@ fn check_table(
     }
     let alone = |i: usize| lines.iter().any(|l| l.len() == 1 && l[0] == i);
     for line in &lines {
-        let hidden: Vec<usize> = line.iter().copied().filter(|&i| rows[i][c] == "*").collect();
+        let hidden: Vec<usize> = line
+            .iter()
+            .copied()
+            .filter(|&i| rows[i][c] == "*")
+            .collect();
         if hidden.len() == 1 {
-            for &i in line.iter().filter(|&&i| rows[i][c] != "*" && rows[i][c] != "0") {
+            for &i in line
+                .iter()
+                .filter(|&&i| rows[i][c] != "*" && rows[i][c] != "0")
+            {
                 ensure!(
                     alone(i),
                     "line {:?} holds one suppressed cell ({:?}) and {:?} could have hidden it",
@@ -229,14 +239,22 @@ fn check_table(
         }
         // With the exact margin (an attacker-favourable assumption) and the shown cells at
         // their least, the hidden cells of a line are not all pinned to 1.
-        let margin: i64 = line.iter().map(|&i| exact[&rows[i][..keys]][count_of]).sum();
+        let margin: i64 = line
+            .iter()
+            .map(|&i| exact[&rows[i][..keys]][count_of])
+            .sum();
         if hidden.len() >= 2 && margin > 7 {
             let mut room = margin;
             for &i in line.iter().filter(|&&i| rows[i][c] != "*") {
                 room -= range(&rows[i][c])?.0;
             }
+            // Pinned only where nothing was left to hide: every cell of the line hidden, or
+            // the only cell of another line (which groups exist is shown, docs/security.md).
+            let could_hide = line
+                .iter()
+                .any(|&i| rows[i][c] != "*" && rows[i][c] != "0" && !alone(i));
             ensure!(
-                room > hidden.len() as i64,
+                room > hidden.len() as i64 || !could_hide,
                 "line {:?}: its {} hidden cells are pinned to 1 each",
                 line.iter().map(|&i| &rows[i][..keys]).collect::<Vec<_>>(),
                 hidden.len()
@@ -254,11 +272,41 @@ fn small_differences(a: &str, b: &str) -> Result<Vec<i64>, String> {
         .collect())
 }
 
+/// The (dataset, point of delivery) whose national table by provider best mixes small and
+/// large values of `stat` (0 records, 3 excluded), so that suppression is exercised.
+fn busy_pod(live: &[Live], stat: usize) -> Result<(String, String), String> {
+    let pods: BTreeSet<(String, String)> = live
+        .iter()
+        .map(|r| (r.dataset.clone(), r.pod.clone()))
+        .collect();
+    let score = |(dataset, pod): &(String, String)| {
+        let t = exact(
+            live,
+            dataset,
+            |r| &r.pod == pod,
+            |r| vec![r.provider.clone()],
+        );
+        let small = t.values().filter(|v| (1..=7).contains(&v[stat])).count();
+        let large = t.values().filter(|v| v[stat] > 7).count();
+        small.min(large)
+    };
+    pods.into_iter()
+        .filter(|p| score(p) > 0)
+        .max_by_key(|p| (score(p), std::cmp::Reverse(p.clone())))
+        .ok_or_else(|| format!("no point of delivery mixes small and large values of {stat}"))
+}
+
 /// The financial year (`2024-25`) of a month (`YYYY-MM`).
 fn financial_year(month: &str) -> Result<String, String> {
     let bad = || format!("not a month: {month}");
-    let year: i32 = month.get(..4).and_then(|y| y.parse().ok()).ok_or_else(bad)?;
-    let m: u32 = month.get(5..7).and_then(|m| m.parse().ok()).ok_or_else(bad)?;
+    let year: i32 = month
+        .get(..4)
+        .and_then(|y| y.parse().ok())
+        .ok_or_else(bad)?;
+    let m: u32 = month
+        .get(5..7)
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(bad)?;
     let start = if m >= 4 { year } else { year - 1 };
     Ok(format!("{start}-{:02}", (start + 1) % 100))
 }
@@ -295,97 +343,113 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
     let anon = Tier::Unspecified;
 
     cases
-        .check("disclosure: partial states are refused to an anonymised user", async {
-            let ch = fx.channel(2).await;
-            let q = spec("apc", &["provider_code"], vec![], &[count()], anon);
-            refused(
-                aggregate(&ch, Some(fx.token("anon_nat")), q.clone(), false).await,
-                Code::PermissionDenied,
-                "never partial states",
-            )?;
-            // Naming itself as the client a node acts for changes nothing: only node tokens
-            // may carry x-sus-on-behalf.
-            let mut r = with_token(
-                v1::AggregateRequest {
-                    format: WIRE_FORMAT_VERSION,
-                    query: Some(q),
-                    shards: vec![0, 1, 2, 3],
-                    linearizable: true,
-                    finish: false,
-                },
-                Some(fx.token("anon_comm")),
-            );
-            r.metadata_mut().insert(
-                "x-sus-on-behalf",
-                fx.token("anon_comm").parse().map_err(|_| "header")?,
-            );
-            refused(
-                v1::query_client::QueryClient::new(ch)
-                    .aggregate(r)
+        .check(
+            "disclosure: partial states are refused to an anonymised user",
+            async {
+                let ch = fx.channel(2).await;
+                let q = spec("apc", &["provider_code"], vec![], &[count()], anon);
+                refused(
+                    aggregate(&ch, Some(fx.token("anon_nat")), q.clone(), false).await,
+                    Code::PermissionDenied,
+                    "never partial states",
+                )?;
+                // Naming itself as the client a node acts for changes nothing: only node tokens
+                // may carry x-sus-on-behalf.
+                let mut r = with_token(
+                    v1::AggregateRequest {
+                        format: WIRE_FORMAT_VERSION,
+                        query: Some(q),
+                        shards: vec![0, 1, 2, 3],
+                        linearizable: true,
+                        finish: false,
+                    },
+                    Some(fx.token("anon_comm")),
+                );
+                r.metadata_mut().insert(
+                    "x-sus-on-behalf",
+                    fx.token("anon_comm").parse().map_err(|_| "header")?,
+                );
+                refused(
+                    v1::query_client::QueryClient::new(ch)
+                        .aggregate(r)
+                        .await
+                        .map(|r| r.into_inner()),
+                    Code::PermissionDenied,
+                    "never partial states",
+                )
+            },
+        )
+        .await;
+
+    cases
+        .check(
+            "disclosure: Scan and Flight are refused at the anonymised tier",
+            async {
+                let scan = crate::fixture::scan(
+                    fx,
+                    fx.token("anon_nat"),
+                    v1::ScanRequest {
+                        dataset: "apc".into(),
+                        ..Default::default()
+                    },
+                )
+                .await;
+                refused(scan, Code::PermissionDenied, "aggregates only")?;
+                let mut flight = arrow_flight::FlightClient::new(fx.channel(3).await);
+                flight
+                    .add_header(
+                        "authorization",
+                        &format!("Bearer {}", fx.token("anon_prov")),
+                    )
+                    .map_err(|e| e.to_string())?;
+                let e = flight
+                    .get_flight_info(arrow_flight::FlightDescriptor::new_path(vec!["apc".into()]))
                     .await
-                    .map(|r| r.into_inner()),
-                Code::PermissionDenied,
-                "never partial states",
-            )
-        })
+                    .err()
+                    .ok_or("Flight answered an anonymised user")?;
+                match e {
+                    arrow_flight::error::FlightError::Tonic(s) => {
+                        refused::<()>(Err(*s), Code::PermissionDenied, "aggregates only")
+                    }
+                    e => Err(format!("Flight: {e}")),
+                }
+            },
+        )
         .await;
 
     cases
-        .check("disclosure: Scan and Flight are refused at the anonymised tier", async {
-            let scan = crate::fixture::scan(
-                fx,
-                fx.token("anon_nat"),
-                v1::ScanRequest {
-                    dataset: "apc".into(),
-                    ..Default::default()
-                },
-            )
-            .await;
-            refused(scan, Code::PermissionDenied, "aggregates only")?;
-            let mut flight = arrow_flight::FlightClient::new(fx.channel(3).await);
-            flight
-                .add_header("authorization", &format!("Bearer {}", fx.token("anon_prov")))
-                .map_err(|e| e.to_string())?;
-            let e = flight
-                .get_flight_info(arrow_flight::FlightDescriptor::new_path(vec!["apc".into()]))
-                .await
-                .err()
-                .ok_or("Flight answered an anonymised user")?;
-            ensure!(
-                e.to_string().contains("PermissionDenied") && e.to_string().contains("aggregates only"),
-                "Flight: {e}"
-            );
-            Ok(())
-        })
+        .check(
+            "disclosure: min and max are refused, even nationally",
+            async {
+                for (func, field, says) in [
+                    (Func::Min, "price", "min of price"),
+                    (Func::Max, "spell_los", "max of spell_los"),
+                    (Func::Max, "age_at_activity", "max of age_at_activity"),
+                ] {
+                    let q = spec("apc", &[], vec![], &[(func, field, "")], anon);
+                    refused(ask(fx, "anon_nat", q).await, Code::PermissionDenied, says)?;
+                }
+                Ok(())
+            },
+        )
         .await;
 
     cases
-        .check("disclosure: min and max are refused, even nationally", async {
-            for (func, field, says) in [
-                (Func::Min, "price", "min of price"),
-                (Func::Max, "spell_los", "max of spell_los"),
-                (Func::Max, "age_at_activity", "max of age_at_activity"),
-            ] {
-                let q = spec("apc", &[], vec![], &[(func, field, "")], anon);
-                refused(ask(fx, "anon_nat", q).await, Code::PermissionDenied, says)?;
-            }
-            Ok(())
-        })
-        .await;
-
-    cases
-        .check("disclosure: sums of anything but money, days and flags are refused", async {
-            for (field, says) in [
-                ("age_at_activity", "sum of age_at_activity"),
-                ("episode_number", "sum of episode_number"),
-                ("restricted", "sum of restricted"),
-                ("warnings", "sum of warnings"),
-            ] {
-                let q = spec("apc", &[], vec![], &[(Func::Sum, field, "")], anon);
-                refused(ask(fx, "anon_comm", q).await, Code::PermissionDenied, says)?;
-            }
-            Ok(())
-        })
+        .check(
+            "disclosure: sums of anything but money, days and flags are refused",
+            async {
+                for (field, says) in [
+                    ("age_at_activity", "sum of age_at_activity"),
+                    ("episode_number", "sum of episode_number"),
+                    ("restricted", "sum of restricted"),
+                    ("warnings", "sum of warnings"),
+                ] {
+                    let q = spec("apc", &[], vec![], &[(Func::Sum, field, "")], anon);
+                    refused(ask(fx, "anon_comm", q).await, Code::PermissionDenied, says)?;
+                }
+                Ok(())
+            },
+        )
         .await;
 
     cases
@@ -398,14 +462,19 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                     for (field, dataset) in IDENTIFYING {
                         let q = spec(dataset, &[field], vec![], &[count()], anon);
                         let r = ask(fx, user, q).await;
-                        refused(r, Code::PermissionDenied, &format!("{field} cannot be grouped"))?;
+                        refused(
+                            r,
+                            Code::PermissionDenied,
+                            &format!("{field} cannot be grouped"),
+                        )?;
                         let value = "4010232137";
                         let f = filter(field, Op::Eq, &[value], "", "");
                         let q = spec(dataset, &[], vec![f], &[count()], anon);
                         match ask(fx, user, q).await {
                             Err(s)
                                 if s.code() == Code::PermissionDenied
-                                    && s.message().contains(&format!("{field} cannot be filtered"))
+                                    && s.message()
+                                        .contains(&format!("{field} cannot be filtered"))
                                     && s.message().contains("provider_code")
                                     && !s.message().contains(value) => {}
                             // A value that does not parse for the field is refused before.
@@ -443,9 +512,22 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
             "disclosure: one key: cells, sums to 2 s.f. and TOTAL follow the rule, and TOTAL \
              minus the shown cells recovers no suppressed cell",
             async {
-                let q = spec("apc", &["provider_code"], vec![], &[count(), sum_price()], anon);
-                let t = ask_ok(fx, "anon_comm", q).await?;
-                let want = exact(&live, "apc", |r| r.commissioner == c, |r| vec![r.provider.clone()]);
+                let (dataset, pod) = busy_pod(&live, 0)?;
+                let by_pod = vec![filter("pod", Op::Eq, &[&pod], "", "")];
+                let q = spec(
+                    &dataset,
+                    &["provider_code"],
+                    by_pod,
+                    &[count(), sum_price()],
+                    anon,
+                );
+                let t = ask_ok(fx, "anon_nat", q).await?;
+                let want = exact(
+                    &live,
+                    &dataset,
+                    |r| r.pod == pod,
+                    |r| vec![r.provider.clone()],
+                );
                 let stars = check_table(&t, 1, &want, "count", 0, Some(("sum_price", 1)))?;
                 ensure!(stars >= 2, "the data exercise suppression: {t:?}");
                 // From what is shown alone: the hidden cells together hold at most
@@ -460,6 +542,22 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                     "{stars} hidden cells pinned to 1 by a TOTAL of {}",
                     total[1]
                 );
+                // A commissioner's own table follows the same rule.
+                let q = spec(
+                    "apc",
+                    &["provider_code"],
+                    vec![],
+                    &[count(), sum_price()],
+                    anon,
+                );
+                let t = ask_ok(fx, "anon_comm", q).await?;
+                let want = exact(
+                    &live,
+                    "apc",
+                    |r| r.commissioner == c,
+                    |r| vec![r.provider.clone()],
+                );
+                check_table(&t, 1, &want, "count", 0, Some(("sum_price", 1)))?;
                 Ok(())
             },
         )
@@ -471,17 +569,55 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
              cell derivable",
             async {
                 for (user, keep) in [
-                    ("anon_nat", Box::new(|_: &Live| true) as Box<dyn Fn(&Live) -> bool>),
+                    (
+                        "anon_nat",
+                        Box::new(|_: &Live| true) as Box<dyn Fn(&Live) -> bool>,
+                    ),
                     ("anon_comm", Box::new(|r: &Live| r.commissioner == c)),
                 ] {
-                    let q = spec("apc", &["provider_code", "pod"], vec![], &[count(), sum_price()], anon);
+                    let q = spec(
+                        "apc",
+                        &["provider_code", "pod"],
+                        vec![],
+                        &[count(), sum_price()],
+                        anon,
+                    );
                     let t = ask_ok(fx, user, q).await?;
-                    let want = exact(&live, "apc", &keep, |r| vec![r.provider.clone(), r.pod.clone()]);
+                    let want = exact(&live, "apc", &keep, |r| {
+                        vec![r.provider.clone(), r.pod.clone()]
+                    });
                     let stars = check_table(&t, 2, &want, "count", 0, Some(("sum_price", 1)))?;
-                    ensure!(stars >= 2, "{user}: the data exercise suppression");
-                    let q = spec("op", &["provider_code", "activity_month"], vec![], &[count()], anon);
+                    ensure!(
+                        stars >= 2 || user == "anon_comm",
+                        "{user}: the data exercise suppression"
+                    );
+                    let q = spec(
+                        "apc",
+                        &["pod", "activity_month"],
+                        vec![],
+                        &[count(), sum_price()],
+                        anon,
+                    );
                     let t = ask_ok(fx, user, q).await?;
-                    let want = exact(&live, "op", &keep, |r| vec![r.provider.clone(), r.month.clone()]);
+                    let want = exact(&live, "apc", &keep, |r| {
+                        vec![r.pod.clone(), r.month.clone()]
+                    });
+                    if user == "anon_comm" {
+                        // A commissioner's scope is never exempt.
+                        let stars = check_table(&t, 2, &want, "count", 0, Some(("sum_price", 1)))?;
+                        ensure!(stars >= 2, "{user}: the data exercise suppression");
+                    }
+                    let q = spec(
+                        "op",
+                        &["provider_code", "activity_month"],
+                        vec![],
+                        &[count()],
+                        anon,
+                    );
+                    let t = ask_ok(fx, user, q).await?;
+                    let want = exact(&live, "op", &keep, |r| {
+                        vec![r.provider.clone(), r.month.clone()]
+                    });
                     check_table(&t, 2, &want, "count", 0, None)?;
                 }
                 Ok(())
@@ -496,57 +632,94 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
             async {
                 let months: Vec<String> = live
                     .iter()
-                    .filter(|r| r.dataset == "apc")
                     .map(|r| r.month.clone())
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
-                let exact_month = exact(
-                    &live,
-                    "apc",
-                    |r| r.commissioner == c,
-                    |r| vec![r.provider.clone(), r.month.clone()],
-                );
+                let (dataset, pod) = busy_pod(&live, 0)?;
                 let mut small_pairs = 0;
-                for i in 1..months.len() {
-                    let with: Vec<&str> = months[..=i].iter().map(String::as_str).collect();
-                    let without: Vec<&str> = months[..i].iter().map(String::as_str).collect();
-                    let pairs = [
-                        (
-                            filter("activity_month", Op::In, &with, "", ""),
-                            filter("activity_month", Op::In, &without, "", ""),
-                        ),
-                        (
-                            filter("activity_month", Op::Range, &[], &months[0], &months[i]),
-                            filter("activity_month", Op::Range, &[], &months[0], &months[i - 1]),
-                        ),
-                    ];
-                    for (a, b) in pairs {
-                        let ta = ask_ok(fx, "anon_comm", spec("apc", &["provider_code"], vec![a], &[count()], anon)).await?;
-                        let tb = ask_ok(fx, "anon_comm", spec("apc", &["provider_code"], vec![b], &[count()], anon)).await?;
-                        let b_of: BTreeMap<&String, &String> = tb.rows.iter().map(|r| (&r[0], &r[1])).collect();
-                        for r in &ta.rows {
-                            let zero = "0".to_string();
-                            let before = b_of.get(&r[0]).copied().unwrap_or(&zero);
-                            let x = if r[0] == "TOTAL" {
-                                exact_month.iter().filter(|(k, _)| k[1] == months[i]).map(|(_, v)| v[0]).sum()
-                            } else {
-                                exact_month.get(&vec![r[0].clone(), months[i].clone()]).map_or(0, |v| v[0])
-                            };
-                            if !(1..=7).contains(&x) {
-                                continue;
+                for (user, ds, extra) in [
+                    ("anon_comm", "apc".to_string(), None),
+                    ("anon_nat", dataset.clone(), Some(pod.clone())),
+                ] {
+                    let keep = |r: &Live| match &extra {
+                        None => r.commissioner == c,
+                        Some(pod) => &r.pod == pod,
+                    };
+                    let exact_month = exact(&live, &ds, keep, |r| {
+                        vec![r.provider.clone(), r.month.clone()]
+                    });
+                    let more = |f: v1::Filter| {
+                        let mut v = vec![f];
+                        v.extend(extra.iter().map(|p| filter("pod", Op::Eq, &[p], "", "")));
+                        v
+                    };
+                    for i in 1..months.len() {
+                        let with: Vec<&str> = months[..=i].iter().map(String::as_str).collect();
+                        let without: Vec<&str> = months[..i].iter().map(String::as_str).collect();
+                        let pairs = [
+                            (
+                                filter("activity_month", Op::In, &with, "", ""),
+                                filter("activity_month", Op::In, &without, "", ""),
+                            ),
+                            (
+                                filter("activity_month", Op::Range, &[], &months[0], &months[i]),
+                                filter(
+                                    "activity_month",
+                                    Op::Range,
+                                    &[],
+                                    &months[0],
+                                    &months[i - 1],
+                                ),
+                            ),
+                        ];
+                        for (a, b) in pairs {
+                            let ta = ask_ok(
+                                fx,
+                                user,
+                                spec(&ds, &["provider_code"], more(a), &[count()], anon),
+                            )
+                            .await?;
+                            let tb = ask_ok(
+                                fx,
+                                user,
+                                spec(&ds, &["provider_code"], more(b), &[count()], anon),
+                            )
+                            .await?;
+                            let b_of: BTreeMap<&String, &String> =
+                                tb.rows.iter().map(|r| (&r[0], &r[1])).collect();
+                            for r in &ta.rows {
+                                let zero = "0".to_string();
+                                let before = b_of.get(&r[0]).copied().unwrap_or(&zero);
+                                let x = if r[0] == "TOTAL" {
+                                    exact_month
+                                        .iter()
+                                        .filter(|(k, _)| k[1] == months[i])
+                                        .map(|(_, v)| v[0])
+                                        .sum()
+                                } else {
+                                    exact_month
+                                        .get(&vec![r[0].clone(), months[i].clone()])
+                                        .map_or(0, |v| v[0])
+                                };
+                                if !(1..=7).contains(&x) {
+                                    continue;
+                                }
+                                small_pairs += 1;
+                                let possible = small_differences(&r[1], before)?;
+                                ensure!(
+                                    possible.contains(&x),
+                                    "the true {x} is not among {possible:?}"
+                                );
+                                ensure!(
+                                    possible.len() >= 2,
+                                    "{user}: {} in {}: {} vs {} pins {x}",
+                                    r[0],
+                                    months[i],
+                                    r[1],
+                                    before
+                                );
                             }
-                            small_pairs += 1;
-                            let possible = small_differences(&r[1], before)?;
-                            ensure!(possible.contains(&x), "the true {x} is not among {possible:?}");
-                            ensure!(
-                                possible.len() >= 2,
-                                "{} in {}: {} vs {} pins {x}",
-                                r[0],
-                                months[i],
-                                r[1],
-                                before
-                            );
                         }
                     }
                 }
@@ -560,12 +733,28 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
         .check(
             "disclosure: a coarser grouping against a finer one never pins a suppressed cell",
             async {
-                let coarse = ask_ok(fx, "anon_nat", spec("apc", &["provider_code"], vec![], &[count()], anon)).await?;
-                let fine = ask_ok(fx, "anon_nat", spec("apc", &["provider_code", "pod"], vec![], &[count()], anon)).await?;
-                let exact_fine = exact(&live, "apc", |_| true, |r| vec![r.provider.clone(), r.pod.clone()]);
+                let coarse = ask_ok(
+                    fx,
+                    "anon_nat",
+                    spec("apc", &["provider_code"], vec![], &[count()], anon),
+                )
+                .await?;
+                let fine = ask_ok(
+                    fx,
+                    "anon_nat",
+                    spec("apc", &["provider_code", "pod"], vec![], &[count()], anon),
+                )
+                .await?;
+                let exact_fine = exact(
+                    &live,
+                    "apc",
+                    |_| true,
+                    |r| vec![r.provider.clone(), r.pod.clone()],
+                );
                 let mut tried = 0;
                 for m in coarse.split()?.0 {
-                    let line: Vec<&Vec<String>> = fine.rows.iter().filter(|r| r[0] == m[0]).collect();
+                    let line: Vec<&Vec<String>> =
+                        fine.rows.iter().filter(|r| r[0] == m[0]).collect();
                     let hidden: Vec<&&Vec<String>> = line.iter().filter(|r| r[2] == "*").collect();
                     if hidden.is_empty() || m[1] == "*" {
                         continue;
@@ -587,7 +776,12 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                         let others = hidden.len() as i64 - 1;
                         let top = (most - others).min(7);
                         let bottom = if others == 0 { least.max(1) } else { 1 };
-                        ensure!(top > bottom, "{:?} = {x} pinned by the margin {}", &h[..2], m[1]);
+                        ensure!(
+                            top > bottom,
+                            "{:?} = {x} pinned by the margin {}",
+                            &h[..2],
+                            m[1]
+                        );
                     }
                 }
                 ensure!(tried > 0, "no suppressed small cell under a shown margin");
@@ -597,40 +791,49 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
         .await;
 
     cases
-        .check("disclosure: a boolean summed is controlled like a count", async {
-            let q = spec(
-                "apc",
-                &["provider_code"],
-                vec![],
-                &[count(), (Func::Sum, "pbr_excluded", "excluded")],
-                anon,
-            );
-            let t = ask_ok(fx, "anon_comm", q).await?;
-            let want = exact(&live, "apc", |r| r.commissioner == c, |r| vec![r.provider.clone()]);
-            check_table(&t, 1, &want, "count", 0, None)?;
-            let e = t.col("excluded")?;
-            let n = t.col("count")?;
-            let (rows, _) = t.split()?;
-            let mut small = 0;
-            for r in rows {
-                let v = want[&r[..1].to_vec()][3];
-                if r[n] == "*" || (1..=7).contains(&v) {
-                    // Hidden with its records, or small itself.
-                    small += usize::from((1..=7).contains(&v));
-                    ensure!(r[e] == "*", "{}: excluded {} for exact {v}", r[0], r[e]);
-                } else {
-                    // Shown by the rule, or hidden to protect another cell of its margin.
-                    ensure!(
-                        r[e] == count_rule(v) || (r[e] == "*" && v > 7),
-                        "{}: excluded {} for exact {v}",
-                        r[0],
-                        r[e]
-                    );
+        .check(
+            "disclosure: a boolean summed is controlled like a count",
+            async {
+                let (dataset, pod) = busy_pod(&live, 3)?;
+                let q = spec(
+                    &dataset,
+                    &["provider_code"],
+                    vec![filter("pod", Op::Eq, &[&pod], "", "")],
+                    &[count(), (Func::Sum, "pbr_excluded", "excluded")],
+                    anon,
+                );
+                let t = ask_ok(fx, "anon_nat", q).await?;
+                let want = exact(
+                    &live,
+                    &dataset,
+                    |r| r.pod == pod,
+                    |r| vec![r.provider.clone()],
+                );
+                check_table(&t, 1, &want, "count", 0, None)?;
+                let e = t.col("excluded")?;
+                let n = t.col("count")?;
+                let (rows, _) = t.split()?;
+                let mut small = 0;
+                for r in rows {
+                    let v = want[&r[..1].to_vec()][3];
+                    if r[n] == "*" || (1..=7).contains(&v) {
+                        // Hidden with its records, or small itself.
+                        small += usize::from((1..=7).contains(&v));
+                        ensure!(r[e] == "*", "{}: excluded {} for exact {v}", r[0], r[e]);
+                    } else {
+                        // Shown by the rule, or hidden to protect another cell of its margin.
+                        ensure!(
+                            r[e] == count_rule(v) || (r[e] == "*" && v > 7),
+                            "{}: excluded {} for exact {v}",
+                            r[0],
+                            r[e]
+                        );
+                    }
                 }
-            }
-            ensure!(small > 0, "no provider had 1-7 excluded records");
-            Ok(())
-        })
+                ensure!(small > 0, "no provider had 1-7 excluded records");
+                Ok(())
+            },
+        )
         .await;
 
     cases
@@ -638,18 +841,40 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
             "disclosure: the national exemption covers only dataset, period and point of delivery",
             async {
                 // Exact for England by month and pod.
-                let q = spec("apc", &["activity_month", "pod"], vec![], &[count(), sum_price()], anon);
+                let q = spec(
+                    "apc",
+                    &["activity_month", "pod"],
+                    vec![],
+                    &[count(), sum_price()],
+                    anon,
+                );
                 let t = ask_ok(fx, "anon_nat", q).await?;
-                let want = exact(&live, "apc", |_| true, |r| vec![r.month.clone(), r.pod.clone()]);
+                let want = exact(
+                    &live,
+                    "apc",
+                    |_| true,
+                    |r| vec![r.month.clone(), r.pod.clone()],
+                );
                 let (rows, total) = t.split()?;
-                ensure!(rows.len() == want.len(), "{} rows for {} groups", rows.len(), want.len());
+                ensure!(
+                    rows.len() == want.len(),
+                    "{} rows for {} groups",
+                    rows.len(),
+                    want.len()
+                );
                 let mut small = 0;
                 for r in rows {
                     let v = want[&r[..2].to_vec()];
                     small += usize::from((1..=7).contains(&v[0]));
-                    ensure!(r[2] == v[0].to_string() && r[3] == v[1].to_string(), "{r:?} for {v:?}");
+                    ensure!(
+                        r[2] == v[0].to_string() && r[3] == v[1].to_string(),
+                        "{r:?} for {v:?}"
+                    );
                 }
-                ensure!(small > 0, "the exemption shows some small national figure exactly");
+                ensure!(
+                    small > 0,
+                    "the exemption shows some small national figure exactly"
+                );
                 let all: i64 = want.values().map(|v| v[0]).sum();
                 ensure!(total[2] == all.to_string(), "TOTAL {} for {all}", total[2]);
                 let fy = financial_year(&live[0].month)?;
@@ -662,26 +887,41 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 );
                 let t = ask_ok(fx, "anon_nat", q).await?;
                 for r in t.split()?.0 {
-                    ensure!(r[1] != "*", "a national figure by pod and year was suppressed: {r:?}");
+                    ensure!(
+                        r[1] != "*",
+                        "a national figure by pod and year was suppressed: {r:?}"
+                    );
                 }
                 // Any finer breakdown, or a narrower scope, gets the full control.
                 let controlled = |t: &Shown| -> Result<(), String> {
                     let n = t.col("count")?;
                     for r in &t.rows {
-                        ensure!(r[n] == "*" || r[n].parse::<i64>().is_ok_and(|v| v % 5 == 0), "{r:?} not controlled");
+                        ensure!(
+                            r[n] == "*" || r[n].parse::<i64>().is_ok_and(|v| v % 5 == 0),
+                            "{r:?} not controlled"
+                        );
                     }
                     Ok(())
                 };
                 for (user, group_by, filters) in [
                     ("anon_nat", vec!["pod", "sex"], vec![]),
                     ("anon_nat", vec!["pod", "age_band"], vec![]),
-                    ("anon_nat", vec!["activity_month"], vec![filter("provider_code", Op::Eq, &[&p], "", "")]),
-                    ("anon_nat", vec!["pod"], vec![filter("hrg_chapter", Op::Ne, &["UZ"], "", "")]),
+                    (
+                        "anon_nat",
+                        vec!["activity_month"],
+                        vec![filter("provider_code", Op::Eq, &[&p], "", "")],
+                    ),
+                    (
+                        "anon_nat",
+                        vec!["pod"],
+                        vec![filter("hrg_chapter", Op::Ne, &["UZ"], "", "")],
+                    ),
                     ("anon_comm", vec!["pod"], vec![]),
                     ("anon_prov", vec!["activity_month"], vec![]),
                 ] {
                     let q = spec("apc", &group_by, filters, &[count()], anon);
-                    controlled(&ask_ok(fx, user, q).await?).map_err(|e| format!("{user} {group_by:?}: {e}"))?;
+                    controlled(&ask_ok(fx, user, q).await?)
+                        .map_err(|e| format!("{user} {group_by:?}: {e}"))?;
                 }
                 Ok(())
             },
@@ -693,25 +933,34 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
             "disclosure: order and limit show a prefix of the table ordered by shown values, \
              with the TOTAL of every row",
             async {
-                let base = spec("apc", &["provider_code"], vec![], &[count()], anon);
-                let full = ask_ok(fx, "anon_comm", base.clone()).await?;
+                let (dataset, pod) = busy_pod(&live, 0)?;
+                let by_pod = vec![filter("pod", Op::Eq, &[&pod], "", "")];
+                let base = spec(&dataset, &["provider_code"], by_pod, &[count()], anon);
+                let full = ask_ok(fx, "anon_nat", base.clone()).await?;
                 let limited = ask_ok(
                     fx,
-                    "anon_comm",
+                    "anon_nat",
                     v1::QuerySpec {
                         order: vec![v1::Order {
                             column: "count".into(),
                             descending: false,
                         }],
-                        limit: 2,
+                        limit: 3,
                         ..base.clone()
                     },
                 )
                 .await?;
                 let (rows, total) = full.split()?;
                 let (lrows, ltotal) = limited.split()?;
-                ensure!(total == ltotal, "TOTAL {ltotal:?} with a limit, {total:?} without");
-                ensure!(lrows.len() == 2, "{} rows", lrows.len());
+                ensure!(
+                    total == ltotal,
+                    "TOTAL {ltotal:?} with a limit, {total:?} without"
+                );
+                ensure!(lrows.len() == 3, "{} rows", lrows.len());
+                ensure!(
+                    lrows[0][1] == "*",
+                    "the limit kept no suppressed row: {lrows:?}"
+                );
                 let mut sorted: Vec<&Vec<String>> = rows.iter().collect();
                 let key = |r: &Vec<String>| r[1].parse::<i64>().map_or(-1, |v| v);
                 sorted.sort_by_key(|r| key(r));
@@ -723,7 +972,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 refused(
                     ask(
                         fx,
-                        "anon_comm",
+                        "anon_nat",
                         v1::QuerySpec {
                             aggregates: vec![v1::Aggregate {
                                 func: Func::Sum as i32,
@@ -772,17 +1021,35 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                         .await
                         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
                         .into_inner();
-                    ensure!(reply.rows.is_empty(), "{user}: exact rows at the anonymised tier");
-                    let t = shown(&sus_proto::partial::ipc_to_batch(&reply.table).map_err(|e| e.to_string())?)?;
                     ensure!(
-                        t.columns == ["provider", "month", "inserted", "replaced", "deleted", "bulk_deleted", "stale"],
+                        reply.rows.is_empty(),
+                        "{user}: exact rows at the anonymised tier"
+                    );
+                    let t = shown(
+                        &sus_proto::partial::ipc_to_batch(&reply.table)
+                            .map_err(|e| e.to_string())?,
+                    )?;
+                    ensure!(
+                        t.columns
+                            == [
+                                "provider",
+                                "month",
+                                "inserted",
+                                "replaced",
+                                "deleted",
+                                "bulk_deleted",
+                                "stale"
+                            ],
                         "{:?}",
                         t.columns
                     );
                     // Every shard, not only the one named; inserted and replaced as the rule
                     // shows them.
                     let stars = check_table(&t, 2, &exact, "inserted", 0, None)?;
-                    ensure!(stars > 0 || user == "anon_prov", "{user}: no suppression exercised");
+                    ensure!(
+                        stars > 0 || user == "anon_prov",
+                        "{user}: no suppression exercised"
+                    );
                     check_table(&t, 2, &exact, "replaced", 1, None)?;
                 }
                 let request = v1::ActivityRequest {
@@ -823,10 +1090,17 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                 let t = shown(&b)?;
                 ensure!(!t.rows.is_empty(), "an empty report");
                 let records = t.col("records")?;
-                let exact_held = exact(&live, "apc", |r| r.provider == p, |r| vec![r.provider.clone(), r.month.clone()]);
+                let exact_held = exact(
+                    &live,
+                    "apc",
+                    |r| r.provider == p,
+                    |r| vec![r.provider.clone(), r.month.clone()],
+                );
                 for r in t.rows.iter().filter(|r| r[1] == "apc") {
                     ensure!(r[0] == p, "another provider's row: {r:?}");
-                    let v = exact_held.get(&vec![r[0].clone(), r[2].clone()]).map_or(0, |v| v[0]);
+                    let v = exact_held
+                        .get(&vec![r[0].clone(), r[2].clone()])
+                        .map_or(0, |v| v[0]);
                     ensure!(
                         r[records] == "*" || r[records] == count_rule(v),
                         "records {} for exact {v}",

@@ -255,7 +255,13 @@ pub fn spec(
 }
 
 /// A filter of `op` on `field` (values for EQ/NE/IN, min and max for RANGE).
-pub fn filter(field: &str, op: v1::filter::Op, values: &[&str], min: &str, max: &str) -> v1::Filter {
+pub fn filter(
+    field: &str,
+    op: v1::filter::Op,
+    values: &[&str],
+    min: &str,
+    max: &str,
+) -> v1::Filter {
     v1::Filter {
         field: field.into(),
         op: op as i32,
