@@ -296,6 +296,27 @@ fn busy_pod(live: &[Live], stat: usize) -> Result<(String, String), String> {
         .ok_or_else(|| format!("no point of delivery mixes small and large values of {stat}"))
 }
 
+/// Three providers of `apc` with more than 7 records and one with 1 to 7: a table of them by
+/// provider holds one small cell, which only secondary suppression keeps the TOTAL from giving
+/// away.
+fn one_small_among_large(live: &[Live]) -> Result<Vec<String>, String> {
+    let t = exact(live, "apc", |_| true, |r| vec![r.provider.clone()]);
+    let mut large: Vec<(&Vec<String>, i64)> = t
+        .iter()
+        .filter(|(_, v)| v[0] > 7)
+        .map(|(k, v)| (k, v[0]))
+        .collect();
+    large.sort_by_key(|(k, n)| (std::cmp::Reverse(*n), (*k).clone()));
+    let small = t
+        .iter()
+        .find(|(_, v)| (1..=7).contains(&v[0]))
+        .ok_or("no small provider")?;
+    ensure!(large.len() >= 3, "fewer than 3 large providers");
+    let mut out: Vec<String> = large[..3].iter().map(|(k, _)| k[0].clone()).collect();
+    out.push(small.0[0].clone());
+    Ok(out)
+}
+
 /// The financial year (`2024-25`) of a month (`YYYY-MM`).
 fn financial_year(month: &str) -> Result<String, String> {
     let bad = || format!("not a month: {month}");
@@ -542,6 +563,26 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                     "{stars} hidden cells pinned to 1 by a TOTAL of {}",
                     total[1]
                 );
+                // One small cell alone: the next smallest goes with it.
+                let four = one_small_among_large(&live)?;
+                let names: Vec<&str> = four.iter().map(String::as_str).collect();
+                let only = vec![filter("provider_code", Op::In, &names, "", "")];
+                let q = spec(
+                    "apc",
+                    &["provider_code"],
+                    only,
+                    &[count(), sum_price()],
+                    anon,
+                );
+                let t = ask_ok(fx, "anon_nat", q).await?;
+                let want = exact(
+                    &live,
+                    "apc",
+                    |r| four.contains(&r.provider),
+                    |r| vec![r.provider.clone()],
+                );
+                let stars = check_table(&t, 1, &want, "count", 0, Some(("sum_price", 1)))?;
+                ensure!(stars == 2, "{four:?}: {stars} suppressed cells: {t:?}");
                 // A commissioner's own table follows the same rule.
                 let q = spec(
                     "apc",
