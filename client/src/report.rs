@@ -357,10 +357,7 @@ async fn controlled_counts(
             shown[0] = row[0].clone();
             shown[1..6].clone_from_slice(&row[6..]);
             for i in 0..FLAGS.len() {
-                shown[6 + i] = match (row[1 + i].parse::<i64>(), row[0].parse::<i64>()) {
-                    (Ok(part), Ok(whole)) => percent(part, whole),
-                    _ => "*".into(),
-                };
+                shown[6 + i] = shown_percent(&row[1 + i], &row[0]);
             }
             (vec![p, d, m], shown)
         })
@@ -422,6 +419,15 @@ fn key_column<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(values.map(Some).collect::<StringArray>())
 }
 
+/// A percentage of two controlled figures: `*` where either is suppressed (a percentage of the
+/// exact values would give them away), else [`percent`] of the shown figures.
+pub fn shown_percent(part: &str, whole: &str) -> String {
+    match (part.parse::<i64>(), whole.parse::<i64>()) {
+        (Ok(part), Ok(whole)) => percent(part, whole),
+        _ => "*".into(),
+    }
+}
+
 /// `part / whole` as a percentage to one decimal place, rounded half up, in integers.
 pub fn percent(part: i64, whole: i64) -> String {
     if whole <= 0 {
@@ -441,5 +447,13 @@ mod tests {
         assert_eq!(super::percent(0, 5), "0.0");
         assert_eq!(super::percent(5, 5), "100.0");
         assert_eq!(super::percent(1, 0), "-");
+    }
+
+    #[test]
+    fn percentages_of_controlled_figures_use_the_shown_values() {
+        assert_eq!(super::shown_percent("15", "20"), "75.0");
+        assert_eq!(super::shown_percent("*", "20"), "*");
+        assert_eq!(super::shown_percent("10", "*"), "*");
+        assert_eq!(super::shown_percent("0", "0"), "-");
     }
 }

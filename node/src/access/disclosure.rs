@@ -172,10 +172,26 @@ pub fn check(query: &Query) -> Result<Vec<Measure>> {
         .collect()
 }
 
+/// The name a caller gave an aggregate's input field.
 fn field_name(field: &Option<Field>) -> String {
+    use crate::query::field::{Bucket, Flag};
     match field {
         Some(Field::Column { name, .. }) => name.clone(),
-        Some(f) => format!("{f:?}"),
+        Some(Field::Flag(f)) => match f {
+            Flag::NhsNumberValid => "nhs_number_valid",
+            Flag::GpPracticeValid => "gp_practice_valid",
+            Flag::CommissionerValid => "commissioner_valid",
+            Flag::DiagnosisCoded => "diagnosis_coded",
+            Flag::Ungrouped => "ungrouped",
+        }
+        .into(),
+        Some(Field::Bucket(b)) => match b {
+            Bucket::ActivityMonth => "activity_month",
+            Bucket::FinancialYear => "financial_year",
+            Bucket::AgeBand => "age_band",
+            Bucket::HrgChapter => "hrg_chapter",
+        }
+        .into(),
         None => "records".into(),
     }
 }
@@ -942,6 +958,7 @@ mod tests {
         for (func, field, says) in [
             (F::Min, "price", "min of price"),
             (F::Max, "age_at_activity", "max of age_at_activity"),
+            (F::Min, "ungrouped", "min of ungrouped"),
             (F::Sum, "age_at_activity", "sum of age_at_activity"),
             (F::Sum, "restricted", "sum of restricted"),
         ] {

@@ -79,7 +79,8 @@ pub struct QueryArgs {
     /// age_band, hrg_chapter).
     #[arg(long, value_delimiter = ',')]
     pub group_by: Vec<String>,
-    /// count, patients, sum:FIELD, min:FIELD or max:FIELD (repeat; default count).
+    /// count, patients, sum:FIELD, min:FIELD or max:FIELD (repeat; default count). At the
+    /// anonymised tier: count, patients, sums of flags, money and days; no min or max.
     #[arg(long = "agg")]
     pub aggs: Vec<String>,
     /// FIELD=V, FIELD!=V, FIELD=A|B|C, FIELD=LO..HI, FIELD>=V or FIELD<=V (repeat: all must hold).
