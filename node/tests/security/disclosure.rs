@@ -1112,7 +1112,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
 
     cases
         .check(
-            "disclosure: the Database Counts report works at the anonymised tier, controlled",
+            "disclosure: the Database Counts and Trust Statement reports work at the anonymised tier, controlled",
             async {
                 let client = fx.cluster.client_as(
                     &[1, 2, 3],
@@ -1146,6 +1146,46 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                         r[records] == "*" || r[records] == count_rule(v),
                         "records {} for exact {v}",
                         r[records]
+                    );
+                }
+                // The Trust Statement too: controlled rows and each dataset's controlled TOTAL.
+                let month = exact_held
+                    .iter()
+                    .max_by_key(|(_, v)| v[0])
+                    .map(|(k, _)| k[1].clone())
+                    .ok_or("no month")?;
+                let b = sus_client::report::trust_statement(
+                    &client,
+                    &p,
+                    &month,
+                    None,
+                    sus_client::ReadFrom::Leader,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let t = shown(&b)?;
+                let activity = t.col("activity")?;
+                let want = exact(
+                    &live,
+                    "apc",
+                    |r| r.provider == p && r.month == month,
+                    |_| vec![],
+                );
+                let total = t
+                    .rows
+                    .iter()
+                    .find(|r| r[0] == "TOTAL" && r[1] == "apc")
+                    .ok_or("no apc TOTAL")?;
+                ensure!(
+                    total[activity] == count_rule(want[&Vec::new()][0]),
+                    "apc TOTAL activity {} for exact {}",
+                    total[activity],
+                    want[&Vec::new()][0]
+                );
+                for r in &t.rows {
+                    ensure!(
+                        r[activity] == "*" || r[activity].parse::<i64>().is_ok_and(|v| v % 5 == 0),
+                        "statement row {r:?} not controlled"
                     );
                 }
                 Ok(())
