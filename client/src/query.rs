@@ -37,7 +37,9 @@ pub enum ReadFrom {
 /// A merged aggregate.
 #[derive(Debug, Clone)]
 pub struct AggregateResult {
-    /// Group key columns (`Utf8`) then one `Int64` column per aggregate.
+    /// Group key columns (`Utf8`) then one `Int64` column per aggregate; at the anonymised
+    /// tier every column is text (`*` for a suppressed cell, counts rounded to 5, sums to 2
+    /// significant figures) and a grouped table ends with a `TOTAL` row (docs/access.md).
     pub batch: RecordBatch,
     /// The store version read on each shard.
     pub versions: BTreeMap<u32, u64>,
@@ -245,10 +247,7 @@ impl Client {
     ) -> Result<AggregateResult> {
         let spec: &QuerySpec = spec.borrow();
         self.check_view(spec.view.as_ref()).await?;
-        let anonymised = spec.tier == Tier::Anonymised as i32
-            || (spec.tier == Tier::Unspecified as i32
-                && self.token_tier() == Some(Tier::Anonymised));
-        if anonymised {
+        if self.reads_anonymised(spec.tier) {
             return self.aggregate_finished(spec, read).await;
         }
         let deadline = tokio::time::Instant::now() + self.retry().retry_for;
@@ -436,9 +435,17 @@ impl Client {
         Ok(rows)
     }
 
+    /// Whether a read asking for `tier` (a `Tier` as `i32`) runs at the anonymised tier: asked
+    /// for, or the token's highest tier when none is asked for.
+    pub fn reads_anonymised(&self, tier: i32) -> bool {
+        tier == Tier::Anonymised as i32
+            || (tier == Tier::Unspecified as i32 && self.token_tier() == Some(Tier::Anonymised))
+    }
+
     /// Counts of the changes per (provider, activity month) in the period after `since` (a
     /// freeze point; `None`: the beginning) up to `view` (`None`: now): inserted, replaced,
-    /// deleted, bulk deleted, stale.
+    /// deleted, bulk deleted, stale. Exact counts need the pseudonymised tier or higher; at the
+    /// anonymised tier use [`Client::activity_controlled`].
     pub async fn activity(
         &self,
         dataset: &str,
@@ -446,6 +453,13 @@ impl Client {
         since: Option<View>,
         read: ReadFrom,
     ) -> Result<BTreeMap<(String, String), [u64; 5]>> {
+        if self.reads_anonymised(Tier::Unspecified as i32) {
+            return Err(Error::Refused(
+                "exact database counts need the pseudonymised tier or higher; at the anonymised \
+                 tier they come disclosure-controlled (Client::activity_controlled)"
+                    .into(),
+            ));
+        }
         self.check_view(view.as_ref()).await?;
         self.check_view(since.as_ref()).await?;
         let status = self.status(false).await?;
@@ -461,6 +475,7 @@ impl Client {
                 view: view.clone(),
                 since: since.clone(),
                 linearizable: read == ReadFrom::Leader,
+                tier: Tier::Unspecified as i32,
             };
             let reply = QueryClient::new(self.channel_to(&addr)?)
                 .activity(request)
@@ -478,6 +493,41 @@ impl Client {
             }
         }
         Ok(out)
+    }
+
+    /// The changes of [`Client::activity`] at the anonymised tier: one node reads every shard
+    /// and answers a disclosure-controlled table (text columns `provider`, `month`, `inserted`,
+    /// `replaced`, `deleted`, `bulk_deleted`, `stale`; `*` for suppressed counts, others rounded
+    /// to 5), ending with a `TOTAL` row.
+    pub async fn activity_controlled(
+        &self,
+        dataset: &str,
+        view: Option<View>,
+        since: Option<View>,
+    ) -> Result<RecordBatch> {
+        self.check_view(view.as_ref()).await?;
+        self.check_view(since.as_ref()).await?;
+        let request = ActivityRequest {
+            format: WIRE_FORMAT_VERSION,
+            dataset: dataset.to_string(),
+            shards: Vec::new(),
+            view,
+            since,
+            linearizable: true,
+            tier: Tier::Anonymised as i32,
+        };
+        let reply = self
+            .with_retry(|ch| {
+                let request = request.clone();
+                async move {
+                    QueryClient::new(ch)
+                        .max_decoding_message_size(sus_proto::MAX_MESSAGE_BYTES)
+                        .activity(request)
+                        .await
+                }
+            })
+            .await?;
+        ipc_to_batch(&reply.table).map_err(|e| Error::Cluster(format!("controlled counts: {e}")))
     }
 
     /// Refuses a freeze point the meta group does not hold (a replica that lacks one the meta

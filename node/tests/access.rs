@@ -159,13 +159,59 @@ fn live(path: &Path) -> Vec<LiveRow> {
         .collect()
 }
 
-/// The HES rule as the spec states it, written independently of the node's code.
-fn controlled(count: i64, sum: i64) -> (String, String) {
-    if (1..=7).contains(&count) {
-        return ("*".into(), "*".into());
+/// The HES rule for a table grouped by one key, as docs/access.md states it, written
+/// independently of the node's code: counts 1-7 are `*`, others rounded to the nearest 5; a
+/// sum is shown only where its count is, to 2 significant figures (halves away from zero); the
+/// TOTAL comes from exact values; one suppressed cell takes the next smallest with it, and more
+/// are taken while the exact total and the shown cells' least values would pin the hidden ones.
+fn controlled(cells: &[(String, i64, i64)]) -> Vec<(String, String, String)> {
+    let round5 = |v: i64| (v + 2) / 5 * 5;
+    let sig2 = |v: i64| {
+        let digits = v.abs().to_string().len() as u32;
+        if digits <= 2 {
+            return v;
+        }
+        let p = 10i64.pow(digits - 2);
+        (v.abs() + p / 2) / p * p * v.signum()
+    };
+    let mut hidden: Vec<bool> = cells.iter().map(|c| (1..=7).contains(&c.1)).collect();
+    loop {
+        let n = hidden.iter().filter(|h| **h).count();
+        let total: i64 = cells.iter().map(|c| c.1).sum();
+        let shown_least: i64 = cells
+            .iter()
+            .zip(&hidden)
+            .filter(|(c, h)| !**h && c.1 > 0)
+            .map(|(c, _)| (round5(c.1) - 2).max(8))
+            .sum();
+        let pinned = n == 1 || (n > 1 && total - shown_least <= n as i64);
+        let next = (0..cells.len())
+            .filter(|&i| !hidden[i] && cells[i].1 > 0)
+            .min_by_key(|&i| (cells[i].1, i));
+        match next {
+            Some(i) if pinned && cells.len() > 1 => hidden[i] = true,
+            _ => break,
+        }
     }
-    let rounded = if count == 0 { 0 } else { (count + 2) / 5 * 5 };
-    (rounded.to_string(), sum.to_string())
+    let show = |n: i64, s: i64, hide: bool| {
+        if hide {
+            ("*".to_string(), "*".to_string())
+        } else {
+            (round5(n).to_string(), sig2(s).to_string())
+        }
+    };
+    let mut out: Vec<(String, String, String)> = cells
+        .iter()
+        .zip(&hidden)
+        .map(|(c, h)| {
+            let (n, s) = show(c.1, c.2, *h);
+            (c.0.clone(), n, s)
+        })
+        .collect();
+    let (n, s) = cells.iter().fold((0, 0), |a, c| (a.0 + c.1, a.1 + c.2));
+    let (n, s) = show(n, s, (1..=7).contains(&n));
+    out.push(("TOTAL".into(), n, s));
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -452,16 +498,8 @@ async fn access_is_enforced_by_the_node() {
         e.0 += 1;
         e.1 += r.4;
     }
-    let total = raw.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
-    let mut want: Vec<(String, String, String)> = raw
-        .iter()
-        .map(|(k, (n, s))| {
-            let (n, s) = controlled(*n, *s);
-            (k.clone(), n, s)
-        })
-        .collect();
-    let (tn, ts) = controlled(total.0, total.1);
-    want.push(("TOTAL".into(), tn, ts));
+    let cells: Vec<(String, i64, i64)> = raw.iter().map(|(k, v)| (k.clone(), v.0, v.1)).collect();
+    let want = controlled(&cells);
     let keys = strings(std::slice::from_ref(&table), "provider_code");
     let counts = strings(std::slice::from_ref(&table), "count");
     let sums = strings(std::slice::from_ref(&table), "sum_price");

@@ -1,157 +1,692 @@
-//! HES disclosure control for the anonymised tier (aggregates only).
+//! HES disclosure control for the anonymised tier (domain spec section 8): one implementation
+//! that every anonymised path uses (`Query.Aggregate` finished tables, `Query.Activity`).
 //!
-//! Below national level: counts of 1 to 7 are shown as `*`, other counts are rounded to the
-//! nearest 5, and zero stays 0. Our rule for sums, minima and maxima (the spec names only
-//! counts): a cell of a group of 1 to 7 records is `*`, otherwise it is exact. Totals are computed
-//! from the unrounded values, then controlled like any cell. National-level figures (national
-//! scope, no organisation in the filters or the grouping) are not suppressed.
+//! ```text
+//!  query ─► check: group-by and filters on the allow-list only; count, patients, flags summed,
+//!           money and day sums only (no min/max) ─► PERMISSION_DENIED naming the field
+//!  merged table (exact values) ─► exempt? (national scope, only dataset/period/pod) ─► exact
+//!        │ otherwise
+//!        ▼
+//!  suppress: records 1-7 ─► secondary suppression on every margin line, to a fixed point
+//!            each other count: its own 1-7 and the records' pattern ─► the same closure
+//!            sums: the records' pattern
+//!        ▼
+//!  show: counts rounded to 5 (0 stays 0), sums to 2 significant figures, `*` where suppressed;
+//!        TOTAL from the exact values, then the same rules; order by what is shown; limit
+//! ```
 //!
-//! Controlled cells are text (`*`, `0`, `15`, ...): the finished table's aggregate columns are
-//! `Utf8`, and a grouped table ends with a `TOTAL` row.
+//! **Margins.** A table grouped by `k` keys is a hypercube: the cells sharing every key but one
+//! form a *line*, whose sum is a cell of the coarser query without that key (a subtotal anyone
+//! may ask for). The grand total is a line too. A line holding exactly one suppressed cell would
+//! give that cell away by subtraction, so the next smallest non-zero shown cell of that line is
+//! suppressed as well, until no line holds exactly one. Cells are never chosen if they are the
+//! only non-zero cell of one of their own lines (the margin of that line is the cell's value, so
+//! suppressing it would hide nothing). Lines with two or more suppressed cells are also checked
+//! against the rounding: if the margin and the shown cells' lowest possible values leave no room
+//! for the suppressed cells above their least values (every one would be pinned to its least
+//! value, e.g. 1), another cell is suppressed.
+//!
+//! Controlled cells are text (`*`, `0`, `15`, `120000`): the finished table's aggregate columns
+//! are `Utf8`, and a grouped table ends with a `TOTAL` row.
 
-use crate::Result;
+use crate::query::{Field, Func, Query};
+use crate::{Error, Result};
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Schema};
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use sus_proto::partial::{Partial, State};
+use sus_proto::partial::{GroupKey, Partial};
 
-/// Fields whose presence in a filter or grouping puts a figure below national level.
-pub const SUB_NATIONAL: [&str; 10] = [
+/// Group-by and filter fields allowed at the anonymised tier (besides the dataset, which every
+/// request names): organisation codes, period, point of delivery, HRG (episode and spell) and
+/// HRG chapter, treatment function, age band and sex.
+pub const DIMENSIONS: [&str; 13] = [
     "provider_code",
     "site_code",
     "commissioner_code",
     "gp_practice_code",
-    "postcode",
-    "nhs_number",
-    "local_patient_id",
-    "date_of_birth",
-    "cds_unique_id",
-    "hospital_provider_spell_number",
+    "financial_year",
+    "activity_month",
+    "pod",
+    "hrg",
+    "spell_hrg",
+    "hrg_chapter",
+    "treatment_function_code",
+    "age_band",
+    "sex",
 ];
 
-/// How to control one finished query.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    /// Per aggregate: whether it is a count (of records, patients or flagged records).
-    pub counts: Vec<bool>,
-    /// The aggregate that counts the records of each group.
-    pub rows: usize,
-    /// Leave that aggregate out of the output (it was added for control only).
-    pub hide_rows: bool,
-    /// Whether the grouped rows are national-level figures.
-    pub rows_national: bool,
-    /// Whether the total is a national-level figure.
-    pub total_national: bool,
-    pub order: Vec<(String, bool)>,
-    pub limit: usize,
+/// The dimensions of the national exemption: a national-scope figure broken down by these (and
+/// the dataset) only is shown exactly.
+pub const NATIONAL_DIMENSIONS: [&str; 3] = ["activity_month", "financial_year", "pod"];
+
+/// Fields that may be summed at the anonymised tier: money (pence) and days.
+pub const SUMMABLE: [&str; 7] = [
+    "price",
+    "base_price",
+    "excess_payment",
+    "excess_bed_days",
+    "episode_los",
+    "spell_los",
+    "critical_care_days",
+];
+
+/// Stored boolean columns that may be summed (as counts). The derived data-quality flags
+/// (`nhs_number_valid`, ...) may be summed too. `restricted` may not: how many legally
+/// restricted records a group holds is itself sensitive.
+pub const COUNTABLE_BOOLEANS: [&str; 2] = ["pbr_excluded", "last_episode_in_spell"];
+
+/// Counts from 1 to this are suppressed.
+pub const SMALL: i64 = 7;
+
+/// What a column of a controlled table holds, which decides its rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// The records of each group: every other figure of a cell whose record count is suppressed
+    /// is suppressed too.
+    Records,
+    /// Another count: distinct patients, a flag summed, changes counted.
+    Count,
+    /// Money or days summed: shown only where the record count is, to 2 significant figures.
+    Sum,
 }
 
-/// Rounds a count to the nearest 5.
-pub fn round5(v: i64) -> i64 {
+fn allowed_text() -> String {
+    format!(
+        "dataset, {} (organisation codes, period, point of delivery, HRG, HRG chapter, treatment \
+         function, age band, sex)",
+        DIMENSIONS.join(", ")
+    )
+}
+
+fn denied(message: String) -> Error {
+    Error::PermissionDenied(message)
+}
+
+/// Checks a query for the anonymised tier and says how each aggregate is controlled: the first
+/// record count is [`Measure::Records`]. Refuses, naming the field and what is allowed, group-by
+/// or filter fields off the allow-list, minima and maxima, and sums of anything but flags, money
+/// and days.
+pub fn check(query: &Query) -> Result<Vec<Measure>> {
+    for (name, _) in &query.group_by {
+        if !DIMENSIONS.contains(&name.as_str()) {
+            return Err(denied(format!(
+                "{name} cannot be grouped on at the anonymised tier: group-by and filters there \
+                 take only {}; exact dates, ages, clinical codes and identifiers need the \
+                 pseudonymised tier",
+                allowed_text()
+            )));
+        }
+    }
+    for f in &query.filters {
+        if !DIMENSIONS.contains(&f.name.as_str()) {
+            return Err(denied(format!(
+                "{} cannot be filtered on at the anonymised tier: group-by and filters there \
+                 take only {}; exact dates, ages, clinical codes, identifiers, prices and flags \
+                 need the pseudonymised tier",
+                f.name,
+                allowed_text()
+            )));
+        }
+    }
+    let aggregates = || {
+        format!(
+            "aggregates there are count, patients, sums of flags (counted like counts) and sums \
+             of {}",
+            SUMMABLE.join(", ")
+        )
+    };
+    let mut records = false;
+    query
+        .aggs
+        .iter()
+        .map(|a| match (a.func, &a.field) {
+            (Func::Count, _) if !records => {
+                records = true;
+                Ok(Measure::Records)
+            }
+            (Func::Count | Func::DistinctPatients, _) => Ok(Measure::Count),
+            (Func::Sum, Some(Field::Flag(_))) => Ok(Measure::Count),
+            (Func::Sum, Some(Field::Column { name, .. }))
+                if COUNTABLE_BOOLEANS.contains(&name.as_str()) =>
+            {
+                Ok(Measure::Count)
+            }
+            (Func::Sum, Some(Field::Column { name, .. })) if SUMMABLE.contains(&name.as_str()) => {
+                Ok(Measure::Sum)
+            }
+            (Func::Min | Func::Max, field) => Err(denied(format!(
+                "{} of {} is not available at the anonymised tier: it shows one record's value \
+                 exactly; {}",
+                if a.func == Func::Min { "min" } else { "max" },
+                field_name(field),
+                aggregates()
+            ))),
+            (_, field) => Err(denied(format!(
+                "sum of {} is not available at the anonymised tier: {}",
+                field_name(field),
+                aggregates()
+            ))),
+        })
+        .collect()
+}
+
+/// The name a caller gave an aggregate's input field.
+fn field_name(field: &Option<Field>) -> String {
+    use crate::query::field::{Bucket, Flag};
+    match field {
+        Some(Field::Column { name, .. }) => name.clone(),
+        Some(Field::Flag(f)) => match f {
+            Flag::NhsNumberValid => "nhs_number_valid",
+            Flag::GpPracticeValid => "gp_practice_valid",
+            Flag::CommissionerValid => "commissioner_valid",
+            Flag::DiagnosisCoded => "diagnosis_coded",
+            Flag::Ungrouped => "ungrouped",
+        }
+        .into(),
+        Some(Field::Bucket(b)) => match b {
+            Bucket::ActivityMonth => "activity_month",
+            Bucket::FinancialYear => "financial_year",
+            Bucket::AgeBand => "age_band",
+            Bucket::HrgChapter => "hrg_chapter",
+        }
+        .into(),
+        None => "records".into(),
+    }
+}
+
+/// Whether `query` read with a national scope is a figure for England as a whole broken down
+/// only by dataset, period and point of delivery (in group-by and filters): such figures are
+/// exact. Any other field, or a narrower scope, gets the full control.
+pub fn exempt(national_scope: bool, query: &Query) -> bool {
+    national_scope
+        && query.scope.is_empty()
+        && query
+            .filters
+            .iter()
+            .all(|f| NATIONAL_DIMENSIONS.contains(&f.name.as_str()))
+        && query
+            .group_by
+            .iter()
+            .all(|(n, _)| NATIONAL_DIMENSIONS.contains(&n.as_str()))
+}
+
+/// A count rounded to the nearest 5 (counts are never negative; halves cannot occur).
+pub fn round5(v: i128) -> i128 {
     (v + 2).div_euclid(5) * 5
 }
 
-/// One controlled cell: `raw` is the value, `n` the records behind it.
-pub fn cell(raw: Option<i64>, n: Option<i64>, count: bool, national: bool) -> Option<String> {
-    let v = raw?;
-    if national {
-        return Some(v.to_string());
+/// A value rounded to 2 significant figures, halves away from zero (`125` → `130`,
+/// `-125` → `-130`, `1_250` → `1_300`); values under 100 are already exact to 2 figures.
+pub fn round_sig2(v: i128) -> i128 {
+    let a = v.unsigned_abs();
+    if a < 100 {
+        return v;
     }
-    if count {
-        return Some(match v {
-            0 => "0".to_string(),
-            1..=7 => "*".to_string(),
-            _ => round5(v).to_string(),
-        });
-    }
-    match n {
-        Some(1..=7) => Some("*".to_string()),
-        _ => Some(v.to_string()),
+    let digits = a.ilog10() + 1;
+    let p = 10u128.pow(digits - 2);
+    let r = (a + p / 2) / p * p;
+    // `r` <= 2 * |i128::MIN| only for values far beyond any sum of i64 cells.
+    let r = i128::try_from(r).unwrap_or(i128::MAX);
+    if v < 0 { -r } else { r }
+}
+
+/// A count as shown: `0`, `*` for 1 to 7, otherwise rounded to the nearest 5.
+pub fn show_count(v: i128) -> String {
+    match v {
+        0 => "0".into(),
+        v if (1..=i128::from(SMALL)).contains(&v) => "*".into(),
+        v => round5(v).to_string(),
     }
 }
 
-/// The finished, controlled table of a merged partial.
-pub fn control(partial: &Partial, spec: &Spec) -> Result<RecordBatch> {
-    let finished = partial
-        .finish(&spec.order, spec.limit)
-        .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
-    // Totals from the unrounded states of every group.
-    let mut total: Option<Vec<State>> = None;
-    for states in partial.groups.values() {
-        match &mut total {
-            None => total = Some(states.clone()),
-            Some(t) => {
-                for (t, s) in t.iter_mut().zip(states) {
-                    t.merge(s.clone())
-                        .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
-                }
+/// One column of a table before control.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub measure: Measure,
+    /// The exact value of each row.
+    pub values: Vec<i64>,
+    /// Used for control only, left out of the output (the record count added to a query that
+    /// asked for none).
+    pub hidden: bool,
+}
+
+/// A grouped table of exact values: one row per group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Group-by column names (none: one row, no `TOTAL`).
+    pub keys: Vec<String>,
+    /// The key values of each row, distinct.
+    pub rows: Vec<GroupKey>,
+    pub columns: Vec<Column>,
+}
+
+impl Table {
+    /// The table of a merged partial, rows in key order; `measures` per aggregate, `hidden` the
+    /// aggregate to leave out of the output.
+    pub fn from_partial(
+        partial: &Partial,
+        measures: &[Measure],
+        hidden: Option<usize>,
+    ) -> Result<Table> {
+        if measures.len() != partial.aggs.len() {
+            return Err(Error::InvalidArgument(format!(
+                "internal: {} measures for {} aggregates",
+                measures.len(),
+                partial.aggs.len()
+            )));
+        }
+        let mut groups: Vec<(&GroupKey, &Vec<sus_proto::partial::State>)> =
+            partial.groups.iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(b.0));
+        let columns = partial
+            .aggs
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| Column {
+                name: name.clone(),
+                measure: measures[i],
+                values: groups
+                    .iter()
+                    .map(|(_, s)| s[i].value().unwrap_or(0))
+                    .collect(),
+                hidden: hidden == Some(i),
+            })
+            .collect();
+        Ok(Table {
+            keys: partial.keys.clone(),
+            rows: groups.into_iter().map(|(k, _)| k.clone()).collect(),
+            columns,
+        })
+    }
+
+    fn records(&self) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.measure == Measure::Records)
+    }
+}
+
+/// The margin lines of a table: for each key, the rows sharing every other key; and the grand
+/// total (all rows) when there are two keys or more (with one key it is that key's line).
+fn lines(table: &Table) -> Vec<Vec<usize>> {
+    let k = table.keys.len();
+    let mut out = Vec::new();
+    if k == 0 {
+        return out;
+    }
+    for d in 0..k {
+        let mut by: HashMap<Vec<&Option<String>>, usize> = HashMap::new();
+        let mut these: Vec<Vec<usize>> = Vec::new();
+        for (i, row) in table.rows.iter().enumerate() {
+            let rest: Vec<&Option<String>> = row
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != d)
+                .map(|(_, v)| v)
+                .collect();
+            let at = *by.entry(rest).or_insert_with(|| {
+                these.push(Vec::new());
+                these.len() - 1
+            });
+            these[at].push(i);
+        }
+        out.extend(these);
+    }
+    if k >= 2 {
+        out.push((0..table.rows.len()).collect());
+    }
+    out
+}
+
+/// The least value a shown count may hide behind its rounding: a shown non-zero count is at
+/// least 8 and at least two below its rounded value.
+fn shown_low(v: i64) -> i128 {
+    if v == 0 {
+        0
+    } else {
+        (round5(i128::from(v)) - 2).max(i128::from(SMALL) + 1)
+    }
+}
+
+/// Secondary suppression of one count column: `suppressed` starts with the primary cells and
+/// grows until no margin line would give a suppressed cell away (see the module documentation).
+/// `least` is the least value an observer knows a suppressed cell has (1 for a non-zero count,
+/// 0 where the cell is hidden only because its record count is).
+fn close(
+    values: &[i64],
+    suppressed: &mut [bool],
+    least: &[i128],
+    lines: &[Vec<usize>],
+    of_cell: &[Vec<usize>],
+) {
+    // Per line, kept up to date as cells are suppressed, so that a table of many groups costs
+    // time linear in its lines (plus one sort each): the exact margin, the hidden cells, the
+    // least the shown cells can hold together, the least the hidden ones hold together.
+    let margin: Vec<i128> = lines
+        .iter()
+        .map(|l| l.iter().map(|&c| i128::from(values[c])).sum())
+        .collect();
+    let mut hidden = vec![0usize; lines.len()];
+    let mut shown_least = vec![0i128; lines.len()];
+    let mut hidden_least = vec![0i128; lines.len()];
+    for (l, line) in lines.iter().enumerate() {
+        for &c in line {
+            if suppressed[c] {
+                hidden[l] += 1;
+                hidden_least[l] += least[c];
+            } else {
+                shown_least[l] += shown_low(values[c]);
             }
         }
     }
-    let keys = partial.keys.len();
-    let with_total = keys > 0;
-    let rows = finished.num_rows();
-    let value = |col: usize, row: usize| -> Option<i64> {
-        use arrow::array::{Array, AsArray};
-        let a = finished
-            .column(keys + col)
-            .as_primitive::<arrow::datatypes::Int64Type>();
-        a.is_valid(row).then(|| a.value(row))
+    // A cell that is the only non-zero cell of one of its lines is given away by that line's
+    // margin: suppressing it would protect nothing.
+    let non_zero: Vec<usize> = lines
+        .iter()
+        .map(|l| l.iter().filter(|&&c| values[c] != 0).count())
+        .collect();
+    let exposed: Vec<bool> = (0..values.len())
+        .map(|c| values[c] != 0 && of_cell[c].iter().any(|&l| non_zero[l] == 1))
+        .collect();
+    // Each line's candidates, smallest first (ties: the first in key order); `next` skips
+    // those suppressed since (cells are only ever added).
+    let candidates: Vec<Vec<usize>> = lines
+        .iter()
+        .map(|l| {
+            let mut c: Vec<usize> = l
+                .iter()
+                .copied()
+                .filter(|&c| values[c] != 0 && !exposed[c])
+                .collect();
+            c.sort_by_key(|&c| (values[c], c));
+            c
+        })
+        .collect();
+    let mut next = vec![0usize; lines.len()];
+    // One hidden cell is given away by the margin; several are when the margin less the least
+    // the shown cells hold leaves each no more than its least value.
+    let needs_more = |l: usize, hidden: &[usize], shown_least: &[i128], hidden_least: &[i128]| {
+        hidden[l] == 1 || (hidden[l] > 1 && margin[l] - shown_least[l] <= hidden_least[l])
     };
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for k in 0..keys {
-        use arrow::array::AsArray;
-        fields.push(Field::new(&partial.keys[k], DataType::Utf8, true));
-        let col = finished.column(k).as_string::<i32>();
-        let mut b = StringBuilder::new();
-        for row in 0..rows {
-            use arrow::array::Array;
-            b.append_option(col.is_valid(row).then(|| col.value(row)));
-        }
-        if with_total {
-            b.append_option((k == 0).then_some("TOTAL"));
-        }
-        columns.push(Arc::new(b.finish()));
-    }
-    for (a, (name, _)) in partial.aggs.iter().enumerate() {
-        if spec.hide_rows && a == spec.rows {
+    let mut queue: VecDeque<usize> = (0..lines.len()).collect();
+    let mut queued = vec![true; lines.len()];
+    while let Some(l) = queue.pop_front() {
+        queued[l] = false;
+        if !needs_more(l, &hidden, &shown_least, &hidden_least) {
             continue;
         }
-        fields.push(Field::new(name, DataType::Utf8, true));
-        let mut b = StringBuilder::new();
-        for row in 0..rows {
-            b.append_option(cell(
-                value(a, row),
-                value(spec.rows, row),
-                spec.counts[a],
-                spec.rows_national,
-            ));
+        while next[l] < candidates[l].len() && suppressed[candidates[l][next[l]]] {
+            next[l] += 1;
         }
-        if with_total {
-            let t = total.as_ref();
-            let raw = t.and_then(|t| t[a].value());
-            let n = t.and_then(|t| t[spec.rows].value());
-            b.append_option(cell(
-                raw.or(Some(0)),
-                n,
-                spec.counts[a],
-                spec.total_national,
-            ));
+        let Some(&c) = candidates[l].get(next[l]) else {
+            continue;
+        };
+        suppressed[c] = true;
+        for &l2 in &of_cell[c] {
+            hidden[l2] += 1;
+            hidden_least[l2] += least[c];
+            shown_least[l2] -= shown_low(values[c]);
+            if !queued[l2] {
+                queued[l2] = true;
+                queue.push_back(l2);
+            }
         }
-        columns.push(Arc::new(b.finish()));
     }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+}
+
+/// Which cells of each column are suppressed (`*`): primary (counts 1-7), the record count's
+/// pattern carried to every column of the cell, and secondary suppression on every margin.
+pub fn suppress(table: &Table) -> Result<Vec<Vec<bool>>> {
+    let n = table.rows.len();
+    let lines = lines(table);
+    let mut of_cell: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (l, line) in lines.iter().enumerate() {
+        for &c in line {
+            of_cell[c].push(l);
+        }
+    }
+    let small = |v: i64| (1..=SMALL).contains(&v);
+    let records = table.records();
+    let by_records: Vec<bool> = match records {
+        Some(r) => {
+            let values = &table.columns[r].values;
+            let mut s: Vec<bool> = values.iter().map(|&v| small(v)).collect();
+            close(values, &mut s, &vec![1; n], &lines, &of_cell);
+            s
+        }
+        None => vec![false; n],
+    };
+    table
+        .columns
+        .iter()
+        .map(|col| {
+            if col.values.len() != n {
+                return Err(Error::InvalidArgument(format!(
+                    "internal: column {} has {} values for {n} rows",
+                    col.name,
+                    col.values.len()
+                )));
+            }
+            Ok(match col.measure {
+                Measure::Records => by_records.clone(),
+                Measure::Sum if records.is_none() => {
+                    return Err(Error::InvalidArgument(format!(
+                        "internal: sum {} without a record count to control it",
+                        col.name
+                    )));
+                }
+                Measure::Sum => by_records.clone(),
+                Measure::Count => {
+                    let mut s: Vec<bool> = (0..n)
+                        .map(|c| by_records[c] || small(col.values[c]))
+                        .collect();
+                    // A cell hidden only for its record count may hold 0; any other suppressed
+                    // count is at least 1.
+                    let least: Vec<i128> = (0..n).map(|c| i128::from(!by_records[c])).collect();
+                    close(&col.values, &mut s, &least, &lines, &of_cell);
+                    s
+                }
+            })
+        })
+        .collect()
+}
+
+/// How a finished table is shown.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A national figure broken down only by dataset, period and point of delivery: exact.
+    pub exempt: bool,
+    /// Output columns to order by (descending when true), applied to the shown values.
+    pub order: Vec<(String, bool)>,
+    /// At most this many rows before the `TOTAL` (0: all).
+    pub limit: usize,
+}
+
+/// A shown value as ordering sees it: `*` before every number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Shown {
+    Star,
+    Number(i128),
+}
+
+/// The controlled cells of one table: row-major text, then the `TOTAL` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Controlled {
+    /// Output column names: keys, then the aggregates that are not hidden.
+    pub columns: Vec<String>,
+    /// Rows in output order (ordered, limited); `TOTAL` last for a grouped table.
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// Controls `table`: suppression, rounding, the `TOTAL` row (from exact values), then order and
+/// limit on the shown values (so neither can reveal more than the full table does).
+pub fn control(table: &Table, options: &Options) -> Result<Controlled> {
+    let k = table.keys.len();
+    let mut table = table.clone();
+    if k == 0 && table.rows.is_empty() {
+        // No group at all: the single figure is zero.
+        table.rows.push(Vec::new());
+        for c in &mut table.columns {
+            c.values.push(0);
+        }
+    }
+    let suppressed = if options.exempt {
+        vec![vec![false; table.rows.len()]; table.columns.len()]
+    } else {
+        suppress(&table)?
+    };
+    let visible: Vec<usize> = (0..table.columns.len())
+        .filter(|&c| !table.columns[c].hidden)
+        .collect();
+    let show = |measure: Measure, v: i128, hidden: bool| -> (String, Shown) {
+        if hidden {
+            return ("*".into(), Shown::Star);
+        }
+        let v = if options.exempt {
+            v
+        } else {
+            match measure {
+                Measure::Sum => round_sig2(v),
+                _ => round5(v),
+            }
+        };
+        (v.to_string(), Shown::Number(v))
+    };
+    let mut rows: Vec<(Vec<Option<String>>, Vec<Shown>)> = (0..table.rows.len())
+        .map(|r| {
+            let mut text: Vec<Option<String>> = table.rows[r].clone();
+            let mut order = Vec::new();
+            for &c in &visible {
+                let col = &table.columns[c];
+                let (t, o) = show(col.measure, i128::from(col.values[r]), suppressed[c][r]);
+                text.push(Some(t));
+                order.push(o);
+            }
+            (text, order)
+        })
+        .collect();
+    let mut names: Vec<String> = table.keys.clone();
+    names.extend(visible.iter().map(|&c| table.columns[c].name.clone()));
+    let mut sort_by = Vec::new();
+    for (column, desc) in &options.order {
+        let at = names.iter().position(|n| n == column).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "cannot order by {column}: not an output column ({})",
+                names.join(", ")
+            ))
+        })?;
+        sort_by.push((at, *desc));
+    }
+    // Rows are in key order already: a stable sort keeps it among ties.
+    rows.sort_by(|a, b| {
+        for &(at, desc) in &sort_by {
+            let ord = if at < k {
+                a.0[at].cmp(&b.0[at])
+            } else {
+                a.1[at - k].cmp(&b.1[at - k])
+            };
+            let ord = if desc { ord.reverse() } else { ord };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        Ordering::Equal
+    });
+    if options.limit > 0 {
+        rows.truncate(options.limit);
+    }
+    let mut out: Vec<Vec<Option<String>>> = rows.into_iter().map(|(t, _)| t).collect();
+    if k > 0 {
+        let total =
+            |c: usize| -> i128 { table.columns[c].values.iter().map(|&v| i128::from(v)).sum() };
+        let records_small = table
+            .records()
+            .is_some_and(|r| (1..=i128::from(SMALL)).contains(&total(r)));
+        let mut row: Vec<Option<String>> = (0..k)
+            .map(|i| (i == 0).then(|| "TOTAL".to_string()))
+            .collect();
+        for &c in &visible {
+            let col = &table.columns[c];
+            let t = total(c);
+            let hidden = !options.exempt
+                && (records_small
+                    || (col.measure != Measure::Sum && (1..=i128::from(SMALL)).contains(&t)));
+            row.push(Some(show(col.measure, t, hidden).0));
+        }
+        out.push(row);
+    }
+    Ok(Controlled {
+        columns: names,
+        rows: out,
+    })
+}
+
+impl Controlled {
+    /// The table as one Arrow batch of text columns.
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        let fields: Vec<arrow::datatypes::Field> = self
+            .columns
+            .iter()
+            .map(|n| arrow::datatypes::Field::new(n, DataType::Utf8, true))
+            .collect();
+        let columns: Vec<ArrayRef> = (0..self.columns.len())
+            .map(|c| {
+                let mut b = StringBuilder::new();
+                for row in &self.rows {
+                    b.append_option(row[c].as_deref());
+                }
+                Arc::new(b.finish()) as ArrayRef
+            })
+            .collect();
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Array, AsArray};
-    use sus_proto::partial::Kind;
+    use proptest::prelude::*;
+    use sus_proto::v1;
+
+    fn key(parts: &[&str]) -> GroupKey {
+        parts.iter().map(|p| Some(p.to_string())).collect()
+    }
+
+    /// A table of `keys` with a record count and, if given, a sum of pence per row.
+    fn table(keys: &[&str], rows: &[(&[&str], i64, i64)]) -> Table {
+        Table {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            rows: rows.iter().map(|r| key(r.0)).collect(),
+            columns: vec![
+                Column {
+                    name: "count".into(),
+                    measure: Measure::Records,
+                    values: rows.iter().map(|r| r.1).collect(),
+                    hidden: false,
+                },
+                Column {
+                    name: "sum_price".into(),
+                    measure: Measure::Sum,
+                    values: rows.iter().map(|r| r.2).collect(),
+                    hidden: false,
+                },
+            ],
+        }
+    }
+
+    fn column(c: &Controlled, name: &str) -> Vec<String> {
+        let i = c.columns.iter().position(|n| n == name).expect("column");
+        c.rows
+            .iter()
+            .map(|r| r[i].clone().unwrap_or_default())
+            .collect()
+    }
 
     #[test]
     fn counts_are_suppressed_and_rounded_by_hand() {
@@ -167,82 +702,483 @@ mod tests {
             (1000, "1000"),
         ];
         for (v, want) in cases {
-            assert_eq!(
-                cell(Some(v), Some(v), true, false).as_deref(),
-                Some(want),
-                "{v}"
-            );
-            assert_eq!(
-                cell(Some(v), Some(v), true, true).as_deref(),
-                Some(v.to_string()).as_deref(),
-                "national {v}"
-            );
+            assert_eq!(show_count(v), want, "{v}");
         }
-        // A sum over a small group is suppressed; over a larger one it is exact.
-        assert_eq!(
-            cell(Some(123_456), Some(3), false, false).as_deref(),
-            Some("*")
-        );
-        assert_eq!(
-            cell(Some(123_456), Some(9), false, false).as_deref(),
-            Some("123456")
-        );
-    }
-
-    fn column(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
-        let c = batch.column_by_name(name).expect("column");
-        let c = c.as_string::<i32>();
-        (0..c.len())
-            .map(|i| c.is_valid(i).then(|| c.value(i).to_string()))
-            .collect()
     }
 
     #[test]
-    fn a_grouped_table_is_controlled_and_totalled_before_rounding() {
-        // Hand-computed: groups with 3, 8, 12 and 0 records and their pence.
-        let mut p = Partial::new(
-            vec!["provider".into()],
-            vec![
-                ("count".into(), Kind::Count),
-                ("sum_price".into(), Kind::Sum),
+    fn sums_round_to_two_significant_figures_halves_away_from_zero() {
+        let cases = [
+            (0, 0),
+            (7, 7),
+            (57, 57),
+            (99, 99),
+            (100, 100),
+            (123, 120),
+            (125, 130),
+            (135, 140),
+            (994, 990),
+            (995, 1_000),
+            (1_250, 1_300),
+            (123_456, 120_000),
+            (149_999, 150_000),
+            (-125, -130),
+            (-123_456, -120_000),
+        ];
+        for (v, want) in cases {
+            assert_eq!(round_sig2(v), want, "{v}");
+        }
+    }
+
+    /// One key: the small cell and the next smallest are hidden (the TOTAL would otherwise give
+    /// the small one away); sums follow the counts and round to 2 significant figures; the TOTAL
+    /// is rounded from the exact total (63 → 65), not summed from the shown cells.
+    #[test]
+    fn a_one_key_table_hides_the_next_smallest_cell_of_its_total() {
+        let t = table(
+            &["provider"],
+            &[
+                (&["A"], 3, 300),
+                (&["B"], 8, 800),
+                (&["C"], 12, 1_234),
+                (&["D"], 40, 98_765),
             ],
         );
-        for (provider, n, pence) in [("A", 3, 300), ("B", 8, 800), ("C", 12, 1_200), ("D", 0, 0)] {
-            *p.group(vec![Some(provider.into())]) = vec![State::Count(n), State::Sum(pence)];
-        }
-        let spec = Spec {
-            counts: vec![true, false],
-            rows: 0,
-            hide_rows: false,
-            rows_national: false,
-            total_national: false,
-            order: Vec::new(),
-            limit: 0,
-        };
-        let out = control(&p, &spec).expect("controlled");
-        let s = |v: &[&str]| v.iter().map(|x| Some(x.to_string())).collect::<Vec<_>>();
-        assert_eq!(
-            column(&out, "provider"),
-            vec![
-                Some("A".into()),
-                Some("B".into()),
-                Some("C".into()),
-                Some("D".into()),
-                Some("TOTAL".into())
-            ]
-        );
-        // Total 23 records: rounded from 23 (25), not summed from rounded cells (0+10+10+0).
-        assert_eq!(column(&out, "count"), s(&["*", "10", "10", "0", "25"]));
+        let out = control(&t, &Options::default()).expect("controlled");
+        assert_eq!(column(&out, "provider"), ["A", "B", "C", "D", "TOTAL"]);
+        assert_eq!(column(&out, "count"), ["*", "*", "10", "40", "65"]);
+        // 300 + 800 + 1234 + 98765 = 101099 → 100000.
         assert_eq!(
             column(&out, "sum_price"),
-            s(&["*", "800", "1200", "0", "2300"])
+            ["*", "*", "1200", "99000", "100000"]
         );
-        // The same total at national level is exact.
-        let national = Spec {
-            total_national: true,
-            ..spec
+    }
+
+    /// Two keys: (P, M1) = 3 is hidden; its row and column each need a second hidden cell, and
+    /// so do the lines those fall on, until every line holds two:
+    ///
+    /// ```text
+    ///       M1  M2  M3            M1  M2  M3
+    ///  P     3  20  30       P     *   *  30
+    ///  Q    25  40  50   ─►  Q     *   *  50
+    ///  R    35  45  60       R    35  45  60     TOTAL 308 → 310
+    /// ```
+    #[test]
+    fn a_two_key_table_gets_secondary_suppression_on_rows_and_columns() {
+        let mut rows = Vec::new();
+        let grid = [("P", [3, 20, 30]), ("Q", [25, 40, 50]), ("R", [35, 45, 60])];
+        let months = ["M1", "M2", "M3"];
+        let names: Vec<[&str; 2]> = grid
+            .iter()
+            .flat_map(|(p, _)| months.iter().map(move |m| [*p, *m]))
+            .collect();
+        for (i, (_, values)) in grid.iter().enumerate() {
+            for (j, v) in values.iter().enumerate() {
+                rows.push((&names[i * 3 + j][..], *v, *v * 100));
+            }
+        }
+        let t = table(&["provider", "month"], &rows);
+        let out = control(&t, &Options::default()).expect("controlled");
+        assert_eq!(
+            column(&out, "count"),
+            ["*", "*", "30", "*", "*", "50", "35", "45", "60", "310"]
+        );
+        assert_eq!(
+            column(&out, "sum_price"),
+            [
+                "*", "*", "3000", "*", "*", "5000", "3500", "4500", "6000", "31000"
+            ]
+        );
+    }
+
+    /// A cell that is the only one of another line is never chosen: that line's margin is its
+    /// value, so hiding it would hide nothing. Here (Q, M1) = 40 is all of Q's row.
+    #[test]
+    fn a_cell_given_away_by_another_margin_is_not_chosen() {
+        let t = table(
+            &["provider", "month"],
+            &[
+                (&["P", "M1"], 3, 0),
+                (&["Q", "M1"], 40, 0),
+                (&["R", "M2"], 50, 0),
+            ],
+        );
+        let out = control(&t, &Options::default()).expect("controlled");
+        assert_eq!(column(&out, "count"), ["*", "40", "50", "95"]);
+    }
+
+    /// Two hidden cells are not enough when the rounding pins them: with the exact total 28 and
+    /// the shown 15s at least 13 each, the two hidden cells could only be 1 and 1.
+    #[test]
+    fn hidden_cells_pinned_by_the_rounding_get_another() {
+        let t = table(
+            &["provider"],
+            &[
+                (&["A"], 1, 0),
+                (&["B"], 1, 0),
+                (&["C"], 13, 0),
+                (&["D"], 13, 0),
+            ],
+        );
+        let out = control(&t, &Options::default()).expect("controlled");
+        assert_eq!(column(&out, "count"), ["*", "*", "*", "15", "30"]);
+    }
+
+    /// Order and limit see the shown values only (`*` first), and the TOTAL covers every row.
+    #[test]
+    fn order_and_limit_use_the_shown_values() {
+        let t = table(
+            &["provider"],
+            &[
+                (&["A"], 3, 0),
+                (&["B"], 9, 0),
+                (&["C"], 11, 0),
+                (&["D"], 12, 0),
+                (&["E"], 40, 0),
+            ],
+        );
+        let options = Options {
+            order: vec![("count".into(), false)],
+            limit: 3,
+            ..Options::default()
         };
-        let out = control(&p, &national).expect("controlled");
-        assert_eq!(column(&out, "count"), s(&["*", "10", "10", "0", "23"]));
+        let out = control(&t, &options).expect("controlled");
+        // B (9) is hidden with A; C (11) and D (12) both show 10 and keep their key order.
+        assert_eq!(column(&out, "provider"), ["A", "B", "C", "TOTAL"]);
+        assert_eq!(column(&out, "count"), ["*", "*", "10", "75"]);
+        let bad = Options {
+            order: vec![("__records".into(), true)],
+            ..Options::default()
+        };
+        assert!(control(&t, &bad).is_err());
+    }
+
+    /// A small TOTAL hides every figure of the TOTAL row; an exempt table is exact.
+    #[test]
+    fn small_totals_are_hidden_and_exempt_tables_exact() {
+        let t = table(&["provider"], &[(&["A"], 3, 300), (&["B"], 2, 250)]);
+        let out = control(&t, &Options::default()).expect("controlled");
+        assert_eq!(column(&out, "count"), ["*", "*", "*"]);
+        assert_eq!(column(&out, "sum_price"), ["*", "*", "*"]);
+        let exempt = Options {
+            exempt: true,
+            ..Options::default()
+        };
+        let out = control(&t, &exempt).expect("exact");
+        assert_eq!(column(&out, "count"), ["3", "2", "5"]);
+        assert_eq!(column(&out, "sum_price"), ["300", "250", "550"]);
+        // No group-by and no rows: one zero figure.
+        let empty = table(&[], &[]);
+        let out = control(&empty, &Options::default()).expect("controlled");
+        assert_eq!(
+            out.rows,
+            vec![vec![Some("0".to_string()), Some("0".into())]]
+        );
+    }
+
+    /// Another count (a flag summed) is hidden where the records are, and on its own 1-7.
+    #[test]
+    fn other_counts_follow_the_records_and_their_own_small_values() {
+        let mut t = table(
+            &["provider"],
+            &[
+                (&["A"], 3, 0),
+                (&["B"], 20, 0),
+                (&["C"], 30, 0),
+                (&["D"], 40, 0),
+            ],
+        );
+        t.columns[1] = Column {
+            name: "sum_ungrouped".into(),
+            measure: Measure::Count,
+            values: vec![0, 2, 30, 40],
+            hidden: false,
+        };
+        let out = control(&t, &Options::default()).expect("controlled");
+        assert_eq!(column(&out, "count"), ["*", "*", "30", "40", "95"]);
+        // A hidden (records), B hidden (2): two hidden in the line, and 72 − 28 − 38 = 6 > 1.
+        assert_eq!(column(&out, "sum_ungrouped"), ["*", "*", "30", "40", "70"]);
+    }
+
+    fn query(group_by: &[&str], filters: &[&str], aggs: &[(v1::aggregate::Func, &str)]) -> Query {
+        let spec = v1::QuerySpec {
+            dataset: "apc".into(),
+            group_by: group_by.iter().map(|s| s.to_string()).collect(),
+            filters: filters
+                .iter()
+                .map(|f| v1::Filter {
+                    field: f.to_string(),
+                    op: v1::filter::Op::Range as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            aggregates: aggs
+                .iter()
+                .enumerate()
+                .map(|(i, (func, field))| v1::Aggregate {
+                    func: *func as i32,
+                    field: field.to_string(),
+                    name: format!("a{i}"),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Query::from_proto(&spec).expect("a valid query")
+    }
+
+    #[test]
+    fn only_allowed_dimensions_and_aggregates_pass() {
+        use v1::aggregate::Func as F;
+        let q = query(
+            &["provider_code", "age_band", "spell_hrg"],
+            &["activity_month", "sex"],
+            &[
+                (F::Count, ""),
+                (F::CountDistinctPatients, ""),
+                (F::Sum, "price"),
+                (F::Sum, "pbr_excluded"),
+                (F::Sum, "nhs_number_valid"),
+                (F::Count, ""),
+            ],
+        );
+        assert_eq!(
+            check(&q).expect("allowed"),
+            [
+                Measure::Records,
+                Measure::Count,
+                Measure::Sum,
+                Measure::Count,
+                Measure::Count,
+                Measure::Count
+            ]
+        );
+        for (group_by, filter, says) in [
+            ("age_at_activity", "", "age_at_activity cannot be grouped"),
+            (
+                "primary_diagnosis",
+                "",
+                "primary_diagnosis cannot be grouped",
+            ),
+            ("admission_date", "", "admission_date cannot be grouped"),
+            ("cds_unique_id", "", "cds_unique_id cannot be grouped"),
+            ("", "nhs_number", "nhs_number cannot be filtered"),
+            ("", "age_at_activity", "age_at_activity cannot be filtered"),
+            ("", "price", "price cannot be filtered"),
+            ("", "ungrouped", "ungrouped cannot be filtered"),
+        ] {
+            let g: Vec<&str> = [group_by].into_iter().filter(|s| !s.is_empty()).collect();
+            let f: Vec<&str> = [filter].into_iter().filter(|s| !s.is_empty()).collect();
+            let e = check(&query(&g, &f, &[(F::Count, "")])).expect_err(says);
+            assert!(matches!(e, Error::PermissionDenied(_)), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(
+                e.to_string().contains("provider_code"),
+                "says what is allowed: {e}"
+            );
+        }
+        for (func, field, says) in [
+            (F::Min, "price", "min of price"),
+            (F::Max, "age_at_activity", "max of age_at_activity"),
+            (F::Min, "ungrouped", "min of ungrouped"),
+            (F::Sum, "age_at_activity", "sum of age_at_activity"),
+            (F::Sum, "restricted", "sum of restricted"),
+        ] {
+            let e = check(&query(&[], &[], &[(func, field)])).expect_err(says);
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_national_exemption_is_narrow() {
+        use v1::aggregate::Func as F;
+        let c = [(F::Count, "")];
+        let by_period = query(&["pod", "activity_month"], &["financial_year"], &c);
+        assert!(exempt(true, &by_period));
+        assert!(!exempt(false, &by_period), "a provider's own figures");
+        for finer in [
+            query(&["pod", "sex"], &[], &c),
+            query(&["provider_code"], &[], &c),
+            query(&["pod"], &["age_band"], &c),
+            query(&[], &["commissioner_code"], &c),
+        ] {
+            assert!(!exempt(true, &finer), "{finer:?}");
+        }
+    }
+
+    /// Tables of many groups are controlled in time linear in their lines: 100,000 providers on
+    /// one key, 300 x 300 cells on two (quadratic work would take minutes here).
+    #[test]
+    fn large_tables_are_controlled_quickly() {
+        let value = |i: usize| (i * 7919 % 97) as i64 + 1;
+        let one = Table {
+            keys: vec!["provider".into()],
+            rows: (0..100_000).map(|i| key(&[&format!("P{i:06}")])).collect(),
+            columns: vec![Column {
+                name: "count".into(),
+                measure: Measure::Records,
+                values: (0..100_000).map(value).collect(),
+                hidden: false,
+            }],
+        };
+        let started = std::time::Instant::now();
+        let hidden = &suppress(&one).expect("suppressed")[0];
+        assert!(hidden.iter().filter(|h| **h).count() >= 2);
+        let mut rows = Vec::new();
+        for i in 0..300 {
+            for j in 0..300 {
+                rows.push(key(&[&format!("P{i:03}"), &format!("M{j:03}")]));
+            }
+        }
+        let two = Table {
+            keys: vec!["provider".into(), "month".into()],
+            rows,
+            columns: vec![Column {
+                name: "count".into(),
+                measure: Measure::Records,
+                values: (0..90_000).map(value).collect(),
+                hidden: false,
+            }],
+        };
+        let hidden = &suppress(&two).expect("suppressed")[0];
+        for line in lines(&two) {
+            assert_ne!(line.iter().filter(|&&c| hidden[c]).count(), 1);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Lines of a random table: every key's lines and the grand total.
+    fn all_lines(t: &Table) -> Vec<Vec<usize>> {
+        let mut out = lines(t);
+        out.push((0..t.rows.len()).collect());
+        out
+    }
+
+    /// The most and least a suppressed cell can hold, to someone who knows the exact margin of
+    /// `line`, the rounding of its shown cells, and that hidden counts are at least 1.
+    fn bounds(values: &[i64], hidden: &[bool], line: &[usize], cell: usize) -> (i128, i128) {
+        let margin: i128 = line.iter().map(|&c| i128::from(values[c])).sum();
+        let mut most = margin;
+        for &c in line {
+            if c == cell {
+                continue;
+            }
+            most -= if hidden[c] {
+                1
+            } else if values[c] == 0 {
+                0
+            } else {
+                (round5(i128::from(values[c])) - 2).max(8)
+            };
+        }
+        let others_hidden = line.iter().any(|&c| c != cell && hidden[c]);
+        // With another hidden cell in the line, nothing bounds this one from below but 1.
+        let least = if others_hidden { 1 } else { most };
+        (least.max(1), most)
+    }
+
+    /// A random table of 1 to 3 keys, each of 2 to 5 values; `sparse` leaves cells out.
+    fn tables(sparse: bool) -> impl Strategy<Value = Table> {
+        (1usize..=3, proptest::collection::vec(2usize..=5, 3))
+            .prop_flat_map(move |(k, sizes)| {
+                let cells: usize = sizes[..k].iter().product();
+                let value = prop_oneof![3 => 1i64..=7, 4 => 8i64..=60, 1 => 61i64..=500];
+                let present = if sparse { 0.6 } else { 1.0 };
+                (
+                    Just((k, sizes)),
+                    proptest::collection::vec((value, proptest::bool::weighted(present)), cells),
+                )
+            })
+            .prop_map(|((k, sizes), cells)| {
+                let mut rows = Vec::new();
+                let mut values = Vec::new();
+                for (i, (v, present)) in cells.into_iter().enumerate() {
+                    if !present {
+                        continue;
+                    }
+                    let mut rest = i;
+                    let mut key = Vec::new();
+                    for s in &sizes[..k] {
+                        key.push(Some(format!("k{}", rest % s)));
+                        rest /= s;
+                    }
+                    rows.push(key);
+                    values.push(v);
+                }
+                let mut order: Vec<usize> = (0..rows.len()).collect();
+                order.sort_by(|a, b| rows[*a].cmp(&rows[*b]));
+                Table {
+                    keys: (0..k).map(|i| format!("key{i}")).collect(),
+                    rows: order.iter().map(|&i| rows[i].clone()).collect(),
+                    columns: vec![Column {
+                        name: "count".into(),
+                        measure: Measure::Records,
+                        values: order.iter().map(|&i| values[i]).collect(),
+                        hidden: false,
+                    }],
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Dense tables: no margin line (any key's, or the TOTAL) holds exactly one suppressed
+        /// cell, and no suppressed count can be pinned to one value by subtracting the shown
+        /// cells' (rounded) values from an exact margin.
+        #[test]
+        fn no_margin_gives_a_suppressed_cell_away(t in tables(false)) {
+            let hidden = &suppress(&t).expect("suppressed")[0];
+            let values = &t.columns[0].values;
+            for (c, v) in values.iter().enumerate() {
+                prop_assert!(hidden[c] || !(1..=SMALL).contains(v), "primary cell {c} shown");
+            }
+            for line in all_lines(&t) {
+                let n = line.iter().filter(|&&c| hidden[c]).count();
+                prop_assert!(n != 1, "a line with one suppressed cell: {line:?} of {t:?}");
+                // A margin of 1 to 7 is itself suppressed wherever it is shown (but see the
+                // national exemption in docs/security.md).
+                let margin: i64 = line.iter().map(|&c| values[c]).sum();
+                if margin <= SMALL {
+                    continue;
+                }
+                // Pinned only where nothing was left to hide (every cell hidden): which groups
+                // exist is shown.
+                let could_hide = line.iter().any(|&c| !hidden[c] && values[c] != 0);
+                for &c in line.iter().filter(|&&c| hidden[c]) {
+                    let (least, most) = bounds(values, hidden, &line, c);
+                    prop_assert!(
+                        most > least || !could_hide,
+                        "cell {c} pinned to {least} by {line:?} of {t:?}"
+                    );
+                }
+            }
+        }
+
+        /// Sparse tables: a line keeps a single suppressed cell only when no other cell of it
+        /// could hide it (each other non-zero cell is the only one of another line).
+        #[test]
+        fn sparse_tables_leave_a_single_suppressed_cell_only_when_nothing_can_hide_it(
+            t in tables(true)
+        ) {
+            let hidden = &suppress(&t).expect("suppressed")[0];
+            let values = &t.columns[0].values;
+            let lines = all_lines(&t);
+            let alone = |c: usize| lines.iter().any(|l| l.contains(&c) && l.len() == 1);
+            for line in &lines {
+                let n = line.iter().filter(|&&c| hidden[c]).count();
+                if n == 1 {
+                    for &c in line.iter().filter(|&&c| !hidden[c]) {
+                        prop_assert!(alone(c), "cell {c} could have hidden {line:?} of {t:?}");
+                    }
+                }
+                for (c, v) in values.iter().enumerate() {
+                    prop_assert!(hidden[c] || !(1..=SMALL).contains(v));
+                }
+            }
+        }
     }
 }

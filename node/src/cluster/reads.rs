@@ -361,19 +361,10 @@ impl Services {
         .map_err(status)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    /// Reads every shard on its leader for the caller whose token `credentials` hold, merges, and finishes the table (with
-    /// disclosure control at the anonymised tier).
-    async fn finish_aggregate(
+    /// Every shard, grouped by the node leading it.
+    async fn shards_by_leader(
         &self,
-        credentials: &tonic::metadata::MetadataMap,
-        spec: QuerySpec,
-        query: Query,
-        tier: Tier,
-        national: (bool, bool),
-        linearizable: bool,
-        keys: ReadKeys,
-    ) -> std::result::Result<(RecordBatch, AggregateReply), Status> {
+    ) -> std::result::Result<std::collections::BTreeMap<u64, Vec<u32>>, Status> {
         let shards = self.cluster.meta_state.borrow().shards.len() as u32;
         let mut by_node: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
         for shard in 0..shards {
@@ -382,14 +373,42 @@ impl Services {
             })?;
             by_node.entry(leader).or_default().push(shard);
         }
+        Ok(by_node)
+    }
+
+    /// `message` to another node, acting for the client whose token `credentials` hold (the
+    /// callee may then answer exact states for this node to finish).
+    fn on_behalf<T>(
+        credentials: &tonic::metadata::MetadataMap,
+        message: T,
+    ) -> std::result::Result<Request<T>, Status> {
         let client_token = auth::bearer(credentials)
             .map_err(status)?
-            .ok_or_else(|| Status::unauthenticated("no bearer token"))?
-            .to_string();
+            .ok_or_else(|| Status::unauthenticated("no bearer token"))?;
+        let mut r = Request::new(message);
+        let v = tonic::metadata::MetadataValue::try_from(client_token)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        r.metadata_mut().insert(auth::ON_BEHALF, v);
+        super::trace::propagate(credentials, r.metadata_mut());
+        Ok(r)
+    }
+
+    /// Reads every shard on its leader for the caller whose token `credentials` hold, merges,
+    /// and finishes the table (with disclosure control when `control` is given: the anonymised
+    /// tier).
+    async fn finish_aggregate(
+        &self,
+        credentials: &tonic::metadata::MetadataMap,
+        spec: QuerySpec,
+        query: Query,
+        control: Option<Control>,
+        linearizable: bool,
+        keys: ReadKeys,
+    ) -> std::result::Result<(RecordBatch, AggregateReply), Status> {
+        let by_node = self.shards_by_leader().await?;
         let calls = by_node.into_iter().map(|(node, shards)| {
             let query = query.clone();
             let spec = spec.clone();
-            let client_token = client_token.clone();
             let keys = keys.clone();
             async move {
                 if node == self.cluster.id {
@@ -397,17 +416,16 @@ impl Services {
                         .aggregate_here(query, &shards, linearizable, keys)
                         .await;
                 }
-                let mut r = Request::new(AggregateRequest {
-                    format: WIRE_FORMAT_VERSION,
-                    query: Some(spec),
-                    shards,
-                    linearizable,
-                    finish: false,
-                });
-                let v = tonic::metadata::MetadataValue::try_from(client_token)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                r.metadata_mut().insert(auth::ON_BEHALF, v);
-                super::trace::propagate(credentials, r.metadata_mut());
+                let r = Self::on_behalf(
+                    credentials,
+                    AggregateRequest {
+                        format: WIRE_FORMAT_VERSION,
+                        query: Some(spec),
+                        shards,
+                        linearizable,
+                        finish: false,
+                    },
+                )?;
                 let reply = QueryClient::new(self.channel(node)?)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .aggregate(r)
@@ -435,47 +453,115 @@ impl Services {
             .iter()
             .map(|o| (o.column.clone(), o.descending))
             .collect();
-        let table = if tier == Tier::Anonymised {
-            let rows = query
-                .aggs
-                .iter()
-                .position(|a| a.func == query::Func::Count)
-                .ok_or_else(|| Status::internal("no record count for disclosure control"))?;
-            let counts = query
-                .aggs
-                .iter()
-                .map(|a| {
-                    matches!(
-                        (a.func, &a.field),
-                        (query::Func::Count | query::Func::DistinctPatients, _)
-                            | (query::Func::Sum, Some(query::Field::Flag(_)))
-                    )
-                })
-                .collect();
-            access::disclosure::control(
-                &merged,
-                &access::disclosure::Spec {
-                    counts,
-                    rows,
-                    hide_rows: query.aggs[rows].name == HIDDEN_COUNT,
-                    rows_national: national.0,
-                    total_national: national.1,
+        let table = match control {
+            Some(c) => {
+                use access::disclosure;
+                let table = disclosure::Table::from_partial(&merged, &c.measures, c.hidden)
+                    .map_err(status)?;
+                let options = disclosure::Options {
+                    exempt: c.exempt,
                     order,
                     limit: spec.limit as usize,
-                },
-            )
-            .map_err(status)?
-        } else {
-            merged
+                };
+                disclosure::control(&table, &options)
+                    .and_then(|t| t.to_batch())
+                    .map_err(status)?
+            }
+            None => merged
                 .finish(&order, spec.limit as usize)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
         };
         Ok((table, total))
     }
 }
 
+/// Changes per (provider, activity month): inserted, replaced, deleted, bulk deleted, stale.
+type ActivityCounts = std::collections::BTreeMap<(String, String), [u64; 5]>;
+
+fn add_counts(total: &mut ActivityCounts, counts: ActivityCounts) {
+    for (k, c) in counts {
+        let t = total.entry(k).or_default();
+        for (t, c) in t.iter_mut().zip(c) {
+            *t += c;
+        }
+    }
+}
+
+/// The Database Counts of the anonymised tier: the changes as a controlled table (provider and
+/// month keys, every column a count; never exempt, as it is broken down by provider).
+fn activity_table(counts: &ActivityCounts) -> Result<RecordBatch> {
+    use access::disclosure::{Column, Measure, Options, Table, control};
+    let names = ["inserted", "replaced", "deleted", "bulk_deleted", "stale"];
+    let table = Table {
+        keys: vec!["provider".into(), "month".into()],
+        rows: counts
+            .keys()
+            .map(|(p, m)| vec![Some(p.clone()), Some(m.clone())])
+            .collect(),
+        columns: names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Column {
+                name: name.to_string(),
+                measure: Measure::Count,
+                values: counts
+                    .values()
+                    .map(|c| i64::try_from(c[i]).unwrap_or(i64::MAX))
+                    .collect(),
+                hidden: false,
+            })
+            .collect(),
+    };
+    control(&table, &Options::default())?.to_batch()
+}
+
+impl Services {
+    /// The changes of `req.shards` hosted here, within the caller's providers (`None`: all).
+    async fn activity_here(
+        &self,
+        dataset: Dataset,
+        req: &ActivityRequest,
+        providers: Option<Vec<String>>,
+    ) -> std::result::Result<ActivityCounts, Status> {
+        let view = query::parse_view(req.view.as_ref());
+        let since = query::parse_view(req.since.as_ref());
+        let stores = self.stores(&req.shards, req.linearizable).await?;
+        tokio::task::spawn_blocking(move || {
+            let mut total = ActivityCounts::default();
+            for (_, store) in stores {
+                let upto = query::exec::resolve_view(&store, &view)?
+                    .map_or_else(|| store.version(), Ok)?;
+                let after = match &since {
+                    query::View::Current => 0,
+                    v => query::exec::resolve_view(&store, v)?.unwrap_or(0),
+                };
+                let mine = store
+                    .activity(dataset, after, upto)?
+                    .into_iter()
+                    .filter(|(k, _)| providers.as_ref().is_none_or(|p| p.contains(&k.0)))
+                    .collect();
+                add_counts(&mut total, mine);
+            }
+            Ok::<_, Error>(total)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("activity task: {e}")))?
+        .map_err(status)
+    }
+}
+
 /// The record count added to an anonymised query that has none (disclosure control needs it).
 const HIDDEN_COUNT: &str = "__records";
+
+/// How an anonymised table is controlled (`access::disclosure`).
+struct Control {
+    /// Per aggregate.
+    measures: Vec<access::disclosure::Measure>,
+    /// The record count added for control, left out of the output.
+    hidden: Option<usize>,
+    /// A national figure broken down only by dataset, period and point of delivery.
+    exempt: bool,
+}
 
 #[tonic::async_trait]
 impl query_server::Query for Services {
@@ -506,6 +592,7 @@ impl query_server::Query for Services {
                 caller.user
             )));
         }
+        let mut hidden = None;
         if tier == Tier::Anonymised
             && req.finish
             && !spec
@@ -513,6 +600,7 @@ impl query_server::Query for Services {
                 .iter()
                 .any(|a| a.func == v1::aggregate::Func::Count as i32)
         {
+            hidden = Some(spec.aggregates.len());
             spec.aggregates.push(v1::Aggregate {
                 func: v1::aggregate::Func::Count as i32,
                 field: String::new(),
@@ -520,6 +608,12 @@ impl query_server::Query for Services {
             });
         }
         let mut query = Query::from_proto(&spec).map_err(status)?;
+        // The anonymised tier's allow-list first, so that its refusal says what is allowed.
+        let measures = if tier == Tier::Anonymised {
+            Some(access::disclosure::check(&query).map_err(status)?)
+        } else {
+            None
+        };
         let scope = caller.scope().map_err(status)?;
         scope
             .check_filters(&caller, &query.filters)
@@ -534,13 +628,11 @@ impl query_server::Query for Services {
         .map_err(status)?;
         let keys = self.read_keys(&caller, tier);
         query.scope = scope.filters(query.dataset).map_err(status)?;
-        let sub = |names: &[&str]| {
-            names
-                .iter()
-                .any(|n| access::disclosure::SUB_NATIONAL.contains(n))
-        };
-        let total_national = scope.is_national() && !sub(&filter_names);
-        let national = (total_national && !sub(&group_names), total_national);
+        let control = measures.map(|measures| Control {
+            measures,
+            hidden,
+            exempt: access::disclosure::exempt(scope.is_national(), &query),
+        });
         let mut audit = (tier == Tier::Identifiable && !caller.via_node).then(|| {
             let mut r = super::audit::record(&caller, self.cluster.id, "aggregate");
             r.tier = tier.name().to_string();
@@ -559,8 +651,7 @@ impl query_server::Query for Services {
                     &credentials,
                     spec,
                     query,
-                    tier,
-                    national,
+                    control,
                     req.linearizable,
                     keys,
                 )
@@ -598,8 +689,12 @@ impl query_server::Query for Services {
         request: Request<ActivityRequest>,
     ) -> std::result::Result<Response<ActivityReply>, Status> {
         let caller = auth::caller(&request)?;
+        let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
+        let tier = caller
+            .tier(Tier::from_proto(req.tier).map_err(status)?)
+            .map_err(status)?;
         // Submission activity is per provider: a scope of commissioners has none of its own.
         let providers = match caller.scope().map_err(status)? {
             Scope::National => None,
@@ -619,34 +714,49 @@ impl query_server::Query for Services {
             .and_then(|()| limits.check_scan("", &[], &[], req.since.as_ref()))
             .map_err(status)?;
         let dataset = query::parse_dataset(&req.dataset).map_err(status)?;
-        let view = query::parse_view(req.view.as_ref());
-        let since = query::parse_view(req.since.as_ref());
-        let stores = self.stores(&req.shards, req.linearizable).await?;
-        let rows = tokio::task::spawn_blocking(move || {
-            let mut total: std::collections::BTreeMap<(String, String), [u64; 5]> =
-                Default::default();
-            for (_, store) in stores {
-                let upto = query::exec::resolve_view(&store, &view)?
-                    .map_or_else(|| store.version(), Ok)?;
-                let after = match &since {
-                    query::View::Current => 0,
-                    v => query::exec::resolve_view(&store, v)?.unwrap_or(0),
+        if tier == Tier::Anonymised && !caller.via_node {
+            // Counts of every shard, merged here and controlled before they leave the node.
+            let mut merged = ActivityCounts::default();
+            let by_node = self.shards_by_leader().await?;
+            let calls = by_node.into_iter().map(|(node, shards)| {
+                let req = ActivityRequest {
+                    shards,
+                    tier: v1::Tier::Anonymised as i32,
+                    linearizable: true,
+                    ..req.clone()
                 };
-                for (k, c) in store.activity(dataset, after, upto)? {
-                    if providers.as_ref().is_some_and(|p| !p.contains(&k.0)) {
-                        continue;
+                let providers = providers.clone();
+                let credentials = &credentials;
+                async move {
+                    if node == self.cluster.id {
+                        return self.activity_here(dataset, &req, providers).await;
                     }
-                    let t = total.entry(k).or_default();
-                    for (t, c) in t.iter_mut().zip(c) {
-                        *t += c;
-                    }
+                    let reply = QueryClient::new(self.channel(node)?)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .activity(Self::on_behalf(credentials, req)?)
+                        .await?
+                        .into_inner();
+                    Ok(reply
+                        .rows
+                        .into_iter()
+                        .map(|r| {
+                            let counts =
+                                [r.inserted, r.replaced, r.deleted, r.bulk_deleted, r.stale];
+                            ((r.provider, r.month), counts)
+                        })
+                        .collect())
                 }
+            });
+            for counts in futures::future::try_join_all(calls).await? {
+                add_counts(&mut merged, counts);
             }
-            Ok::<_, Error>(total)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("activity task: {e}")))?
-        .map_err(status)?;
+            let table = activity_table(&merged).map_err(status)?;
+            return Ok(Response::new(ActivityReply {
+                rows: Vec::new(),
+                table: batch_to_ipc(&table).map_err(|e| Status::internal(e.to_string()))?,
+            }));
+        }
+        let rows = self.activity_here(dataset, &req, providers).await?;
         Ok(Response::new(ActivityReply {
             rows: rows
                 .into_iter()
@@ -660,6 +770,7 @@ impl query_server::Query for Services {
                     stale: c[4],
                 })
                 .collect(),
+            table: Vec::new(),
         }))
     }
 

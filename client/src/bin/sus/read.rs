@@ -79,7 +79,8 @@ pub struct QueryArgs {
     /// age_band, hrg_chapter).
     #[arg(long, value_delimiter = ',')]
     pub group_by: Vec<String>,
-    /// count, patients, sum:FIELD, min:FIELD or max:FIELD (repeat; default count).
+    /// count, patients, sum:FIELD, min:FIELD or max:FIELD (repeat; default count). At the
+    /// anonymised tier: count, patients, sums of flags, money and days; no min or max.
     #[arg(long = "agg")]
     pub aggs: Vec<String>,
     /// FIELD=V, FIELD!=V, FIELD=A|B|C, FIELD=LO..HI, FIELD>=V or FIELD<=V (repeat: all must hold).
@@ -268,7 +269,15 @@ pub async fn run_report(c: ReportCommand) -> Result<ExitCode> {
         } => {
             let client = read.endpoint.client()?;
             let view = read.freeze.as_deref().and_then(build::freeze);
-            let b = report::trust_statement(&client, &provider, &month, view, read.read()).await?;
+            let b = report::trust_statement_at(
+                &client,
+                read.tier(),
+                &provider,
+                &month,
+                view,
+                read.read(),
+            )
+            .await?;
             (read, b)
         }
         ReportCommand::DatabaseCounts {
@@ -279,8 +288,15 @@ pub async fn run_report(c: ReportCommand) -> Result<ExitCode> {
             let client = read.endpoint.client()?;
             let view = read.freeze.as_deref().and_then(build::freeze);
             let since = since.as_deref().and_then(build::freeze);
-            let b = report::database_counts(&client, provider.as_deref(), view, since, read.read())
-                .await?;
+            let b = report::database_counts_at(
+                &client,
+                read.tier(),
+                provider.as_deref(),
+                view,
+                since,
+                read.read(),
+            )
+            .await?;
             (read, b)
         }
     };
