@@ -163,29 +163,41 @@ fn forged_snapshot(leader: NodeId) -> RaftRequest {
     raft_request(META_GROUP, &snapshot)
 }
 
-/// Every node in `nodes` still has the terms and leaders of `before`, and none holds `mallory`.
+/// Every node in `nodes` still has the terms and leaders of `before`, and none holds `mallory`
+/// (every difference is reported).
 async fn nothing_happened(
     cluster: &TestCluster,
     nodes: &[NodeId],
     before: &BTreeMap<NodeId, (u64, u64)>,
 ) -> Result<(), String> {
+    let mut problems = Vec::new();
     let after = terms(cluster, nodes).await?;
-    ensure!(
-        &after == before,
-        "the meta group moved: (term, leader) by node before {before:?}, after {after:?}"
-    );
-    for id in nodes {
-        let users = cluster
-            .client(&[*id])
-            .list_users()
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure!(
-            !users.iter().any(|u| u.name == MALLORY),
-            "node {id} holds the forged administrator"
-        );
+    if &after != before {
+        problems.push(format!(
+            "the meta group moved: (term, leader) by node before {before:?}, after {after:?}"
+        ));
     }
+    for id in nodes {
+        match cluster.client(&[*id]).list_users().await {
+            Ok(users) if users.iter().any(|u| u.name == MALLORY) => {
+                problems.push(format!("node {id} holds the forged administrator {MALLORY}"));
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("node {id} lists no users: {e}")),
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("; "));
     Ok(())
+}
+
+/// Both checks' failures (the refusal, and that nothing happened), so that a regression shows
+/// what an accepted attack did.
+fn both(refusal: Result<(), String>, effects: Result<(), String>) -> Result<(), String> {
+    match (refusal, effects) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(format!("{a}; and {b}")),
+    }
 }
 
 fn join_request(target: NodeId) -> v1::JoinRequest {
@@ -222,8 +234,9 @@ pub async fn run(cases: &mut Cases) {
         .check("pki: Vote with a huge term over the operator's certificate", async {
             let ch = channel_to(&cluster, leader, Some(op.clone())).await;
             let r = raft_client(ch).vote(forged_vote(INVENTED)).await;
-            refused(r, Code::PermissionDenied, &format!("the Raft service {OPERATOR_REFUSED}"))?;
-            nothing_happened(&cluster, &all, &before).await
+            let refusal =
+                refused(r, Code::PermissionDenied, &format!("the Raft service {OPERATOR_REFUSED}"));
+            both(refusal, nothing_happened(&cluster, &all, &before).await)
         })
         .await;
 
@@ -235,8 +248,12 @@ pub async fn run(cases: &mut Cases) {
                 let forged = forged_append_for(&cluster, follower, INVENTED).await?;
                 let ch = channel_to(&cluster, follower, Some(op.clone())).await;
                 let r = raft_client(ch).append_entries(forged).await;
-                refused(r, Code::PermissionDenied, &format!("the Raft service {OPERATOR_REFUSED}"))?;
-                nothing_happened(&cluster, &all, &before).await
+                let refusal = refused(
+                    r,
+                    Code::PermissionDenied,
+                    &format!("the Raft service {OPERATOR_REFUSED}"),
+                );
+                both(refusal, nothing_happened(&cluster, &all, &before).await)
             },
         )
         .await;
@@ -247,8 +264,9 @@ pub async fn run(cases: &mut Cases) {
             let r = raft_client(ch)
                 .install_snapshot(forged_snapshot(INVENTED))
                 .await;
-            refused(r, Code::PermissionDenied, &format!("the Raft service {OPERATOR_REFUSED}"))?;
-            nothing_happened(&cluster, &all, &before).await
+            let refusal =
+                refused(r, Code::PermissionDenied, &format!("the Raft service {OPERATOR_REFUSED}"));
+            both(refusal, nothing_happened(&cluster, &all, &before).await)
         })
         .await;
 
@@ -259,6 +277,39 @@ pub async fn run(cases: &mut Cases) {
                 .join(join_request(follower))
                 .await;
             refused(r, Code::PermissionDenied, &format!("Join {OPERATOR_REFUSED}"))
+        })
+        .await;
+
+    cases
+        .check("pki: a node refuses to start with another node's certificate", async {
+            let dir = cluster.certs.ca.parent().ok_or("no certificates' folder")?;
+            let (cert, key) = sus_client::certs::node_files(dir, 1);
+            let out = tokio::process::Command::new(&bin)
+                .arg("--data-dir")
+                .arg(cluster.scratch().join("impostor"))
+                .arg("--refdata")
+                .arg(&refdata)
+                .args(["serve", "--id", "7", "--listen", "127.0.0.1:0", "--tls-ca"])
+                .arg(&cluster.certs.ca)
+                .arg("--tls-cert")
+                .arg(&cert)
+                .arg("--tls-key")
+                .arg(&key)
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(60), out)
+                .await
+                .map_err(|_| "the node did not exit")?
+                .map_err(|e| e.to_string())?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            ensure!(
+                out.status.code() == Some(1)
+                    && stderr.contains("names node 1, but this is node 7")
+                    && stderr.contains("sus certs node --dir DIR --id 7"),
+                "exit {:?}: {stderr}",
+                out.status.code()
+            );
+            Ok(())
         })
         .await;
 
