@@ -39,17 +39,12 @@ impl std::str::FromStr for NodeCert {
     /// `ID=NAME[,NAME...]`, e.g. `1=n1,10.0.0.11,n1.sus.svc`, or `ID` alone.
     fn from_str(spec: &str) -> Result<NodeCert> {
         let (id, names) = spec.split_once('=').unwrap_or((spec, ""));
-        let id: u64 = id
-            .trim()
-            .parse()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "node certificate '{spec}': give the node as ID=NAME[,NAME...] with its \
+        let id: u64 = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            Error::Config(format!(
+                "node certificate '{spec}': give the node as ID=NAME[,NAME...] with its \
                      id (1 or more) first, e.g. 1=n1,10.0.0.11"
-                ))
-            })?;
+            ))
+        })?;
         Ok(NodeCert {
             id,
             names: names
@@ -107,7 +102,10 @@ fn issue(
     p.extended_key_usages = usages;
     let key = KeyPair::generate().map_err(tls_error)?;
     let cert = p.signed_by(&key, issuer).map_err(tls_error)?;
-    let (c, k) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
+    let (c, k) = (
+        dir.join(format!("{file}.pem")),
+        dir.join(format!("{file}.key")),
+    );
     write(&c, &cert.pem(), false)?;
     write(&k, &key.serialize_pem(), true)?;
     Ok((c, k))

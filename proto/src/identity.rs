@@ -51,7 +51,10 @@ mod tests {
     #[test]
     fn node_uris_round_trip_and_malformed_ones_are_refused() {
         assert_eq!(parse_node_uri(&node_uri(7)), Some(Ok(7)));
-        assert_eq!(parse_node_uri("sus://node/18446744073709551615"), Some(Ok(u64::MAX)));
+        assert_eq!(
+            parse_node_uri("sus://node/18446744073709551615"),
+            Some(Ok(u64::MAX))
+        );
         assert_eq!(parse_node_uri(OPERATOR_URI), None);
         assert_eq!(parse_node_uri("https://node/1"), None);
         assert_eq!(parse_node_uri("sus://nod"), None);

@@ -15,7 +15,8 @@
 //!
 //! Who may call is the node's decision, not this crate's: the server asks a [`Gate`] (given the
 //! caller's verified certificates) before reading a message, and then refuses any message whose
-//! sender (the leader or candidate in its vote) is not the node the gate named.
+//! sender (the leader or candidate in its vote) is not the node the gate named. A sender refused
+//! by a peer backs off as from an unreachable one.
 
 use crate::{GroupId, NodeId, Raft, TypeConfig};
 use openraft::BasicNode;
@@ -223,11 +224,15 @@ where
         Ok(reply) => reply.into_inner(),
         Err(status) => {
             return Err(match status.code() {
-                // Not reachable, not hosting the group yet, or shutting down: back off.
+                // Not reachable, not hosting the group yet, shutting down, or not accepting
+                // this node (its gate refused us: another node now at that address, or a
+                // membership it has not caught up with yet): back off.
                 tonic::Code::Unavailable
                 | tonic::Code::NotFound
                 | tonic::Code::DeadlineExceeded
-                | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
+                | tonic::Code::Cancelled
+                | tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated => RPCError::Unreachable(Unreachable::new(&status)),
                 _ => RPCError::Network(NetworkError::new(&status)),
             });
         }
@@ -570,7 +575,8 @@ mod tests {
             _: Option<&[CertificateDer<'static>]>,
             _: GroupId,
         ) -> Result<Option<NodeId>, Status> {
-            self.0.map_err(|code| Status::new(code, "refused by the gate"))
+            self.0
+                .map_err(|code| Status::new(code, "refused by the gate"))
         }
     }
 
@@ -604,9 +610,9 @@ mod tests {
         let forged = service(Ok(Some(2))).vote(vote_from(3)).await.unwrap_err();
         assert_eq!(forged.code(), tonic::Code::PermissionDenied);
         assert!(
-            forged
-                .message()
-                .contains("names node 3 as its sender, but the connection's certificate is node 2's"),
+            forged.message().contains(
+                "names node 3 as its sender, but the connection's certificate is node 2's"
+            ),
             "{}",
             forged.message()
         );

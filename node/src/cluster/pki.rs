@@ -93,9 +93,7 @@ pub fn check_own_certificate(pem: &[u8], path: &std::path::Path, id: NodeId) -> 
         .map_err(|e| bad(format!("is not a PEM certificate ({e})")))?;
     match identity_of(&pem.contents).map_err(|e| bad(format!("is not usable: {e}")))? {
         CertIdentity::Node(named) if named == id => Ok(()),
-        CertIdentity::Node(named) => Err(bad(format!(
-            "names node {named}, but this is node {id}"
-        ))),
+        CertIdentity::Node(named) => Err(bad(format!("names node {named}, but this is node {id}"))),
         CertIdentity::Operator => Err(bad(format!(
             "names no node (it has no sus://node/<id> name), but this is node {id}"
         ))),
@@ -389,18 +387,38 @@ mod tests {
         assert_eq!(g.members(), BTreeSet::from([1, 2, 3, 5, 6]));
         let removed = g.check_member(4, "the Raft service").unwrap_err();
         assert_eq!(removed.code(), tonic::Code::PermissionDenied);
-        assert!(removed.message().contains("node 4 was removed from this cluster"));
+        assert!(
+            removed
+                .message()
+                .contains("node 4 was removed from this cluster")
+        );
         let stranger = g.check_member(9, "Join").unwrap_err();
-        assert!(stranger.message().contains("node 9 is not a member of this cluster"));
-        assert_eq!(g.member(Some(chain(&["sus://node/5"]).as_slice()), "x").unwrap(), Some(5));
+        assert!(
+            stranger
+                .message()
+                .contains("node 9 is not a member of this cluster")
+        );
+        assert_eq!(
+            g.member(Some(chain(&["sus://node/5"]).as_slice()), "x")
+                .unwrap(),
+            Some(5)
+        );
         // An operator's certificate, or none, is never a node.
-        let operator = g.member(Some(chain(&["sus://operator"]).as_slice()), "x").unwrap_err();
+        let operator = g
+            .member(Some(chain(&["sus://operator"]).as_slice()), "x")
+            .unwrap_err();
         assert_eq!(operator.code(), tonic::Code::PermissionDenied);
         let none = g.member(None, "x").unwrap_err();
         assert_eq!(none.code(), tonic::Code::Unauthenticated);
         // Init takes the operator's certificate only.
-        assert!(g.operator(Some(chain(&["sus://operator"]).as_slice()), "Init").is_ok());
-        assert!(g.operator(Some(chain(&["sus://node/2"]).as_slice()), "Init").is_err());
+        assert!(
+            g.operator(Some(chain(&["sus://operator"]).as_slice()), "Init")
+                .is_ok()
+        );
+        assert!(
+            g.operator(Some(chain(&["sus://node/2"]).as_slice()), "Init")
+                .is_err()
+        );
         assert!(g.operator(None, "Init").is_err());
         // Without TLS nothing is proven and nothing is refused.
         let open = gate(false);
@@ -412,7 +430,10 @@ mod tests {
     #[test]
     fn a_node_token_counts_only_over_that_nodes_own_certificate() {
         let g = gate(true);
-        assert!(g.check_node_token(Some(chain(&["sus://node/2"]).as_slice()), 2).is_ok());
+        assert!(
+            g.check_node_token(Some(chain(&["sus://node/2"]).as_slice()), 2)
+                .is_ok()
+        );
         let other = g
             .check_node_token(Some(chain(&["sus://node/3"]).as_slice()), 2)
             .unwrap_err();

@@ -96,7 +96,10 @@ async fn meta_view(cluster: &TestCluster, id: NodeId) -> Result<(u64, u64, u64),
 }
 
 /// Term and leader of the meta group on every node in `nodes`.
-async fn terms(cluster: &TestCluster, nodes: &[NodeId]) -> Result<BTreeMap<NodeId, (u64, u64)>, String> {
+async fn terms(
+    cluster: &TestCluster,
+    nodes: &[NodeId],
+) -> Result<BTreeMap<NodeId, (u64, u64)>, String> {
     let mut out = BTreeMap::new();
     for id in nodes {
         let (term, leader, _) = meta_view(cluster, *id).await?;
@@ -152,7 +155,10 @@ fn forged_snapshot(leader: NodeId) -> RaftRequest {
     let snapshot: InstallSnapshotRequest<TypeConfig> = InstallSnapshotRequest {
         vote: Vote::new_committed(FORGED_TERM, leader),
         meta: SnapshotMeta {
-            last_log_id: Some(LogId::new(CommittedLeaderId::new(FORGED_TERM, leader), 1 << 30)),
+            last_log_id: Some(LogId::new(
+                CommittedLeaderId::new(FORGED_TERM, leader),
+                1 << 30,
+            )),
             last_membership: StoredMembership::default(),
             snapshot_id: "forged".into(),
         },
@@ -180,7 +186,9 @@ async fn nothing_happened(
     for id in nodes {
         match cluster.client(&[*id]).list_users().await {
             Ok(users) if users.iter().any(|u| u.name == MALLORY) => {
-                problems.push(format!("node {id} holds the forged administrator {MALLORY}"));
+                problems.push(format!(
+                    "node {id} holds the forged administrator {MALLORY}"
+                ));
             }
             Ok(_) => {}
             Err(e) => problems.push(format!("node {id} lists no users: {e}")),
@@ -231,13 +239,19 @@ pub async fn run(cases: &mut Cases) {
     let op = operator(&cluster);
 
     cases
-        .check("pki: Vote with a huge term over the operator's certificate", async {
-            let ch = channel_to(&cluster, leader, Some(op.clone())).await;
-            let r = raft_client(ch).vote(forged_vote(INVENTED)).await;
-            let refusal =
-                refused(r, Code::PermissionDenied, &format!("the Raft service {OPERATOR_REFUSED}"));
-            both(refusal, nothing_happened(&cluster, &all, &before).await)
-        })
+        .check(
+            "pki: Vote with a huge term over the operator's certificate",
+            async {
+                let ch = channel_to(&cluster, leader, Some(op.clone())).await;
+                let r = raft_client(ch).vote(forged_vote(INVENTED)).await;
+                let refusal = refused(
+                    r,
+                    Code::PermissionDenied,
+                    &format!("the Raft service {OPERATOR_REFUSED}"),
+                );
+                both(refusal, nothing_happened(&cluster, &all, &before).await)
+            },
+        )
         .await;
 
     cases
@@ -259,15 +273,21 @@ pub async fn run(cases: &mut Cases) {
         .await;
 
     cases
-        .check("pki: InstallSnapshot over the operator's certificate", async {
-            let ch = channel_to(&cluster, follower, Some(op.clone())).await;
-            let r = raft_client(ch)
-                .install_snapshot(forged_snapshot(INVENTED))
-                .await;
-            let refusal =
-                refused(r, Code::PermissionDenied, &format!("the Raft service {OPERATOR_REFUSED}"));
-            both(refusal, nothing_happened(&cluster, &all, &before).await)
-        })
+        .check(
+            "pki: InstallSnapshot over the operator's certificate",
+            async {
+                let ch = channel_to(&cluster, follower, Some(op.clone())).await;
+                let r = raft_client(ch)
+                    .install_snapshot(forged_snapshot(INVENTED))
+                    .await;
+                let refusal = refused(
+                    r,
+                    Code::PermissionDenied,
+                    &format!("the Raft service {OPERATOR_REFUSED}"),
+                );
+                both(refusal, nothing_happened(&cluster, &all, &before).await)
+            },
+        )
         .await;
 
     cases
@@ -276,64 +296,74 @@ pub async fn run(cases: &mut Cases) {
             let r = v1::admin_client::AdminClient::new(ch)
                 .join(join_request(follower))
                 .await;
-            refused(r, Code::PermissionDenied, &format!("Join {OPERATOR_REFUSED}"))
+            refused(
+                r,
+                Code::PermissionDenied,
+                &format!("Join {OPERATOR_REFUSED}"),
+            )
         })
         .await;
 
     cases
-        .check("pki: a node refuses to start with another node's certificate", async {
-            let dir = cluster.certs.ca.parent().ok_or("no certificates' folder")?;
-            let (cert, key) = sus_client::certs::node_files(dir, 1);
-            let out = tokio::process::Command::new(&bin)
-                .arg("--data-dir")
-                .arg(cluster.scratch().join("impostor"))
-                .arg("--refdata")
-                .arg(&refdata)
-                .args(["serve", "--id", "7", "--listen", "127.0.0.1:0", "--tls-ca"])
-                .arg(&cluster.certs.ca)
-                .arg("--tls-cert")
-                .arg(&cert)
-                .arg("--tls-key")
-                .arg(&key)
-                .kill_on_drop(true)
-                .output();
-            let out = tokio::time::timeout(Duration::from_secs(60), out)
-                .await
-                .map_err(|_| "the node did not exit")?
-                .map_err(|e| e.to_string())?;
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            ensure!(
-                out.status.code() == Some(1)
-                    && stderr.contains("names node 1, but this is node 7")
-                    && stderr.contains("sus certs node --dir DIR --id 7"),
-                "exit {:?}: {stderr}",
-                out.status.code()
-            );
-            Ok(())
-        })
+        .check(
+            "pki: a node refuses to start with another node's certificate",
+            async {
+                let dir = cluster.certs.ca.parent().ok_or("no certificates' folder")?;
+                let (cert, key) = sus_client::certs::node_files(dir, 1);
+                let out = tokio::process::Command::new(&bin)
+                    .arg("--data-dir")
+                    .arg(cluster.scratch().join("impostor"))
+                    .arg("--refdata")
+                    .arg(&refdata)
+                    .args(["serve", "--id", "7", "--listen", "127.0.0.1:0", "--tls-ca"])
+                    .arg(&cluster.certs.ca)
+                    .arg("--tls-cert")
+                    .arg(&cert)
+                    .arg("--tls-key")
+                    .arg(&key)
+                    .kill_on_drop(true)
+                    .output();
+                let out = tokio::time::timeout(Duration::from_secs(60), out)
+                    .await
+                    .map_err(|_| "the node did not exit")?
+                    .map_err(|e| e.to_string())?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                ensure!(
+                    out.status.code() == Some(1)
+                        && stderr.contains("names node 1, but this is node 7")
+                        && stderr.contains("sus certs node --dir DIR --id 7"),
+                    "exit {:?}: {stderr}",
+                    out.status.code()
+                );
+                Ok(())
+            },
+        )
         .await;
 
     let admin_token = cluster.token.clone().expect("the admin token");
     cases
-        .check("pki: AppendAudit with the administrator's user token", async {
-            let ch = channel_to(&cluster, leader, Some(op.clone())).await;
-            let request = v1::AppendAuditRequest {
-                format: WIRE_FORMAT_VERSION,
-                records_json: Vec::new(),
-            };
-            let r = v1::admin_client::AdminClient::new(ch.clone())
-                .append_audit(with_token(request.clone(), Some(&admin_token)))
-                .await;
-            refused(
-                r,
-                Code::PermissionDenied,
-                "user admin (role admin) may not append to the audit log",
-            )?;
-            let r = v1::admin_client::AdminClient::new(ch)
-                .append_audit(with_token(request, None))
-                .await;
-            refused(r, Code::Unauthenticated, "no bearer token")
-        })
+        .check(
+            "pki: AppendAudit with the administrator's user token",
+            async {
+                let ch = channel_to(&cluster, leader, Some(op.clone())).await;
+                let request = v1::AppendAuditRequest {
+                    format: WIRE_FORMAT_VERSION,
+                    records_json: Vec::new(),
+                };
+                let r = v1::admin_client::AdminClient::new(ch.clone())
+                    .append_audit(with_token(request.clone(), Some(&admin_token)))
+                    .await;
+                refused(
+                    r,
+                    Code::PermissionDenied,
+                    "user admin (role admin) may not append to the audit log",
+                )?;
+                let r = v1::admin_client::AdminClient::new(ch)
+                    .append_audit(with_token(request, None))
+                    .await;
+                refused(r, Code::Unauthenticated, "no bearer token")
+            },
+        )
         .await;
 
     cases
@@ -353,7 +383,11 @@ pub async fn run(cases: &mut Cases) {
                         Some(&admin_token),
                     ))
                     .await;
-                refused(r, Code::PermissionDenied, "may not freeze a shard (an internal call)")?;
+                refused(
+                    r,
+                    Code::PermissionDenied,
+                    "may not freeze a shard (an internal call)",
+                )?;
                 let r = admin
                     .change_shard_replicas(with_token(
                         v1::ChangeShardReplicasRequest {
@@ -396,11 +430,12 @@ pub async fn run(cases: &mut Cases) {
                 },
                 Some(&admin_token),
             );
-            request.metadata_mut().insert(
-                "x-sus-on-behalf",
-                admin_token.parse().expect("header"),
-            );
-            let r = v1::query_client::QueryClient::new(ch).aggregate(request).await;
+            request
+                .metadata_mut()
+                .insert("x-sus-on-behalf", admin_token.parse().expect("header"));
+            let r = v1::query_client::QueryClient::new(ch)
+                .aggregate(request)
+                .await;
             refused(
                 r,
                 Code::PermissionDenied,
@@ -410,33 +445,41 @@ pub async fn run(cases: &mut Cases) {
         .await;
 
     cases
-        .check("pki: Init over a node's certificate, and over the operator's once initialised", async {
-            let request = v1::InitRequest {
-                format: WIRE_FORMAT_VERSION,
-                nodes: vec![v1::NodeAddress {
-                    id: follower,
-                    addr: cluster.nodes[&follower].addr.clone(),
-                }],
-                shards: 1,
-                replication: 1,
-                admin_password: "a-new-admin-password-of-mine".into(),
-            };
-            let ch = channel_to(&cluster, follower, Some(node_identity(&cluster, leader))).await;
-            let r = v1::admin_client::AdminClient::new(ch)
-                .init(request.clone())
-                .await;
-            refused(
-                r,
-                Code::PermissionDenied,
-                &format!(
-                    "Init is authorised by the operator's client certificate (client.pem of \
+        .check(
+            "pki: Init over a node's certificate, and over the operator's once initialised",
+            async {
+                let request = v1::InitRequest {
+                    format: WIRE_FORMAT_VERSION,
+                    nodes: vec![v1::NodeAddress {
+                        id: follower,
+                        addr: cluster.nodes[&follower].addr.clone(),
+                    }],
+                    shards: 1,
+                    replication: 1,
+                    admin_password: "a-new-admin-password-of-mine".into(),
+                };
+                let ch =
+                    channel_to(&cluster, follower, Some(node_identity(&cluster, leader))).await;
+                let r = v1::admin_client::AdminClient::new(ch)
+                    .init(request.clone())
+                    .await;
+                refused(
+                    r,
+                    Code::PermissionDenied,
+                    &format!(
+                        "Init is authorised by the operator's client certificate (client.pem of \
                      `sus certs init`); this connection presents node {leader}'s certificate"
-                ),
-            )?;
-            let ch = channel_to(&cluster, follower, Some(op.clone())).await;
-            let r = v1::admin_client::AdminClient::new(ch).init(request).await;
-            refused(r, Code::InvalidArgument, "the cluster is already initialised")
-        })
+                    ),
+                )?;
+                let ch = channel_to(&cluster, follower, Some(op.clone())).await;
+                let r = v1::admin_client::AdminClient::new(ch).init(request).await;
+                refused(
+                    r,
+                    Code::InvalidArgument,
+                    "the cluster is already initialised",
+                )
+            },
+        )
         .await;
 
     cases
@@ -538,7 +581,10 @@ pub async fn run(cases: &mut Cases) {
                     .leader_of(META_GROUP)
                     .await
                     .ok_or("no meta leader after the transfer")?;
-                ensure!(now == follower, "node {follower} did not take the lead ({now} did)");
+                ensure!(
+                    now == follower,
+                    "node {follower} did not take the lead ({now} did)"
+                );
                 // A write through the new leader reaches every node.
                 admin
                     .add_user(
@@ -559,16 +605,20 @@ pub async fn run(cases: &mut Cases) {
                     .await
                     .map_err(|e| format!("add-node 5: {e}"))?;
                 cluster
-                    .wait_for("every node to hold the new user", Duration::from_secs(60), async |c| {
-                        let mut all = true;
-                        for id in [1, 2, 3, 5] {
-                            let seen = c.client(&[id]).list_users().await.is_ok_and(|users| {
-                                users.iter().any(|u| u.name == "after_attacks")
-                            });
-                            all &= seen;
-                        }
-                        all
-                    })
+                    .wait_for(
+                        "every node to hold the new user",
+                        Duration::from_secs(60),
+                        async |c| {
+                            let mut all = true;
+                            for id in [1, 2, 3, 5] {
+                                let seen = c.client(&[id]).list_users().await.is_ok_and(|users| {
+                                    users.iter().any(|u| u.name == "after_attacks")
+                                });
+                                all &= seen;
+                            }
+                            all
+                        },
+                    )
                     .await?;
                 let (_, leader_seen, _) = meta_view(&cluster, 5).await?;
                 ensure!(leader_seen == follower, "node 5 sees leader {leader_seen}");

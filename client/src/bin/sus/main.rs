@@ -346,15 +346,13 @@ fn main() -> ExitCode {
             id,
             names,
             replace,
-        }) => sus_client::certs::issue_node(
-            &dir,
-            &sus_client::certs::NodeCert { id, names },
-            replace,
-        )
-        .map(|(cert, key)| {
-            println!("node {id}: {} {}", cert.display(), key.display());
-            ExitCode::SUCCESS
-        }),
+        }) => {
+            sus_client::certs::issue_node(&dir, &sus_client::certs::NodeCert { id, names }, replace)
+                .map(|(cert, key)| {
+                    println!("node {id}: {} {}", cert.display(), key.display());
+                    ExitCode::SUCCESS
+                })
+        }
     };
     match result {
         Ok(code) => code,
