@@ -250,9 +250,15 @@ async fn compose_cluster_serves_and_survives_a_killed_container() {
     let file = dir.path().join("three-nodes.yml");
     std::fs::copy(root().join("deploy/compose/three-nodes.yml"), &file).expect("compose file");
     let ips = ["172.29.7.11", "172.29.7.12", "172.29.7.13"];
-    // What deploy/compose/certs.sh makes: one node certificate naming every node.
-    let names = format!("node,n1,n2,n3,{}", ips.join(","));
-    let certs = sus_client::certs::init(&dir.path().join("tls"), &[names]).expect("certificates");
+    // What deploy/compose/certs.sh makes: a certificate per node naming its id, its service
+    // name and its address, and the operator's for the init service.
+    let nodes: Vec<sus_client::certs::NodeCert> = (1..=3u64)
+        .map(|id| sus_client::certs::NodeCert {
+            id,
+            names: vec![format!("n{id}"), ips[id as usize - 1].to_string()],
+        })
+        .collect();
+    let certs = sus_client::certs::init(&dir.path().join("tls"), &nodes).expect("certificates");
     let password = "compose-test-password";
     let project = Project {
         file,

@@ -131,14 +131,18 @@ struct ServeArgs {
     /// The cluster CA's certificate (PEM): peers and clients are verified against it.
     #[arg(long, env = "SUS_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
-    /// This node's certificate (PEM), signed by the CA (`sus certs init` makes development ones).
+    /// This node's certificate (PEM), signed by the CA, naming this node's id as the URI
+    /// `sus://node/<id>` (the node refuses to start otherwise; `sus certs init` and `sus certs
+    /// node` make development ones). `{id}` in the path is replaced by the node id
+    /// (`/tls/node-{id}.pem`).
     #[arg(long, env = "SUS_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
     tls_cert: Option<PathBuf>,
-    /// This node's private key (PEM).
+    /// This node's private key (PEM); `{id}` in the path is replaced by the node id.
     #[arg(long, env = "SUS_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
     /// Serve and call peers without TLS (local development only: tokens and patient data
-    /// cross the network in clear).
+    /// cross the network in clear, and no caller proves which node it is, so the internal Raft
+    /// and Join services are open to anyone who reaches the port).
     #[arg(long, env = "SUS_PLAINTEXT", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
     plaintext: bool,
 
@@ -376,6 +380,15 @@ fn id_from_hostname() -> anyhow::Result<u64> {
     Ok(ordinal + 1)
 }
 
+/// `path` with every `{id}` replaced by the node id: one setting for every node of a compose
+/// file or a StatefulSet (`/tls/node-{id}.pem`).
+fn with_id(path: &std::path::Path, id: u64) -> PathBuf {
+    match path.to_str() {
+        Some(p) if p.contains("{id}") => PathBuf::from(p.replace("{id}", &id.to_string())),
+        _ => path.to_path_buf(),
+    }
+}
+
 fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result<ExitCode> {
     use sus_node::cluster::{Cluster, ClusterConfig, RaftTuning, service::Services};
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -395,8 +408,8 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
     let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key, args.plaintext) {
         (Some(ca), Some(cert), Some(key), false) => Some(sus_node::cluster::tls::TlsFiles {
             ca: ca.clone(),
-            cert: cert.clone(),
-            key: key.clone(),
+            cert: with_id(cert, id),
+            key: with_id(key, id),
         }),
         (None, None, None, true) => None,
         _ => anyhow::bail!(
@@ -492,11 +505,10 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             .layer(sus_node::cluster::requests::RequestLimitsLayer::new(
                 &limits,
             ))
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                sus_raft::network::RaftService::server(cluster.registry.clone()),
-                sus_node::cluster::tls::NodesOnly {
-                    required: tls.is_some(),
-                },
+            // Raft calls only from current members, each sending its own messages (with TLS).
+            .add_service(sus_raft::network::RaftService::server(
+                cluster.registry.clone(),
+                std::sync::Arc::new(cluster.gate().clone()),
             ))
             .add_service(services.ingest())
             .add_service(services.admin())

@@ -12,6 +12,11 @@
 //! exactly what openraft produced; the reply is `Result<response, RaftError>` so that a remote
 //! Raft error reaches the caller's openraft as a `RemoteError`. A call for a group the peer does
 //! not host (yet) is answered `NOT_FOUND` and reported to openraft as unreachable, which backs off.
+//!
+//! Who may call is the node's decision, not this crate's: the server asks a [`Gate`] (given the
+//! caller's verified certificates) before reading a message, and then refuses any message whose
+//! sender (the leader or candidate in its vote) is not the node the gate named. A sender refused
+//! by a peer backs off as from an unreachable one.
 
 use crate::{GroupId, NodeId, Raft, TypeConfig};
 use openraft::BasicNode;
@@ -33,7 +38,7 @@ use sus_proto::v1::raft_client::RaftClient;
 use sus_proto::v1::raft_server;
 use sus_proto::v1::{RaftReply, RaftRequest};
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{CertificateDer, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// How long a connection attempt to a peer may take before the RPC counts as unreachable.
@@ -219,11 +224,15 @@ where
         Ok(reply) => reply.into_inner(),
         Err(status) => {
             return Err(match status.code() {
-                // Not reachable, not hosting the group yet, or shutting down: back off.
+                // Not reachable, not hosting the group yet, shutting down, or not accepting
+                // this node (its gate refused us: another node now at that address, or a
+                // membership it has not caught up with yet): back off.
                 tonic::Code::Unavailable
                 | tonic::Code::NotFound
                 | tonic::Code::DeadlineExceeded
-                | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
+                | tonic::Code::Cancelled
+                | tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated => RPCError::Unreachable(Unreachable::new(&status)),
                 _ => RPCError::Network(NetworkError::new(&status)),
             });
         }
@@ -364,23 +373,86 @@ impl Registry {
     }
 }
 
-/// The internal `Raft` gRPC service: routes each call to the hosted group it names.
+/// Who may send Raft messages to this node: the node's policy (membership, certificates), which
+/// this crate does not know. [`RaftService`] asks it about every call before decoding the
+/// payload, then checks that the message's sender is the node the gate named.
+pub trait Gate: Send + Sync + 'static {
+    /// The node a call for `group` comes from, proven by the connection (`peer_certs`: the
+    /// client's verified TLS chain, leaf first, if it presented one): `Ok(Some(id))` for a node
+    /// allowed to send Raft messages, `Ok(None)` when the transport proves no identity (a
+    /// plaintext development node: every caller is let through), or the refusal to answer.
+    fn peer(
+        &self,
+        peer_certs: Option<&[CertificateDer<'static>]>,
+        group: GroupId,
+    ) -> Result<Option<NodeId>, Status>;
+}
+
+/// A gate that lets every caller through and proves no identity (plaintext nodes and tests).
+pub struct Open;
+
+impl Gate for Open {
+    fn peer(
+        &self,
+        _: Option<&[CertificateDer<'static>]>,
+        _: GroupId,
+    ) -> Result<Option<NodeId>, Status> {
+        Ok(None)
+    }
+}
+
+/// The node id a Raft message claims to come from: the leader of an AppendEntries or an
+/// InstallSnapshot, the candidate of a Vote (each carries it in its vote).
+pub trait Sender {
+    fn sender(&self) -> NodeId;
+}
+
+impl Sender for AppendEntriesRequest<TypeConfig> {
+    fn sender(&self) -> NodeId {
+        self.vote.leader_id().node_id
+    }
+}
+
+impl Sender for VoteRequest<NodeId> {
+    fn sender(&self) -> NodeId {
+        self.vote.leader_id().node_id
+    }
+}
+
+impl Sender for InstallSnapshotRequest<TypeConfig> {
+    fn sender(&self) -> NodeId {
+        self.vote.leader_id().node_id
+    }
+}
+
+/// The internal `Raft` gRPC service: routes each call to the hosted group it names, once the
+/// [`Gate`] has admitted the caller and the message's sender is the caller itself.
 pub struct RaftService {
     registry: Arc<Registry>,
+    gate: Arc<dyn Gate>,
 }
 
 impl RaftService {
-    /// The service, as a tonic server with explicit message limits.
-    pub fn server(registry: Arc<Registry>) -> raft_server::RaftServer<RaftService> {
-        raft_server::RaftServer::new(RaftService { registry })
+    /// The service, as a tonic server with explicit message limits, admitting callers by `gate`.
+    pub fn server(
+        registry: Arc<Registry>,
+        gate: Arc<dyn Gate>,
+    ) -> raft_server::RaftServer<RaftService> {
+        raft_server::RaftServer::new(RaftService { registry, gate })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    fn open<Req: DeserializeOwned>(
+    fn open<Req: DeserializeOwned + Sender>(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<(Raft, Req), Status> {
+        // Refused before anything of the message is read, so an unknown caller learns nothing
+        // (not even which groups are hosted) and costs no decoding.
+        let certs = request.peer_certs();
+        let peer = self
+            .gate
+            .peer(certs.as_deref().map(Vec::as_slice), request.get_ref().group)?;
         let request = request.into_inner();
         if request.format != WIRE_FORMAT_VERSION {
             return Err(Status::failed_precondition(format!(
@@ -388,12 +460,21 @@ impl RaftService {
                 request.format
             )));
         }
+        let req: Req = bincode::deserialize(&request.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))?;
+        if let Some(peer) = peer
+            && req.sender() != peer
+        {
+            return Err(Status::permission_denied(format!(
+                "this Raft message names node {} as its sender, but the connection's \
+                 certificate is node {peer}'s: a node sends only its own messages",
+                req.sender()
+            )));
+        }
         let raft = self
             .registry
             .get(request.group)
             .ok_or_else(|| Status::not_found(format!("group {} not hosted here", request.group)))?;
-        let req = bincode::deserialize(&request.payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))?;
         Ok((raft, req))
     }
 }
@@ -483,6 +564,72 @@ mod tests {
             append(&[MIB, MIB, MIB]).await,
             RPCError::Unreachable(_)
         ));
+    }
+
+    /// A gate that names every caller node 2, or refuses every call.
+    struct Fixed(Result<Option<NodeId>, tonic::Code>);
+
+    impl Gate for Fixed {
+        fn peer(
+            &self,
+            _: Option<&[CertificateDer<'static>]>,
+            _: GroupId,
+        ) -> Result<Option<NodeId>, Status> {
+            self.0
+                .map_err(|code| Status::new(code, "refused by the gate"))
+        }
+    }
+
+    fn vote_from(candidate: NodeId) -> Request<RaftRequest> {
+        let vote: VoteRequest<NodeId> = VoteRequest {
+            vote: Vote::new(u64::MAX / 2, candidate),
+            last_log_id: None,
+        };
+        Request::new(RaftRequest {
+            format: WIRE_FORMAT_VERSION,
+            group: 0,
+            payload: bincode::serialize(&vote).unwrap().into(),
+        })
+    }
+
+    /// The gate decides before anything else (even whether the group is hosted), and a message
+    /// whose sender is not the node the gate named is refused.
+    #[tokio::test]
+    async fn the_gate_admits_callers_and_a_message_names_its_own_sender() {
+        use raft_server::Raft as _;
+        let service = |gate| RaftService {
+            registry: Registry::new(),
+            gate: Arc::new(Fixed(gate)),
+        };
+        let refused = service(Err(tonic::Code::PermissionDenied))
+            .vote(vote_from(2))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_eq!(refused.message(), "refused by the gate");
+        let forged = service(Ok(Some(2))).vote(vote_from(3)).await.unwrap_err();
+        assert_eq!(forged.code(), tonic::Code::PermissionDenied);
+        assert!(
+            forged.message().contains(
+                "names node 3 as its sender, but the connection's certificate is node 2's"
+            ),
+            "{}",
+            forged.message()
+        );
+        // Its own message gets through the checks (and finds no group hosted here).
+        let own = service(Ok(Some(2))).vote(vote_from(2)).await.unwrap_err();
+        assert_eq!(own.code(), tonic::Code::NotFound);
+        // Without identities (plaintext), any sender gets through.
+        let open = service(Ok(None)).vote(vote_from(3)).await.unwrap_err();
+        assert_eq!(open.code(), tonic::Code::NotFound);
+        // The sender of each kind of message is the node in its vote.
+        let append: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
+            vote: Vote::new_committed(4, 9),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        assert_eq!(append.sender(), 9);
     }
 
     /// A follower that takes `delay` to answer an AppendEntries, counting the requests it gets.

@@ -16,7 +16,7 @@ pub(super) struct DockerNet {
 
 /// Addresses of a Docker network's nodes: node `id` is `.(10 + id)`, never reused (a container
 /// that takes a removed one's address was seen unreachable from its peers), so a run can add
-/// up to this many nodes; the certificate names them all.
+/// up to this many nodes; each node's certificate names its own.
 pub(super) const DOCKER_SLOTS: u64 = 240;
 
 impl DockerNet {
@@ -110,6 +110,7 @@ impl TestCluster {
             let data = format!("{}:/data", dir.display());
             let tls = format!("{}:/tls:ro", self.root.path().join("tls").display());
             let id_s = id.to_string();
+            let (cert, key) = (format!("/tls/node-{id}.pem"), format!("/tls/node-{id}.key"));
             let (hb, el, sa, ks, ct) = (
                 o.heartbeat_ms.to_string(),
                 o.election_ms.to_string(),
@@ -151,9 +152,9 @@ impl TestCluster {
                 "--tls-ca",
                 "/tls/ca.pem",
                 "--tls-cert",
-                "/tls/node.pem",
+                &cert,
                 "--tls-key",
-                "/tls/node.key",
+                &key,
                 "--heartbeat-ms",
                 &hb,
                 "--election-ms",

@@ -82,7 +82,9 @@ pub struct TestCluster {
     root: tempfile::TempDir,
     pub options: NodeOptions,
     pub nodes: BTreeMap<u64, NodeProc>,
-    /// The development CA and the certificate every node presents (TLS, mutual between nodes).
+    /// The development CA, the operator's client certificate (`client`, which bootstraps), and
+    /// the node certificates minted so far: each node presents its own, naming its id
+    /// (`tls/node-<id>.pem`, minted when the id is first spawned).
     pub certs: sus_client::certs::CertFiles,
     /// The `admin` user's token (clients carry it unless given another).
     pub token: Option<String>,
@@ -135,14 +137,8 @@ impl TestCluster {
             root.disable_cleanup(true);
             eprintln!("test cluster directory: {}", root.path().display());
         }
-        // One certificate for every node, naming each address a node of this cluster may have.
-        let mut names = "node".to_string();
-        if let Some(net) = &docker {
-            for slot in 1..=DOCKER_SLOTS {
-                names.push_str(&format!(",{}", net.ip(slot)));
-            }
-        }
-        let certs = sus_client::certs::init(&root.path().join("tls"), &[names])
+        // The CA and the operator's certificate; each node's is minted when it is first spawned.
+        let certs = sus_client::certs::init(&root.path().join("tls"), &[])
             .map_err(|e| format!("certificates: {e}"))?;
         let mut cluster = TestCluster {
             bin: bin.to_path_buf(),
@@ -200,6 +196,28 @@ impl TestCluster {
         self.root.path().join("scratch")
     }
 
+    /// The certificate and key node `id` presents (`tls/node-<id>.pem`, `.key`), minted from the
+    /// cluster's CA on first use: naming the node's id and, with the Docker launcher, its
+    /// address on the network.
+    pub fn node_cert(&mut self, id: u64) -> Result<(PathBuf, PathBuf)> {
+        let dir = self.root.path().join("tls");
+        let files = sus_client::certs::node_files(&dir, id);
+        if !files.0.exists() {
+            let names = match &self.docker {
+                Some(net) if id <= DOCKER_SLOTS => vec![net.ip(id)],
+                _ => Vec::new(),
+            };
+            let (c, k) = sus_client::certs::issue_node(
+                &dir,
+                &sus_client::certs::NodeCert { id, names },
+                false,
+            )
+            .map_err(|e| format!("certificate of node {id}: {e}"))?;
+            self.certs.nodes.push((id, c, k));
+        }
+        Ok(files)
+    }
+
     /// Starts node `id` (a new one, or a stopped one on its old port and directory).
     pub async fn spawn(&mut self, id: u64, listen: &str) -> Result<String> {
         let refdata = self.refdata.clone();
@@ -228,6 +246,7 @@ impl TestCluster {
             }
             self.mounts.push(dir.clone());
         }
+        let (cert, key) = self.node_cert(id)?;
         if let Some(net) = self.docker.clone() {
             return self.spawn_container(&net, id, dir, log).await;
         }
@@ -246,9 +265,9 @@ impl TestCluster {
             .arg("--tls-ca")
             .arg(&self.certs.ca)
             .arg("--tls-cert")
-            .arg(&self.certs.nodes[0].1)
+            .arg(&cert)
             .arg("--tls-key")
-            .arg(&self.certs.nodes[0].2)
+            .arg(&key)
             .args(["--heartbeat-ms", &o.heartbeat_ms.to_string()])
             .args(["--election-ms", &o.election_ms.to_string()])
             .args(["--snapshot-after", &o.snapshot_after.to_string()])

@@ -3,14 +3,20 @@
 //! extensions; handlers then ask for the permission they need.
 //!
 //! Nodes call each other with tokens of role `node` that they sign themselves (every node holds
-//! the cluster key). A node acting for a client on another node (the coordinator of a finished
-//! aggregate) sends its own token and the client's in `x-sus-on-behalf`; the callee checks both.
-//! A call forwarded to a leader carries the client's own token unchanged.
+//! the cluster key). With TLS, a node token is accepted only over a connection presenting the
+//! certificate of that same node, and only from a current member ([`super::pki::NodeGate`]): the
+//! key alone (say, from a stolen backup) does not make a node. A node acting for a client on
+//! another node (the coordinator of a finished aggregate) sends its own token and the client's in
+//! `x-sus-on-behalf`; the callee checks both, and refuses the header with any other token. A call
+//! forwarded to a leader carries the client's own token unchanged (a node's own token is never
+//! passed on: the forwarding node signs with its own).
 
 use super::meta::MetaState;
+use super::pki::NodeGate;
 use crate::access::{Caller, Keys, Role, token};
 use crate::{Error, Result};
 use std::sync::{Arc, Mutex};
+use sus_raft::NodeId;
 use tokio::sync::watch;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::service::Interceptor;
@@ -100,48 +106,84 @@ fn keys(state: &MetaState) -> Result<Keys> {
     Ok(Keys::new(&state.secret))
 }
 
-/// The caller of a request's metadata: `None` when it carries no token.
-pub fn authenticate(state: &MetaState, metadata: &MetadataMap, now: i64) -> Result<Option<Caller>> {
+/// The node id a node token names (`node-<id>`).
+fn token_node(sub: &str) -> Result<NodeId> {
+    sub.strip_prefix("node-")
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| Error::Unauthenticated(format!("malformed node token subject '{sub}'")))
+}
+
+/// The caller of a request's metadata (`None` when it carries no token), and the node whose
+/// token it carries, if a node's: the caller of [`authenticate`] must check that the connection
+/// is that node's ([`NodeGate::check_node_token`]).
+pub fn authenticate(
+    state: &MetaState,
+    metadata: &MetadataMap,
+    now: i64,
+) -> Result<Option<(Caller, Option<NodeId>)>> {
     let Some(token) = bearer(metadata)? else {
+        if metadata.get(ON_BEHALF).is_some() {
+            return Err(on_behalf_refused());
+        }
         return Ok(None);
     };
     let claims = token::verify(&keys(state)?.token_key(), token, now)?;
     if claims.role != Role::Node {
-        return user_caller(state, claims).map(Some);
+        if metadata.get(ON_BEHALF).is_some() {
+            return Err(on_behalf_refused());
+        }
+        return user_caller(state, claims).map(|c| Some((c, None)));
     }
+    let node = token_node(&claims.sub)?;
     let Some(client) = metadata.get(ON_BEHALF) else {
-        return Ok(Some(Caller {
-            user: claims.sub,
-            ..Caller::node(0)
-        }));
+        return Ok(Some((
+            Caller {
+                user: claims.sub,
+                ..Caller::node(0)
+            },
+            Some(node),
+        )));
     };
     let client = client
         .to_str()
         .map_err(|_| Error::Unauthenticated(format!("{ON_BEHALF} is not text")))?;
     let mut caller = verify_user(state, client, now)?;
     caller.via_node = true;
-    Ok(Some(caller))
+    Ok(Some((caller, Some(node))))
 }
 
-/// The server-side interceptor: rejects bad tokens, records the caller of good ones.
+fn on_behalf_refused() -> Error {
+    Error::PermissionDenied(format!(
+        "{ON_BEHALF} is sent only by a node of the cluster, with its own token over its own \
+         certificate"
+    ))
+}
+
+/// The server-side interceptor: rejects bad tokens (and node tokens not over their node's
+/// certificate), records the caller of good ones.
 #[derive(Clone)]
 pub struct Authenticator {
-    state: watch::Receiver<MetaState>,
+    gate: NodeGate,
 }
 
 impl Authenticator {
-    pub fn new(state: watch::Receiver<MetaState>) -> Authenticator {
-        Authenticator { state }
+    pub fn new(gate: NodeGate) -> Authenticator {
+        Authenticator { gate }
     }
 }
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> std::result::Result<Request<()>, Status> {
         let caller = {
-            let state = self.state.borrow();
+            let state = self.gate.state();
             authenticate(&state, request.metadata(), now()).map_err(super::service::status)?
         };
-        if let Some(caller) = caller {
+        if let Some((caller, node)) = caller {
+            if let Some(node) = node {
+                let certs = request.peer_certs();
+                self.gate
+                    .check_node_token(certs.as_deref().map(Vec::as_slice), node)?;
+            }
             request.extensions_mut().insert(caller);
         }
         Ok(request)
@@ -162,13 +204,22 @@ pub fn caller<T>(request: &Request<T>) -> std::result::Result<Caller, Status> {
 }
 
 /// A new request carrying the same credentials and trace as `from` (a call forwarded to a
-/// leader).
+/// leader). A node's token is not passed on: the forwarding node's channel signs the call with
+/// its own (a node token is accepted only over its own node's certificate).
 pub fn forward<T>(from: &MetadataMap, message: T) -> Request<T> {
     let mut r = Request::new(message);
-    for key in ["authorization", ON_BEHALF] {
-        if let Some(v) = from.get(key) {
-            r.metadata_mut().insert(key, v.clone());
+    if let Some(v) = from.get("authorization") {
+        let node_token = bearer(from)
+            .ok()
+            .flatten()
+            .and_then(token::claimed_role)
+            .is_some_and(|role| role == Role::Node);
+        if !node_token {
+            r.metadata_mut().insert("authorization", v.clone());
         }
+    }
+    if let Some(v) = from.get(ON_BEHALF) {
+        r.metadata_mut().insert(ON_BEHALF, v.clone());
     }
     super::trace::propagate(from, r.metadata_mut());
     r

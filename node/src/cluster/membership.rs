@@ -44,9 +44,12 @@ impl Services {
                 format!("{:?}{:?}", req.nodes, std::time::SystemTime::now()).as_bytes()
             )
         );
+        // Every listed node is admitted with the list: until its meta group has caught up, these
+        // are the only nodes whose Raft calls it accepts.
+        let listed: Vec<NodeId> = req.nodes.iter().map(|n| n.id).collect();
         for node in &req.nodes {
             if node.id == cluster.id {
-                cluster.join(&cluster_id, node.id)?;
+                cluster.join(&cluster_id, node.id, &listed)?;
             } else {
                 let channel = cluster
                     .peers
@@ -57,6 +60,7 @@ impl Services {
                         format: WIRE_FORMAT_VERSION,
                         cluster_id: cluster_id.clone(),
                         node_id: node.id,
+                        members: listed.clone(),
                     })
                     .await
                     .map_err(|e| {
@@ -148,11 +152,17 @@ impl Services {
             .peers
             .channel(&node.addr)
             .map_err(|e| Error::InvalidArgument(format!("node {}: {e}", node.id)))?;
+        // The joining node accepts these nodes (this one among them) until it has caught up.
+        let mut members: Vec<NodeId> = cluster.gate().members().into_iter().collect();
+        if !members.contains(&cluster.id) {
+            members.push(cluster.id);
+        }
         AdminClient::new(channel)
             .join(JoinRequest {
                 format: WIRE_FORMAT_VERSION,
                 cluster_id,
                 node_id: node.id,
+                members,
             })
             .await
             .map_err(|e| {

@@ -12,9 +12,11 @@
 //!                                                              ──► every replica: ingest::commit
 //! ```
 //!
-//! A node keeps its identity in `<data>/node.json`: its id and, once admitted, the cluster id. A
-//! node serves Raft calls only once admitted (by `Init` or `AddNode`), and `AddNode` refuses an id
-//! the cluster has used before, so a wiped node can only rejoin under a new id.
+//! A node keeps its identity in `<data>/node.json`: its id and, once admitted, the cluster id and
+//! the members it was admitted with. A node serves Raft calls only once admitted (by `Init` or
+//! `AddNode`), and `AddNode` refuses an id the cluster has used before, so a wiped node can only
+//! rejoin under a new id. With TLS, a node's certificate names its id (`sus://node/<id>`, see
+//! [`pki`]) and the internal services accept only current members, each as itself.
 
 mod audit;
 pub mod auth;
@@ -25,6 +27,7 @@ pub mod http;
 mod membership;
 pub mod meta;
 pub mod metrics;
+pub mod pki;
 pub mod reachability;
 mod reads;
 pub mod requests;
@@ -109,6 +112,10 @@ pub struct ClusterConfig {
 struct Identity {
     id: NodeId,
     cluster_id: Option<String>,
+    /// The members named by the `Init` or `Join` that admitted this node: the nodes it accepts
+    /// before its meta group has caught up (and so knows the members itself).
+    #[serde(default)]
+    admitted_with: BTreeSet<NodeId>,
 }
 
 /// A running cluster node.
@@ -129,7 +136,9 @@ pub struct Cluster {
     shards: Mutex<BTreeMap<u32, (Raft, Arc<ShardReplica>)>>,
     raft_config: Arc<openraft::Config>,
     data_dir: PathBuf,
-    identity: Mutex<Identity>,
+    identity: Arc<Mutex<Identity>>,
+    /// Which callers the internal services accept (node certificates of current members).
+    gate: pki::NodeGate,
     /// Decoded footers and columns of every hosted store's segments.
     cache: Arc<crate::store::SegmentCache>,
     /// What `/metrics` and the status page show.
@@ -154,6 +163,9 @@ impl Cluster {
             fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
         }
         let identity = load_identity(&config.data_dir, config.id)?;
+        if let Some(files) = &config.tls {
+            files.check_identity(config.id)?;
+        }
         let refdata = Arc::new(RefData::load(&config.refdata_dir)?);
         let raft_config = Arc::new(
             openraft::Config {
@@ -193,6 +205,13 @@ impl Cluster {
         .await
         .map_err(|e| Error::Consensus(format!("starting the meta group: {e}")))?;
         let admitted = identity.cluster_id.is_some();
+        let identity = Arc::new(Mutex::new(identity));
+        let gate = pki::NodeGate::new(
+            config.tls.is_some(),
+            meta_state.clone(),
+            meta.metrics(),
+            identity.clone(),
+        );
         let cluster = Arc::new(Cluster {
             id: config.id,
             advertise: config.advertise,
@@ -208,7 +227,8 @@ impl Cluster {
             shards: Mutex::new(BTreeMap::new()),
             raft_config,
             data_dir: config.data_dir,
-            identity: Mutex::new(identity),
+            identity,
+            gate,
             cache: crate::store::SegmentCache::new(
                 config.cache_bytes,
                 crate::store::DEFAULT_FOOTER_BYTES,
@@ -263,7 +283,12 @@ impl Cluster {
 
     /// The interceptor that authenticates calls to this node's public services.
     pub fn authenticator(&self) -> auth::Authenticator {
-        auth::Authenticator::new(self.meta_state.clone())
+        auth::Authenticator::new(self.gate.clone())
+    }
+
+    /// Which callers the internal services (Raft, Join, node tokens) accept.
+    pub fn gate(&self) -> &pki::NodeGate {
+        &self.gate
     }
 
     /// Whether this node has been admitted to a cluster.
@@ -271,8 +296,9 @@ impl Cluster {
         self.identity_guard().cluster_id.clone()
     }
 
-    /// Admits this node to `cluster_id` (idempotent; refuses a second, different cluster).
-    pub fn join(&self, cluster_id: &str, node_id: NodeId) -> Result<()> {
+    /// Admits this node to `cluster_id` (idempotent; refuses a second, different cluster), with
+    /// `members` the cluster's members (the nodes it accepts until it has caught up).
+    pub fn join(&self, cluster_id: &str, node_id: NodeId, members: &[NodeId]) -> Result<()> {
         if node_id != self.id {
             return Err(Error::InvalidArgument(format!(
                 "asked to join as node {node_id}, but this is node {}",
@@ -291,6 +317,7 @@ impl Cluster {
             None => {}
         }
         identity.cluster_id = Some(cluster_id.to_string());
+        identity.admitted_with = members.iter().copied().collect();
         write_identity(&self.data_dir, &identity)?;
         drop(identity);
         self.registry.insert(META_GROUP, self.meta.clone());
@@ -609,6 +636,7 @@ fn load_identity(dir: &Path, id: NodeId) -> Result<Identity> {
             let identity = Identity {
                 id,
                 cluster_id: None,
+                admitted_with: BTreeSet::new(),
             };
             write_identity(dir, &identity)?;
             Ok(identity)

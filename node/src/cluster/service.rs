@@ -26,6 +26,7 @@ use sus_proto::v1::ingest_server::{self, IngestServer};
 use sus_proto::v1::*;
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
 use sus_raft::{META_GROUP, NodeId, Raft, Request as RaftCommand};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -284,13 +285,18 @@ pub(super) fn status(e: Error) -> Status {
 }
 
 /// The credentials and message of a call the caller must be an administrator to make.
-fn admin<T>(
-    request: Request<T>,
-    what: &str,
-) -> std::result::Result<(tonic::metadata::MetadataMap, T), Status> {
+fn admin<T>(request: Request<T>, what: &str) -> std::result::Result<(MetadataMap, T), Status> {
     auth::caller(&request)?
         .require_admin(what)
         .map_err(status)?;
+    let (metadata, _, message) = request.into_parts();
+    Ok((metadata, message))
+}
+
+/// The message of an internal call only a node (its own token over its own certificate, checked
+/// by the authenticator) may make.
+fn node_only<T>(request: Request<T>, what: &str) -> std::result::Result<(MetadataMap, T), Status> {
+    auth::caller(&request)?.require_node(what).map_err(status)?;
     let (metadata, _, message) = request.into_parts();
     Ok((metadata, message))
 }
@@ -400,9 +406,12 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<InitRequest>,
     ) -> std::result::Result<Response<ClusterStatus>, Status> {
-        // Before bootstrap there are no users and no key: init needs no token (with TLS, the
-        // caller must present a certificate of the cluster's CA).
-        super::tls::require_client_cert(&request, self.cluster.tls_required())?;
+        // Before bootstrap there are no users and no key: init needs no token. With TLS, the
+        // caller must present the operator's certificate (of the cluster's CA, naming no node).
+        let certs = request.peer_certs();
+        self.cluster
+            .gate()
+            .operator(certs.as_deref().map(Vec::as_slice), "Init")?;
         let req = request.into_inner();
         check_format(req.format)?;
         self.init(req).await.map(Response::new).map_err(status)
@@ -520,7 +529,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ChangeShardReplicasRequest>,
     ) -> std::result::Result<Response<ChangeShardReplicasReply>, Status> {
-        let (_, req) = admin(request, "change shard replicas")?;
+        let (_, req) = node_only(request, "change shard replicas (an internal call)")?;
         check_format(req.format)?;
         let (raft, _) = self
             .cluster
@@ -573,12 +582,28 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<JoinRequest>,
     ) -> std::result::Result<Response<JoinReply>, Status> {
-        // A joining node holds no key yet: with TLS, only a node of the cluster's CA may ask.
-        super::tls::require_client_cert(&request, self.cluster.tls_required())?;
+        // A joining node holds no key yet: with TLS, only a node certificate may ask. A node
+        // already admitted takes it only from a current member; a fresh one knows no members
+        // yet, and takes it from a node that names itself among the members it sends.
+        let certs = request.peer_certs();
+        let gate = self.cluster.gate();
+        let admitting = if self.cluster.cluster_id().is_some() {
+            gate.member(certs.as_deref().map(Vec::as_slice), "Join")?
+        } else {
+            gate.node_of(certs.as_deref().map(Vec::as_slice), "Join")?
+        };
         let req = request.into_inner();
         check_format(req.format)?;
+        if let Some(admitting) = admitting
+            && !req.members.contains(&admitting)
+        {
+            return Err(Status::permission_denied(format!(
+                "Join refused: node {admitting} admits this node but is not among the members it \
+                 names"
+            )));
+        }
         self.cluster
-            .join(&req.cluster_id, req.node_id)
+            .join(&req.cluster_id, req.node_id, &req.members)
             .map_err(status)?;
         Ok(Response::new(JoinReply {}))
     }
@@ -651,7 +676,7 @@ impl admin_server::Admin for Services {
         &self,
         request: Request<ShardFreezeRequest>,
     ) -> std::result::Result<Response<ShardFreezeReply>, Status> {
-        let (_, req) = admin(request, "freeze a shard")?;
+        let (_, req) = node_only(request, "freeze a shard (an internal call)")?;
         check_format(req.format)?;
         let answer = self
             .on_shard_leader(req.shard, ShardCommand::Freeze { name: req.name })

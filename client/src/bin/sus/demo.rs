@@ -1,9 +1,10 @@
 //! `sus demo`: a local 3-node cluster with realistic data and the monthly reports, from nothing.
 //!
-//! Starts `sus-node` processes on loopback (TLS with development certificates, each with an
-//! HTTP port for metrics and its status page), bootstraps them, generates submissions, submits
-//! them, takes a freeze point and prints a Monthly Trust Statement and the Database Counts. The
-//! cluster keeps running afterwards; `sus demo --stop --dir DIR` stops it.
+//! Starts `sus-node` processes on loopback (TLS with development certificates, one per node
+//! naming its id, each node with an HTTP port for metrics and its status page), bootstraps them
+//! with the operator's certificate, generates submissions, submits them, takes a freeze point
+//! and prints a Monthly Trust Statement and the Database Counts. The cluster keeps running
+//! afterwards; `sus demo --stop --dir DIR` stops it.
 
 use crate::read;
 use clap::{Args, Parser};
@@ -68,8 +69,14 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
     println!("demo: a 3-node cluster in {}", dir.display());
 
     // Certificates, nodes, bootstrap.
-    let names: Vec<String> = (1..=NODES).map(|i| format!("n{i}")).collect();
-    let certs = sus_client::certs::init(&dir.join("tls"), &names)?;
+    // One certificate per node naming its id, and the operator's (which bootstraps).
+    let nodes: Vec<sus_client::certs::NodeCert> = (1..=NODES)
+        .map(|id| sus_client::certs::NodeCert {
+            id,
+            names: vec![format!("n{id}")],
+        })
+        .collect();
+    let certs = sus_client::certs::init(&dir.join("tls"), &nodes)?;
     let mut nodes = Vec::new();
     let mut pids = String::new();
     for id in 1..=NODES {
@@ -359,7 +366,11 @@ async fn start_node(
     let log_path = dir.join(format!("n{id}.log"));
     let out = std::fs::File::create(&out_path).map_err(|e| Error::io(&out_path, e))?;
     let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
-    let (_, cert, key) = &certs.nodes[(id - 1) as usize];
+    let (_, cert, key) = certs
+        .nodes
+        .iter()
+        .find(|n| n.0 == id)
+        .ok_or_else(|| config_error(format!("no certificate for node {id}")))?;
     let child = std::process::Command::new(bin)
         .arg("--data-dir")
         .arg(dir.join(format!("n{id}")))

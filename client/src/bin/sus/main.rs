@@ -134,19 +134,44 @@ Exit status 4 if the hash chain does not verify.")]
 
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
-    /// Create a development CA, node certificates and a client certificate.
+    /// Create a development CA, a certificate per node and the operator's client certificate.
     #[command(after_help = "\
 Example:
-  sus certs init --dir certs --node n1 --node n2 --node n3
-Each node certificate names the node, localhost, 127.0.0.1 and ::1. Start each node with
---tls-ca certs/ca.pem --tls-cert certs/n1.pem --tls-key certs/n1.key; give clients --ca certs/ca.pem
-(and --cert certs/client.pem --key certs/client.key for `sus cluster init`).")]
+  sus certs init --dir certs --node 1=n1 --node 2=n2 --node 3=n3,10.0.0.13
+Each node certificate names its node id (the URI sus://node/<id>: a node starts only with its own,
+and its peers accept it only while the node is a member), the names and addresses given, localhost,
+127.0.0.1 and ::1. Start node 1 with --tls-ca certs/ca.pem --tls-cert certs/node-1.pem
+--tls-key certs/node-1.key (or --tls-cert 'certs/node-{id}.pem' on every node). Give clients
+--ca certs/ca.pem, and `sus cluster init` also --cert certs/client.pem --key certs/client.key (the
+operator's certificate: it names no node and can never act as one). Keep ca.key offline: it is
+needed only to issue more node certificates (`sus certs node`).")]
     Init {
         #[arg(long)]
         dir: PathBuf,
-        /// A node's host name (repeat).
+        /// A node: its id, then the host names and IP addresses it is reached at:
+        /// ID=NAME[,NAME...] (repeat for each node).
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
+    },
+    /// Issue one more node certificate from the CA that `sus certs init` made in --dir.
+    #[command(after_help = "\
+Examples:
+  sus certs node --dir certs --id 4 --name n4 --name 10.0.0.14     # a node to add (new id)
+  sus certs node --dir certs --id 2 --name n2 --replace            # rotate node 2's certificate
+Writes certs/node-<id>.pem and .key. A wiped node rejoins under a new id, so it needs a new
+certificate; node ids are never reused.")]
+    Node {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's id (1 or more).
+        #[arg(long)]
+        id: u64,
+        /// A host name or IP address the node is reached at (repeat).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Overwrite the node's existing certificate and key (a rotation).
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -169,7 +194,8 @@ struct EndpointArgs {
     /// Connect without TLS (only to nodes started with --plaintext, for local development).
     #[arg(long, env = "SUS_PLAINTEXT")]
     plaintext: bool,
-    /// A client certificate and key (PEM) of the CA: `sus cluster init` needs one.
+    /// The operator's client certificate and key (PEM) of the CA (client.pem of `sus certs
+    /// init`): `sus cluster init` needs it. A node's certificate is refused there.
     #[arg(long, env = "SUS_CERT", requires = "key")]
     cert: Option<PathBuf>,
     #[arg(long, env = "SUS_KEY", requires = "cert")]
@@ -298,19 +324,35 @@ fn main() -> ExitCode {
             limit,
             format,
         } => block_on(trace, access::run_audit(endpoint, from, limit, format)),
-        Command::Certs(CertsCommand::Init { dir, nodes }) => sus_client::certs::init(&dir, &nodes)
+        Command::Certs(CertsCommand::Init { dir, nodes }) => nodes
+            .iter()
+            .map(|n| n.parse())
+            .collect::<sus_client::Result<Vec<sus_client::certs::NodeCert>>>()
+            .and_then(|nodes| sus_client::certs::init(&dir, &nodes))
             .map(|files| {
                 println!("CA {}", files.ca.display());
-                for (name, cert, key) in &files.nodes {
-                    println!("node {name}: {} {}", cert.display(), key.display());
+                for (id, cert, key) in &files.nodes {
+                    println!("node {id}: {} {}", cert.display(), key.display());
                 }
                 println!(
-                    "client: {} {}",
+                    "operator (client): {} {}",
                     files.client.0.display(),
                     files.client.1.display()
                 );
                 ExitCode::SUCCESS
             }),
+        Command::Certs(CertsCommand::Node {
+            dir,
+            id,
+            names,
+            replace,
+        }) => {
+            sus_client::certs::issue_node(&dir, &sus_client::certs::NodeCert { id, names }, replace)
+                .map(|(cert, key)| {
+                    println!("node {id}: {} {}", cert.display(), key.display());
+                    ExitCode::SUCCESS
+                })
+        }
     };
     match result {
         Ok(code) => code,
