@@ -647,14 +647,7 @@ impl query_server::Query for Services {
         });
         let reply = if req.finish {
             let (table, mut reply) = self
-                .finish_aggregate(
-                    &credentials,
-                    spec,
-                    query,
-                    control,
-                    req.linearizable,
-                    keys,
-                )
+                .finish_aggregate(&credentials, spec, query, control, req.linearizable, keys)
                 .await?;
             if let Some(r) = audit.as_mut() {
                 r.rows = table.num_rows() as u64;
