@@ -68,7 +68,15 @@ pub struct FlightRequest {
 }
 
 impl FlightRequest {
-    fn wire_filters(&self) -> Result<Vec<v1::Filter>> {
+    /// Reads a Flight command or ticket body as a client sent it (`what` names which, for the
+    /// error): the first thing done with those untrusted bytes, so the fuzz harness drives it.
+    pub fn parse(bytes: &[u8], what: &str) -> Result<FlightRequest> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::InvalidArgument(format!("{what} is not a sus flight request: {e}")))
+    }
+
+    /// The filters as wire filters; an unknown operator is `InvalidArgument`.
+    pub fn wire_filters(&self) -> Result<Vec<v1::Filter>> {
         self.filters
             .iter()
             .map(|f| {
@@ -99,7 +107,8 @@ impl FlightRequest {
         self.freeze.clone().map(|freeze| v1::View { freeze })
     }
 
-    fn wire_tier(&self) -> Result<i32> {
+    /// The tier asked, as the wire enum; an unknown tier is `InvalidArgument`.
+    pub fn wire_tier(&self) -> Result<i32> {
         match self.tier.as_deref() {
             None | Some("") => Ok(v1::Tier::Unspecified as i32),
             Some(t) => crate::access::Tier::parse(t)
@@ -128,9 +137,7 @@ impl FlightRequest {
 
     fn from_descriptor(d: &FlightDescriptor) -> Result<FlightRequest> {
         if !d.cmd.is_empty() {
-            return serde_json::from_slice(&d.cmd).map_err(|e| {
-                Error::InvalidArgument(format!("flight command is not a sus flight request: {e}"))
-            });
+            return FlightRequest::parse(&d.cmd, "flight command");
         }
         match d.path.as_slice() {
             [dataset] => Ok(FlightRequest {
@@ -358,8 +365,7 @@ impl FlightService for Services {
         let caller = super::auth::caller(&request)?;
         let credentials = request.metadata().clone();
         let ticket = request.into_inner();
-        let req: FlightRequest = serde_json::from_slice(&ticket.ticket)
-            .map_err(|e| Status::invalid_argument(format!("not a sus flight ticket: {e}")))?;
+        let req = FlightRequest::parse(&ticket.ticket, "the ticket").map_err(status)?;
         let shard = req
             .shard
             .ok_or_else(|| Status::invalid_argument("the ticket names no shard"))?;

@@ -22,6 +22,7 @@ mod audit;
 pub mod auth;
 pub mod command;
 mod flight;
+pub use flight::{FlightFilter, FlightRequest};
 mod freeze;
 pub mod http;
 mod membership;
