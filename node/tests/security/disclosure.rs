@@ -374,8 +374,8 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                     Code::PermissionDenied,
                     "never partial states",
                 )?;
-                // Naming itself as the client a node acts for changes nothing: only node tokens
-                // may carry x-sus-on-behalf.
+                // Naming itself as the client a node acts for changes nothing: only a node, with
+                // its own token over its own certificate, may send x-sus-on-behalf.
                 let mut r = with_token(
                     v1::AggregateRequest {
                         format: WIRE_FORMAT_VERSION,
@@ -396,7 +396,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                         .await
                         .map(|r| r.into_inner()),
                     Code::PermissionDenied,
-                    "never partial states",
+                    "x-sus-on-behalf is sent only by a node of the cluster",
                 )
             },
         )
