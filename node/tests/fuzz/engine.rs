@@ -31,7 +31,7 @@ impl Budget {
         let seconds = std::env::var("SUS_FUZZ_SECONDS")
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(5.0);
+            .unwrap_or(4.0);
         let seed = std::env::var("SUS_FUZZ_SEED")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())

@@ -2,7 +2,7 @@
 //! through the whole ingest path, bearer tokens, Flight commands and tickets, and query specs
 //! through the query engine. See `docs/security.md` ("Fuzzing") for how to run them longer.
 //!
-//! Each target runs for `SUS_FUZZ_SECONDS` (default 5) from `SUS_FUZZ_SEED`; `SUS_FUZZ_TARGETS`
+//! Each target runs for `SUS_FUZZ_SECONDS` (default 4) from `SUS_FUZZ_SEED`; `SUS_FUZZ_TARGETS`
 //! (comma-separated names) picks some. The run prints, per target, the inputs tried, the CPU time
 //! spent and what the inputs became; it fails on the first input that panics, breaks an
 //! invariant, or takes over 20 s, printing the smallest such input and the seed.
