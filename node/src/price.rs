@@ -53,6 +53,12 @@ pub enum Exclusion {
     },
     /// The appointment was not attended (`attended_or_did_not_attend` not `5`/`6`).
     NotAttended,
+    /// `first_attendance` is not `1`-`4`, the attendances that can be priced (`5` is a
+    /// referral-to-treatment clock stop, an administrative event: stored, never priced).
+    NotPricedAttendance {
+        /// The `first_attendance` code as submitted (blank when missing).
+        code: String,
+    },
     /// A type 04 walk-in centre: locally priced.
     WalkInCentre,
 }
@@ -70,6 +76,9 @@ impl fmt::Display for Exclusion {
             Exclusion::PodUnknown => f.write_str("point of delivery unknown"),
             Exclusion::NoTfcPrice { tfc } => write!(f, "no national price for TFC {tfc}"),
             Exclusion::NotAttended => f.write_str("not attended"),
+            Exclusion::NotPricedAttendance { code } => {
+                write!(f, "first attendance '{code}' is not priced (only 1-4)")
+            }
             Exclusion::WalkInCentre => f.write_str("walk-in centre: local price"),
         }
     }
@@ -154,6 +163,8 @@ pub struct SpellFacts<'a> {
     pub hrg: &'a str,
     /// The spell's point of delivery.
     pub pod: Option<Pod>,
+    /// An emergency admission (methods 21-25, 28, 2A-2D): only these get the SSEM price.
+    pub emergency: bool,
     /// Discharge minus admission in days.
     pub spell_los: Option<i32>,
     /// Age on the admission date (`None` without a date of birth).
@@ -175,6 +186,7 @@ pub fn apc_spell_payment(
     let mut base = apc_base_price(row, pod).ok_or_else(no_price)?;
     let los = spell.spell_los;
     let short_stay_emergency = pod == Pod::Nel
+        && spell.emergency
         && los.is_some_and(|l| l <= SSEM_MAX_LOS)
         && spell.age_at_admission.is_some_and(|a| a >= SSEM_MIN_AGE)
         && row.ssem_applies;
@@ -345,6 +357,7 @@ mod tests {
         SpellFacts {
             hrg,
             pod: Some(pod),
+            emergency: pod == Pod::Nel,
             spell_los: Some(los),
             age_at_admission: age,
         }

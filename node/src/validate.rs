@@ -64,14 +64,13 @@ pub fn icd10_is_well_formed(code: &str) -> bool {
     }
 }
 
-/// Whether an OPCS-4 code is well formed: a chapter letter (not `I` or `U`, which are not OPCS-4
-/// chapters) and three digits, no dot.
+/// Whether an OPCS-4 code is well formed: a chapter letter (any but `I`, which is no chapter;
+/// `O` overflow and `U` diagnostic imaging are chapters) and three digits, no dot.
 pub fn opcs4_is_well_formed(code: &str) -> bool {
     let b = code.as_bytes();
     b.len() == 4
         && b[0].is_ascii_uppercase()
         && b[0] != b'I'
-        && b[0] != b'U'
         && b[1..].iter().all(u8::is_ascii_digit)
 }
 
@@ -446,11 +445,12 @@ mod tests {
 
     #[test]
     fn opcs4_forms() {
-        for ok in ["W371", "A011", "Q551", "Z999"] {
+        // Chapters O (overflow) and U (diagnostic imaging) are OPCS-4 chapters.
+        for ok in ["W371", "A011", "Q551", "Z999", "U051", "O011"] {
             assert!(opcs4_is_well_formed(ok), "{ok} is well formed");
         }
         for bad in [
-            "", "W37", "W3712", "w371", "W37X", "I123", "U123", "W.371", "1371",
+            "", "W37", "W3712", "w371", "W37X", "I123", "W.371", "1371", "U05",
         ] {
             assert!(!opcs4_is_well_formed(bad), "{bad} is malformed");
         }
@@ -779,8 +779,12 @@ mod tests {
         assert_eq!(nc(&r), vec![Rule::Opcs4Malformed]);
         let mut r = apc("B1");
         apc_mut(&mut r).primary_procedure = Some("W371".into());
-        apc_mut(&mut r).secondary_procedures = vec!["Y031".into(), "U051".into()]; // U: no chapter
+        apc_mut(&mut r).secondary_procedures = vec!["Y031".into(), "I051".into()]; // I: no chapter
         assert_eq!(nc(&r), vec![Rule::Opcs4Malformed]);
+        // U (diagnostic imaging) is a chapter: a U code is well formed, grouped and priced.
+        let mut r = op("B1");
+        op_mut(&mut r).primary_procedure = Some("U051".into());
+        assert_eq!(nc(&r), vec![]);
         let mut r = op("B1");
         op_mut(&mut r).primary_procedure = Some("Q55.1".into());
         assert_eq!(nc(&r), vec![Rule::Opcs4Malformed]);

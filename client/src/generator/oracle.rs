@@ -91,13 +91,12 @@ pub fn icd10_well_formed(code: &str) -> bool {
     }
 }
 
-/// `[A-Z][0-9]{3}`, letters I and U excluded.
+/// `[A-Z][0-9]{3}`, letter I excluded (O and U are chapters: overflow, diagnostic imaging).
 pub fn opcs4_well_formed(code: &str) -> bool {
     let b = code.as_bytes();
     b.len() == 4
         && b[0].is_ascii_uppercase()
         && b[0] != b'I'
-        && b[0] != b'U'
         && b[1..].iter().all(u8::is_ascii_digit)
 }
 
@@ -336,6 +335,14 @@ fn price_op(
         exclude(p, "date of birth implausible".into());
     } else if !matches!(o.attended.as_str(), "5" | "6") {
         exclude(p, "not attended".into());
+    } else if !matches!(o.first_attendance.as_str(), "1" | "2" | "3" | "4") {
+        exclude(
+            p,
+            format!(
+                "first attendance '{}' is not priced (only 1-4)",
+                o.first_attendance
+            ),
+        );
     } else if let Some(base) = base {
         p.base_price = base;
         p.price = apply_mff(base, year.mff_of(provider));
@@ -479,7 +486,12 @@ fn price_apc(rd: &RefData, recs: &[Rec], out: &mut [Priced]) {
             .common
             .date_of_birth
             .is_some_and(|dob| age_on(dob, a.admission_date) >= 19);
+        let emergency = matches!(
+            a.admission_method.as_str(),
+            "21" | "22" | "23" | "24" | "25" | "28" | "2A" | "2B" | "2C" | "2D"
+        );
         if pod == "NEL"
+            && emergency
             && spell_los <= 1
             && adult
             && t.ssem_applies

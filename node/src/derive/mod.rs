@@ -40,6 +40,12 @@ use chrono::{Datelike, NaiveDate};
 pub const NON_ELECTIVE_METHODS: [&str; 15] = [
     "21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28", "31", "32", "81", "82", "83",
 ];
+/// Admission methods of emergency admissions, the only ones short-stay emergency pricing applies
+/// to (not maternity 31/32 nor other non-elective 81-83).
+pub const EMERGENCY_METHODS: [&str; 10] =
+    ["21", "22", "23", "24", "25", "28", "2A", "2B", "2C", "2D"];
+/// `first_attendance` codes of attendances that can be priced (1/3 first, 2/4 follow-up).
+pub const PRICED_FIRST_ATTENDANCE: [&str; 4] = ["1", "2", "3", "4"];
 /// Admission methods of elective spells.
 pub const ELECTIVE_METHODS: [&str; 3] = ["11", "12", "13"];
 /// HRG of a first outpatient attendance priced by treatment function.
@@ -333,6 +339,10 @@ fn derive_spell(
             let facts = SpellFacts {
                 hrg: &spell_hrg,
                 pod,
+                emergency: first
+                    .admission_method
+                    .as_deref()
+                    .is_some_and(|m| EMERGENCY_METHODS.contains(&m)),
                 spell_los,
                 age_at_admission,
             };
@@ -386,6 +396,14 @@ fn derive_op(
         Err(Exclusion::DateOfBirthImplausible)
     } else if !attended {
         Err(Exclusion::NotAttended)
+    } else if !o
+        .first_attendance
+        .as_deref()
+        .is_some_and(|f| PRICED_FIRST_ATTENDANCE.contains(&f))
+    {
+        Err(Exclusion::NotPricedAttendance {
+            code: o.first_attendance.clone().unwrap_or_default(),
+        })
     } else if let Some((_, price)) = procedure {
         Ok(price::op_procedure_payment(price, d.mff))
     } else {

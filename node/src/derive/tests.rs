@@ -590,6 +590,23 @@ fn short_stay_emergency_applies() {
 }
 
 #[test]
+fn short_stay_emergency_is_for_emergency_admissions_only() {
+    // Every emergency method gets SSEM 115_025 (EB10B, LoS 1, age 53).
+    for m in ["21", "22", "23", "24", "25", "28", "2A", "2B", "2C", "2D"] {
+        let x = one(spell("B1", m, "1", None, "I21X", 1, 1));
+        assert_eq!(x.pod, Some(Pod::Nel), "{m}");
+        assert_eq!(money(&x), (110_000, 0, 0, RRV_2024, 115_025), "{m}");
+    }
+    // Maternity (31, 32) and other non-elective (81-83) admissions are NEL but not emergencies:
+    // the full NEL price 360_000 × 1.045678 → 376_444.
+    for m in ["31", "32", "81", "82", "83"] {
+        let x = one(spell("B1", m, "1", None, "I21X", 1, 1));
+        assert_eq!(x.pod, Some(Pod::Nel), "{m}");
+        assert_eq!(money(&x), (360_000, 0, 0, RRV_2024, 376_444), "{m}");
+    }
+}
+
+#[test]
 fn short_stay_emergency_age_19_on_the_admission_date() {
     // Admitted 2024-05-01. Born 2005-05-01: 19 that day → SSEM 115_025.
     let mut r = emergency("B1", None, "I21X", 1, 1);
@@ -900,7 +917,7 @@ fn op_first_attendance_by_treatment_function() {
 #[test]
 fn op_follow_up_by_treatment_function() {
     // TFC 110 follow-up £95.50 = 9_550 × 1.045678 = 9_986.2249 → 9_986.
-    for f in ["2", "4", "5"] {
+    for f in ["2", "4"] {
         let mut r = op("B1");
         op_mut(&mut r).first_attendance = Some(f.into());
         let x = one(r);
@@ -913,6 +930,23 @@ fn op_follow_up_by_treatment_function() {
     op_mut(&mut r).attended_or_did_not_attend = Some("6".into());
     op_mut(&mut r).first_attendance = Some("2".into());
     assert_eq!(one(r).price, 9_986);
+}
+
+#[test]
+fn op_only_first_attendance_1_to_4_is_priced() {
+    // 5 is a referral-to-treatment clock stop: stored, never priced, even with a priced procedure
+    // (Q551 → MA01Z would be 15_685).
+    for proc in [None, Some("Q551")] {
+        let mut r = op("B1");
+        op_mut(&mut r).first_attendance = Some("5".into());
+        op_mut(&mut r).primary_procedure = proc.map(str::to_string);
+        let x = one(r);
+        assert_excluded(&x, "first attendance '5' is not priced (only 1-4)");
+        assert_eq!(x.price, 0);
+    }
+    let mut r = op("B1");
+    op_mut(&mut r).first_attendance = Some("9".into());
+    assert_excluded(&one(r), "first attendance '9' is not priced (only 1-4)");
 }
 
 #[test]
