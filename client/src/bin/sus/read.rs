@@ -421,7 +421,8 @@ pub fn write_as(
         Format::Csv => {
             let mut w = arrow::csv::Writer::new(out);
             for b in batches {
-                w.write(b).map_err(|e| fail(e.to_string()))?;
+                let b = csv_form(b).map_err(|e| fail(e.to_string()))?;
+                w.write(&b).map_err(|e| fail(e.to_string()))?;
             }
         }
         Format::Json => {
@@ -448,6 +449,68 @@ pub fn write_as(
     Ok(())
 }
 
+/// `batch` as CSV can hold it: a list of codes becomes its items joined by `;`, the form a
+/// submission file gives them in (so an export can be read back as a submission); a null list
+/// stays empty.
+fn csv_form(batch: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let joined = |list: &dyn Array, i: usize, items: ArrayRef| -> Option<String> {
+        if list.is_null(i) {
+            return None;
+        }
+        let items = items.as_string::<i32>();
+        Some(
+            (0..items.len())
+                .filter(|j| items.is_valid(*j))
+                .map(|j| items.value(j))
+                .collect::<Vec<_>>()
+                .join(";"),
+        )
+    };
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let text: Option<StringArray> = match column.data_type() {
+            DataType::List(_) => {
+                let list = column.as_list::<i32>();
+                Some(
+                    (0..list.len())
+                        .map(|i| {
+                            let items = arrow::compute::cast(&list.value(i), &DataType::Utf8)?;
+                            Ok(joined(list, i, items))
+                        })
+                        .collect::<std::result::Result<_, arrow::error::ArrowError>>()?,
+                )
+            }
+            DataType::LargeList(_) => {
+                let list = column.as_list::<i64>();
+                Some(
+                    (0..list.len())
+                        .map(|i| {
+                            let items = arrow::compute::cast(&list.value(i), &DataType::Utf8)?;
+                            Ok(joined(list, i, items))
+                        })
+                        .collect::<std::result::Result<_, arrow::error::ArrowError>>()?,
+                )
+            }
+            _ => None,
+        };
+        match text {
+            Some(text) => {
+                fields.push(Field::new(field.name(), DataType::Utf8, true));
+                columns.push(Arc::new(text));
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,5 +531,34 @@ mod tests {
         assert!(parse_filter("nonsense").is_err());
         assert!(parse_agg("sum:price").is_ok());
         assert!(parse_agg("median:price").is_err());
+    }
+
+    #[test]
+    fn lists_are_written_to_csv_as_their_items_joined_by_semicolons() {
+        use arrow::array::{Array, ListBuilder, StringArray, StringBuilder};
+        use arrow::datatypes::{DataType, Field, Schema};
+        use std::sync::Arc;
+        let mut codes = ListBuilder::new(StringBuilder::new());
+        codes.values().append_value("I10X");
+        codes.values().append_value("E119");
+        codes.append(true);
+        codes.append(true);
+        codes.append_null();
+        let codes = codes.finish();
+        let id = StringArray::from(vec!["A", "B", "C"]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("secondary_diagnoses", codes.data_type().clone(), true),
+        ]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(id), Arc::new(codes)]).expect("batch");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.csv");
+        write_as(Format::Csv, Some(&path), &[batch]).expect("a CSV of list columns");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            text, "id,secondary_diagnoses\nA,I10X;E119\nB,\nC,\n",
+            "{text}"
+        );
     }
 }
