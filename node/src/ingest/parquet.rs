@@ -358,6 +358,16 @@ impl Compact<'_> {
         Ok(Some((id, ty)))
     }
 
+    /// Skips an element of a list, set or map of compact type `ty`: unlike a field, a boolean
+    /// element takes a byte of its own.
+    fn skip_element(&mut self, ty: u8, depth: u32) -> std::result::Result<(), String> {
+        if ty == 1 || ty == 2 {
+            self.skip(1)
+        } else {
+            self.skip_value(ty, depth)
+        }
+    }
+
     /// Skips a value of compact type `ty`.
     fn skip_value(&mut self, ty: u8, depth: u32) -> std::result::Result<(), String> {
         if depth > MAX_DEPTH {
@@ -383,12 +393,7 @@ impl Compact<'_> {
                 // Every element takes a byte at least: a size the bytes cannot hold fails on
                 // the way, within as many steps as there are bytes.
                 for _ in 0..size {
-                    // A boolean element is one byte.
-                    if elem == 1 || elem == 2 {
-                        self.skip(1)?;
-                    } else {
-                        self.skip_value(elem, depth + 1)?;
-                    }
+                    self.skip_element(elem, depth + 1)?;
                 }
                 Ok(())
             }
@@ -400,11 +405,7 @@ impl Compact<'_> {
                 let kv = self.byte()?;
                 for _ in 0..size {
                     for t in [kv >> 4, kv & 0x0f] {
-                        if t == 1 || t == 2 {
-                            self.skip(1)?;
-                        } else {
-                            self.skip_value(t, depth + 1)?;
-                        }
+                        self.skip_element(t, depth + 1)?;
                     }
                 }
                 Ok(())

@@ -453,48 +453,15 @@ pub fn write_as(
 /// submission file gives them in (so an export can be read back as a submission); a null list
 /// stays empty.
 fn csv_form(batch: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
-    use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+    use arrow::array::{ArrayRef, AsArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
-    let joined = |list: &dyn Array, i: usize, items: ArrayRef| -> Option<String> {
-        if list.is_null(i) {
-            return None;
-        }
-        let items = items.as_string::<i32>();
-        Some(
-            (0..items.len())
-                .filter(|j| items.is_valid(*j))
-                .map(|j| items.value(j))
-                .collect::<Vec<_>>()
-                .join(";"),
-        )
-    };
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let text: Option<StringArray> = match column.data_type() {
-            DataType::List(_) => {
-                let list = column.as_list::<i32>();
-                Some(
-                    (0..list.len())
-                        .map(|i| {
-                            let items = arrow::compute::cast(&list.value(i), &DataType::Utf8)?;
-                            Ok(joined(list, i, items))
-                        })
-                        .collect::<std::result::Result<_, arrow::error::ArrowError>>()?,
-                )
-            }
-            DataType::LargeList(_) => {
-                let list = column.as_list::<i64>();
-                Some(
-                    (0..list.len())
-                        .map(|i| {
-                            let items = arrow::compute::cast(&list.value(i), &DataType::Utf8)?;
-                            Ok(joined(list, i, items))
-                        })
-                        .collect::<std::result::Result<_, arrow::error::ArrowError>>()?,
-                )
-            }
+        let text = match column.data_type() {
+            DataType::List(_) => Some(joined(column.as_list::<i32>())?),
+            DataType::LargeList(_) => Some(joined(column.as_list::<i64>())?),
             _ => None,
         };
         match text {
@@ -509,6 +476,23 @@ fn csv_form(batch: &RecordBatch) -> std::result::Result<RecordBatch, arrow::erro
         }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// Each list's non-null items as text, joined by `;`; a null list is null.
+fn joined<O: arrow::array::OffsetSizeTrait>(
+    list: &arrow::array::GenericListArray<O>,
+) -> std::result::Result<arrow::array::StringArray, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray};
+    (0..list.len())
+        .map(|i| {
+            if list.is_null(i) {
+                return Ok(None);
+            }
+            let items = arrow::compute::cast(&list.value(i), &arrow::datatypes::DataType::Utf8)?;
+            let items = items.as_string::<i32>();
+            Ok(Some(items.iter().flatten().collect::<Vec<_>>().join(";")))
+        })
+        .collect()
 }
 
 #[cfg(test)]
