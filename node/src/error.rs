@@ -57,12 +57,32 @@ pub enum Error {
     /// later may succeed.
     #[error("busy: {0}")]
     Busy(String),
+    /// A submission was derived against spells that changed before it could be applied: nothing
+    /// was stored, and deriving it again will succeed (the node does so itself).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The caller made too many attempts (failed logins); the message says when to try again.
     #[error("too many attempts: {0}")]
     Throttled(String),
     /// An Arrow kernel or batch construction failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+}
+
+impl From<sus_core::Error> for Error {
+    fn from(e: sus_core::Error) -> Error {
+        match e {
+            sus_core::Error::RefData {
+                path,
+                line,
+                message,
+            } => Error::RefData {
+                path,
+                line,
+                message,
+            },
+        }
+    }
 }
 
 impl Error {

@@ -10,25 +10,21 @@
 //!                                   store::Store::apply (segments + catalog, versioned)
 //! ```
 //!
-//! The domain core (`validate`, `derive`, `price`, `refdata`) is pure: no I/O beyond loading
-//! reference files, no clock, no globals, so that every replica would compute the same result.
+//! The domain core (`model`, `validate`, `derive`, `price`, `refdata`, `report`) is its own crate,
+//! `sus-core`, re-exported here under the same module names: it has no I/O beyond loading reference
+//! files, no clock and no globals, so that every replica would compute the same result.
 
 pub mod access;
 pub mod broken;
 pub mod cluster;
-pub mod derive;
 pub mod error;
 pub mod ingest;
 pub mod limits;
-pub mod model;
 pub mod node;
-pub mod price;
 pub mod query;
-pub mod refdata;
-pub mod report;
 pub mod schema;
 pub mod store;
 pub mod summary;
-pub mod validate;
 
 pub use error::{Error, Result};
+pub use sus_core::{derive, model, price, refdata, report, validate};

@@ -130,6 +130,9 @@ fn change(i: u64) -> Change {
         deletes,
         report: format!("report of C{i}").into_bytes(),
         meta,
+        spell_keys: Vec::new(),
+        rederived: Vec::new(),
+        precondition: None,
     }
 }
 

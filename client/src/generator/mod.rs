@@ -9,6 +9,7 @@
 
 pub mod model;
 pub mod oracle;
+pub mod read;
 pub mod refdata;
 pub mod synth;
 
@@ -17,7 +18,7 @@ pub use model::Dataset;
 use crate::error::{Error, Result};
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use model::{Detail, Rec, date, datetime};
-use oracle::{BulkEnvelope, Counts, DatasetTotals, ProviderTotals, Store, price_submission};
+use oracle::{BulkEnvelope, Counts, DatasetTotals, ProviderTotals, Store};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use refdata::RefData;
@@ -102,6 +103,8 @@ pub struct SubmissionOutcome {
     pub deleted: u64,
     pub stale: u64,
     pub bulk_deleted: u64,
+    /// Live episodes of earlier submissions stored again because this file changed their spell.
+    pub rederived: u64,
     /// Sum of the prices the oracle derived for this submission's records (0 when rejected).
     pub price_pence: i64,
     /// A resend with an already applied (sender, submission id): the file whose report it gets.
@@ -292,12 +295,12 @@ impl Out<'_> {
             o.outcome = "rejected".into();
             o.rule = Some(rule.into());
         } else {
-            let period = bulk.map(|b| (b.start, b.end));
-            let priced = price_submission(self.rd, dataset, recs, period);
-            o.price_pence = priced.iter().map(|p| p.price).sum();
-            let c: Counts = self
+            let done = self
                 .store
-                .apply(dataset, sender, envelope.as_ref(), recs, priced);
+                .submit(self.rd, dataset, sender, envelope.as_ref(), recs);
+            o.price_pence = done.priced.iter().map(|p| p.price).sum();
+            o.rederived = done.rederived;
+            let c: Counts = done.counts;
             o.inserted = c.inserted;
             o.replaced = c.replaced;
             o.deleted = c.deleted;

@@ -256,38 +256,38 @@ fn exclude(p: &mut Priced, reason: String) {
     p.excess_payment = 0;
 }
 
-/// Prices every record of one accepted submission (deletions get a default [`Priced`]).
+/// Prices every record of one accepted submission applied to an empty store (deletions get a
+/// default [`Priced`]; an upsert that a later version in the file supersedes gets what it would
+/// have had if it were alone, since it is never stored). See [`Store::submit`] for the general case.
 pub fn price_submission(
     rd: &RefData,
     dataset: Dataset,
     recs: &[Rec],
     period: Option<(NaiveDate, NaiveDate)>,
 ) -> Vec<Priced> {
-    let mut out: Vec<Priced> = recs
-        .iter()
-        .map(|r| Priced {
-            warnings: warnings(rd, r, period),
-            ..Priced::default()
-        })
-        .collect();
-    match dataset {
-        Dataset::Apc => price_apc(rd, recs, &mut out),
-        Dataset::Op => {
-            for (r, p) in recs.iter().zip(out.iter_mut()) {
-                if let Detail::Op(o) = &r.detail {
-                    price_op(rd, &r.common.provider, r.common.date_of_birth, o, p);
-                }
-            }
-        }
-        Dataset::Ec => {
-            for (r, p) in recs.iter().zip(out.iter_mut()) {
-                if let Detail::Ec(e) = &r.detail {
-                    price_ec(rd, &r.common.provider, e, p);
-                }
-            }
-        }
+    let sender = recs.first().map_or("", |r| r.common.provider.as_str());
+    let bulk = period.map(|(period_start, period_end)| BulkEnvelope {
+        period_start,
+        period_end,
+        extract: NaiveDateTime::MIN,
+    });
+    Store::default()
+        .submit(rd, dataset, sender, bulk.as_ref(), recs)
+        .priced
+}
+
+/// What an OP or EC record is priced at (APC episodes are priced by spell, in the store).
+fn price_record(rd: &RefData, r: &Rec, warnings: u16) -> Priced {
+    let mut p = Priced {
+        warnings,
+        ..Priced::default()
+    };
+    match &r.detail {
+        Detail::Op(o) => price_op(rd, &r.common.provider, r.common.date_of_birth, o, &mut p),
+        Detail::Ec(e) => price_ec(rd, &r.common.provider, e, &mut p),
+        Detail::Apc(_) | Detail::Delete(_) => {}
     }
-    out
+    p
 }
 
 fn price_op(
@@ -402,111 +402,130 @@ fn price_ec(rd: &RefData, provider: &str, e: &super::model::Ec, p: &mut Priced) 
     }
 }
 
-fn price_apc(rd: &RefData, recs: &[Rec], out: &mut [Priced]) {
-    // Spells: upserts grouped by (provider, spell number), ordered by episode number.
-    let mut spells: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
-    for (i, r) in recs.iter().enumerate() {
-        if let Detail::Apc(a) = &r.detail {
-            spells
-                .entry((r.common.provider.as_str(), a.spell.as_str()))
-                .or_default()
-                .push(i);
-            let fy = financial_year(a.episode_start);
+/// Prices one spell from its live episodes (`eps`: record and warnings, any order); the result is
+/// in the order of `eps`.
+fn price_spell(rd: &RefData, eps: &[(&Rec, u16)]) -> Vec<Priced> {
+    let apc = |i: usize| -> &Apc {
+        match &eps[i].0.detail {
+            Detail::Apc(a) => a,
+            _ => unreachable!("only APC episodes are grouped into spells"),
+        }
+    };
+    let mut out: Vec<Priced> = eps
+        .iter()
+        .map(|(_, w)| Priced {
+            warnings: *w,
+            ..Priced::default()
+        })
+        .collect();
+    // Episode order: episode number, then id.
+    let mut order: Vec<usize> = (0..eps.len()).collect();
+    order.sort_by(|&x, &y| {
+        (apc(x).episode_number, &eps[x].0.common.cds_unique_id)
+            .cmp(&(apc(y).episode_number, &eps[y].0.common.cds_unique_id))
+    });
+    let (Some(&first), Some(&last)) = (order.first(), order.last()) else {
+        return out;
+    };
+    let provider = eps[first].0.common.provider.as_str();
+    let pod = apc_pod(apc(first));
+    let ungroupable = |w: u16| w & (warn::ICD10 | warn::OPCS4) != 0;
+    for &i in &order {
+        out[i].pod = pod.to_string();
+    }
+    let Some(discharge) = apc(last).discharge_date else {
+        // Unfinished: each episode grouped with the tables of its own year.
+        for &i in &order {
+            let fy = financial_year(apc(i).episode_start);
             out[i].hrg = match rd.years.get(&fy) {
-                Some(_) if out[i].warnings & (warn::ICD10 | warn::OPCS4) != 0 => UNGROUPABLE.into(),
-                Some(y) => group_episode(y, a),
-                None => UNGROUPABLE.into(),
+                Some(y) if !ungroupable(out[i].warnings) => group_episode(y, apc(i)),
+                _ => UNGROUPABLE.into(),
             };
+            exclude(&mut out[i], "spell unfinished".into());
+        }
+        return out;
+    };
+    // The grouper tables and the prices of a spell come from its discharge year.
+    let fy = financial_year(discharge);
+    let Some(year) = rd.years.get(&fy) else {
+        for &i in &order {
+            out[i].hrg = UNGROUPABLE.into();
+        }
+        exclude(&mut out[last], format!("no tariff for {fy}"));
+        return out;
+    };
+    for &i in &order {
+        out[i].hrg = if ungroupable(out[i].warnings) {
+            UNGROUPABLE.into()
+        } else {
+            group_episode(year, apc(i))
+        };
+    }
+    let mff = year.mff_of(provider);
+    // Spell HRG: highest base price for the POD among grouped episodes; ties to the lowest
+    // episode; every episode UZ01Z: UZ01Z.
+    let mut best: Option<(usize, Pence)> = None;
+    for &i in &order {
+        if out[i].hrg == UNGROUPABLE {
+            continue;
+        }
+        let p = apc_base(year, &out[i].hrg, pod).unwrap_or(0);
+        if best.is_none_or(|(_, b)| p > b) {
+            best = Some((i, p));
         }
     }
-    for ((provider, _), mut eps) in spells {
-        let apc = |i: usize| -> &Apc {
-            match &recs[i].detail {
-                Detail::Apc(a) => a,
-                _ => unreachable!("only APC episodes are grouped into spells"),
-            }
-        };
-        eps.sort_by_key(|&i| (apc(i).episode_number, i));
-        let (Some(&first), Some(&last)) = (eps.first(), eps.last()) else {
-            continue;
-        };
-        let pod = apc_pod(apc(first));
-        for &i in &eps {
-            out[i].pod = pod.to_string();
-        }
-        let Some(discharge) = apc(last).discharge_date else {
-            for &i in &eps {
-                exclude(&mut out[i], "spell unfinished".into());
-            }
-            continue;
-        };
-        let fy = financial_year(discharge);
-        let Some(year) = rd.years.get(&fy) else {
-            exclude(&mut out[last], format!("no tariff for {fy}"));
-            continue;
-        };
-        let mff = year.mff_of(provider);
-        // Spell HRG: highest base price for the POD; ties to the lowest episode number.
-        let mut best = first;
-        let mut best_price = apc_base(year, &out[first].hrg, pod).unwrap_or(0);
-        for &i in &eps[1..] {
-            let p = apc_base(year, &out[i].hrg, pod).unwrap_or(0);
-            if p > best_price {
-                best = i;
-                best_price = p;
-            }
-        }
-        let spell_hrg = out[best].hrg.clone();
-        for &i in &eps {
-            out[i].spell_hrg = spell_hrg.clone();
-            out[i].mff = Some(mff);
-        }
-        let a = apc(first);
-        let spell_los = (discharge - a.admission_date).num_days();
-        let dob_bad = eps
-            .iter()
-            .any(|&i| out[i].warnings & warn::DATE_OF_BIRTH != 0);
-        let p = &mut out[last];
-        if spell_hrg == UNGROUPABLE {
-            exclude(p, "ungroupable".into());
-            continue;
-        }
-        if dob_bad {
-            exclude(p, "date of birth implausible".into());
-            continue;
-        }
-        let Some(mut base) = apc_base(year, &spell_hrg, pod) else {
-            exclude(p, format!("no national price for HRG {spell_hrg} {pod}"));
-            continue;
-        };
-        let Some(t) = year.apc.get(&spell_hrg) else {
-            continue;
-        };
-        let adult = recs[first]
-            .common
-            .date_of_birth
-            .is_some_and(|dob| age_on(dob, a.admission_date) >= 19);
-        let emergency = matches!(
-            a.admission_method.as_str(),
-            "21" | "22" | "23" | "24" | "25" | "28" | "2A" | "2B" | "2C" | "2D"
-        );
-        if pod == "NEL"
-            && emergency
-            && spell_los <= 1
-            && adult
-            && t.ssem_applies
-            && let Some(ssem) = t.ssem
-        {
-            base = ssem;
-        }
-        let trim = if pod == "NEL" { t.nel_trim } else { t.el_trim };
-        let days = trim.map_or(0, |trim| (spell_los - trim).max(0));
-        let payment = days * t.per_day.unwrap_or(0);
-        p.base_price = base;
-        p.excess_bed_days = days;
-        p.excess_payment = payment;
-        p.price = apply_mff(base + payment, mff);
+    let spell_hrg = best.map_or_else(|| UNGROUPABLE.to_string(), |(i, _)| out[i].hrg.clone());
+    for &i in &order {
+        out[i].spell_hrg = spell_hrg.clone();
+        out[i].mff = Some(mff);
     }
+    let a = apc(first);
+    let spell_los = (discharge - a.admission_date).num_days();
+    let dob_bad = order
+        .iter()
+        .any(|&i| out[i].warnings & warn::DATE_OF_BIRTH != 0);
+    let p = &mut out[last];
+    if spell_hrg == UNGROUPABLE {
+        exclude(p, "ungroupable".into());
+        return out;
+    }
+    if dob_bad {
+        exclude(p, "date of birth implausible".into());
+        return out;
+    }
+    let Some(mut base) = apc_base(year, &spell_hrg, pod) else {
+        exclude(p, format!("no national price for HRG {spell_hrg} {pod}"));
+        return out;
+    };
+    let Some(t) = year.apc.get(&spell_hrg) else {
+        return out;
+    };
+    let adult = eps[first]
+        .0
+        .common
+        .date_of_birth
+        .is_some_and(|dob| age_on(dob, a.admission_date) >= 19);
+    let emergency = matches!(
+        a.admission_method.as_str(),
+        "21" | "22" | "23" | "24" | "25" | "28" | "2A" | "2B" | "2C" | "2D"
+    );
+    if pod == "NEL"
+        && emergency
+        && spell_los <= 1
+        && adult
+        && t.ssem_applies
+        && let Some(ssem) = t.ssem
+    {
+        base = ssem;
+    }
+    let trim = if pod == "NEL" { t.nel_trim } else { t.el_trim };
+    let days = trim.map_or(0, |trim| (spell_los - trim).max(0));
+    let payment = days * t.per_day.unwrap_or(0);
+    p.base_price = base;
+    p.excess_bed_days = days;
+    p.excess_payment = payment;
+    p.price = apply_mff(base + payment, mff);
+    out
 }
 
 /// Counts of one applied submission.
@@ -529,6 +548,31 @@ struct Stored {
     provider: u32,
     commissioner: u32,
     priced: Priced,
+    /// A live APC episode: its record and spell, to price the spell again when it changes.
+    episode: Option<Box<(Rec, SpellKey)>>,
+}
+
+/// A spell: (provider, spell number).
+type SpellKey = (String, String);
+
+/// One stored version of a record: what the store holds after each change, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The change that stored it (1 for the first applied submission).
+    pub version: u64,
+    pub cds_unique_id: String,
+    pub priced: Priced,
+}
+
+/// What [`Store::submit`] did with one accepted submission.
+#[derive(Debug, Clone, Default)]
+pub struct Submitted {
+    pub counts: Counts,
+    /// Per record of the submission: what it was stored with (after its spell was priced);
+    /// a default [`Priced`] (with its warnings) for deletions and for upserts not stored (stale).
+    pub priced: Vec<Priced>,
+    /// Live episodes of earlier submissions whose spell this one changed: each stored again.
+    pub rederived: u64,
 }
 
 /// Columns of the live-records file ([`Store::write_live`]).
@@ -562,6 +606,14 @@ pub struct Store {
     /// Live records and price total by (sender, dataset) and provider, kept in step with every
     /// change.
     by_sender: HashMap<(u32, Dataset), BTreeMap<u32, ProviderTotals>>,
+    /// Live APC episodes (row indexes) by spell.
+    spells: BTreeMap<SpellKey, BTreeSet<usize>>,
+    /// Spells whose episodes changed in the change being applied.
+    touched: BTreeSet<SpellKey>,
+    /// Applied changes so far.
+    version: u64,
+    /// Every stored version, when kept ([`Store::with_history`]).
+    history: Option<Vec<Version>>,
 }
 
 impl ProviderTotals {
@@ -625,7 +677,21 @@ impl Store {
             .add(price, sign);
     }
 
-    fn put(&mut self, id: &str, row: Stored) -> bool {
+    /// Takes a row out of its spell (it is no longer live).
+    fn unlink(&mut self, i: usize) {
+        if let Some(ep) = self.rows[i].episode.take() {
+            let key = ep.1;
+            if let Some(set) = self.spells.get_mut(&key) {
+                set.remove(&i);
+                if set.is_empty() {
+                    self.spells.remove(&key);
+                }
+            }
+            self.touched.insert(key);
+        }
+    }
+
+    fn put(&mut self, id: &str, row: Stored) -> (bool, usize) {
         let dataset = row.dataset;
         if row.live {
             self.count(row.sender, dataset, row.provider, row.priced.price, 1);
@@ -640,12 +706,14 @@ impl Store {
                     self.count(s, key.0, p, price, -1);
                     self.live_index.remove(&key);
                 }
+                self.unlink(i);
                 if row.live {
                     self.live_index
                         .insert((dataset, row.sender, row.activity, i));
                 }
                 self.rows[i] = row;
-                was_live
+                self.link(i);
+                (was_live, i)
             }
             None => {
                 let i = self.rows.len();
@@ -655,21 +723,134 @@ impl Store {
                 }
                 self.rows.push(row);
                 self.ids.insert(id.to_string(), i);
-                false
+                self.link(i);
+                (false, i)
             }
         }
     }
 
-    /// Applies an accepted submission (records and their prices) and returns its counts.
-    pub fn apply(
+    /// Puts a live episode into its spell.
+    fn link(&mut self, i: usize) {
+        if let Some(ep) = &self.rows[i].episode {
+            let key = ep.1.clone();
+            self.spells.entry(key.clone()).or_default().insert(i);
+            self.touched.insert(key);
+        }
+    }
+
+    /// A store that keeps every stored version ([`Store::history`]).
+    pub fn with_history() -> Store {
+        Store {
+            history: Some(Vec::new()),
+            ..Store::default()
+        }
+    }
+
+    /// Every version stored so far, in order, if kept.
+    pub fn history(&self) -> Option<&[Version]> {
+        self.history.as_deref()
+    }
+
+    /// Validates nothing (the generator knows its rejections), then prices and applies an
+    /// accepted submission: warnings, OP/EC prices, the Net Change or Bulk Replacement, and then
+    /// every spell whose live episodes changed priced again over all of them (`docs/rules.md` §4).
+    pub fn submit(
+        &mut self,
+        rd: &RefData,
+        dataset: Dataset,
+        sender: &str,
+        bulk: Option<&BulkEnvelope>,
+        recs: &[Rec],
+    ) -> Submitted {
+        let period = bulk.map(|b| (b.period_start, b.period_end));
+        let priced: Vec<Priced> = recs
+            .iter()
+            .map(|r| price_record(rd, r, warnings(rd, r, period)))
+            .collect();
+        self.version += 1;
+        self.touched.clear();
+        let (counts, mut written) = self.apply(dataset, sender, bulk, recs, priced.clone());
+        // A row written twice (two versions in one file) or deleted again holds only what the
+        // last of them left: the earlier version was never stored.
+        let last: HashMap<usize, usize> = written.iter().map(|&(k, row)| (row, k)).collect();
+        written.retain(|&(k, row)| last.get(&row) == Some(&k) && self.rows[row].live);
+        let mine: BTreeSet<usize> = written.iter().map(|(_, row)| *row).collect();
+        let mut rederived = 0;
+        let mut again = Vec::new();
+        for key in std::mem::take(&mut self.touched) {
+            let Some(rows) = self.spells.get(&key) else {
+                continue;
+            };
+            let rows: Vec<usize> = rows.iter().copied().collect();
+            let eps: Vec<(&Rec, u16)> = rows
+                .iter()
+                .filter_map(|&i| {
+                    let r = &self.rows[i];
+                    r.episode.as_ref().map(|e| (&e.0, r.priced.warnings))
+                })
+                .collect();
+            let prices = price_spell(rd, &eps);
+            for (i, p) in rows.into_iter().zip(prices) {
+                if self.rows[i].priced != p {
+                    if !mine.contains(&i) {
+                        rederived += 1;
+                        again.push(i);
+                    }
+                    self.reprice(i, p);
+                }
+            }
+        }
+        let mut out = priced;
+        for (k, row) in &written {
+            out[*k] = self.rows[*row].priced.clone();
+        }
+        if let Some(h) = &mut self.history {
+            for (k, _) in &written {
+                h.push(Version {
+                    version: self.version,
+                    cds_unique_id: recs[*k].common.cds_unique_id.clone(),
+                    priced: out[*k].clone(),
+                });
+            }
+            let ids: HashMap<usize, &String> = self.ids.iter().map(|(id, i)| (*i, id)).collect();
+            for i in again {
+                h.push(Version {
+                    version: self.version,
+                    cds_unique_id: ids.get(&i).map(|s| (*s).clone()).unwrap_or_default(),
+                    priced: self.rows[i].priced.clone(),
+                });
+            }
+        }
+        Submitted {
+            counts,
+            priced: out,
+            rederived,
+        }
+    }
+
+    /// Replaces the derived fields of a live row, keeping the totals in step.
+    fn reprice(&mut self, i: usize, p: Priced) {
+        let r = &self.rows[i];
+        let (s, d, prov, old) = (r.sender, r.dataset, r.provider, r.priced.price);
+        if r.live {
+            self.count(s, d, prov, old, -1);
+            self.count(s, d, prov, p.price, 1);
+        }
+        self.rows[i].priced = p;
+    }
+
+    /// Applies an accepted submission (records and their prices): its counts and the rows it
+    /// wrote (record index, row).
+    fn apply(
         &mut self,
         dataset: Dataset,
         sender: &str,
         bulk: Option<&BulkEnvelope>,
         recs: &[Rec],
         priced: Vec<Priced>,
-    ) -> Counts {
+    ) -> (Counts, Vec<(usize, usize)>) {
         let mut counts = Counts::default();
+        let mut written = Vec::new();
         let sender_id = self.name(sender);
         let mut items: Vec<(usize, Priced)> = priced.into_iter().enumerate().collect();
         if let Some(b) = bulk {
@@ -692,11 +873,12 @@ impl Store {
                 let (p, price) = (r.provider, r.priced.price);
                 self.count(key.1, key.0, p, price, -1);
                 self.live_index.remove(&key);
+                self.unlink(i);
                 counts.bulk_deleted += 1;
             }
-        } else {
-            items.sort_by_key(|(i, _)| (recs[*i].common.applicable, *i));
         }
+        // Net Change and Bulk Replacement alike: the later (applicable, position) wins.
+        items.sort_by_key(|(i, _)| (recs[*i].common.applicable, *i));
         for (i, priced) in items {
             let r = &recs[i];
             let c = &r.common;
@@ -709,6 +891,12 @@ impl Store {
             }
             let provider = self.name(&c.provider);
             let commissioner = self.name(&c.commissioner);
+            let episode = match &r.detail {
+                Detail::Apc(a) if c.upsert => {
+                    Some(Box::new((r.clone(), (c.provider.clone(), a.spell.clone()))))
+                }
+                _ => None,
+            };
             let row = Stored {
                 applicable: c.applicable,
                 live: c.upsert,
@@ -718,8 +906,12 @@ impl Store {
                 provider,
                 commissioner,
                 priced,
+                episode,
             };
-            let was_live = self.put(&c.cds_unique_id, row);
+            let (was_live, row) = self.put(&c.cds_unique_id, row);
+            if c.upsert {
+                written.push((i, row));
+            }
             match (c.upsert, was_live) {
                 (true, false) => counts.inserted += 1,
                 (true, true) => counts.replaced += 1,
@@ -727,7 +919,7 @@ impl Store {
                 (false, false) => counts.stale += 1,
             }
         }
-        counts
+        (counts, written)
     }
 
     /// Writes every live record, one CSV line each (header [`LIVE_HEADER`]), sorted by id, so
@@ -760,6 +952,24 @@ impl Store {
             )?;
         }
         Ok(())
+    }
+
+    /// Every live record: id, dataset and what it is stored with, sorted by id.
+    pub fn live(&self) -> Vec<(String, Dataset, Priced)> {
+        let mut out: Vec<(String, Dataset, Priced)> = self
+            .ids
+            .iter()
+            .filter(|(_, i)| self.rows[**i].live)
+            .map(|(id, &i)| {
+                (
+                    id.clone(),
+                    self.rows[i].dataset,
+                    self.rows[i].priced.clone(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Totals of the live records.

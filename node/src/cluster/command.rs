@@ -10,7 +10,7 @@ use crate::ingest::Command;
 use crate::model::SubmissionMeta;
 use crate::report::SubmissionReport;
 use crate::schema::stored_schema;
-use crate::store::{Change, DeleteKey};
+use crate::store::{Change, DeleteKey, Precondition, SpellKey};
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::ipc::CompressionType;
@@ -19,7 +19,7 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use serde::{Deserialize, Serialize};
 
 /// Version of the shard command encoding; a replica refuses an entry of any other.
-const COMMAND_FORMAT: u32 = 2;
+const COMMAND_FORMAT: u32 = 3;
 
 /// What a shard entry asks of every replica.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ struct Envelope {
 
 #[derive(Serialize, Deserialize)]
 enum WireEntry {
-    Submission(Wire),
+    Submission(Box<Wire>),
     Freeze { name: String },
     Compact { target_rows: u32 },
 }
@@ -63,13 +63,16 @@ enum WireBody {
         ordinals: Vec<u64>,
         deletes: Vec<(String, i64, u64)>,
         stored_report: Vec<u8>,
+        spell_keys: Vec<Option<SpellKey>>,
+        rederived: Vec<u64>,
+        precondition: Option<Precondition>,
     },
 }
 
 /// Encodes a shard command for the Raft log.
 pub fn encode(command: &ShardCommand) -> Result<Vec<u8>> {
     let entry = match command {
-        ShardCommand::Submission(c) => WireEntry::Submission(encode_submission(c)?),
+        ShardCommand::Submission(c) => WireEntry::Submission(Box::new(encode_submission(c)?)),
         ShardCommand::Freeze { name } => WireEntry::Freeze { name: name.clone() },
         ShardCommand::Compact { target_rows } => WireEntry::Compact {
             target_rows: *target_rows,
@@ -105,6 +108,9 @@ fn encode_submission(command: &Command) -> Result<Wire> {
                     ordinals: change.upsert_ordinals.clone(),
                     deletes,
                     stored_report: change.report.clone(),
+                    spell_keys: change.spell_keys.clone(),
+                    rederived: change.rederived.clone(),
+                    precondition: change.precondition.clone(),
                 },
             )
         }
@@ -127,7 +133,9 @@ pub fn decode(bytes: &[u8]) -> Result<ShardCommand> {
         )));
     }
     Ok(match envelope.entry {
-        WireEntry::Submission(wire) => ShardCommand::Submission(Box::new(decode_submission(wire)?)),
+        WireEntry::Submission(wire) => {
+            ShardCommand::Submission(Box::new(decode_submission(*wire)?))
+        }
         WireEntry::Freeze { name } => ShardCommand::Freeze { name },
         WireEntry::Compact { target_rows } => ShardCommand::Compact { target_rows },
     })
@@ -143,6 +151,9 @@ fn decode_submission(wire: Wire) -> Result<Command> {
             ordinals,
             deletes,
             stored_report,
+            spell_keys,
+            rederived,
+            precondition,
         } => {
             let upserts = ipc_to_batch(&upserts_ipc, &meta)?;
             let deletes = deletes
@@ -159,13 +170,16 @@ fn decode_submission(wire: Wire) -> Result<Command> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             Command::Apply {
-                change: Change {
+                change: Box::new(Change {
                     meta,
                     upserts,
                     upsert_ordinals: ordinals,
                     deletes,
                     report: stored_report,
-                },
+                    spell_keys,
+                    rederived,
+                    precondition,
+                }),
                 report,
             }
         }

@@ -192,6 +192,9 @@ impl Services {
                 Some((&super::shard::REFUSAL, message)) => Err(Status::invalid_argument(
                     String::from_utf8_lossy(message).into_owned(),
                 )),
+                Some((&super::shard::CONFLICT, message)) => Err(Status::aborted(
+                    String::from_utf8_lossy(message).into_owned(),
+                )),
                 _ => Ok(response.data.0),
             },
         }
@@ -280,9 +283,14 @@ pub(super) fn status(e: Error) -> Status {
         Error::RefData { .. } => Status::failed_precondition(e.to_string()),
         Error::Consensus(m) | Error::Busy(m) => Status::unavailable(m),
         Error::Throttled(m) => Status::resource_exhausted(m),
+        Error::Conflict(m) => Status::aborted(m),
         other => Status::internal(other.to_string()),
     }
 }
+
+/// Derivations of one submission before a conflict is returned to the caller (each conflict
+/// means another change to the same spells won the race; they are rare and short-lived).
+const MAX_DERIVATIONS: u32 = 5;
 
 /// The credentials and message of a call the caller must be an administrator to make.
 fn admin<T>(request: Request<T>, what: &str) -> std::result::Result<(MetadataMap, T), Status> {
@@ -381,16 +389,28 @@ impl ingest_server::Ingest for Services {
             "file {}, sender {}, submission {}, shard {shard}",
             req.file_name, meta.sender, meta.submission_id
         );
-        let report = self
-            .submit_here(
-                &raft,
-                &replica,
-                meta,
-                req.file_name.clone(),
-                req.content,
-                record,
-            )
-            .await?;
+        // A conflict means another change to the same spells was applied between this one's
+        // derivation and its turn in the log: nothing was stored, so derive it again.
+        let mut attempt = 1;
+        let report = loop {
+            let result = self
+                .submit_here(
+                    &raft,
+                    &replica,
+                    meta.clone(),
+                    req.file_name.clone(),
+                    req.content.clone(),
+                    record.clone(),
+                )
+                .await;
+            match result {
+                Err(s) if s.code() == tonic::Code::Aborted && attempt < MAX_DERIVATIONS => {
+                    tracing::info!(submission = %meta.submission_id, attempt, "deriving again: {}", s.message());
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
         Ok(Response::new(SubmitReply {
             accepted: report.outcome == Outcome::Accepted,
             report_json: String::from_utf8_lossy(&report.to_json()).into_owned(),

@@ -230,6 +230,9 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                             // Refused by the store for what the command is: deterministic, so
                             // every replica refuses it alike and the group carries on.
                             Err(Error::InvalidArgument(message)) => refusal(&message),
+                            // Derived against spells that moved since: nothing applied, on
+                            // every replica alike; the leader derives it again.
+                            Err(Error::Conflict(message)) => marked(CONFLICT, &message),
                             // Disk, catalog or corruption: this replica cannot go on.
                             Err(e) => return Err(e),
                         }
@@ -304,8 +307,15 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
 /// Marks a response as a refusal (a report is JSON, so never starts with this byte).
 pub const REFUSAL: u8 = b'!';
 
+/// Marks a response as a conflict: the submission must be derived again.
+pub const CONFLICT: u8 = b'?';
+
 fn refusal(message: &str) -> Response {
-    let mut bytes = vec![REFUSAL];
+    marked(REFUSAL, message)
+}
+
+fn marked(mark: u8, message: &str) -> Response {
+    let mut bytes = vec![mark];
     bytes.extend_from_slice(message.as_bytes());
     Response(bytes)
 }

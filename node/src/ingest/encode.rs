@@ -3,7 +3,7 @@
 //! Each column is built by one accessor resolved once per column from the item table, so adding an
 //! item means one line in `schema.rs` and one in [`accessor`].
 
-use crate::model::{Dataset, Derived, DerivedRecord, Detail, Record, UpdateType};
+use crate::model::{Dataset, Derived, DerivedRecord, Detail, Pod, Record, UpdateType, Warnings};
 use crate::schema::{ItemKind, items, stored_schema};
 use crate::{Error, Result};
 use arrow::array::{
@@ -297,6 +297,112 @@ pub fn encode(dataset: Dataset, rows: &[DerivedRecord]) -> Result<RecordBatch> {
     columns.push(bools(rows, |d| d.restricted));
 
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The derived fields of stored rows (the inverse of [`encode`]'s derived columns), to compare a
+/// stored episode's derivation with a new one.
+pub fn derived_of(dataset: Dataset, batch: &RecordBatch) -> Result<Vec<Derived>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Decimal128Type, Int64Type, UInt16Type, UInt32Type};
+    let col = |name: &str| {
+        batch.column_by_name(name).ok_or_else(|| Error::Corruption {
+            what: format!("stored {dataset} rows"),
+            message: format!("no column {name}"),
+        })
+    };
+    let text = |name: &str| -> Result<arrow::array::StringArray> {
+        Ok(
+            arrow::compute::cast(col(name)?, &arrow::datatypes::DataType::Utf8)?
+                .as_string::<i32>()
+                .clone(),
+        )
+    };
+    let bad = |name: &str| Error::Corruption {
+        what: format!("stored {dataset} rows"),
+        message: format!("column {name} has an unexpected type"),
+    };
+    let i32s = |name: &str| -> Result<arrow::array::Int32Array> {
+        col(name)?
+            .as_primitive_opt::<Int32Type>()
+            .cloned()
+            .ok_or_else(|| bad(name))
+    };
+    let i64s = |name: &str| -> Result<arrow::array::Int64Array> {
+        col(name)?
+            .as_primitive_opt::<Int64Type>()
+            .cloned()
+            .ok_or_else(|| bad(name))
+    };
+    let bools = |name: &str| -> Result<arrow::array::BooleanArray> {
+        col(name)?
+            .as_boolean_opt()
+            .cloned()
+            .ok_or_else(|| bad(name))
+    };
+    let apc = dataset == Dataset::Apc;
+    let age = col("age_at_activity")?
+        .as_primitive_opt::<UInt16Type>()
+        .cloned()
+        .ok_or_else(|| bad("age_at_activity"))?;
+    let (episode_los, spell_los, spell_hrg) = if apc {
+        (
+            Some(i32s("episode_los")?),
+            Some(i32s("spell_los")?),
+            Some(text("spell_hrg")?),
+        )
+    } else {
+        (None, None, None)
+    };
+    let hrg = text("hrg")?;
+    let pod = text("pod")?;
+    let base = i64s("base_price")?;
+    let excess_days = i32s("excess_bed_days")?;
+    let excess = i64s("excess_payment")?;
+    let mff = col("mff")?
+        .as_primitive_opt::<Decimal128Type>()
+        .cloned()
+        .ok_or_else(|| bad("mff"))?;
+    let price = i64s("price")?;
+    let excluded = bools("pbr_excluded")?;
+    let reason = text("exclusion_reason")?;
+    let year = text("tariff_year")?;
+    let warnings = col("warnings")?
+        .as_primitive_opt::<UInt32Type>()
+        .cloned()
+        .ok_or_else(|| bad("warnings"))?;
+    let restricted = bools("restricted")?;
+    let opt_i32 = |a: &arrow::array::Int32Array, r: usize| a.is_valid(r).then(|| a.value(r));
+    let opt_text =
+        |a: &arrow::array::StringArray, r: usize| a.is_valid(r).then(|| a.value(r).to_string());
+    (0..batch.num_rows())
+        .map(|r| {
+            let pod = match opt_text(&pod, r) {
+                None => None,
+                Some(code) => Some(Pod::parse(&code).ok_or_else(|| Error::Corruption {
+                    what: format!("stored {dataset} rows"),
+                    message: format!("unknown point of delivery '{code}'"),
+                })?),
+            };
+            Ok(Derived {
+                age_at_activity: age.is_valid(r).then(|| age.value(r)),
+                episode_los: episode_los.as_ref().and_then(|a| opt_i32(a, r)),
+                spell_los: spell_los.as_ref().and_then(|a| opt_i32(a, r)),
+                hrg: opt_text(&hrg, r),
+                spell_hrg: spell_hrg.as_ref().and_then(|a| opt_text(a, r)),
+                pod,
+                base_price: base.value(r),
+                excess_bed_days: excess_days.value(r),
+                excess_payment: excess.value(r),
+                mff: i64::try_from(mff.value(r)).map_err(|_| bad("mff"))?,
+                price: price.value(r),
+                pbr_excluded: excluded.value(r),
+                exclusion_reason: opt_text(&reason, r),
+                tariff_year: opt_text(&year, r),
+                warnings: Warnings(warnings.value(r)),
+                restricted: restricted.value(r),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

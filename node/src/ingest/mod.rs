@@ -14,15 +14,19 @@ pub mod encode;
 pub mod files;
 mod parquet;
 pub mod parse;
+mod spells;
 
-use crate::derive::derive_submission;
+use crate::derive::{TableGrouper, derive};
 use crate::limits::SubmissionLimits;
-use crate::model::SubmissionMeta;
+use crate::model::{Dataset, SubmissionMeta};
 use crate::refdata::RefData;
 use crate::report::{SubmissionReport, WarningTally};
-use crate::store::{ApplyCounts, ApplyOutcome, Change, DeleteKey, Store, StoredSubmission};
+use crate::store::{
+    ApplyCounts, ApplyOutcome, Change, DeleteKey, Precondition, Store, StoredSubmission,
+};
 use crate::validate::{record_warnings, submission_issues};
 use crate::{Error, Result};
+use spells::SpellContext;
 use tracing::{info, warn};
 
 /// Validates, derives, prices and stores one submission on a single node: [`prepare`], then
@@ -40,9 +44,16 @@ pub fn submit(
     bytes: &[u8],
     limits: &SubmissionLimits,
 ) -> Result<SubmissionReport> {
-    match prepare(refdata, store, meta, file, bytes, limits)? {
-        Prepared::Resent(report) => Ok(*report),
-        Prepared::Commit(command) => commit(store, command),
+    // Alone on this store nothing moves between prepare and commit; should a caller apply other
+    // changes concurrently, derive again.
+    loop {
+        match prepare(refdata, store, meta, file, bytes, limits)? {
+            Prepared::Resent(report) => return Ok(*report),
+            Prepared::Commit(command) => match commit(store, command) {
+                Err(Error::Conflict(moved)) => info!("deriving again: {moved}"),
+                other => return other,
+            },
+        }
     }
 }
 
@@ -56,7 +67,7 @@ pub enum Command {
     },
     /// Validated and derived: apply it (it may still be refused by R07 or be a resend).
     Apply {
-        change: Change,
+        change: Box<Change>,
         report: SubmissionReport,
     },
 }
@@ -111,7 +122,23 @@ pub fn prepare(
         .collect();
     report.warnings = tally.finish();
 
-    let mut upserts = derive_submission(records, warnings, refdata);
+    let context = match meta.dataset {
+        Dataset::Apc => spells::context(store, meta, &records)?,
+        Dataset::Op | Dataset::Ec => SpellContext::none(&records, &meta.protocol),
+    };
+    let grouper = TableGrouper::new(refdata);
+    let derivation = derive(
+        &grouper,
+        refdata,
+        records,
+        warnings,
+        &context.live,
+        context.stored,
+    );
+    let mut upserts = derivation.records;
+    let keep: Vec<bool> = upserts.iter().map(|d| !d.record.is_delete()).collect();
+    let live = only_kept(context.live, &keep);
+    let mut spell_keys = only_kept(context.keys, &keep);
     // Deletions become keys and leave the vector in place: derived records are large, and
     // moving thousands of them into two new vectors was a tenth of a node's ingest time.
     let deletes = upserts
@@ -127,8 +154,22 @@ pub fn prepare(
         .collect();
     upserts.retain(|d| !d.record.is_delete());
     let upsert_ordinals = upserts.iter().map(|d| d.record.ordinal).collect();
-    let batch = encode::encode(meta.dataset, &upserts)?;
+    let mut batch = encode::encode(meta.dataset, &upserts)?;
     drop(upserts);
+    let mut rederived = Vec::with_capacity(derivation.rederived.len());
+    if !derivation.rederived.is_empty() {
+        let mut rows = Vec::with_capacity(derivation.rederived.len());
+        for (k, row) in derivation.rederived {
+            rederived.push(context.stored_versions[k]);
+            spell_keys.push(context.stored_keys[k].clone());
+            rows.push(row);
+        }
+        let again = encode::encode(meta.dataset, &rows)?;
+        batch = arrow::compute::concat_batches(&batch.schema(), [&batch, &again])?;
+    }
+    if meta.dataset != Dataset::Apc {
+        spell_keys.clear();
+    }
 
     let change = Change {
         meta: meta.clone(),
@@ -136,11 +177,23 @@ pub fn prepare(
         upsert_ordinals,
         deletes,
         report: report.to_json(),
+        spell_keys,
+        rederived,
+        precondition: context.spells.map(|spells| Precondition { spells, live }),
     };
     Ok(Prepared::Commit(Box::new(Command::Apply {
-        change,
+        change: Box::new(change),
         report,
     })))
+}
+
+/// The items of `v` whose `keep` holds.
+fn only_kept<T>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
+    v.into_iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(x, _)| x)
+        .collect()
 }
 
 /// Applies a prepared command to the store. Deterministic: every replica that commits the same
@@ -153,12 +206,12 @@ pub fn commit(store: &Store, command: Box<Command>) -> Result<SubmissionReport> 
             mut report,
         } => {
             let n = change.upserts.num_rows();
-            if n > 1 && crate::broken::broken("partial-apply") {
+            if n > 1 && change.rederived.is_empty() && crate::broken::broken("partial-apply") {
                 change.upserts = change.upserts.slice(0, n / 2);
                 change.upsert_ordinals.truncate(n / 2);
             }
             let meta = change.meta.clone();
-            match store.apply(change)? {
+            match store.apply(*change)? {
                 ApplyOutcome::Applied(counts) => {
                     fill_counts(&mut report, &counts);
                     info!(
@@ -174,6 +227,7 @@ pub fn commit(store: &Store, command: Box<Command>) -> Result<SubmissionReport> 
                     let report = report.reject(vec![issue], 0);
                     record_rejection(store, &meta, report)
                 }
+                ApplyOutcome::Conflict(moved) => Err(Error::Conflict(moved)),
             }
         }
     }
@@ -201,6 +255,7 @@ fn fill_counts(report: &mut SubmissionReport, counts: &ApplyCounts) {
     report.deleted = counts.deleted;
     report.bulk_deleted = counts.bulk_deleted;
     report.stale = counts.stale;
+    report.rederived = counts.rederived;
 }
 
 fn rejection(

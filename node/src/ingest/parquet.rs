@@ -22,10 +22,13 @@ use super::parse::{
     too_many_rows,
 };
 use crate::limits::{SubmissionLimits, keys, setting};
+use crate::model::Record;
 use crate::model::{Dataset, Rule};
 use crate::schema::items;
 use crate::{Error, Result};
-use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, RecordBatch, StringArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int32Type, Schema};
 use parquet::arrow::arrow_reader::{
@@ -160,6 +163,64 @@ fn read(dataset: Dataset, data: bytes::Bytes, limits: &SubmissionLimits) -> Resu
         )));
     }
     Ok(findings.into_result(records))
+}
+
+/// The records of stored rows (a batch in the stored schema, or any batch holding every item
+/// column), read back through the submission parser: the store keeps items typed, and their text
+/// is their submitted form. Used to derive a spell again over episodes stored earlier.
+pub(crate) fn records_of_stored(dataset: Dataset, batch: &RecordBatch) -> Result<Vec<Record>> {
+    let items = items(dataset);
+    let columns = items
+        .iter()
+        .map(|item| {
+            batch
+                .column_by_name(item.name)
+                .ok_or_else(|| Error::Corruption {
+                    what: format!("stored {dataset} rows"),
+                    message: format!("no column {}", item.name),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let columns = columns
+        .into_iter()
+        .map(Column::new)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // Stored rows were within the limits when submitted; these bound nothing here.
+    let limits = SubmissionLimits {
+        max_field_bytes: usize::MAX,
+        ..SubmissionLimits::default()
+    };
+    let mut findings = Findings::new();
+    let mut records = Vec::with_capacity(batch.num_rows());
+    let mut texts = vec![String::new(); columns.len()];
+    for r in 0..batch.num_rows() {
+        for (c, column) in columns.iter().enumerate() {
+            texts[c].clear();
+            column.write(r, &mut texts[c]);
+        }
+        let values: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let cells = Cells {
+            values: &values,
+            lengths: None,
+        };
+        let ordinal = r as u64 + 1;
+        if let Some(rec) = build_record(dataset, &items, ordinal, cells, &limits, &mut findings) {
+            records.push(rec);
+        }
+    }
+    match findings.into_result(records) {
+        Ok(records) => Ok(records),
+        Err(rejected) => Err(Error::Corruption {
+            what: format!("stored {dataset} rows"),
+            message: format!(
+                "do not read back as records: {}",
+                rejected
+                    .issues
+                    .first()
+                    .map_or_else(String::new, ToString::to_string)
+            ),
+        }),
+    }
 }
 
 /// The rows the footer says the file holds (the larger of the file's count and its row groups').

@@ -5,6 +5,7 @@
 
 use super::catalog::{Batch, Reader};
 use super::keys::{self, Live, RecState};
+use super::spells::{SpellKey, SpellReader, reindex};
 use super::{ApplyCounts, DeleteKey, segment};
 use crate::model::Dataset;
 use crate::{Error, Result};
@@ -128,6 +129,8 @@ pub(super) struct Plan {
     pub activity: BTreeMap<(String, String), [u64; 5]>,
     /// Provider of each stored segment looked up (for counts of superseded rows).
     segment_providers: HashMap<u64, String>,
+    /// APC: every changed record's spell before and after the change.
+    spell_moves: Vec<(String, Option<SpellKey>, Option<SpellKey>)>,
 }
 
 const INSERTED: usize = 0;
@@ -151,6 +154,7 @@ impl Plan {
             deletions: Vec::new(),
             activity: BTreeMap::new(),
             segment_providers: HashMap::new(),
+            spell_moves: Vec::new(),
         }
     }
 
@@ -372,6 +376,92 @@ impl Plan {
         Ok(())
     }
 
+    /// Whether each of the first `upserts` rows became live as the change's derivation expected.
+    pub fn check_live(
+        &self,
+        cols: &Columns,
+        upserts: usize,
+        expected: &[bool],
+    ) -> std::result::Result<(), String> {
+        if expected.len() != upserts {
+            return Err(format!(
+                "{} liveness expectations for {upserts} upserts",
+                expected.len()
+            ));
+        }
+        for (row, &want) in expected.iter().enumerate() {
+            let id = cols.ids.value(row);
+            let live = matches!(
+                self.states.get(id).and_then(|s| s.live),
+                Some(Loc::Pending { row: r, .. }) if r == row
+            );
+            if live != want {
+                return Err(format!(
+                    "record {id} {} stored: the store changed while the submission was derived",
+                    if live { "is" } else { "is not" }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores upsert `row` as a new version of a live record derived again (its spell changed):
+    /// same items, applicable time and sender, new derived fields. `expected` is the version of
+    /// the row it replaces; any other state is a conflict.
+    pub fn rederive(
+        &mut self,
+        db: &Reader,
+        cols: &Columns,
+        row: usize,
+        expected: u64,
+    ) -> Result<std::result::Result<(), String>> {
+        let id = cols.ids.value(row);
+        let state = self.current(db, id)?;
+        let Some(s) =
+            state.filter(|s| s.version == expected && matches!(s.live, Some(Loc::Stored(_))))
+        else {
+            return Ok(Err(format!(
+                "episode {id} changed while its spell was derived again"
+            )));
+        };
+        self.supersede(s.live);
+        self.states.insert(
+            id.to_string(),
+            State {
+                applicable: s.applicable,
+                version: self.version,
+                sender: s.sender,
+                live: Some(Loc::Pending {
+                    row,
+                    activity: cols.activity.value(row),
+                }),
+            },
+        );
+        self.counts.rederived += 1;
+        Ok(Ok(()))
+    }
+
+    /// APC: reads the spells of the changed records before the change and notes their spells
+    /// after it (`keys[row]` for a row written now), for the spell index.
+    pub fn load_spells(&mut self, db: &Reader, keys: &[Option<SpellKey>]) -> Result<()> {
+        let index = SpellReader { db };
+        let mut moves = Vec::new();
+        for (id, s) in &self.states {
+            if s.version != self.version {
+                continue;
+            }
+            let was_live = matches!(self.original.get(id), Some(Some(o)) if o.live.is_some());
+            let old = if was_live { index.spell_of(id)? } else { None };
+            let new = match s.live {
+                Some(Loc::Pending { row, .. }) => keys.get(row).cloned().flatten(),
+                _ => None,
+            };
+            moves.push((id.clone(), old, new));
+        }
+        self.spell_moves = moves;
+        Ok(())
+    }
+
     /// The rows to write: one segment per provider, rows by month then id.
     pub fn partitions(&self, cols: &Columns) -> Result<Vec<PartitionRows>> {
         let mut parts: BTreeMap<String, BTreeMap<String, Vec<PartRow>>> = BTreeMap::new();
@@ -456,6 +546,9 @@ impl Plan {
                 live,
             };
             batch.insert(keys::record(ds, id), state.encode());
+        }
+        for (id, old, new) in &self.spell_moves {
+            reindex(batch, id, old.as_ref(), new.as_ref())?;
         }
         Ok(())
     }

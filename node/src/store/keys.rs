@@ -13,10 +13,11 @@
 //! | `del/<segment u64><row u32>`                                  | u64: version that deleted it   |
 //! | `rec/<dataset>/<cds_unique_id>`                               | [`RecState`]                   |
 //! | `bysender/<dataset>/<len u8><sender><activity date><id>`      | empty (live records only)      |
-//! | `sub/<len u8><sender><submission id>`                         | [`StoredSubmission`]           |
+//! | `sub/<len u8><sender><submission id>`                         | [`StoredSubmission`] (7 × u64 counts, then the report) |
 //! | `bulk/<dataset>/<len u8><sender><period start><period end>`   | i64 extract time + submission  |
 //! | `freeze/<name>`                                               | u64: the version it froze      |
 //! | `act/<dataset>/<len u8><provider><YYYY-MM><version u64>`       | 5 × u64: counts of the change  |
+//! | `spell/<len u8><provider><digest 16><id>`, `epspell/<id>`     | the spell index (`spells.rs`)  |
 //!
 //! Dates are days since 1970 as `u32` with the sign bit flipped (ordered like the dates).
 
@@ -333,7 +334,7 @@ impl Reader<'_> {
 // rejected submission, as versions start at 1), then the report.
 pub(super) fn encode_submission(s: &StoredSubmission) -> Vec<u8> {
     let c = s.counts.unwrap_or_default();
-    let mut v = Vec::with_capacity(48 + s.report.len());
+    let mut v = Vec::with_capacity(56 + s.report.len());
     for n in [
         c.version,
         c.inserted,
@@ -341,6 +342,7 @@ pub(super) fn encode_submission(s: &StoredSubmission) -> Vec<u8> {
         c.deleted,
         c.bulk_deleted,
         c.stale,
+        c.rederived,
     ] {
         v.extend_from_slice(&n.to_be_bytes());
     }
@@ -350,13 +352,21 @@ pub(super) fn encode_submission(s: &StoredSubmission) -> Vec<u8> {
 
 pub(super) fn decode_submission(bytes: &[u8]) -> Result<StoredSubmission> {
     let (head, report) = bytes
-        .split_at_checked(48)
+        .split_at_checked(56)
         .ok_or_else(|| corrupt("submission entry", "too short"))?;
-    let mut n = [0u64; 6];
+    let mut n = [0u64; 7];
     for (i, chunk) in head.chunks_exact(8).enumerate() {
         n[i] = u64_value(chunk, "submission entry")?;
     }
-    let [version, inserted, replaced, deleted, bulk_deleted, stale] = n;
+    let [
+        version,
+        inserted,
+        replaced,
+        deleted,
+        bulk_deleted,
+        stale,
+        rederived,
+    ] = n;
     Ok(StoredSubmission {
         report: report.to_vec(),
         counts: (version != 0).then_some(ApplyCounts {
@@ -366,6 +376,7 @@ pub(super) fn decode_submission(bytes: &[u8]) -> Result<StoredSubmission> {
             deleted,
             bulk_deleted,
             stale,
+            rederived,
         }),
     })
 }

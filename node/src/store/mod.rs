@@ -47,7 +47,9 @@ mod keys;
 mod replica;
 pub use replica::{ContentDigest, DumpItem};
 mod segment;
+mod spells;
 pub use segment::{decode as decode_segment, encode as encode_segment};
+pub use spells::{Precondition, SpellKey, SpellsRead};
 #[cfg(test)]
 mod tests;
 mod view;
@@ -88,6 +90,14 @@ pub struct Change {
     pub deletes: Vec<DeleteKey>,
     /// The submission report (JSON) kept for idempotent resends; the store does not interpret it.
     pub report: Vec<u8>,
+    /// APC: the spell of every row of `upserts` (`None`: no spell number), for the spell index.
+    /// Empty for other datasets.
+    pub spell_keys: Vec<Option<SpellKey>>,
+    /// The last `rederived.len()` rows of `upserts` are new versions of stored episodes whose
+    /// spell this change derived again; each holds the version of the row it replaces.
+    pub rederived: Vec<u64>,
+    /// What the spells were derived from (APC); checked before anything is applied.
+    pub precondition: Option<Precondition>,
 }
 
 /// What applying a change did.
@@ -100,6 +110,8 @@ pub struct ApplyCounts {
     pub deleted: u64,
     pub bulk_deleted: u64,
     pub stale: u64,
+    /// Live episodes of earlier submissions stored again with their spell derived anew.
+    pub rederived: u64,
 }
 
 /// A submission the store has already seen.
@@ -118,6 +130,9 @@ pub enum ApplyOutcome {
     AlreadyApplied(StoredSubmission),
     /// Refused by a store-level rule (R07: duplicate or older bulk extract).
     Rejected(Issue),
+    /// The spells it was derived against changed before it was applied: nothing was stored;
+    /// derive it again (the message says what moved).
+    Conflict(String),
 }
 
 /// Counts per dataset, for reports and tests.
@@ -129,7 +144,7 @@ pub struct DatasetStats {
 }
 
 /// Version of the on-disk layout (catalog keys, segment paths); bump on any incompatible change.
-pub const STORE_FORMAT: u32 = 2;
+pub const STORE_FORMAT: u32 = 3;
 
 const FORMAT_FILE: &str = "FORMAT";
 const CATALOG_FILE: &str = "catalog.redb";
@@ -219,10 +234,20 @@ impl Store {
                     "upserts do not have the stored schema of {dataset}: {e}"
                 ))
             })?;
-        if change.upsert_ordinals.len() != batch.num_rows() {
+        if change.upsert_ordinals.len() + change.rederived.len() != batch.num_rows() {
             return Err(Error::InvalidArgument(format!(
-                "{} upsert ordinals for {} upsert rows",
+                "{} upsert ordinals and {} re-derived rows for {} upsert rows",
                 change.upsert_ordinals.len(),
+                change.rederived.len(),
+                batch.num_rows()
+            )));
+        }
+        let keyed = dataset == Dataset::Apc;
+        let expected_keys = if keyed { batch.num_rows() } else { 0 };
+        if change.spell_keys.len() != expected_keys {
+            return Err(Error::InvalidArgument(format!(
+                "{} spell keys for {} {dataset} upsert rows",
+                change.spell_keys.len(),
                 batch.num_rows()
             )));
         }
@@ -230,6 +255,12 @@ impl Store {
         let version = self.version()? + 1;
         // Planning reads the catalog as of the last commit (writers are serialised).
         let reader = self.db.reader()?;
+        if let Some(pre) = &change.precondition
+            && let Err(moved) = (spells::SpellReader { db: &reader }).check(pre)?
+        {
+            debug!(sender = %meta.sender, submission = %meta.submission_id, "{moved}");
+            return Ok(ApplyOutcome::Conflict(moved));
+        }
         let mut plan = apply::Plan::new(dataset, version, &meta.sender);
         let mut bulk_marker = None;
         match &meta.protocol {
@@ -276,6 +307,22 @@ impl Store {
                 plan.bulk(&reader, &cols, &change.upsert_ordinals, start, end)?;
                 bulk_marker = Some((key, keys::encode_bulk(extract, &meta.submission_id)));
             }
+        }
+        let upserts = change.upsert_ordinals.len();
+        if let Some(pre) = &change.precondition
+            && let Err(moved) = plan.check_live(&cols, upserts, &pre.live)
+        {
+            debug!(sender = %meta.sender, submission = %meta.submission_id, "{moved}");
+            return Ok(ApplyOutcome::Conflict(moved));
+        }
+        for (k, &expected) in change.rederived.iter().enumerate() {
+            if let Err(moved) = plan.rederive(&reader, &cols, upserts + k, expected)? {
+                debug!(sender = %meta.sender, submission = %meta.submission_id, "{moved}");
+                return Ok(ApplyOutcome::Conflict(moved));
+            }
+        }
+        if keyed {
+            plan.load_spells(&reader, &change.spell_keys)?;
         }
         let partitions = plan.partitions(&cols)?;
         let committed = self.commit(plan, partitions, &batch, &change, bulk_marker);

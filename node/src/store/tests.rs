@@ -47,7 +47,15 @@ fn meta(sender: &str, id: &str, protocol: Protocol) -> SubmissionMeta {
 }
 
 fn change(meta: SubmissionMeta, upserts: Vec<DerivedRecord>, deletes: Vec<DeleteKey>) -> Change {
+    let spell_keys = if meta.dataset == Dataset::Apc {
+        vec![None; upserts.len()]
+    } else {
+        Vec::new()
+    };
     Change {
+        spell_keys,
+        rederived: Vec::new(),
+        precondition: None,
         upsert_ordinals: upserts.iter().map(|r| r.record.ordinal).collect(),
         upserts: encode(meta.dataset, &upserts).expect("test records encode"),
         deletes,
@@ -87,6 +95,7 @@ fn counts(version: u64, ins: u64, rep: u64, del: u64, bulk: u64, stale: u64) -> 
         deleted: del,
         bulk_deleted: bulk,
         stale,
+        rederived: 0,
     }
 }
 

@@ -6,9 +6,9 @@
 //! 2023-24); 8HA03 absent (1.000000).
 
 use super::*;
-use crate::model::{Dataset, DerivedRecord, SubmissionMeta};
+use crate::model::{Dataset, DerivedRecord, Protocol, SubmissionMeta};
 use crate::refdata::testdata::{
-    apc, apc_mut, common, d, deletion, ec, ec_mut, net_change, op, op_mut, refdata,
+    apc, apc_mut, common, d, deletion, dt, ec, ec_mut, net_change, op, op_mut, refdata,
 };
 use crate::validate::record_warnings;
 
@@ -203,7 +203,7 @@ fn build_spells_groups_by_provider_and_spell_number_in_episode_order() {
         other_provider,
         episode("B6", "S1", 2, d(2024, 5, 2), d(2024, 5, 3)),
     ];
-    let spells = build_spells(&records);
+    let spells = build_spells(&records, &[true; 7]);
     // First-seen order: (RRV, S1), (RRV, S2), (RX1, S1); the OP record and the deletion are left out.
     assert_eq!(
         spells,
@@ -446,7 +446,7 @@ fn episode_hrg(proc: Option<&str>, dx: Option<&str>, sec: usize) -> String {
     let mut r = elective("B1", proc, dx.unwrap_or("I10X"), sec, 2);
     apc_mut(&mut r).primary_diagnosis = dx.map(str::to_string);
     let a = apc_mut(&mut r).clone();
-    TableGrouper::new(&rd).episode_hrg(&r, &a)
+    TableGrouper::new(&rd).episode_hrg(&r, &a, "2024-25")
 }
 
 #[test]
@@ -498,12 +498,14 @@ fn grouper_without_a_rule_is_ungroupable() {
     assert_eq!(episode_hrg(None, Some("D50X"), 0), UNGROUPED_HRG);
     assert_eq!(episode_hrg(Some("A011"), Some("D50X"), 0), UNGROUPED_HRG);
     assert_eq!(episode_hrg(None, None, 0), UNGROUPED_HRG);
-    // An activity date with no tariff year has no grouper tables.
+    // A year that was not loaded has no grouper tables.
     let rd = refdata();
-    let mut r = elective("B1", Some("W371"), "I10X", 0, 2);
-    stay(&mut r, d(2022, 5, 1), Some(d(2022, 5, 3)));
-    let a = apc_mut(&mut r).clone();
-    assert_eq!(TableGrouper::new(&rd).episode_hrg(&r, &a), UNGROUPED_HRG);
+    let r = elective("B1", Some("W371"), "I10X", 0, 2);
+    let a = apc_mut(&mut r.clone()).clone();
+    assert_eq!(
+        TableGrouper::new(&rd).episode_hrg(&r, &a, "2022-23"),
+        UNGROUPED_HRG
+    );
 }
 
 #[test]
@@ -828,11 +830,14 @@ fn tariff_year_is_the_discharge_dates() {
 
 #[test]
 fn no_tariff_for_the_year_is_excluded() {
-    // Admitted 2025-03-30 (grouped with 2024-25 tables), discharged 2025-04-02 → 2025-26: no folder.
+    // Admitted 2025-03-30, discharged 2025-04-02 → 2025-26: no folder, so neither prices nor
+    // grouper tables (a spell is grouped with its discharge year's): UZ01Z, and the reason says
+    // which year is missing, not "ungroupable".
     let mut r = elective("B1", Some("W371"), "I10X", 0, 0);
     stay(&mut r, d(2025, 3, 30), Some(d(2025, 4, 2)));
     let x = one(r);
-    assert_eq!(x.hrg.as_deref(), Some("HN12C"));
+    assert_eq!(x.hrg.as_deref(), Some(UNGROUPED_HRG));
+    assert_eq!(x.spell_hrg, None);
     assert_excluded(&x, "no tariff for 2025-26");
     assert_eq!(x.tariff_year, None);
     assert_eq!(x.mff, MFF_ONE);
@@ -1166,7 +1171,7 @@ fn op_not_attended_with_a_priced_procedure() {
 struct FixedGrouper;
 
 impl Grouper for FixedGrouper {
-    fn episode_hrg(&self, _: &Record, _: &ApcItems) -> String {
+    fn episode_hrg(&self, _: &Record, _: &ApcItems, _: &str) -> String {
         "HN12C".into()
     }
     fn op_procedure_hrg(&self, _: &Record, _: &OpItems) -> Option<String> {
@@ -1240,4 +1245,111 @@ fn exclusion_precedence() {
     stay(&mut r, d(2024, 5, 1), None);
     r.common.date_of_birth = Some(d(1870, 1, 1));
     assert_excluded(&one(r), "spell unfinished");
+}
+
+// ----- spells over stored episodes and live versions -----
+
+#[test]
+fn a_stored_unfinished_spell_is_finished_by_a_later_episode() {
+    let rd = refdata();
+    let meta = net_change(Dataset::Apc);
+    // Submission 1: episodes 1 and 2, no discharge yet.
+    let mut e1 = episode("B-X1", "S20", 1, d(2024, 5, 1), d(2024, 5, 2));
+    apc_mut(&mut e1).primary_procedure = Some("W371".into());
+    let e2 = episode("B-X2", "S20", 2, d(2024, 5, 2), d(2024, 5, 3));
+    let first = run(vec![e1, e2]);
+    for x in &first {
+        assert_excluded(&x.derived, "spell unfinished");
+    }
+    // Submission 2: episode 3 with the discharge; episodes 1-2 come from the store.
+    let mut e3 = episode("B-X3", "S20", 3, d(2024, 5, 3), d(2024, 5, 6));
+    apc_mut(&mut e3).discharge_date = Some(d(2024, 5, 6));
+    let stored: Vec<StoredEpisode> = first
+        .iter()
+        .map(|x| StoredEpisode {
+            record: x.record.clone(),
+            derived: x.derived.clone(),
+        })
+        .collect();
+    let w = vec![record_warnings(&meta, &e3, &rd)];
+    let out = derive(&TableGrouper::new(&rd), &rd, vec![e3], w, &[true], stored);
+    // Both stored episodes change (spell HRG, no longer excluded) and come back re-derived.
+    assert_eq!(out.rederived.len(), 2);
+    let last = &out.records[0].derived;
+    // HN12C (from episode 1, the highest base) EL: admitted 05-01, discharged 05-06, LoS 5.
+    assert_eq!(last.spell_hrg.as_deref(), Some("HN12C"));
+    assert!(!last.pbr_excluded);
+    assert!(last.price > 0);
+    for (_, x) in &out.rederived {
+        assert_eq!(x.derived.spell_hrg.as_deref(), Some("HN12C"));
+        assert!(!x.derived.pbr_excluded);
+        assert_eq!(x.derived.price, 0);
+        assert_eq!(x.derived.spell_los, Some(5));
+    }
+    // The same three episodes in one submission price the same.
+    let mut e3 = episode("B-X3", "S20", 3, d(2024, 5, 3), d(2024, 5, 6));
+    apc_mut(&mut e3).discharge_date = Some(d(2024, 5, 6));
+    let mut e1 = episode("B-X1", "S20", 1, d(2024, 5, 1), d(2024, 5, 2));
+    apc_mut(&mut e1).primary_procedure = Some("W371".into());
+    let e2 = episode("B-X2", "S20", 2, d(2024, 5, 2), d(2024, 5, 3));
+    let together = run(vec![e1, e2, e3]);
+    assert_eq!(together[2].derived, *last);
+}
+
+#[test]
+fn only_the_live_version_of_an_episode_joins_its_spell() {
+    // Episode 1 twice: the later version (procedure W371) is live; the earlier (no procedure,
+    // and a discharge date) must not make the spell look finished or lend it its HRG.
+    let mut old = episode("B-V1", "S21", 1, d(2024, 5, 1), d(2024, 5, 2));
+    apc_mut(&mut old).discharge_date = Some(d(2024, 5, 2));
+    let mut new = episode("B-V1", "S21", 1, d(2024, 5, 1), d(2024, 5, 2));
+    new.common.cds_applicable_datetime = Some(dt(2024, 6, 2, 9));
+    old.common.cds_applicable_datetime = Some(dt(2024, 6, 1, 9));
+    apc_mut(&mut new).primary_procedure = Some("W371".into());
+    let e2 = episode("B-V2", "S21", 2, d(2024, 5, 2), d(2024, 5, 3));
+    let out = run(vec![new, old, e2]);
+    assert_excluded(&out[0].derived, "spell unfinished");
+    assert_excluded(&out[2].derived, "spell unfinished");
+}
+
+#[test]
+fn live_versions_follow_the_protocol() {
+    let mut a1 = op("B1");
+    a1.common.cds_applicable_datetime = Some(dt(2024, 6, 2, 9));
+    let mut a2 = op("B1");
+    a2.common.cds_applicable_datetime = Some(dt(2024, 6, 1, 9));
+    a2.ordinal = 2;
+    let mut b = op("B2");
+    b.ordinal = 3;
+    let records = vec![a1, a2, b];
+    // Net Change: the later applicable time wins, whatever the file order.
+    assert_eq!(
+        live_versions(&records, &Protocol::NetChange, &|_| None),
+        vec![true, false, true]
+    );
+    // A stored version as late as B2's makes B2 stale.
+    let stored = |id: &str| (id == "B2").then(|| dt(2030, 1, 1, 0));
+    assert_eq!(
+        live_versions(&records, &Protocol::NetChange, &stored),
+        vec![true, false, false]
+    );
+}
+
+#[test]
+fn an_ungrouped_episode_gives_its_spell_nothing() {
+    // Episode 1 has a malformed diagnosis (UZ01Z); episode 2 groups to EB99Z, which has no EL
+    // price: the spell HRG is EB99Z (not UZ01Z), so the reason is the missing price.
+    let mut e1 = episode("B-U1", "S22", 1, d(2024, 5, 1), d(2024, 5, 2));
+    apc_mut(&mut e1).primary_diagnosis = Some("I10".into());
+    let mut e2 = episode("B-U2", "S22", 2, d(2024, 5, 2), d(2024, 5, 3));
+    apc_mut(&mut e2).primary_diagnosis = Some("I10X".into());
+    apc_mut(&mut e2).discharge_date = Some(d(2024, 5, 3));
+    let out = run(vec![e1, e2]);
+    assert_eq!(out[0].derived.hrg.as_deref(), Some(UNGROUPED_HRG));
+    assert_eq!(out[1].derived.spell_hrg.as_deref(), Some("EB99Z"));
+    assert!(out[1].derived.pbr_excluded);
+    assert_ne!(
+        out[1].derived.exclusion_reason.as_deref(),
+        Some("ungroupable")
+    );
 }

@@ -68,6 +68,10 @@ pub struct SubmissionReport {
     pub bulk_deleted: u64,
     /// Updates and deletions ignored as not later than the stored version.
     pub stale: u64,
+    /// Episodes of earlier submissions stored again because this one changed their spell (they
+    /// now carry the spell's new HRG and price).
+    #[serde(default)]
+    pub rederived: u64,
     /// Warning rules raised, in rule order.
     pub warnings: Vec<WarningSummary>,
     pub rejection: Option<Rejection>,
@@ -95,6 +99,7 @@ impl SubmissionReport {
             deleted: 0,
             bulk_deleted: 0,
             stale: 0,
+            rederived: 0,
             warnings: Vec::new(),
             rejection: None,
         }
@@ -181,6 +186,13 @@ impl fmt::Display for SubmissionReport {
                 .map(|v| format!(" (version {v})"))
                 .unwrap_or_default()
         )?;
+        if self.rederived > 0 {
+            writeln!(
+                f,
+                "  episodes of earlier submissions re-derived (their spell changed): {}",
+                self.rederived
+            )?;
+        }
         for w in &self.warnings {
             writeln!(
                 f,

@@ -17,31 +17,31 @@ use chrono::{NaiveDate, NaiveDateTime};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub(crate) const PROVIDERS: &str = "\
+pub const PROVIDERS: &str = "\
 org_code,org_name,org_type
 RRV,University College London Hospitals,NHS trust
 RX1,Nottingham University Hospitals,NHS trust
 8HA03,Example Independent Hospital,Independent
 ";
 
-pub(crate) const COMMISSIONERS: &str = "\
+pub const COMMISSIONERS: &str = "\
 org_code,org_name,icb_code
 D4U1Y,Sub-ICB location A,QMJ
 15E,Sub-ICB location B,QHL
 ";
 
-pub(crate) const GP_PRACTICES: &str = "\
+pub const GP_PRACTICES: &str = "\
 org_code,org_name,commissioner_code
 A81001,Practice one,D4U1Y
 B82002,Practice two,15E
 ";
 
-pub(crate) const SENDERS: &str = "\
+pub const SENDERS: &str = "\
 sender_code,provider_code
 X26,RRV
 ";
 
-pub(crate) const RESTRICTED: &str = "\
+pub const RESTRICTED: &str = "\
 code_type,code_prefix,list
 ICD10,N97,FERTILISATION
 OPCS4,Q13,FERTILISATION
@@ -49,7 +49,7 @@ ICD10,F64,GENDER_RECOGNITION
 ";
 
 /// Same rules in both years. Longest prefix: `W371` matches `W37` (split), `W3`, and `W`.
-pub(crate) const HRG_GROUPER: &str = "\
+pub const HRG_GROUPER: &str = "\
 setting,code_type,code_prefix,hrg,cc_split
 APC,OPCS4,W37,HN12,Y
 APC,OPCS4,W3,HN20Z,N
@@ -67,7 +67,7 @@ OP,OPCS4,W90,HN30Z,N
 
 /// 2024-25 "APC & OPROC". Columns: HRG, name, OP procedure, combined, DC, EL, EL trim, NEL,
 /// NEL trim, per day, SSEM applicable, SSEM %, SSEM price. `WD99Z` has no row at all.
-pub(crate) const APC_PRICES_2024: &str = "\
+pub const APC_PRICES_2024: &str = "\
 HRG code,HRG name,Outpatient procedure tariff (£),Combined day case / ordinary elective spell tariff (£),Day case spell tariff (£),Ordinary elective spell tariff (£),Ordinary elective long stay trim point (days),Non-elective spell tariff (£),Non-elective long stay trim point (days),Per day long stay payment (for days exceeding trim point) (£),Reduced short stay emergency tariff _applicable?,% applied in calculation of reduced short stay emergency tariff,Reduced short stay emergency tariff (£)
 HN12A,Hip with CC 3+,,\"£8,000\",,\"7,500.00\",5,\"9,000\",10,350.50,No,,
 HN12B,Hip with CC 1-2,,\"6,000\",-,-,4,\"7,000\",8,300,No,,
@@ -86,25 +86,25 @@ HN30Z,Joint injection,,600,,,,,,,No,,
 ";
 
 /// 2023-24 "APC & OPROC": fewer rows, lower prices.
-pub(crate) const APC_PRICES_2023: &str = "\
+pub const APC_PRICES_2023: &str = "\
 HRG code,Outpatient procedure tariff (£),Combined day case / ordinary elective spell tariff (£),Day case spell tariff (£),Ordinary elective spell tariff (£),Ordinary elective long stay trim point (days),Non-elective spell tariff (£),Non-elective long stay trim point (days),Per day long stay payment (for days exceeding trim point) (£),Reduced short stay emergency tariff _applicable?,Reduced short stay emergency tariff (£)
 HN12C,,\"4,800\",\"3,900\",\"5,000\",3,\"5,900\",6,240,Yes,\"1,400\"
 HN99Z,,950,850,\"1,050\",2,\"1,150\",,,No,
 MA01Z,140,,,,,,,,No,
 ";
 
-pub(crate) const OP_PRICES_2024: &str = "\
+pub const OP_PRICES_2024: &str = "\
 Treatment function code,Treatment function name,First attendance - single professional (£),First attendance - multi-professional (£),Follow-up attendance - single professional (£),Follow-up attendance - multi-professional (£)
 110,Trauma and orthopaedics,£180.00,£220,£95.50,£120
 100,General surgery,160,190,-,90
 ";
 
-pub(crate) const OP_PRICES_2023: &str = "\
+pub const OP_PRICES_2023: &str = "\
 Treatment function code,First attendance - single professional (£),Follow-up attendance - single professional (£)
 110,170,90
 ";
 
-pub(crate) const EC_PRICES: &str = "\
+pub const EC_PRICES: &str = "\
 HRG code,HRG name,Type 1 and 2 departments (£),Type 3 and 4 departments (£)
 VB01Z,Category 3 investigation with category 4 treatment,£450.00,£150.00
 VB02Z,,400,140
@@ -120,7 +120,7 @@ VB11Z,No investigation with no significant treatment,100,-
 ";
 
 /// Investigation categories 1-3 and treatment categories 1-4.
-pub(crate) const EC_GROUPER: &str = "\
+pub const EC_GROUPER: &str = "\
 snomed_code,kind,category
 1001,investigation,1
 1002,investigation,2
@@ -132,7 +132,7 @@ snomed_code,kind,category
 ";
 
 /// HRG = VB(11 - (2 × investigation + treatment)), written out.
-pub(crate) const EC_HRG: &str = "\
+pub const EC_HRG: &str = "\
 investigation_category,treatment_category,hrg
 0,0,VB11Z
 0,1,VB10Z
@@ -156,19 +156,19 @@ investigation_category,treatment_category,hrg
 3,4,VB01Z
 ";
 
-pub(crate) const MFF_2024: &str = "\
+pub const MFF_2024: &str = "\
 Org code,Org name,MFF payment index
 RRV,University College London Hospitals,1.045678
 RX1,Nottingham University Hospitals,1.000005
 ";
 
-pub(crate) const MFF_2023: &str = "\
+pub const MFF_2023: &str = "\
 Org code,Org name,MFF payment index
 RRV,University College London Hospitals,1.04
 ";
 
 /// The fixture as file contents keyed by relative path (what [`RefData::from_files`] takes).
-pub(crate) fn files() -> BTreeMap<PathBuf, String> {
+pub fn files() -> BTreeMap<PathBuf, String> {
     let mut f = BTreeMap::new();
     let mut put = |p: &str, t: &str| {
         f.insert(PathBuf::from(p), t.to_string());
@@ -194,23 +194,23 @@ pub(crate) fn files() -> BTreeMap<PathBuf, String> {
 }
 
 /// The fixture reference data.
-pub(crate) fn refdata() -> RefData {
+pub fn refdata() -> RefData {
     RefData::from_files(Path::new("/fixture"), &files()).expect("the fixture reference data loads")
 }
 
 /// A date.
-pub(crate) fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+pub fn d(y: i32, m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, day).expect("valid test date")
 }
 
 /// A date-time at `hh:00`.
-pub(crate) fn dt(y: i32, m: u32, day: u32, hh: u32) -> NaiveDateTime {
+pub fn dt(y: i32, m: u32, day: u32, hh: u32) -> NaiveDateTime {
     d(y, m, day).and_hms_opt(hh, 0, 0).expect("valid test time")
 }
 
 /// Common items of a clean upsert for provider `RRV`: valid NHS number 9434765919, status 01, born
 /// 1970-06-15, known commissioner and practice.
-pub(crate) fn common(id: &str) -> Common {
+pub fn common(id: &str) -> Common {
     Common {
         cds_unique_id: id.to_string(),
         cds_update_type: Some(UpdateType::Upsert),
@@ -231,7 +231,7 @@ pub(crate) fn common(id: &str) -> Common {
 
 /// A clean single-episode ordinary elective spell `SP-<id>` of `RRV`: admitted 2024-05-01,
 /// discharged 2024-05-03 (LoS 2), primary diagnosis `I10X`, no procedure.
-pub(crate) fn apc(id: &str) -> Record {
+pub fn apc(id: &str) -> Record {
     Record {
         ordinal: 1,
         common: common(id),
@@ -261,7 +261,7 @@ pub(crate) fn apc(id: &str) -> Record {
 }
 
 /// A clean attended first outpatient appointment on 2024-05-10, TFC 110, no procedure.
-pub(crate) fn op(id: &str) -> Record {
+pub fn op(id: &str) -> Record {
     Record {
         ordinal: 1,
         common: common(id),
@@ -279,7 +279,7 @@ pub(crate) fn op(id: &str) -> Record {
 }
 
 /// A clean type 01 emergency attendance arriving 2024-05-10 14:00, no investigations or treatments.
-pub(crate) fn ec(id: &str) -> Record {
+pub fn ec(id: &str) -> Record {
     Record {
         ordinal: 1,
         common: common(id),
@@ -299,7 +299,7 @@ pub(crate) fn ec(id: &str) -> Record {
 }
 
 /// A deletion of `id` (key items only).
-pub(crate) fn deletion(dataset: Dataset, id: &str) -> Record {
+pub fn deletion(dataset: Dataset, id: &str) -> Record {
     let mut r = match dataset {
         Dataset::Apc => apc(id),
         Dataset::Op => op(id),
@@ -322,7 +322,7 @@ pub(crate) fn deletion(dataset: Dataset, id: &str) -> Record {
 }
 
 /// The APC items of a record built here.
-pub(crate) fn apc_mut(r: &mut Record) -> &mut ApcItems {
+pub fn apc_mut(r: &mut Record) -> &mut ApcItems {
     match &mut r.detail {
         Detail::Apc(a) => a,
         _ => panic!("not an APC record"),
@@ -330,7 +330,7 @@ pub(crate) fn apc_mut(r: &mut Record) -> &mut ApcItems {
 }
 
 /// The OP items of a record built here.
-pub(crate) fn op_mut(r: &mut Record) -> &mut OpItems {
+pub fn op_mut(r: &mut Record) -> &mut OpItems {
     match &mut r.detail {
         Detail::Op(o) => o,
         _ => panic!("not an OP record"),
@@ -338,7 +338,7 @@ pub(crate) fn op_mut(r: &mut Record) -> &mut OpItems {
 }
 
 /// The EC items of a record built here.
-pub(crate) fn ec_mut(r: &mut Record) -> &mut EcItems {
+pub fn ec_mut(r: &mut Record) -> &mut EcItems {
     match &mut r.detail {
         Detail::Ec(e) => e,
         _ => panic!("not an EC record"),
@@ -346,7 +346,7 @@ pub(crate) fn ec_mut(r: &mut Record) -> &mut EcItems {
 }
 
 /// A Net Change envelope from `RRV`.
-pub(crate) fn net_change(dataset: Dataset) -> SubmissionMeta {
+pub fn net_change(dataset: Dataset) -> SubmissionMeta {
     SubmissionMeta {
         submission_id: "S0001".into(),
         sender: "RRV".into(),
@@ -356,7 +356,7 @@ pub(crate) fn net_change(dataset: Dataset) -> SubmissionMeta {
 }
 
 /// A Bulk Replacement envelope from `RRV` for May 2024 with the dataset's own group.
-pub(crate) fn bulk(dataset: Dataset) -> SubmissionMeta {
+pub fn bulk(dataset: Dataset) -> SubmissionMeta {
     SubmissionMeta {
         submission_id: "S0002".into(),
         sender: "RRV".into(),

@@ -267,6 +267,24 @@ pub enum Pod {
 }
 
 impl Pod {
+    /// Every point of delivery.
+    pub const ALL: [Pod; 9] = [
+        Pod::Dc,
+        Pod::El,
+        Pod::Nel,
+        Pod::Rda,
+        Pod::Rna,
+        Pod::Opfa,
+        Pod::Opfu,
+        Pod::Opproc,
+        Pod::Ae,
+    ];
+
+    /// The point of delivery of a code (`DC`, `NEL`, ...).
+    pub fn parse(code: &str) -> Option<Pod> {
+        Pod::ALL.into_iter().find(|p| p.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Pod::Dc => "DC",

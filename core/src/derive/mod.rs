@@ -22,7 +22,7 @@ pub mod grouper;
 pub mod spells;
 
 pub use grouper::{EC_DEPARTMENT_TYPES, EC_UNGROUPABLE_HRG, Grouper, TableGrouper};
-pub use spells::{Spell, build_spells};
+pub use spells::{Spell, build_spells, live_versions};
 
 #[cfg(test)]
 mod tests;
@@ -55,7 +55,29 @@ pub const OP_FOLLOW_UP_HRG: &str = "WF01A";
 /// `attended_or_did_not_attend` values of an attendance that took place.
 pub const ATTENDED: [&str; 2] = ["5", "6"];
 
-/// Derives and prices every record of a submission with the table grouper of `refdata`.
+/// An APC episode already stored, brought into the derivation of a submission because it shares
+/// a spell with one of the submission's episodes (or lost one to it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEpisode {
+    /// The episode as stored (without identifiers if it was legally restricted).
+    pub record: Record,
+    /// What is stored with it. Its warnings and age are kept: they were derived from the
+    /// envelope and identifiers of its own submission.
+    pub derived: Derived,
+}
+
+/// What [`derive`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derivation {
+    /// The submission's records with their derivations, in input order.
+    pub records: Vec<DerivedRecord>,
+    /// Stored episodes whose derivation changed (their spell changed): the index into the
+    /// `stored` argument and the episode as it must now be stored.
+    pub rederived: Vec<(usize, DerivedRecord)>,
+}
+
+/// Derives and prices every record of a submission on its own (as applied to an empty store, by
+/// Net Change) with the table grouper of `refdata`.
 ///
 /// `warnings[i]` are the warnings of `records[i]` (from [`crate::validate::record_warnings`]). The
 /// result is in input order; restricted records come back without their identifiers.
@@ -64,7 +86,16 @@ pub fn derive_submission(
     warnings: Vec<Warnings>,
     refdata: &RefData,
 ) -> Vec<DerivedRecord> {
-    derive_submission_with(&TableGrouper::new(refdata), records, warnings, refdata)
+    let live = live_versions(&records, &crate::model::Protocol::NetChange, &|_| None);
+    derive(
+        &TableGrouper::new(refdata),
+        refdata,
+        records,
+        warnings,
+        &live,
+        Vec::new(),
+    )
+    .records
 }
 
 /// [`derive_submission`] with another grouper (e.g. a licensed grouper's output).
@@ -74,7 +105,28 @@ pub fn derive_submission_with(
     warnings: Vec<Warnings>,
     refdata: &RefData,
 ) -> Vec<DerivedRecord> {
+    let live = live_versions(&records, &crate::model::Protocol::NetChange, &|_| None);
+    derive(grouper, refdata, records, warnings, &live, Vec::new()).records
+}
+
+/// Derives and prices the records of a submission together with the stored episodes of the spells
+/// it touches.
+///
+/// `live[i]` says whether `records[i]` will be live once applied ([`live_versions`]): spells are
+/// built from the live upserts and `stored` (the live episodes of the same spells that the
+/// submission does not supersede), so a spell is always priced over every live episode of the
+/// provider. A record that will not be live is derived as a spell of its own (it is not stored).
+pub fn derive(
+    grouper: &dyn Grouper,
+    refdata: &RefData,
+    records: Vec<Record>,
+    warnings: Vec<Warnings>,
+    live: &[bool],
+    stored: Vec<StoredEpisode>,
+) -> Derivation {
     debug_assert_eq!(records.len(), warnings.len(), "one warning set per record");
+    debug_assert_eq!(records.len(), live.len(), "one liveness per record");
+    let n = records.len();
     let mut derived: Vec<Derived> = records
         .iter()
         .enumerate()
@@ -96,11 +148,39 @@ pub fn derive_submission_with(
             }
         })
         .collect();
-
-    for spell in build_spells(&records) {
-        derive_spell(grouper, refdata, &records, &mut derived, &spell);
+    let mut all = records;
+    let mut before = Vec::with_capacity(stored.len());
+    for s in stored {
+        derived.push(Derived {
+            age_at_activity: s.derived.age_at_activity,
+            warnings: s.derived.warnings,
+            // Identifiers removed once are gone: a restricted spell stays restricted.
+            restricted: s.derived.restricted || has_restricted_code(&s.record, refdata),
+            mff: MFF_ONE,
+            ..Derived::default()
+        });
+        all.push(s.record);
+        before.push(s.derived);
     }
-    for (r, d) in records.iter().zip(derived.iter_mut()) {
+
+    let mut include: Vec<bool> = live.to_vec();
+    include.resize(n, false);
+    include.resize(all.len(), true);
+    let mut spells = build_spells(&all, &include);
+    // An upsert that will not be stored still gets a derivation: its own.
+    for (i, r) in all.iter().enumerate().take(n) {
+        if !include[i] && !r.is_delete() && matches!(r.detail, Detail::Apc(_)) {
+            spells.push(Spell {
+                provider_code: r.common.provider_code.clone(),
+                spell_number: None,
+                episodes: vec![i],
+            });
+        }
+    }
+    for spell in &spells {
+        derive_spell(grouper, refdata, &all, &mut derived, spell);
+    }
+    for (r, d) in all.iter().zip(derived.iter_mut()).take(n) {
         if r.is_delete() {
             continue;
         }
@@ -111,7 +191,7 @@ pub fn derive_submission_with(
         }
     }
 
-    records
+    let mut out: Vec<DerivedRecord> = all
         .into_iter()
         .zip(derived)
         .map(|(mut record, derived)| {
@@ -120,7 +200,19 @@ pub fn derive_submission_with(
             }
             DerivedRecord { record, derived }
         })
-        .collect()
+        .collect();
+    let stored_out = out.split_off(n);
+    let rederived = stored_out
+        .into_iter()
+        .zip(before)
+        .enumerate()
+        .filter(|(_, (now, was))| now.derived != *was)
+        .map(|(k, (now, _))| (k, now))
+        .collect();
+    Derivation {
+        records: out,
+        rederived,
+    }
 }
 
 /// Whole years completed on `on` by someone born on `dob` (a birthday on `on` counts; someone born
@@ -280,34 +372,53 @@ fn derive_spell(
             .episode_start_date
             .zip(a.episode_end_date.or(a.discharge_date))
             .map(|(start, end)| days_between(start, end));
-        d.hrg = Some(if is_ungroupable(d.warnings) {
-            UNGROUPED_HRG.to_string()
-        } else {
-            grouper.episode_hrg(&records[i], a)
-        });
         d.pod = pod;
         d.restricted = restricted;
     }
+    // The grouper tables of an episode: its spell's discharge year (the prices' year), or, while
+    // the spell is unfinished, its own activity year.
+    let group = |derived: &mut [Derived], i: usize, a: &ApcItems, year: Option<&str>| {
+        derived[i].hrg = Some(match year {
+            Some(fy) if !is_ungroupable(derived[i].warnings) => {
+                grouper.episode_hrg(&records[i], a, fy)
+            }
+            _ => UNGROUPED_HRG.to_string(),
+        });
+    };
 
     let Some(discharge) = last.discharge_date else {
-        for &(i, _) in &episodes {
+        for &(i, a) in &episodes {
+            let fy = records[i]
+                .activity_date()
+                .map(financial_year)
+                .filter(|fy| refdata.year(fy).is_some());
+            group(derived, i, a, fy.as_deref());
             exclude(&mut derived[i], &Exclusion::SpellUnfinished);
         }
         return;
     };
     let spell_los = first.admission_date.map(|a| days_between(a, discharge));
     let (fy, year) = tariff_of(refdata, Some(discharge));
-    let mff = year.map_or(MFF_ONE, |y| y.mff(&spell.provider_code));
+    for &(i, a) in &episodes {
+        group(derived, i, a, year.map(|_| fy.as_str()));
+        derived[i].spell_los = spell_los;
+    }
+    let Some(year) = year else {
+        // Without the year's tables nothing groups: no spell HRG, and the reason says why.
+        settle(&mut derived[last_i], Err(Exclusion::NoTariff { year: fy }));
+        return;
+    };
+    let mff = year.mff(&spell.provider_code);
 
-    // The highest base price wins; scanning in episode order with a strict comparison leaves ties
-    // with the lowest episode.
+    // The highest base price among grouped episodes wins (an ungrouped one gives the spell
+    // nothing); scanning in episode order with a strict comparison leaves ties with the lowest
+    // episode. Every episode ungrouped: the spell is too.
     let mut best: Option<(String, i64)> = None;
     for &(i, _) in &episodes {
-        let hrg = derived[i]
-            .hrg
-            .clone()
-            .unwrap_or_else(|| UNGROUPED_HRG.to_string());
-        let base = price::apc_base_or_zero(year, &hrg, pod);
+        let Some(hrg) = derived[i].hrg.clone().filter(|h| h != UNGROUPED_HRG) else {
+            continue;
+        };
+        let base = price::apc_base_or_zero(Some(year), &hrg, pod);
         if best.as_ref().is_none_or(|(_, b)| base > *b) {
             best = Some((hrg, base));
         }
@@ -316,38 +427,40 @@ fn derive_spell(
 
     for &(i, _) in &episodes {
         let d = &mut derived[i];
-        d.spell_los = spell_los;
         d.spell_hrg = Some(spell_hrg.clone());
-        if year.is_some() {
-            d.tariff_year = Some(fy.clone());
-            d.mff = mff;
-        }
+        d.tariff_year = Some(fy.clone());
+        d.mff = mff;
     }
 
     let dob_implausible = episodes
         .iter()
         .any(|(i, _)| derived[*i].warnings.contains(Rule::DateOfBirthImplausible));
-    let outcome = match year {
-        None => Err(Exclusion::NoTariff { year: fy }),
-        Some(_) if spell_hrg == UNGROUPED_HRG => Err(Exclusion::Ungroupable),
-        Some(_) if dob_implausible => Err(Exclusion::DateOfBirthImplausible),
-        Some(year) => {
-            let age_at_admission = first
-                .admission_date
-                .zip(records[first_i].common.date_of_birth)
-                .and_then(|(admitted, dob)| age_on(dob, admitted));
-            let facts = SpellFacts {
-                hrg: &spell_hrg,
-                pod,
-                emergency: first
-                    .admission_method
-                    .as_deref()
-                    .is_some_and(|m| EMERGENCY_METHODS.contains(&m)),
-                spell_los,
-                age_at_admission,
-            };
-            price::apc_spell_payment(year, &facts, mff)
-        }
+    let outcome = if spell_hrg == UNGROUPED_HRG {
+        Err(Exclusion::Ungroupable)
+    } else if dob_implausible {
+        Err(Exclusion::DateOfBirthImplausible)
+    } else {
+        let age_at_admission = match (first.admission_date, records[first_i].common.date_of_birth) {
+            (Some(admitted), Some(dob)) => age_on(dob, admitted),
+            // A restricted episode stored earlier has lost its date of birth: its age at the
+            // episode's start was kept, which is the age at admission when the spell starts
+            // with it.
+            (Some(admitted), None) if first.episode_start_date == Some(admitted) => {
+                derived[first_i].age_at_activity
+            }
+            _ => None,
+        };
+        let facts = SpellFacts {
+            hrg: &spell_hrg,
+            pod,
+            emergency: first
+                .admission_method
+                .as_deref()
+                .is_some_and(|m| EMERGENCY_METHODS.contains(&m)),
+            spell_los,
+            age_at_admission,
+        };
+        price::apc_spell_payment(year, &facts, mff)
     };
     settle(&mut derived[last_i], outcome);
 }

@@ -9,7 +9,8 @@
 //!                   yes → ec_hrg[max investigation category, max treatment category]
 //! ```
 //!
-//! The tables are those of the financial year of the record's activity date. The rule that a record
+//! The tables are those of the financial year of the record's activity date (APC: of the spell's
+//! discharge date, which the caller passes). The rule that a record
 //! with W06/W07 is not grouped at all is applied by the caller ([`crate::derive`]), from the record's
 //! warnings; the table grouper also refuses malformed codes itself so that it is correct alone.
 
@@ -26,8 +27,10 @@ pub const EC_DEPARTMENT_TYPES: [&str; 4] = ["01", "02", "03", "04"];
 /// Assigns HRGs to activity. Implementations must be deterministic: the same record gives the same
 /// HRG on every node.
 pub trait Grouper {
-    /// The HRG of one APC episode, or [`UNGROUPED_HRG`] when it does not group.
-    fn episode_hrg(&self, record: &Record, episode: &ApcItems) -> String;
+    /// The HRG of one APC episode with the grouper of financial year `year` (`YYYY-YY`: the
+    /// spell's discharge year, or the episode's own while its spell is unfinished), or
+    /// [`UNGROUPED_HRG`] when it does not group.
+    fn episode_hrg(&self, record: &Record, episode: &ApcItems, year: &str) -> String;
 
     /// The procedure HRG of an outpatient attendance when its primary procedure maps (`None`
     /// otherwise). Whether that HRG has an outpatient procedure price is the pricing's business.
@@ -52,8 +55,8 @@ impl<'a> TableGrouper<'a> {
 }
 
 impl Grouper for TableGrouper<'_> {
-    fn episode_hrg(&self, record: &Record, episode: &ApcItems) -> String {
-        let Some(year) = record.activity_date().and_then(|d| self.refdata.year_of(d)) else {
+    fn episode_hrg(&self, _record: &Record, episode: &ApcItems, year: &str) -> String {
+        let Some(year) = self.refdata.year(year) else {
             return UNGROUPED_HRG.to_string();
         };
         let table = &year.grouper;
