@@ -297,22 +297,19 @@ fn store_applies_net_change_in_applicable_order() {
     let mut a = episode("1", "11", "1", d(2024, 5, 1), d(2024, 5, 6));
     a.primary_procedure = "W371".into();
     let r = apc_rec("E1", "RRV", a);
-    let priced = price_submission(&rd, Dataset::Apc, std::slice::from_ref(&r), None);
-    let c = store.apply(
-        Dataset::Apc,
-        "RRV",
-        None,
-        std::slice::from_ref(&r),
-        priced.clone(),
-    );
+    let c = store
+        .submit(&rd, Dataset::Apc, "RRV", None, std::slice::from_ref(&r))
+        .counts;
     assert_eq!(c.inserted, 1);
     // Replaying changes nothing: stale.
-    let c = store.apply(Dataset::Apc, "RRV", None, std::slice::from_ref(&r), priced);
+    let c = store
+        .submit(&rd, Dataset::Apc, "RRV", None, std::slice::from_ref(&r))
+        .counts;
     assert_eq!((c.inserted, c.stale), (0, 1));
     let mut del = r.clone();
     del.common.upsert = false;
     del.common.applicable = dt(2024, 7, 1, 9);
-    let c = store.apply(Dataset::Apc, "RRV", None, &[del], vec![Priced::default()]);
+    let c = store.submit(&rd, Dataset::Apc, "RRV", None, &[del]).counts;
     assert_eq!(c.deleted, 1);
     assert_eq!(
         store

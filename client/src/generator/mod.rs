@@ -46,7 +46,14 @@ pub struct GenConfig {
     pub replace_share: f64,
     /// Share of records (APC: spells) deleted later.
     pub delete_share: f64,
-    /// Most records in one file (a soft limit: APC spells are never split).
+    /// Share of Net Change APC spells of two or more episodes whose last episode is sent later,
+    /// in the corrections run: the spell stays unfinished until then, and the node must price it
+    /// again over the episodes it stored earlier.
+    pub split_spell_share: f64,
+    /// Keep every version the oracle stores ([`Summary::history`]), to compare record by record.
+    pub keep_history: bool,
+    /// Most records in one file (a soft limit: APC spells are never split across files, except
+    /// by `split_spell_share`).
     pub rows_per_file: u64,
     /// Also emit whole-submission-rejected files (R04, R05, R06, R07, R08).
     pub reject_files: bool,
@@ -67,6 +74,8 @@ impl Default for GenConfig {
             bulk_share: 0.1,
             replace_share: 0.05,
             delete_share: 0.01,
+            split_spell_share: 0.0,
+            keep_history: false,
             rows_per_file: 50_000,
             reject_files: false,
             write_live: false,
@@ -141,6 +150,8 @@ pub struct Summary {
     pub rows_written: u64,
     pub expected: Expected,
     pub out_dir: PathBuf,
+    /// Every version the oracle stored, in order, when [`GenConfig::keep_history`] is set.
+    pub history: Option<Vec<oracle::Version>>,
 }
 
 /// The Bulk Replacement header of a file.
@@ -422,6 +433,7 @@ pub fn generate(cfg: &GenConfig, progress: &mut dyn FnMut(&Progress)) -> Result<
         ("bulk share", cfg.bulk_share),
         ("replace share", cfg.replace_share),
         ("delete share", cfg.delete_share),
+        ("split spell share", cfg.split_spell_share),
     ] {
         if !(0.0..=1.0).contains(&v) {
             return Err(Error::Config(format!("{name} {v} is not between 0 and 1")));
@@ -581,10 +593,15 @@ pub fn generate(cfg: &GenConfig, progress: &mut dyn FnMut(&Progress)) -> Result<
         rows_written: 0,
         ids: BTreeMap::new(),
         applied: BTreeMap::new(),
-        store: Store::default(),
+        store: if cfg.keep_history {
+            Store::with_history()
+        } else {
+            Store::default()
+        },
         outcomes: Vec::new(),
     };
     let mut pending: BTreeMap<(String, Dataset), Vec<Vec<Rec>>> = BTreeMap::new();
+    let mut split_rng = rng_for(&[cfg.seed, 7]);
     let mut rebulk: Vec<(Chunk, BulkSpec, Vec<Vec<Rec>>)> = Vec::new();
     let mut rebulk_rows = 0u64;
     let mut first_nc: Option<(Dataset, String, Vec<Rec>, String)> = None;
@@ -623,6 +640,20 @@ pub fn generate(cfg: &GenConfig, progress: &mut dyn FnMut(&Progress)) -> Result<
                 if rng.random::<f64>() < cfg.invalid_share {
                     synth.add_defect(chunk.dataset, r, &mut rng, chunk.bulk);
                 }
+            }
+            // Its own random stream, so that other shares generate what they always did.
+            if cfg.split_spell_share > 0.0
+                && chunk.dataset == Dataset::Apc
+                && !chunk.bulk
+                && g.len() >= 2
+                && split_rng.random::<f64>() < cfg.split_spell_share
+                && let Some(mut last) = g.pop()
+            {
+                last.common.applicable = extract + Duration::days(split_rng.random_range(1..60));
+                pending
+                    .entry((chunk.sender.clone(), chunk.dataset))
+                    .or_default()
+                    .push(vec![last]);
             }
             let u: f64 = rng.random();
             let later = extract
@@ -820,6 +851,7 @@ pub fn generate(cfg: &GenConfig, progress: &mut dyn FnMut(&Progress)) -> Result<
         rows_written: out.rows_written,
         expected,
         out_dir: cfg.out_dir.clone(),
+        history: out.store.history().map(<[oracle::Version]>::to_vec),
     })
 }
 

@@ -355,6 +355,8 @@ fn price_ec(rd: &RefData, provider: &str, e: &super::model::Ec, p: &mut Priced) 
     p.pod = "AE".into();
     let fy = financial_year(e.arrival.date());
     let Some(year) = rd.years.get(&fy) else {
+        // No year, no grouper tables.
+        p.hrg = UNGROUPABLE.into();
         exclude(p, format!("no tariff for {fy}"));
         return;
     };

@@ -514,6 +514,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Every stored row of a dataset, live or superseded (compaction keeps those a freeze point
+    /// can still see), each batch with the version of the change that wrote each of its rows:
+    /// the store's history, for audits and for checking it against an independent model.
+    pub fn scan_history(&self, dataset: Dataset) -> Result<Vec<(Vec<u64>, RecordBatch)>> {
+        let entries = segments_of(&self.db.reader()?, dataset)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let versions = entry.row_versions();
+            let mut offset = 0usize;
+            for batch in segment::read(&self.dir.join(&entry.file), dataset)? {
+                let n = batch.num_rows();
+                let part = versions
+                    .get(offset..offset + n)
+                    .ok_or_else(|| Error::Corruption {
+                        what: format!("segment {}", entry.file),
+                        message: format!("more rows than the {} catalogued", entry.rows),
+                    })?;
+                out.push((part.to_vec(), batch));
+                offset += n;
+            }
+        }
+        Ok(out)
+    }
+
     pub fn stats(&self, dataset: Dataset) -> Result<DatasetStats> {
         let reader = self.db.reader()?;
         let mut stats = DatasetStats::default();

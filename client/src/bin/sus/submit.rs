@@ -56,6 +56,10 @@ pub struct GenArgs {
     /// Share of records (APC: spells) deleted later.
     #[arg(long, default_value_t = 0.01)]
     delete_share: f64,
+    /// Share of APC spells whose last episode is sent in a later file (the spell is finished,
+    /// and priced again over the episodes stored earlier, when it arrives).
+    #[arg(long, default_value_t = 0.0)]
+    split_spell_share: f64,
     /// Most records in one file.
     #[arg(long, default_value_t = 50_000)]
     rows_per_file: u64,
@@ -83,6 +87,8 @@ pub fn run_gen(a: GenArgs) -> sus_client::Result<()> {
         bulk_share: a.bulk_share,
         replace_share: a.replace_share,
         delete_share: a.delete_share,
+        split_spell_share: a.split_spell_share,
+        keep_history: false,
         rows_per_file: a.rows_per_file,
         reject_files: a.reject_files,
         write_live: a.live_rows,
