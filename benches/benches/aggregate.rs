@@ -93,6 +93,7 @@ fn aggregate(c: &mut Criterion) {
     let config = NodeConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: common::refdata(),
+        grouper_output: None,
     };
     {
         let node = Node::open_with_cache(&config, SegmentCache::new(0, 0)).expect("node");

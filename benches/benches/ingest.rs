@@ -15,6 +15,7 @@ fn prepare(c: &mut Criterion) {
     let node = Node::open(&NodeConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: common::refdata(),
+        grouper_output: None,
     })
     .expect("node");
     let mut group = c.benchmark_group("prepare");
@@ -64,6 +65,7 @@ fn submit(c: &mut Criterion) {
                 Node::open(&NodeConfig {
                     data_dir: tmp.path().join(format!("node{n}")),
                     refdata_dir: common::refdata(),
+                    grouper_output: None,
                 })
                 .expect("node")
             },

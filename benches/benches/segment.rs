@@ -19,6 +19,7 @@ fn segment(c: &mut Criterion) {
     let node = Node::open(&NodeConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: common::refdata(),
+        grouper_output: None,
     })
     .expect("node");
     let (meta, bytes) = read_submission(&files[0]).expect("read");

@@ -116,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     let config = NodeConfig {
         data_dir: args.dir.join("node"),
         refdata_dir: args.refdata.clone(),
+        grouper_output: None,
     };
     println!("2/4 ingesting into a node at {}", config.data_dir.display());
     let node = Node::open(&config).context("opening the node")?;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 struct FileConfig {
     data_dir: Option<PathBuf>,
     refdata: Option<PathBuf>,
+    grouper_output: Option<PathBuf>,
     log_format: Option<LogFormat>,
     id: Option<u64>,
     id_from_hostname: Option<bool>,
@@ -83,6 +84,7 @@ pub fn apply(path: &Path, cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result
     }
     take!(matches, cli.data_dir, data_dir);
     take!(matches, cli.refdata, refdata);
+    take!(matches, cli.grouper_output, grouper_output);
     take!(matches, cli.log_format, log_format);
     if let Command::Serve(args) = &mut cli.command {
         let m = matches

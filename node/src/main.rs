@@ -35,6 +35,11 @@ struct Cli {
     /// Reference data folder (see refdata/README.md).
     #[arg(long, env = "SUS_REFDATA", default_value = "refdata", global = true)]
     refdata: PathBuf,
+    /// Group with a licensed HRG grouper's output instead of the reference tables: a CSV
+    /// `dataset,cds_unique_id,hrg` (records it does not list are grouped by the tables). Every
+    /// node of a cluster must use the same (it is part of the reference data version).
+    #[arg(long, env = "SUS_GROUPER_OUTPUT", global = true)]
+    grouper_output: Option<PathBuf>,
     /// Log lines as human-readable text or as JSON objects (one per line, for log shippers).
     /// The level comes from RUST_LOG (default `warn`; e.g. `RUST_LOG=info,sus_node=debug`).
     #[arg(long, env = "SUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -283,13 +288,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cli = match cli.command {
-        Command::Serve(args) => return serve(cli.data_dir, cli.refdata, *args),
+        Command::Serve(args) => {
+            return serve(cli.data_dir, cli.refdata, cli.grouper_output, *args);
+        }
         Command::Probe { addr, timeout_ms } => return probe(&addr, timeout_ms),
         _ => cli,
     };
     let node = Node::open(&NodeConfig {
         data_dir: cli.data_dir.clone(),
         refdata_dir: cli.refdata.clone(),
+        grouper_output: cli.grouper_output.clone(),
     })
     .with_context(|| format!("opening the node at {}", cli.data_dir.display()))?;
     match cli.command {
@@ -389,7 +397,12 @@ fn with_id(path: &std::path::Path, id: u64) -> PathBuf {
     }
 }
 
-fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(
+    data_dir: PathBuf,
+    refdata: PathBuf,
+    grouper_output: Option<PathBuf>,
+    args: ServeArgs,
+) -> anyhow::Result<ExitCode> {
     use sus_node::cluster::{Cluster, ClusterConfig, RaftTuning, service::Services};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -430,6 +443,7 @@ fn serve(data_dir: PathBuf, refdata: PathBuf, args: ServeArgs) -> anyhow::Result
             advertise: advertise.clone(),
             data_dir: data_dir.clone(),
             refdata_dir: refdata,
+            grouper_output,
             raft: RaftTuning {
                 heartbeat_ms: args.heartbeat_ms,
                 election_min_ms: args.election_ms,

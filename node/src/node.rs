@@ -17,6 +17,33 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Reference data folder (see `refdata/README.md`).
     pub refdata_dir: PathBuf,
+    /// A licensed grouper's output to group with instead of the reference tables (see
+    /// [`crate::refdata::GrouperOutput`]); `None`: the table grouper.
+    pub grouper_output: Option<PathBuf>,
+}
+
+/// Loads the reference folder and, if given, a licensed grouper's output: the grouper a node
+/// prices with is chosen here, at start-up.
+pub fn load_refdata(
+    dir: &std::path::Path,
+    grouper_output: Option<&std::path::Path>,
+) -> Result<RefData> {
+    let refdata = RefData::load(dir)?;
+    let Some(path) = grouper_output else {
+        return Ok(refdata);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::RefData {
+        path: path.to_path_buf(),
+        line: 0,
+        message: format!("cannot read the grouper output: {e}"),
+    })?;
+    let refdata = refdata.with_grouper_output(path, &text)?;
+    tracing::info!(
+        path = %path.display(),
+        records = refdata.grouper_output().map_or(0, |o| o.len()),
+        "grouping with a licensed grouper's output"
+    );
+    Ok(refdata)
 }
 
 /// A running node.
@@ -29,7 +56,7 @@ impl Node {
     /// Loads and checks the reference data, then opens (or creates) the store, recovering from a
     /// crash if needed.
     pub fn open(config: &NodeConfig) -> Result<Node> {
-        let refdata = RefData::load(&config.refdata_dir)?;
+        let refdata = load_refdata(&config.refdata_dir, config.grouper_output.as_deref())?;
         let store = Store::open(&config.data_dir)?;
         Ok(Node { refdata, store })
     }
@@ -39,7 +66,7 @@ impl Node {
         config: &NodeConfig,
         cache: std::sync::Arc<crate::store::SegmentCache>,
     ) -> Result<Node> {
-        let refdata = RefData::load(&config.refdata_dir)?;
+        let refdata = load_refdata(&config.refdata_dir, config.grouper_output.as_deref())?;
         let store = Store::open_with_cache(&config.data_dir, cache)?;
         Ok(Node { refdata, store })
     }

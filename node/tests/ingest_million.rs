@@ -58,6 +58,7 @@ fn million_mixed_rows_match_the_generators_totals_after_restart() {
     let config = NodeConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: refdata(),
+        grouper_output: None,
     };
     let node = Node::open(&config).expect("open node");
     let started = Instant::now();

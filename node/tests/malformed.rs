@@ -86,6 +86,7 @@ fn malformed_submissions_are_rejected_and_nothing_accepted_is_lost() {
     let node = Node::open(&NodeConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: refdata(),
+        grouper_output: None,
     })
     .expect("open node");
 

@@ -60,6 +60,7 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
     let node = Node::open(&NodeConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: refdata(),
+        grouper_output: None,
     })
     .expect("open");
 
@@ -146,6 +147,7 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
     let config = NodeConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: refdata(),
+        grouper_output: None,
     };
     let cold = Node::open_with_cache(&config, SegmentCache::new(0, DEFAULT_FOOTER_BYTES))
         .expect("reopen without a column cache");

@@ -401,3 +401,211 @@ fn node_and_oracle_agree_on_every_stored_version() {
     assert!(rederived > 0, "no spell crossed submissions");
     assert_eq!((mismatches, extra), (0, 0));
 }
+
+// ----- a spell changed between a submission's derivation and its apply -----
+
+/// The CSV of `recs` (APC).
+fn csv_of(recs: &[Rec]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(GenDataset::Apc.header()).unwrap();
+    for r in recs {
+        w.write_record(r.cells(GenDataset::Apc)).unwrap();
+    }
+    w.into_inner().unwrap()
+}
+
+fn meta(id: &str) -> SubmissionMeta {
+    SubmissionMeta {
+        submission_id: id.into(),
+        sender: "RR9".into(),
+        dataset: Dataset::Apc,
+        protocol: Protocol::NetChange,
+    }
+}
+
+#[test]
+fn a_change_derived_against_a_spell_that_moved_is_refused_and_derived_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let refdata = RefData::load(&refdata_dir()).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let limits = Default::default();
+    let e1 = episode(1, d(2024, 5, 1), d(2024, 5, 3), false);
+    let e2 = episode(2, d(2024, 5, 3), d(2024, 5, 6), true);
+    ingest::submit(&refdata, &store, &meta("S1"), "a", &csv_of(&[e1]), &limits).unwrap();
+    // Both derived against episode 1 alone.
+    let prepare = |id: &str, rec: &Rec| match ingest::prepare(
+        &refdata,
+        &store,
+        &meta(id),
+        "f",
+        &csv_of(std::slice::from_ref(rec)),
+        &limits,
+    )
+    .unwrap()
+    {
+        ingest::Prepared::Commit(c) => c,
+        ingest::Prepared::Resent(_) => panic!("not a resend"),
+    };
+    let mut e3 = episode(3, d(2024, 5, 6), d(2024, 5, 8), true);
+    apc(&mut e3).primary_procedure = "A901".into();
+    let first = prepare("S2", &e2);
+    let second = prepare("S3", &e3);
+    let version = store.version().unwrap();
+    ingest::commit(&store, first).unwrap();
+    // The second no longer holds: nothing of it is stored.
+    match ingest::commit(&store, second) {
+        Err(sus_node::Error::Conflict(m)) => assert!(m.contains("spell"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.version().unwrap(), version + 1);
+    assert!(store.submission("RR9", "S3").unwrap().is_none());
+    // Derived again, it prices the spell over all three episodes, as the oracle does.
+    let report = ingest::submit(
+        &refdata,
+        &store,
+        &meta("S3"),
+        "f",
+        &csv_of(&[e3.clone()]),
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(report.rederived, 2, "{report}");
+    let rd = sus_client::generator::refdata::RefData::load(&refdata_dir()).unwrap();
+    let mut oracle = oracle::Store::default();
+    for recs in [
+        vec![episode(1, d(2024, 5, 1), d(2024, 5, 3), false)],
+        vec![e2],
+        vec![e3],
+    ] {
+        oracle.submit(&rd, GenDataset::Apc, "RR9", None, &recs);
+    }
+    let want: BTreeMap<String, Fields> = oracle
+        .live()
+        .iter()
+        .map(|(id, _, p)| (id.clone(), Fields::from(p)))
+        .collect();
+    let got: BTreeMap<String, Fields> = store
+        .scan_live(Dataset::Apc)
+        .unwrap()
+        .iter()
+        .flat_map(node_fields)
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got["BRR9SP1E3"].spell_hrg, "AA13C");
+}
+
+/// Episodes of one spell sent at once as separate files to a 3-node cluster: their derivations
+/// race, the losers are derived again by the leader, and every replica ends with the spell priced
+/// over all of them, as the oracle prices it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_episodes_of_one_spell_on_a_cluster() {
+    use sus_chaos_tests::cluster::{NodeOptions, TestCluster, totals};
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_sus-node"));
+    let cluster = TestCluster::start(&bin, &refdata_dir(), 3, 1, 3, NodeOptions::default())
+        .await
+        .unwrap();
+    let client = cluster.client(&[1, 2, 3]);
+    let n = 8u32;
+    let episodes: Vec<Rec> = (1..=n)
+        .map(|k| {
+            let start = d(2024, 5, k);
+            let mut e = episode(k, start, d(2024, 5, k + 1), k == n);
+            if k == 4 {
+                apc(&mut e).primary_procedure = "A901".into();
+            }
+            e
+        })
+        .collect();
+    let sends = episodes.iter().enumerate().map(|(k, e)| {
+        let client = &client;
+        let envelope = serde_json::json!({
+            "submission_id": format!("C{k}"), "sender": "RR9", "dataset": "apc",
+            "protocol": "net_change"
+        })
+        .to_string();
+        let content = csv_of(std::slice::from_ref(e));
+        async move { client.submit(&envelope, "episode.csv", content).await }
+    });
+    let outcomes = futures::future::join_all(sends).await;
+    let mut rederived = 0;
+    for o in outcomes {
+        let o = o.unwrap();
+        assert!(o.accepted, "{}", o.report);
+        rederived += o.report["rederived"].as_u64().unwrap_or(0);
+    }
+    let contents = cluster
+        .wait_replicas_agree(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let rd = sus_client::generator::refdata::RefData::load(&refdata_dir()).unwrap();
+    let mut oracle = oracle::Store::default();
+    oracle.submit(&rd, GenDataset::Apc, "RR9", None, &episodes);
+    let want: i64 = oracle.live().iter().map(|(_, _, p)| p.price).sum();
+    let (live, price) = totals(&contents);
+    assert_eq!((live, price), (u64::from(n), want));
+    assert!(want > 0);
+    eprintln!("{n} episodes sent at once: {rederived} re-derived, spell price {want} pence");
+}
+
+// ----- the grouper, chosen at start-up -----
+
+/// A node started with a licensed grouper's output groups the records it lists by it (here one
+/// episode the tables would put in AA40C), without a code change; a malformed output file stops
+/// the node with the file and line named.
+#[test]
+fn a_licensed_grouper_output_chosen_at_start_up_gives_the_hrgs() {
+    use sus_node::node::{Node, NodeConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("grouper-output.csv");
+    std::fs::write(&output, "dataset,cds_unique_id,hrg\napc,BRR9SP1E1,AA13C\n").unwrap();
+    let e1 = episode(1, d(2024, 5, 1), d(2024, 5, 3), true);
+    let hrgs = |grouper_output: Option<PathBuf>, data: &str| {
+        let node = Node::open(&NodeConfig {
+            data_dir: dir.path().join(data),
+            refdata_dir: refdata_dir(),
+            grouper_output,
+        })
+        .unwrap();
+        let report = node
+            .submit(&meta("S1"), "f", &csv_of(std::slice::from_ref(&e1)))
+            .unwrap();
+        assert!(report.rejection.is_none(), "{report}");
+        let live: Vec<(String, Fields)> = node
+            .store()
+            .scan_live(Dataset::Apc)
+            .unwrap()
+            .iter()
+            .flat_map(node_fields)
+            .collect();
+        live[0].1.clone()
+    };
+    let tables = hrgs(None, "tables");
+    assert_eq!(
+        (tables.hrg.as_str(), tables.spell_hrg.as_str()),
+        ("AA40C", "AA40C")
+    );
+    let licensed = hrgs(Some(output.clone()), "licensed");
+    assert_eq!(
+        (licensed.hrg.as_str(), licensed.spell_hrg.as_str()),
+        ("AA13C", "AA13C")
+    );
+    assert!(licensed.price > tables.price, "{licensed:?} {tables:?}");
+
+    std::fs::write(
+        &output,
+        "dataset,cds_unique_id,hrg\napc,BRR9SP1E1,AA13C\nxyz,B2,AA13C\n",
+    )
+    .unwrap();
+    let err = Node::open(&NodeConfig {
+        data_dir: dir.path().join("bad"),
+        refdata_dir: refdata_dir(),
+        grouper_output: Some(output),
+    })
+    .err()
+    .expect("a malformed grouper output is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("grouper-output.csv:3") && message.contains("xyz"),
+        "{message}"
+    );
+}

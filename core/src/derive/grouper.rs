@@ -15,7 +15,7 @@
 //! warnings; the table grouper also refuses malformed codes itself so that it is correct alone.
 
 use crate::model::{ApcItems, EcItems, OpItems, Record, UNGROUPED_HRG};
-use crate::refdata::RefData;
+use crate::refdata::{GrouperOutput, RefData};
 use crate::validate::{icd10_is_well_formed, opcs4_is_well_formed};
 
 /// The HRG of EC attendances whose department type is not `01`-`04`: not groupable, price 0.
@@ -115,5 +115,63 @@ impl Grouper for TableGrouper<'_> {
             .hrg(investigation, treatment)
             .unwrap_or(UNGROUPED_HRG)
             .to_string()
+    }
+}
+
+/// A licensed grouper's output ([`crate::refdata::GrouperOutput`]) for the records it lists, and
+/// the table grouper for the others. The W06/W07 rule still applies (the caller's).
+#[derive(Debug, Clone, Copy)]
+pub struct OutputGrouper<'a> {
+    output: &'a GrouperOutput,
+    tables: TableGrouper<'a>,
+}
+
+impl<'a> OutputGrouper<'a> {
+    /// A grouper answering from `output`, and from the tables of `refdata` for other records.
+    pub fn new(output: &'a GrouperOutput, refdata: &'a RefData) -> OutputGrouper<'a> {
+        OutputGrouper {
+            output,
+            tables: TableGrouper::new(refdata),
+        }
+    }
+
+    fn listed(&self, record: &Record) -> Option<&'a str> {
+        self.output
+            .hrg(record.dataset(), &record.common.cds_unique_id)
+    }
+}
+
+impl Grouper for OutputGrouper<'_> {
+    fn episode_hrg(&self, record: &Record, episode: &ApcItems, year: &str) -> String {
+        match self.listed(record) {
+            Some("") => UNGROUPED_HRG.to_string(),
+            Some(hrg) => hrg.to_string(),
+            None => self.tables.episode_hrg(record, episode, year),
+        }
+    }
+
+    fn op_procedure_hrg(&self, record: &Record, attendance: &OpItems) -> Option<String> {
+        match self.listed(record) {
+            Some("") => None,
+            Some(hrg) => Some(hrg.to_string()),
+            None => self.tables.op_procedure_hrg(record, attendance),
+        }
+    }
+
+    fn ec_hrg(&self, record: &Record, attendance: &EcItems) -> String {
+        match self.listed(record) {
+            Some("") => EC_UNGROUPABLE_HRG.to_string(),
+            Some(hrg) => hrg.to_string(),
+            None => self.tables.ec_hrg(record, attendance),
+        }
+    }
+}
+
+/// The grouper `refdata` was configured with: a licensed grouper's output when one was loaded,
+/// else the table grouper.
+pub fn configured(refdata: &RefData) -> Box<dyn Grouper + '_> {
+    match refdata.grouper_output() {
+        Some(output) => Box::new(OutputGrouper::new(output, refdata)),
+        None => Box::new(TableGrouper::new(refdata)),
     }
 }

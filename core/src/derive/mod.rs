@@ -21,7 +21,9 @@
 pub mod grouper;
 pub mod spells;
 
-pub use grouper::{EC_DEPARTMENT_TYPES, EC_UNGROUPABLE_HRG, Grouper, TableGrouper};
+pub use grouper::{
+    EC_DEPARTMENT_TYPES, EC_UNGROUPABLE_HRG, Grouper, OutputGrouper, TableGrouper, configured,
+};
 pub use spells::{Spell, build_spells, live_versions};
 
 #[cfg(test)]
@@ -77,7 +79,7 @@ pub struct Derivation {
 }
 
 /// Derives and prices every record of a submission on its own (as applied to an empty store, by
-/// Net Change) with the table grouper of `refdata`.
+/// Net Change) with the grouper `refdata` was configured with ([`configured`]).
 ///
 /// `warnings[i]` are the warnings of `records[i]` (from [`crate::validate::record_warnings`]). The
 /// result is in input order; restricted records come back without their identifiers.
@@ -88,7 +90,7 @@ pub fn derive_submission(
 ) -> Vec<DerivedRecord> {
     let live = live_versions(&records, &crate::model::Protocol::NetChange, &|_| None);
     derive(
-        &TableGrouper::new(refdata),
+        configured(refdata).as_ref(),
         refdata,
         records,
         warnings,

@@ -13,6 +13,7 @@
 //! contents to [`RefData::from_files`], which parses them (and which tests call with in-memory
 //! text). Every lookup afterwards is pure. Maps are ordered so nothing depends on hash order.
 
+pub mod grouper_output;
 pub mod grouping;
 pub mod money;
 pub mod orgs;
@@ -21,6 +22,7 @@ pub mod tariff;
 #[cfg(any(test, feature = "testdata"))]
 pub mod testdata;
 
+pub use grouper_output::GrouperOutput;
 pub use grouping::{EcGrouperTable, GrouperRule, GrouperTable};
 pub use orgs::{
     CodeType, GP_PRACTICE_DEFAULTS, Organisations, Provider, RestrictedCode, RestrictedCodes,
@@ -76,6 +78,8 @@ pub struct RefData {
     orgs: Organisations,
     restricted: RestrictedCodes,
     years: BTreeMap<String, TariffYear>,
+    /// A licensed grouper's output, when the node was started with one.
+    grouper_output: Option<GrouperOutput>,
     /// Identifies the exact files read (see [`RefData::fingerprint`]).
     fingerprint: String,
 }
@@ -176,6 +180,7 @@ impl RefData {
             orgs,
             restricted,
             years,
+            grouper_output: None,
             fingerprint: fingerprint(files),
         })
     }
@@ -230,6 +235,24 @@ impl RefData {
     /// The tariff year `YYYY-YY`, if its folder was loaded.
     pub fn year(&self, financial_year: &str) -> Option<&TariffYear> {
         self.years.get(financial_year)
+    }
+
+    /// Adds a licensed grouper's output (`path` names it in errors): HRGs of the records it lists
+    /// come from it. It becomes part of the fingerprint, so nodes grouping differently never
+    /// price for the same cluster.
+    pub fn with_grouper_output(mut self, path: &Path, text: &str) -> Result<RefData> {
+        let output = GrouperOutput::parse(path, text)?;
+        let mut files = BTreeMap::new();
+        files.insert(PathBuf::from("(reference data)"), self.fingerprint.clone());
+        files.insert(PathBuf::from("(grouper output)"), text.to_string());
+        self.fingerprint = fingerprint(&files);
+        self.grouper_output = Some(output);
+        Ok(self)
+    }
+
+    /// The licensed grouper's output, if one was loaded.
+    pub fn grouper_output(&self) -> Option<&GrouperOutput> {
+        self.grouper_output.as_ref()
     }
 
     /// The tariff year containing `date` (April to March), if its folder was loaded.

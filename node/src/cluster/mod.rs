@@ -96,6 +96,8 @@ pub struct ClusterConfig {
     pub advertise: String,
     pub data_dir: PathBuf,
     pub refdata_dir: PathBuf,
+    /// A licensed grouper's output (`--grouper-output`); `None`: the table grouper.
+    pub grouper_output: Option<PathBuf>,
     pub raft: RaftTuning,
     /// How long a submission may wait for its commit before the client is told the outcome is
     /// unknown (and to resend with the same submission id).
@@ -167,7 +169,10 @@ impl Cluster {
         if let Some(files) = &config.tls {
             files.check_identity(config.id)?;
         }
-        let refdata = Arc::new(RefData::load(&config.refdata_dir)?);
+        let refdata = Arc::new(crate::node::load_refdata(
+            &config.refdata_dir,
+            config.grouper_output.as_deref(),
+        )?);
         let raft_config = Arc::new(
             openraft::Config {
                 cluster_name: "sus".into(),

@@ -288,10 +288,6 @@ pub(super) fn status(e: Error) -> Status {
     }
 }
 
-/// Derivations of one submission before a conflict is returned to the caller (each conflict
-/// means another change to the same spells won the race; they are rare and short-lived).
-const MAX_DERIVATIONS: u32 = 5;
-
 /// The credentials and message of a call the caller must be an administrator to make.
 fn admin<T>(request: Request<T>, what: &str) -> std::result::Result<(MetadataMap, T), Status> {
     auth::caller(&request)?
@@ -391,8 +387,15 @@ impl ingest_server::Ingest for Services {
         );
         // A conflict means another change to the same spells was applied between this one's
         // derivation and its turn in the log: nothing was stored, so derive it again.
-        let mut attempt = 1;
+        // The first attempt runs beside others; a retry runs alone (no other derivation of this
+        // shard is in flight), so it cannot conflict again.
+        let mut alone = false;
         let report = loop {
+            let (_shared, _exclusive) = if alone {
+                (None, Some(replica.derivations.write().await))
+            } else {
+                (Some(replica.derivations.read().await), None)
+            };
             let result = self
                 .submit_here(
                     &raft,
@@ -404,9 +407,9 @@ impl ingest_server::Ingest for Services {
                 )
                 .await;
             match result {
-                Err(s) if s.code() == tonic::Code::Aborted && attempt < MAX_DERIVATIONS => {
-                    tracing::info!(submission = %meta.submission_id, attempt, "deriving again: {}", s.message());
-                    attempt += 1;
+                Err(s) if s.code() == tonic::Code::Aborted && !alone => {
+                    tracing::info!(submission = %meta.submission_id, "deriving again: {}", s.message());
+                    alone = true;
                 }
                 other => break other?,
             }

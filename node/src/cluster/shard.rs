@@ -58,6 +58,9 @@ pub struct ShardReplica {
     /// When the snapshot being received began to arrive (for the transfer rate in the log).
     receiving_since: std::sync::Mutex<Option<std::time::Instant>>,
     metrics: Arc<super::metrics::Metrics>,
+    /// Submissions derive their spells optimistically under the read side; one that lost a race
+    /// derives again under the write side, alone, so it cannot lose again.
+    pub derivations: tokio::sync::RwLock<()>,
 }
 
 impl ShardReplica {
@@ -115,6 +118,7 @@ impl ShardReplica {
             cache,
             receiving_since: std::sync::Mutex::new(None),
             metrics,
+            derivations: tokio::sync::RwLock::new(()),
         }))
     }
 

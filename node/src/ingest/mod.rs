@@ -16,7 +16,7 @@ mod parquet;
 pub mod parse;
 mod spells;
 
-use crate::derive::{TableGrouper, derive};
+use crate::derive::{configured, derive};
 use crate::limits::SubmissionLimits;
 use crate::model::{Dataset, SubmissionMeta};
 use crate::refdata::RefData;
@@ -126,9 +126,9 @@ pub fn prepare(
         Dataset::Apc => spells::context(store, meta, &records)?,
         Dataset::Op | Dataset::Ec => SpellContext::none(&records, &meta.protocol),
     };
-    let grouper = TableGrouper::new(refdata);
+    let grouper = configured(refdata);
     let derivation = derive(
-        &grouper,
+        grouper.as_ref(),
         refdata,
         records,
         warnings,

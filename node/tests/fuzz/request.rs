@@ -225,6 +225,7 @@ pub fn query(budget: &Budget, seeds: &Seeds) -> Report {
     let node = Node::open(&NodeConfig {
         data_dir: dir.path().join("node"),
         refdata_dir: seeds.refdata.clone(),
+        grouper_output: None,
     })
     .expect("open a node");
     for (i, (meta, bytes)) in seeds.files.iter().enumerate() {

@@ -176,6 +176,7 @@ impl<'s> Bench<'s> {
             let node = Node::open(&NodeConfig {
                 data_dir: dir.path().join("node"),
                 refdata_dir: self.seeds.refdata.clone(),
+                grouper_output: None,
             })
             .expect("open a node");
             for (i, (meta, bytes)) in self.seeds.files.iter().enumerate().step_by(3) {
