@@ -12,9 +12,8 @@
 //! What the oracle does not implement is checked against the node only: the oracle has no
 //! whole-submission rules (R01-R08) and no idempotency by submission id, so a submission the file
 //! expects to be `rejected` or `resent` is not given to the oracle (its live state must then be
-//! unchanged, and is compared); and the oracle derives no `year`, `age`, `episode_los`,
-//! `spell_los`, `restricted` or `ids` (it removes no identifiers), so those fields are compared for
-//! the node only. Warnings are compared as codes.
+//! unchanged, and is compared); and the oracle removes no identifiers, so `ids` is compared for the
+//! node only. Warnings are compared as codes.
 //!
 //! # Format
 //!
@@ -464,8 +463,8 @@ const FIELDS: [&str; 16] = [
     "excluded",
 ];
 
-/// The fields the oracle derives.
-const ORACLE_FIELDS: [&str; 10] = [
+/// The fields the oracle derives (all but `ids`: it removes no identifiers).
+const ORACLE_FIELDS: [&str; 15] = [
     "hrg",
     "spell_hrg",
     "pod",
@@ -474,7 +473,12 @@ const ORACLE_FIELDS: [&str; 10] = [
     "excess",
     "mff",
     "price",
+    "year",
+    "age",
+    "episode_los",
+    "spell_los",
     "warnings",
+    "restricted",
     "excluded",
 ];
 
@@ -806,6 +810,20 @@ fn oracle_fields(p: &Priced) -> Fields {
         p.mff.filter(|m| *m != 0).map(mff_text).unwrap_or_default(),
     );
     put("warnings", warning_codes(u32::from(p.warnings)));
+    put("year", p.tariff_year.clone());
+    // Age and lengths of stay are shown when known, 0 included.
+    for (k, v) in [
+        ("age", p.age.map(i64::from)),
+        ("episode_los", p.episode_los),
+        ("spell_los", p.spell_los),
+    ] {
+        if let Some(v) = v {
+            f.insert(k.to_string(), v.to_string());
+        }
+    }
+    if p.restricted {
+        f.insert("restricted".into(), "Y".into());
+    }
     f.insert("price".into(), p.price.to_string());
     if p.excluded {
         f.insert("excluded".into(), p.reason.clone());

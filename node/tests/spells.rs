@@ -3,12 +3,13 @@
 //! - one spell whose episodes arrive in three submissions, then one episode replaced, then one
 //!   deleted, then two versions of one episode in one file: the spell HRG and price after each;
 //! - a generated data set of more than 100,000 rows at a seed no other test uses, with spells split
-//!   across submissions: every stored version of every record, every derived field, in pence.
+//!   across submissions: every stored version of every record, every derived field (HRGs, POD,
+//!   pence, MFF, exclusion and reason, warnings, age, lengths of stay, tariff year, restriction).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Decimal128Type, Int32Type, Int64Type, UInt32Type};
+use arrow::datatypes::{Decimal128Type, Int32Type, Int64Type, UInt16Type, UInt32Type};
 use chrono::{NaiveDate, NaiveDateTime};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,11 @@ struct Fields {
     excluded: bool,
     reason: String,
     warnings: u32,
+    age: Option<u16>,
+    episode_los: Option<i64>,
+    spell_los: Option<i64>,
+    tariff_year: String,
+    restricted: bool,
 }
 
 impl From<&Priced> for Fields {
@@ -55,6 +61,11 @@ impl From<&Priced> for Fields {
             excluded: p.excluded,
             reason: p.reason.clone(),
             warnings: u32::from(p.warnings),
+            age: p.age,
+            episode_los: p.episode_los,
+            spell_los: p.spell_los,
+            tariff_year: p.tariff_year.clone(),
+            restricted: p.restricted,
         }
     }
 }
@@ -83,6 +94,19 @@ fn node_fields(batch: &RecordBatch) -> Vec<(String, Fields)> {
     let mff = col("mff").as_primitive::<Decimal128Type>().clone();
     let excluded = col("pbr_excluded").as_boolean().clone();
     let warnings = col("warnings").as_primitive::<UInt32Type>().clone();
+    let age = col("age_at_activity").as_primitive::<UInt16Type>().clone();
+    let los = |name: &str| {
+        batch
+            .column_by_name(name)
+            .map(|c| c.as_primitive::<Int32Type>().clone())
+    };
+    let (episode_los, spell_los) = (los("episode_los"), los("spell_los"));
+    let year = text("tariff_year").unwrap();
+    let restricted = col("restricted").as_boolean().clone();
+    let opt = |a: &Option<arrow::array::Int32Array>, r: usize| {
+        a.as_ref()
+            .and_then(|a| a.is_valid(r).then(|| i64::from(a.value(r))))
+    };
     let s = |a: &arrow::array::StringArray, r: usize| {
         if a.is_valid(r) {
             a.value(r).to_string()
@@ -106,6 +130,11 @@ fn node_fields(batch: &RecordBatch) -> Vec<(String, Fields)> {
                     excluded: excluded.value(r),
                     reason: s(&reason, r),
                     warnings: warnings.value(r),
+                    age: age.is_valid(r).then(|| age.value(r)),
+                    episode_los: opt(&episode_los, r),
+                    spell_los: opt(&spell_los, r),
+                    tariff_year: s(&year, r),
+                    restricted: restricted.value(r),
                 },
             )
         })

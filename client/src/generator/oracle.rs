@@ -37,6 +37,16 @@ pub struct Priced {
     pub excluded: bool,
     pub reason: String,
     pub warnings: u16,
+    /// Whole years on the activity date (`None` without a date of birth, or born after it).
+    pub age: Option<u16>,
+    /// APC: episode end (or discharge) minus episode start, in days.
+    pub episode_los: Option<i64>,
+    /// APC: discharge minus admission, in days, on every episode of a finished spell.
+    pub spell_los: Option<i64>,
+    /// The financial year whose prices applied (empty when none was loaded).
+    pub tariff_year: String,
+    /// A legally restricted code on the record or, for APC, on any episode of its spell.
+    pub restricted: bool,
 }
 
 /// Modulus 11 check of an NHS number (spaces removed; all-same-digit numbers invalid).
@@ -280,6 +290,8 @@ pub fn price_submission(
 fn price_record(rd: &RefData, r: &Rec, warnings: u16) -> Priced {
     let mut p = Priced {
         warnings,
+        age: age_at_activity(r),
+        restricted: has_restricted_code(rd, r),
         ..Priced::default()
     };
     match &r.detail {
@@ -306,6 +318,7 @@ fn price_op(
         return;
     };
     p.mff = Some(year.mff_of(provider));
+    p.tariff_year = fy.clone();
     if p.warnings & (warn::ICD10 | warn::OPCS4) != 0 {
         p.hrg = UNGROUPABLE.into();
         exclude(p, "ungroupable".into());
@@ -361,6 +374,7 @@ fn price_ec(rd: &RefData, provider: &str, e: &super::model::Ec, p: &mut Priced) 
         return;
     };
     p.mff = Some(year.mff_of(provider));
+    p.tariff_year = fy.clone();
     let dept = e.department_type.as_str();
     if !matches!(dept, "01" | "02" | "03" | "04") {
         p.hrg = "VB99Z".into();
@@ -404,20 +418,69 @@ fn price_ec(rd: &RefData, provider: &str, e: &super::model::Ec, p: &mut Priced) 
     }
 }
 
-/// Prices one spell from its live episodes (`eps`: record and warnings, any order); the result is
-/// in the order of `eps`.
-fn price_spell(rd: &RefData, eps: &[(&Rec, u16)]) -> Vec<Priced> {
+/// Whole years on the record's activity date, if its date of birth is not after it.
+fn age_at_activity(r: &Rec) -> Option<u16> {
+    if !r.common.upsert {
+        return None;
+    }
+    let on = r.activity_date();
+    let dob = r.common.date_of_birth.filter(|dob| *dob <= on)?;
+    u16::try_from(age_on(dob, on)).ok()
+}
+
+/// Whether any diagnosis or procedure of the record starts with a restricted prefix.
+fn has_restricted_code(rd: &RefData, r: &Rec) -> bool {
+    let (diags, procs): (Vec<&String>, Vec<&String>) = match &r.detail {
+        Detail::Apc(a) => (
+            std::iter::once(&a.primary_diagnosis)
+                .chain(&a.secondary_diagnoses)
+                .collect(),
+            std::iter::once(&a.primary_procedure)
+                .chain(&a.secondary_procedures)
+                .collect(),
+        ),
+        Detail::Op(o) => (vec![&o.primary_diagnosis], vec![&o.primary_procedure]),
+        Detail::Ec(_) | Detail::Delete(_) => (vec![], vec![]),
+    };
+    diags
+        .iter()
+        .any(|c| !c.is_empty() && rd.is_restricted(true, c))
+        || procs
+            .iter()
+            .any(|c| !c.is_empty() && rd.is_restricted(false, c))
+}
+
+/// Prices one spell from its live episodes (`eps`: record, warnings, and whether it is already
+/// stored restricted (identifiers once removed stay removed); any order); the result is in the
+/// order of `eps`.
+fn price_spell(rd: &RefData, eps: &[(&Rec, u16, bool)]) -> Vec<Priced> {
     let apc = |i: usize| -> &Apc {
         match &eps[i].0.detail {
             Detail::Apc(a) => a,
             _ => unreachable!("only APC episodes are grouped into spells"),
         }
     };
+    let restricted = eps
+        .iter()
+        .any(|(r, _, sticky)| *sticky || has_restricted_code(rd, r));
     let mut out: Vec<Priced> = eps
         .iter()
-        .map(|(_, w)| Priced {
-            warnings: *w,
-            ..Priced::default()
+        .map(|(r, w, _)| {
+            let a = match &r.detail {
+                Detail::Apc(a) => Some(a),
+                _ => None,
+            };
+            Priced {
+                warnings: *w,
+                age: age_at_activity(r),
+                episode_los: a.and_then(|a| {
+                    a.episode_end
+                        .or(a.discharge_date)
+                        .map(|end| (end - a.episode_start).num_days())
+                }),
+                restricted,
+                ..Priced::default()
+            }
         })
         .collect();
     // Episode order: episode number, then id.
@@ -447,6 +510,10 @@ fn price_spell(rd: &RefData, eps: &[(&Rec, u16)]) -> Vec<Priced> {
         }
         return out;
     };
+    let spell_los = (discharge - apc(first).admission_date).num_days();
+    for &i in &order {
+        out[i].spell_los = Some(spell_los);
+    }
     // The grouper tables and the prices of a spell come from its discharge year.
     let fy = financial_year(discharge);
     let Some(year) = rd.years.get(&fy) else {
@@ -480,9 +547,9 @@ fn price_spell(rd: &RefData, eps: &[(&Rec, u16)]) -> Vec<Priced> {
     for &i in &order {
         out[i].spell_hrg = spell_hrg.clone();
         out[i].mff = Some(mff);
+        out[i].tariff_year = fy.clone();
     }
     let a = apc(first);
-    let spell_los = (discharge - a.admission_date).num_days();
     let dob_bad = order
         .iter()
         .any(|&i| out[i].warnings & warn::DATE_OF_BIRTH != 0);
@@ -784,11 +851,15 @@ impl Store {
                 continue;
             };
             let rows: Vec<usize> = rows.iter().copied().collect();
-            let eps: Vec<(&Rec, u16)> = rows
+            // A row stored before this submission keeps a restriction it was stored with.
+            let eps: Vec<(&Rec, u16, bool)> = rows
                 .iter()
                 .filter_map(|&i| {
                     let r = &self.rows[i];
-                    r.episode.as_ref().map(|e| (&e.0, r.priced.warnings))
+                    let sticky = !mine.contains(&i) && r.priced.restricted;
+                    r.episode
+                        .as_ref()
+                        .map(|e| (&e.0, r.priced.warnings, sticky))
                 })
                 .collect();
             let prices = price_spell(rd, &eps);
