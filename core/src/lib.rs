@@ -1,4 +1,5 @@
-//! `sus-core`: the domain of sus-cluster, apart from everything that runs it.
+//! `sus-core`: the domain of sus-cluster, apart from everything that runs it (disclosure-control
+//! arithmetic included).
 //!
 //! ```text
 //!  records (model) ──► validate (R01-R08 whole-submission, W01-W09 per record)
@@ -16,6 +17,7 @@
 //! The exact rules are written out in `docs/rules.md`.
 
 pub mod derive;
+pub mod disclosure;
 pub mod error;
 pub mod model;
 pub mod price;

@@ -15,16 +15,7 @@
 //!        TOTAL from the exact values, then the same rules; order by what is shown; limit
 //! ```
 //!
-//! **Margins.** A table grouped by `k` keys is a hypercube: the cells sharing every key but one
-//! form a *line*, whose sum is a cell of the coarser query without that key (a subtotal anyone
-//! may ask for). The grand total is a line too. A line holding exactly one suppressed cell would
-//! give that cell away by subtraction, so the next smallest non-zero shown cell of that line is
-//! suppressed as well, until no line holds exactly one. Cells are never chosen if they are the
-//! only non-zero cell of one of their own lines (the margin of that line is the cell's value, so
-//! suppressing it would hide nothing). Lines with two or more suppressed cells are also checked
-//! against the rounding: if the margin and the shown cells' lowest possible values leave no room
-//! for the suppressed cells above their least values (every one would be pinned to its least
-//! value, e.g. 1), another cell is suppressed.
+//! The arithmetic (rounding, margin lines, secondary suppression) is `sus_core::disclosure`.
 //!
 //! Controlled cells are text (`*`, `0`, `15`, `120000`): the finished table's aggregate columns
 //! are `Utf8`, and a grouped table ends with a `TOTAL` row.
@@ -34,8 +25,9 @@ use crate::{Error, Result};
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Schema};
 use std::cmp::Ordering;
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+pub use sus_core::disclosure::{SMALL, round_sig2, round5, show_count};
+use sus_core::disclosure::{close, margin_lines};
 use sus_proto::partial::{GroupKey, Partial};
 
 /// Group-by and filter fields allowed at the anonymised tier (besides the dataset, which every
@@ -76,9 +68,6 @@ pub const SUMMABLE: [&str; 7] = [
 /// (`nhs_number_valid`, ...) may be summed too. `restricted` may not: how many legally
 /// restricted records a group holds is itself sensitive.
 pub const COUNTABLE_BOOLEANS: [&str; 2] = ["pbr_excluded", "last_episode_in_spell"];
-
-/// Counts from 1 to this are suppressed.
-pub const SMALL: i64 = 7;
 
 /// What a column of a controlled table holds, which decides its rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,35 +201,6 @@ pub fn exempt(national_scope: bool, query: &Query) -> bool {
             .all(|(n, _)| NATIONAL_DIMENSIONS.contains(&n.as_str()))
 }
 
-/// A count rounded to the nearest 5 (counts are never negative; halves cannot occur).
-pub fn round5(v: i128) -> i128 {
-    (v + 2).div_euclid(5) * 5
-}
-
-/// A value rounded to 2 significant figures, halves away from zero (`125` → `130`,
-/// `-125` → `-130`, `1_250` → `1_300`); values under 100 are already exact to 2 figures.
-pub fn round_sig2(v: i128) -> i128 {
-    let a = v.unsigned_abs();
-    if a < 100 {
-        return v;
-    }
-    let digits = a.ilog10() + 1;
-    let p = 10u128.pow(digits - 2);
-    let r = (a + p / 2) / p * p;
-    // `r` <= 2 * |i128::MIN| only for values far beyond any sum of i64 cells.
-    let r = i128::try_from(r).unwrap_or(i128::MAX);
-    if v < 0 { -r } else { r }
-}
-
-/// A count as shown: `0`, `*` for 1 to 7, otherwise rounded to the nearest 5.
-pub fn show_count(v: i128) -> String {
-    match v {
-        0 => "0".into(),
-        v if (1..=i128::from(SMALL)).contains(&v) => "*".into(),
-        v => round5(v).to_string(),
-    }
-}
-
 /// One column of a table before control.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
@@ -309,132 +269,9 @@ impl Table {
     }
 }
 
-/// The margin lines of a table: for each key, the rows sharing every other key; and the grand
-/// total (all rows) when there are two keys or more (with one key it is that key's line).
+/// The margin lines of a table ([`margin_lines`]).
 fn lines(table: &Table) -> Vec<Vec<usize>> {
-    let k = table.keys.len();
-    let mut out = Vec::new();
-    if k == 0 {
-        return out;
-    }
-    for d in 0..k {
-        let mut by: HashMap<Vec<&Option<String>>, usize> = HashMap::new();
-        let mut these: Vec<Vec<usize>> = Vec::new();
-        for (i, row) in table.rows.iter().enumerate() {
-            let rest: Vec<&Option<String>> = row
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != d)
-                .map(|(_, v)| v)
-                .collect();
-            let at = *by.entry(rest).or_insert_with(|| {
-                these.push(Vec::new());
-                these.len() - 1
-            });
-            these[at].push(i);
-        }
-        out.extend(these);
-    }
-    if k >= 2 {
-        out.push((0..table.rows.len()).collect());
-    }
-    out
-}
-
-/// The least value a shown count may hide behind its rounding: a shown non-zero count is at
-/// least 8 and at least two below its rounded value.
-fn shown_low(v: i64) -> i128 {
-    if v == 0 {
-        0
-    } else {
-        (round5(i128::from(v)) - 2).max(i128::from(SMALL) + 1)
-    }
-}
-
-/// Secondary suppression of one count column: `suppressed` starts with the primary cells and
-/// grows until no margin line would give a suppressed cell away (see the module documentation).
-/// `least` is the least value an observer knows a suppressed cell has (1 for a non-zero count,
-/// 0 where the cell is hidden only because its record count is).
-fn close(
-    values: &[i64],
-    suppressed: &mut [bool],
-    least: &[i128],
-    lines: &[Vec<usize>],
-    of_cell: &[Vec<usize>],
-) {
-    // Per line, kept up to date as cells are suppressed, so that a table of many groups costs
-    // time linear in its lines (plus one sort each): the exact margin, the hidden cells, the
-    // least the shown cells can hold together, the least the hidden ones hold together.
-    let margin: Vec<i128> = lines
-        .iter()
-        .map(|l| l.iter().map(|&c| i128::from(values[c])).sum())
-        .collect();
-    let mut hidden = vec![0usize; lines.len()];
-    let mut shown_least = vec![0i128; lines.len()];
-    let mut hidden_least = vec![0i128; lines.len()];
-    for (l, line) in lines.iter().enumerate() {
-        for &c in line {
-            if suppressed[c] {
-                hidden[l] += 1;
-                hidden_least[l] += least[c];
-            } else {
-                shown_least[l] += shown_low(values[c]);
-            }
-        }
-    }
-    // A cell that is the only non-zero cell of one of its lines is given away by that line's
-    // margin: suppressing it would protect nothing.
-    let non_zero: Vec<usize> = lines
-        .iter()
-        .map(|l| l.iter().filter(|&&c| values[c] != 0).count())
-        .collect();
-    let exposed: Vec<bool> = (0..values.len())
-        .map(|c| values[c] != 0 && of_cell[c].iter().any(|&l| non_zero[l] == 1))
-        .collect();
-    // Each line's candidates, smallest first (ties: the first in key order); `next` skips
-    // those suppressed since (cells are only ever added).
-    let candidates: Vec<Vec<usize>> = lines
-        .iter()
-        .map(|l| {
-            let mut c: Vec<usize> = l
-                .iter()
-                .copied()
-                .filter(|&c| values[c] != 0 && !exposed[c])
-                .collect();
-            c.sort_by_key(|&c| (values[c], c));
-            c
-        })
-        .collect();
-    let mut next = vec![0usize; lines.len()];
-    // One hidden cell is given away by the margin; several are when the margin less the least
-    // the shown cells hold leaves each no more than its least value.
-    let needs_more = |l: usize, hidden: &[usize], shown_least: &[i128], hidden_least: &[i128]| {
-        hidden[l] == 1 || (hidden[l] > 1 && margin[l] - shown_least[l] <= hidden_least[l])
-    };
-    let mut queue: VecDeque<usize> = (0..lines.len()).collect();
-    let mut queued = vec![true; lines.len()];
-    while let Some(l) = queue.pop_front() {
-        queued[l] = false;
-        if !needs_more(l, &hidden, &shown_least, &hidden_least) {
-            continue;
-        }
-        while next[l] < candidates[l].len() && suppressed[candidates[l][next[l]]] {
-            next[l] += 1;
-        }
-        let Some(&c) = candidates[l].get(next[l]) else {
-            continue;
-        };
-        suppressed[c] = true;
-        for &l2 in &of_cell[c] {
-            hidden[l2] += 1;
-            hidden_least[l2] += least[c];
-            shown_least[l2] -= shown_low(values[c]);
-            if !queued[l2] {
-                queued[l2] = true;
-                queue.push_back(l2);
-            }
-        }
-    }
+    margin_lines(&table.rows, table.keys.len())
 }
 
 /// Which cells of each column are suppressed (`*`): primary (counts 1-7), the record count's
