@@ -69,6 +69,8 @@ pub(super) fn context(
         } => Some((*period_start, *period_end)),
         Protocol::NetChange => None,
     };
+    // One catalog snapshot for every read of this derivation.
+    let store = store.spell_snapshot()?;
     let mut stored_at: HashMap<&str, Option<NaiveDateTime>> = HashMap::new();
     for r in records {
         let id = r.common.cds_unique_id.as_str();

@@ -49,7 +49,7 @@ pub use replica::{ContentDigest, DumpItem};
 mod segment;
 mod spells;
 pub use segment::{decode as decode_segment, encode as encode_segment};
-pub use spells::{Precondition, SpellKey, SpellsRead};
+pub use spells::{Precondition, SpellKey, SpellSnapshot, SpellsRead};
 #[cfg(test)]
 mod tests;
 mod view;

@@ -180,17 +180,26 @@ pub(super) fn reindex(
     Ok(())
 }
 
-impl Store {
+/// One catalog snapshot to read what a submission's spells are derived from: every read of one
+/// derivation sees the same state, and costs no transaction of its own.
+pub struct SpellSnapshot<'a> {
+    store: &'a Store,
+    db: Reader,
+}
+
+impl SpellSnapshot<'_> {
+    fn index(&self) -> SpellReader<'_> {
+        SpellReader { db: &self.db }
+    }
+
     /// The spell a live APC episode belongs to (`None`: not live, or no spell number).
     pub fn episode_spell(&self, id: &str) -> Result<Option<SpellKey>> {
-        let db = self.db.reader()?;
-        SpellReader { db: &db }.spell_of(id)
+        self.index().spell_of(id)
     }
 
     /// The live episodes of a spell with their versions.
     pub fn spell_members(&self, key: &SpellKey) -> Result<Vec<(String, u64)>> {
-        let db = self.db.reader()?;
-        SpellReader { db: &db }.members(key)
+        self.index().members(key)
     }
 
     /// The `cds_applicable_datetime` the store holds for a record (live or deleted), if any.
@@ -211,9 +220,9 @@ impl Store {
         start: i32,
         end: i32,
     ) -> Result<Vec<String>> {
-        let db = self.db.reader()?;
         let (from, to) = keys::by_sender_range(dataset, sender, start, end);
-        db.range(&from, Some(&to))?
+        self.db
+            .range(&from, Some(&to))?
             .into_iter()
             .map(|(k, _)| keys::by_sender_id(dataset, sender, &k))
             .collect()
@@ -222,7 +231,7 @@ impl Store {
     /// The live rows of `ids` (stored schema, in the order given) with their versions. Every id
     /// must be live.
     pub fn live_rows(&self, dataset: Dataset, ids: &[String]) -> Result<(RecordBatch, Vec<u64>)> {
-        let db = self.db.reader()?;
+        let db = &self.db;
         let mut versions = Vec::with_capacity(ids.len());
         // segment → [(row, position in ids)]
         let mut wanted: BTreeMap<u64, Vec<(u32, usize)>> = BTreeMap::new();
@@ -250,7 +259,7 @@ impl Store {
                 .ok_or_else(|| {
                     keys::corrupt("record index", &format!("segment {segment_id} unknown"))
                 })?;
-            let batches = segment::read(&self.dir.join(&entry.file), dataset)?;
+            let batches = segment::read(&self.store.dir.join(&entry.file), dataset)?;
             let whole = concat_batches(&schema, &batches)?;
             for (row, pos) in rows {
                 if row as usize >= whole.num_rows() {
@@ -266,5 +275,15 @@ impl Store {
         parts.sort_by_key(|(pos, _)| *pos);
         let batches: Vec<RecordBatch> = parts.into_iter().map(|(_, b)| b).collect();
         Ok((concat_batches(&schema, &batches)?, versions))
+    }
+}
+
+impl Store {
+    /// A snapshot of the catalog for reading what spells are derived from.
+    pub fn spell_snapshot(&self) -> Result<SpellSnapshot<'_>> {
+        Ok(SpellSnapshot {
+            store: self,
+            db: self.db.reader()?,
+        })
     }
 }
