@@ -26,7 +26,7 @@ pub struct RunConfig {
     pub kinds: Vec<FaultKind>,
     pub gap_ms: (u64, u64),
     pub hold_ms: (u64, u64),
-    /// Deliberate bugs to switch on in the nodes (`SUS_TEST_BROKEN`; debug builds only).
+    /// Deliberate bugs to switch on in the nodes (`SUS_TEST_BROKEN`; builds with the `fault-injection` feature only, as the workspace tests build `sus-node`).
     pub broken: Vec<String>,
     /// Size of each node's tmpfs, for disk-full faults (needs root); `None`: no disk faults.
     pub disk_bytes: Option<u64>,

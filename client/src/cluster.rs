@@ -685,7 +685,14 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
+/// A node's status as the client's error: by the typed reason the node sent, else by its code.
 pub(crate) fn status_error(status: Status) -> Error {
+    use sus_proto::v1::Reason;
+    match sus_proto::error::reason(&status) {
+        Reason::ReplicaBehind => return Error::ReplicaBehind(status.message().to_string()),
+        Reason::AlreadyInitialised => return Error::AlreadyInitialised,
+        _ => {}
+    }
     match status.code() {
         Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound => {
             Error::Refused(status.message().to_string())

@@ -46,6 +46,14 @@ pub enum Error {
     /// The caller's role, organisation or tier does not allow the call.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The replica asked has not yet applied the view (a freeze point) the call reads; the
+    /// shard's leader has. The client asks the leader itself; this reaches a caller only when no
+    /// replica had it.
+    #[error("not yet on the replica asked: {0}")]
+    ReplicaBehind(String),
+    /// `init` of a cluster that already has its shards.
+    #[error("the cluster is already initialised")]
+    AlreadyInitialised,
     /// Any other failure talking to the cluster.
     #[error("cluster: {0}")]
     Cluster(String),

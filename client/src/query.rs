@@ -316,9 +316,7 @@ impl Client {
                         result.segments_pruned += reply.segments_pruned;
                     }
                     // A bad query is bad everywhere: say so at once.
-                    Err(Error::Refused(m)) if !m.contains("not known to this replica") => {
-                        return Err(Error::Refused(m));
-                    }
+                    Err(Error::Refused(m)) => return Err(Error::Refused(m)),
                     Err(e @ (Error::PermissionDenied(_) | Error::Unauthenticated(_))) => {
                         return Err(e);
                     }

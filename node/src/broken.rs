@@ -1,6 +1,7 @@
 //! Deliberate bugs, for proving that the chaos checker (`chaos-tests`) can fail.
 //!
-//! A debug build reads `SUS_TEST_BROKEN` (comma-separated names) once; a release build has no
+//! A build with the cargo feature `fault-injection` (the workspace's tests turn it on; nothing
+//! else does) reads `SUS_TEST_BROKEN` (comma-separated names) once; any other build has no
 //! switch at all, so no deployed node can be broken this way. Each bug breaks one promise the
 //! checker verifies:
 //! - `ack-before-commit`: a submission is acknowledged once prepared and proposed in the
@@ -9,11 +10,15 @@
 //!   the prepared report), so its replicas differ from the others';
 //! - `stale-read`: reads (linearizable ones too) see the store one version behind;
 //! - `freeze-drift`: a read at a freeze point reads the latest data instead;
-//! - `partial-apply`: every replica applies only the first half of a submission's records.
+//! - `partial-apply`: every replica applies only the first half of a submission's records;
+//! - `internal-apply`: the node with id 2 meets an internal error applying a submission whose id
+//!   begins `break-` (its shard replica must stop, not record a refusal);
+//! - `refuse-apply`: every replica refuses a submission whose id begins `refuse-` as it applies
+//!   it (a deterministic refusal, recorded alike everywhere).
 
-/// Whether the bug `name` is switched on (always false in release builds).
+/// Whether the bug `name` is switched on (always false without the `fault-injection` feature).
 pub fn broken(name: &str) -> bool {
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "fault-injection")]
     {
         static SWITCHES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
         SWITCHES
@@ -27,7 +32,7 @@ pub fn broken(name: &str) -> bool {
             .iter()
             .any(|s| s == name)
     }
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(feature = "fault-injection"))]
     {
         let _ = name;
         false

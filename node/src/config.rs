@@ -3,7 +3,7 @@
 //! Keys are the long flag names with `_` for `-`. An unknown key or a value of the wrong type is
 //! an error naming the file, the line and the key: a misspelt setting must not be ignored.
 
-use super::{Cli, Command, LogFormat};
+use super::cli::{Cli, Command, LogFormat};
 use anyhow::Context;
 use clap::ArgMatches;
 use clap::parser::ValueSource;

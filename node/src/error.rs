@@ -67,6 +67,24 @@ pub enum Error {
     /// An Arrow kernel or batch construction failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Something this build's own invariants rule out happened: a bug, or a replica running a
+    /// build that disagrees with the leader's. Never the caller's fault and never a refusal: a
+    /// replica that meets it while applying its log stops (see [`Error::is_deterministic`]).
+    #[error("internal error (a bug): {0}")]
+    Internal(String),
+    /// A view (a freeze point) this replica has not applied yet; the shard's leader has it.
+    #[error("not found on this replica: {0}")]
+    ReplicaBehind(String),
+    /// Init of a cluster that already has its shards.
+    #[error("the cluster is already initialised")]
+    AlreadyInitialised,
+    /// A write the shard's log recorded as refused: every replica refused it alike.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A write was not committed within the commit timeout: its outcome is unknown, and resending
+    /// it (same submission id) is safe.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl From<sus_core::Error> for Error {
@@ -86,6 +104,17 @@ impl From<sus_core::Error> for Error {
 }
 
 impl Error {
+    /// Whether the same command on the same replicated state fails this way on every replica of
+    /// a correct build, because of what the command is. Only such an error may be recorded as a
+    /// command's answer in a replicated log; any other stops the replica that meets it, since
+    /// recording it would let that replica diverge quietly from the others.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidArgument(_) | Error::Conflict(_) | Error::Refused(_)
+        )
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {

@@ -1,18 +1,51 @@
-//! `sus-node`: the sus-cluster server as a library.
+//! `sus-node`: the sus-cluster server as a library (the `sus-node` binary is `main.rs`).
+//!
+//! # A guide to the crate
+//!
+//! **Write path** (a submission file in, a report out, the same rows on every replica):
 //!
 //! ```text
-//!  submission file ──► ingest::parse ──► validate ──► derive (spells, HRG) ──► price
-//!       (CSV/Parquet)        │ rejects whole submission      │                     │
-//!                            ▼                               ▼                     ▼
-//!                      SubmissionReport ◄──────────── ingest::encode (Arrow, stored schema)
-//!                                                            │
-//!                                                            ▼
-//!                                   store::Store::apply (segments + catalog, versioned)
+//!  server::run ─► cluster::service (Ingest.Submit: authorise, forward once to the shard leader)
+//!    ─► ingest::prepare on the leader: ingest::parse (CSV or Parquet, R01-R04)
+//!         ─► validate (R05, R06, R08) ─► derive (spells over every live episode, HRG) ─► price
+//!         ─► ingest::encode (Arrow, the stored schema) ─► cluster::command (a Raft entry)
+//!    ─► openraft commits it (sus-raft: fsynced log) ─► cluster::shard applies it on each replica
+//!         ─► store::Store::apply (plan, segments, one durable catalog transaction)
 //! ```
 //!
-//! The domain core (`model`, `validate`, `derive`, `price`, `refdata`, `report`) is its own crate,
-//! `sus-core`, re-exported here under the same module names: it has no I/O beyond loading reference
-//! files, no clock and no globals, so that every replica would compute the same result.
+//! **Read path** (an aggregate, a scan or an extract, scoped by the caller's role and tier):
+//!
+//! ```text
+//!  server::query / cluster::flight ─► access (identity, scope, tier, disclosure control)
+//!    ─► cluster::reads (fan out to the shards this node hosts, audit before the first row)
+//!    ─► query (spec ─► filter ─► group over store::SegmentView chunks) ─► a partial aggregate
+//!    ─► merged by sus_proto::partial (on the client, or here for the anonymised tier)
+//! ```
+//!
+//! **Modules.** [`ingest`] parses and prepares submissions; [`store`] keeps segments and the
+//! catalog of one shard replica; [`query`] is the pushed-down engine over a store; [`access`] is
+//! who may read what; [`cluster`] is the node's groups and use cases (meta group, shards,
+//! membership, freeze points, reads, audit); [`server`] serves them on the gRPC port;
+//! [`limits`] bounds what a caller may send; [`error`] classes every failure (a refusal, the
+//! caller's fault, or [`Error::Internal`]: a bug, never recorded as a refusal). The domain core
+//! (`model`, `validate`, `derive`, `price`, `refdata`, `report`) is its own crate, `sus-core`,
+//! re-exported here under the same names: no I/O beyond loading reference files, no clock and no
+//! globals, so that every replica would compute the same result.
+//!
+//! # Glossary
+//!
+//! - **CDS**: Commissioning Data Set, the national record formats (admitted patient care `apc`,
+//!   outpatients `op`, emergency care `ec`).
+//! - **HRG**: Healthcare Resource Group, the casemix group a spell or attendance is priced by.
+//! - **PbR**: Payment by Results, the national tariff that prices activity by HRG.
+//! - **POD**: point of delivery (elective, non-elective, outpatient first or follow-up, ...).
+//! - **MFF**: Market Forces Factor, a provider's multiplier on the national price.
+//! - **SSEM**: short stay emergency adjustment, for emergency admissions shorter than the trim.
+//! - **Spell**: a stay in hospital from admission to discharge, made of one or more episodes
+//!   (periods under one consultant); APC is grouped and priced per spell.
+//! - **TFC**: treatment function code, the specialty an outpatient attendance is priced under.
+//! - **ICB**: Integrated Care Board, the commissioner of most activity.
+//! - **Freeze point**: a named, replicated version of every shard, read exactly later.
 
 pub mod access;
 pub mod broken;
@@ -23,6 +56,7 @@ pub mod limits;
 pub mod node;
 pub mod query;
 pub mod schema;
+pub mod server;
 pub mod store;
 pub mod summary;
 

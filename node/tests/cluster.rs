@@ -372,3 +372,142 @@ async fn a_leader_with_other_reference_data_refuses_to_price() {
     assert!(acks.iter().any(|a| a.accepted));
     check_converged(&cluster, &expected).await;
 }
+
+/// A copy of `file`'s envelope with another submission id.
+fn envelope_with_id(file: &Path, id: &str) -> String {
+    let path = PathBuf::from(format!("{}.meta.json", file.display()));
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(meta.get("submission_id").is_some(), "envelope names its id");
+    meta["submission_id"] = serde_json::Value::String(id.to_string());
+    meta.to_string()
+}
+
+// A refusal decided by what a command is gets recorded alike on every replica; an error that is
+// not (a bug, a build that differs from the leader's: here a fault switch makes node 2 meet an
+// internal error applying one submission) stops that replica, which says why, instead of
+// recording a refusal the others did not: the other replicas apply the write and carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_meeting_an_internal_error_stops_and_a_refusal_is_recorded_everywhere() {
+    let options = NodeOptions {
+        env: vec![(
+            "SUS_TEST_BROKEN".into(),
+            "internal-apply,refuse-apply".into(),
+        )],
+        ..NodeOptions::default()
+    };
+    let cluster = TestCluster::start(&bin(), &refdata(), 3, 1, 3, options)
+        .await
+        .unwrap();
+    let (files, expected) = dataset(&cluster.scratch(), 1200, 23);
+    let accepted: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| {
+            let name = f.file_name().unwrap().to_string_lossy();
+            expected
+                .submissions
+                .iter()
+                .any(|s| s.file == name && s.outcome == "accepted" && s.duplicate_of.is_none())
+        })
+        .collect();
+    assert!(accepted.len() >= 3, "the dataset has three accepted files");
+    let client = cluster.client(&[1, 2, 3]);
+    // Node 1 leads shard 0 (group 1), so node 2 is a follower.
+    client.transfer_leader(1, 1).await.unwrap();
+    cluster
+        .wait_for(
+            "node 1 to lead shard 0",
+            Duration::from_secs(30),
+            async |c| c.leader_of(1).await == Some(1),
+        )
+        .await
+        .unwrap();
+    client.submit_file(accepted[0]).await.unwrap();
+
+    // Every replica refuses this one as it applies it (a deterministic refusal): the same
+    // answer everywhere, recorded as the entry's answer, and the group carries on.
+    let content = std::fs::read(accepted[1]).unwrap();
+    let refused = client
+        .submit(
+            &envelope_with_id(accepted[1], "refuse-1"),
+            "refuse-1.csv",
+            content,
+        )
+        .await;
+    match refused {
+        Err(sus_client::Error::Refused(m)) => {
+            assert!(m.contains("fault switch refuse-apply"), "{m}")
+        }
+        other => panic!("expected a refusal recorded by the log, got {other:?}"),
+    }
+    let agreed = cluster
+        .wait_replicas_agree(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(agreed.len(), 3);
+
+    // Node 2 meets an internal error applying this one: it stops its replica and says why.
+    let content = std::fs::read(accepted[2]).unwrap();
+    let outcome = client
+        .submit(
+            &envelope_with_id(accepted[2], "break-1"),
+            "break-1.csv",
+            content,
+        )
+        .await
+        .unwrap();
+    assert!(outcome.accepted, "{}", outcome.report);
+    cluster
+        .wait_for(
+            "node 2 to report its stopped replica",
+            Duration::from_secs(30),
+            async |c| {
+                c.status_of(2).await.is_ok_and(|s| {
+                    s.groups
+                        .iter()
+                        .any(|g| g.group == 1 && g.stopped.contains("internal error"))
+                })
+            },
+        )
+        .await
+        .unwrap();
+    let log = cluster.log_of(2);
+    assert!(
+        log.contains("this shard replica stops"),
+        "node 2 says why:\n{log}"
+    );
+    assert!(
+        log.contains("fault switch internal-apply"),
+        "node 2 names the error:\n{log}"
+    );
+
+    // Nodes 1 and 3 applied the write and agree; node 2 did not record anything for it.
+    let contents = client.replica_contents().await.unwrap();
+    let of = |node: u64| {
+        contents
+            .iter()
+            .find(|r| r.node == node)
+            .and_then(|r| r.content.as_ref().ok())
+            .cloned()
+    };
+    let (one, three) = (of(1).unwrap(), of(3).unwrap());
+    assert_eq!(one.checksum, three.checksum, "the running replicas agree");
+    assert_eq!(one.last_applied, three.last_applied);
+    let before = agreed.iter().find(|r| r.node == 2).unwrap();
+    let before = before.content.as_ref().unwrap();
+    assert_eq!(
+        one.submissions,
+        before.submissions + 1,
+        "the write is on nodes 1 and 3"
+    );
+    if let Some(two) = of(2) {
+        assert!(
+            two.last_applied < one.last_applied,
+            "node 2 stopped before the entry"
+        );
+        assert_eq!(
+            two.checksum, before.checksum,
+            "node 2 recorded nothing for it"
+        );
+    }
+}

@@ -109,7 +109,7 @@ pub fn record(caller: &Caller, node: u64, action: &str) -> Record {
 
 impl Services {
     /// Appends audit records through the meta leader; returns once they are committed.
-    pub(super) async fn audit(
+    pub(crate) async fn audit(
         &self,
         records: Vec<Record>,
     ) -> std::result::Result<(), tonic::Status> {
@@ -138,7 +138,7 @@ impl Services {
     }
 
     /// Entries `from..from+limit` (0: to the end) of this node's copy of the log.
-    pub(super) fn audit_entries(&self, from: u64, limit: u64) -> (Vec<AuditEntry>, u64) {
+    pub(crate) fn audit_entries(&self, from: u64, limit: u64) -> (Vec<AuditEntry>, u64) {
         let state = self.cluster.meta_state.borrow();
         let total = state.audit.len() as u64;
         let take = if limit == 0 {
@@ -163,7 +163,7 @@ impl Services {
 }
 
 /// Parses the records of an `AppendAudit` call.
-pub(super) fn parse_records(json: &[String]) -> Result<Vec<Record>> {
+pub(crate) fn parse_records(json: &[String]) -> Result<Vec<Record>> {
     json.iter()
         .map(|j| {
             Record::from_json(j)

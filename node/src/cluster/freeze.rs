@@ -26,7 +26,7 @@ use tracing::info;
 /// Segments smaller than this are merged by a compaction that names no target.
 pub const DEFAULT_COMPACT_ROWS: u32 = 250_000;
 
-pub(super) fn freeze_point(name: &str, r: &FreezeRecord) -> FreezePoint {
+pub(crate) fn freeze_point(name: &str, r: &FreezeRecord) -> FreezePoint {
     FreezePoint {
         name: name.to_string(),
         created: r.created,
@@ -44,7 +44,7 @@ pub(super) fn freeze_point(name: &str, r: &FreezeRecord) -> FreezePoint {
 
 impl Services {
     /// On the meta leader: freezes every shard, then records the freeze point.
-    pub(super) async fn create_freeze_here(&self, name: String) -> Result<FreezePoint> {
+    pub(crate) async fn create_freeze_here(&self, name: String) -> Result<FreezePoint> {
         check_freeze_name(&name)?;
         let state = self.cluster.meta_state();
         if let Some(r) = state.freezes.get(&name) {
@@ -71,7 +71,7 @@ impl Services {
     }
 
     /// Has the shard's leader record freeze point `name`, retrying while leadership moves.
-    async fn freeze_shard(&self, shard: u32, name: String) -> Result<u64> {
+    pub(crate) async fn freeze_shard(&self, shard: u32, name: String) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT * 3;
         loop {
             let result = match self.shard_leader_anywhere(shard).await {
@@ -105,7 +105,7 @@ impl Services {
     }
 
     /// Proposes `command` to `shard` if this node leads it.
-    pub(super) async fn on_shard_leader(
+    pub(crate) async fn on_shard_leader(
         &self,
         shard: u32,
         command: ShardCommand,
@@ -125,7 +125,7 @@ impl Services {
     }
 
     /// Compacts `shards` (all when empty) through each shard's leader.
-    pub(super) async fn compact_shards(
+    pub(crate) async fn compact_shards(
         &self,
         shards: Vec<u32>,
         target_rows: u32,
@@ -173,7 +173,7 @@ impl Services {
     }
 }
 
-fn decode_compact(answer: &[u8]) -> std::result::Result<CompactReply, Status> {
+pub(crate) fn decode_compact(answer: &[u8]) -> std::result::Result<CompactReply, Status> {
     let n: Vec<u64> = answer
         .chunks_exact(8)
         .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))

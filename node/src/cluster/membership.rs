@@ -17,7 +17,7 @@ use tonic::{Request, Status};
 use tracing::{info, warn};
 
 impl Services {
-    pub(super) async fn init(&self, req: InitRequest) -> Result<ClusterStatus> {
+    pub(crate) async fn init(&self, req: InitRequest) -> Result<ClusterStatus> {
         let cluster = &self.cluster;
         if req.nodes.is_empty() || req.shards == 0 || req.replication == 0 {
             return Err(Error::InvalidArgument(
@@ -34,9 +34,7 @@ impl Services {
             )));
         }
         if cluster.cluster_id().is_some() && !cluster.meta_state().shards.is_empty() {
-            return Err(Error::InvalidArgument(
-                "the cluster is already initialised".into(),
-            ));
+            return Err(Error::AlreadyInitialised);
         }
         let cluster_id = format!(
             "sus-{:016x}",
@@ -130,7 +128,7 @@ impl Services {
         Ok(self.status_local())
     }
 
-    pub(super) async fn add_node(&self, req: AddNodeRequest) -> Result<ClusterStatus> {
+    pub(crate) async fn add_node(&self, req: AddNodeRequest) -> Result<ClusterStatus> {
         let cluster = &self.cluster;
         let node = req
             .node
@@ -218,7 +216,7 @@ impl Services {
     }
 
     /// Moves replicas onto `target` until it holds its even share.
-    pub(super) async fn rebalance_onto(&self, target: NodeId) -> Result<()> {
+    pub(crate) async fn rebalance_onto(&self, target: NodeId) -> Result<()> {
         let state = self.cluster.meta_state();
         let total: usize = state.shards.iter().map(|s| s.replicas.len()).sum();
         let share = total.div_ceil(state.nodes.len().max(1));
@@ -251,7 +249,7 @@ impl Services {
     }
 
     /// Moves shard `shard`'s replica from `from` to `to` (`to` may be `None` to shrink).
-    pub(super) async fn move_replica(&self, shard: u32, from: NodeId, to: NodeId) -> Result<()> {
+    pub(crate) async fn move_replica(&self, shard: u32, from: NodeId, to: NodeId) -> Result<()> {
         let cluster = &self.cluster;
         let state = cluster.meta_state();
         let info = state
@@ -289,7 +287,7 @@ impl Services {
         Ok(())
     }
 
-    pub(super) async fn change_replicas_via_leader(
+    pub(crate) async fn change_replicas_via_leader(
         &self,
         shard: u32,
         replicas: &[NodeId],
@@ -344,7 +342,7 @@ impl Services {
     }
 
     /// The leader of a shard: from the local replica if hosted, else by asking its replicas.
-    pub(super) async fn shard_leader_anywhere(&self, shard: u32) -> Option<NodeId> {
+    pub(crate) async fn shard_leader_anywhere(&self, shard: u32) -> Option<NodeId> {
         if let Some((raft, _)) = self.cluster.shard(shard)
             && let Some(l) = Cluster::wait_leader(&raft, LEADER_WAIT).await
         {
@@ -376,7 +374,7 @@ impl Services {
         None
     }
 
-    pub(super) async fn remove_node(&self, req: RemoveNodeRequest) -> Result<ClusterStatus> {
+    pub(crate) async fn remove_node(&self, req: RemoveNodeRequest) -> Result<ClusterStatus> {
         let cluster = &self.cluster;
         let id = req.id;
         let state = cluster.meta_state();

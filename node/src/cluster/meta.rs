@@ -5,7 +5,7 @@
 //! (`<data>/meta/snapshot.json`, written atomically); after a restart openraft replays the
 //! committed log entries after the snapshot (the log store records the committed index).
 
-use super::{receiving_file, storage_error, write_atomically};
+use super::durable::{receiving_file, storage_error, write_atomically};
 use crate::{Error, Result};
 use openraft::storage::RaftStateMachine;
 use openraft::{

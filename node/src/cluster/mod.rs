@@ -18,19 +18,20 @@
 //! rejoin under a new id. With TLS, a node's certificate names its id (`sus://node/<id>`, see
 //! [`pki`]) and the internal services accept only current members, each as itself.
 
-mod audit;
+pub mod audit;
 pub mod auth;
 pub mod command;
-mod flight;
+pub mod durable;
+pub mod flight;
 pub use flight::{FlightFilter, FlightRequest};
-mod freeze;
+pub mod freeze;
 pub mod http;
-mod membership;
+pub mod membership;
 pub mod meta;
 pub mod metrics;
 pub mod pki;
 pub mod reachability;
-mod reads;
+pub mod reads;
 pub mod requests;
 pub mod routing;
 pub mod service;
@@ -43,6 +44,7 @@ pub mod users;
 
 use crate::refdata::RefData;
 use crate::{Error, Result};
+use durable::{align_committed, fatal, raft_error, storage, sync_dir, write_atomically};
 use meta::{MetaCommand, MetaState, MetaStateMachine};
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
@@ -50,7 +52,6 @@ use serde::{Deserialize, Serialize};
 use shard::{ShardReplica, ShardStateMachine};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -133,7 +134,7 @@ pub struct Cluster {
     pub peers: Arc<Peers>,
     pub registry: Arc<Registry>,
     pub meta: Raft,
-    meta_state: watch::Receiver<MetaState>,
+    pub(crate) meta_state: watch::Receiver<MetaState>,
     /// Signs this node's own calls to its peers.
     pub node_auth: auth::NodeAuth,
     shards: Mutex<BTreeMap<u32, (Raft, Arc<ShardReplica>)>>,
@@ -655,117 +656,4 @@ fn write_identity(dir: &Path, identity: &Identity) -> Result<()> {
     let bytes =
         serde_json::to_vec_pretty(identity).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     write_atomically(&dir.join("node.json"), &bytes)
-}
-
-/// Replaces `path` with `bytes` durably: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// Makes renames and creations inside `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
-/// A new, empty file to receive a snapshot into (openraft writes the chunks, then reads it back).
-pub(crate) async fn receiving_file(
-    path: &Path,
-) -> std::result::Result<tokio::fs::File, openraft::StorageError<NodeId>> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(path)
-        .await
-        .map_err(|e| storage_error(Error::io(path, e)))
-}
-
-/// A node failure inside a state machine, as openraft's storage error (which stops the group:
-/// an I/O or corruption error while applying must not be answered to a client as a rejection).
-pub(crate) fn storage_error(e: Error) -> openraft::StorageError<NodeId> {
-    openraft::StorageError::from(openraft::StorageIOError::write_state_machine(
-        openraft::AnyError::new(&e),
-    ))
-}
-
-fn raft_error(e: sus_raft::Error) -> Error {
-    Error::Consensus(format!("raft log: {e}"))
-}
-
-/// Makes a group's log consistent with its state machine before openraft starts on them.
-///
-/// A purge (after a snapshot) and openraft's next `save_committed` are separate writes, and a
-/// follower purges its log for a received snapshot before the state machine has installed it. A
-/// crash in either gap leaves a state openraft cannot start from:
-/// - purge point ahead of the committed id, state machine holding the purged entries: the
-///   committed id is raised to the purge point (purged entries are in a snapshot: committed);
-/// - purge point ahead of the state machine, and no entry after it (a snapshot install cut
-///   short): the log is emptied, keeping the vote, and the leader sends the snapshot again. Safe:
-///   a follower answers a snapshot only once installed, so nothing was acknowledged from this
-///   state;
-/// - purge point ahead of the state machine with entries after it: refused as corruption.
-async fn align_committed<SM: openraft::storage::RaftStateMachine<sus_raft::TypeConfig>>(
-    mut log: LogStore,
-    sm: &mut SM,
-    dir: &Path,
-    what: &str,
-) -> Result<LogStore> {
-    let st = log.get_log_state().await.map_err(storage)?;
-    let purged = st.last_purged_log_id;
-    let committed = log.read_committed().await.map_err(storage)?;
-    let (applied, _) = sm.applied_state().await.map_err(storage)?;
-    if purged <= applied {
-        if purged > committed {
-            warn!(
-                group = what,
-                ?purged,
-                ?committed,
-                "committed id raised to the log's purge point"
-            );
-            log.save_committed(purged).await.map_err(storage)?;
-        }
-        return Ok(log);
-    }
-    if st.last_log_id > purged {
-        return Err(Error::Corruption {
-            what: what.to_string(),
-            message: format!(
-                "the log is purged up to {purged:?}, holds entries after it, but the state machine \
-                 holds only {applied:?}; wipe this node and add it back under a new id"
-            ),
-        });
-    }
-    warn!(
-        group = what,
-        ?purged,
-        ?applied,
-        "a snapshot install was cut short: emptying the log (keeping the vote) to receive it again"
-    );
-    let vote = log.read_vote().await.map_err(storage)?;
-    drop(log);
-    let aside = dir.with_extension("reset");
-    fs::rename(dir, &aside).map_err(|e| Error::io(dir, e))?;
-    fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
-    let mut log = LogStore::open(dir).map_err(raft_error)?;
-    if let Some(vote) = vote {
-        log.save_vote(&vote).await.map_err(storage)?;
-    }
-    Ok(log)
-}
-
-fn storage(e: openraft::StorageError<NodeId>) -> Error {
-    Error::Consensus(format!("raft log: {e}"))
-}
-
-fn fatal(e: openraft::error::Fatal<NodeId>) -> Error {
-    Error::Consensus(format!("raft stopped: {e}"))
 }

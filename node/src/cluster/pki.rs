@@ -126,7 +126,7 @@ impl NodeGate {
     }
 
     /// The cluster state as this node last applied it (for the token check).
-    pub(super) fn state(&self) -> watch::Ref<'_, MetaState> {
+    pub(crate) fn state(&self) -> watch::Ref<'_, MetaState> {
         self.state.borrow()
     }
 

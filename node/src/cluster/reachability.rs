@@ -27,7 +27,7 @@ pub struct PeerView {
 }
 
 /// Checks every member until the node stops.
-pub(super) async fn watch(cluster: Weak<Cluster>) {
+pub(crate) async fn watch(cluster: Weak<Cluster>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

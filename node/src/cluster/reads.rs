@@ -6,25 +6,23 @@
 //! lead the shard and confirms it with a read-index round first (read your writes).
 
 use super::auth;
-use super::service::{Services, check_format, status};
+use super::service::{Services, status};
 use super::shard::ShardReplica;
-use crate::access::{self, Caller, Keys, Scope, Tier};
+use crate::access::{self, Caller, Keys, Tier};
 use crate::model::Dataset;
 use crate::query::{self, PatientKey, Query};
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use futures::Stream;
-use futures::StreamExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use sus_proto::partial::Partial;
-use sus_proto::partial::batch_to_ipc;
 use sus_proto::v1::query_client::QueryClient;
-use sus_proto::v1::query_server::{self, QueryServer};
+use sus_proto::v1::query_server::QueryServer;
 use sus_proto::v1::{self, *};
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
 use sus_raft::Raft;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Status};
 use tracing::{info, warn};
 
 impl Services {
@@ -40,7 +38,7 @@ impl Services {
 
     /// The replica of `shard` a read may use: hosted here, and leading it when `linearizable`
     /// (after a read-index round).
-    async fn readable(
+    pub(crate) async fn readable(
         &self,
         shard: u32,
         linearizable: bool,
@@ -63,7 +61,7 @@ impl Services {
 
     /// The keys of `caller`'s read at `tier`: distinct-patient digests keyed per recipient and
     /// tier, and (pseudonymised tier) the recipient's pseudonym key for identifying group keys.
-    fn read_keys(&self, caller: &Caller, tier: Tier) -> ReadKeys {
+    pub(crate) fn read_keys(&self, caller: &Caller, tier: Tier) -> ReadKeys {
         let keys = Keys::new(&self.cluster.meta_state.borrow().secret);
         ReadKeys {
             patient: PatientKey(keys.distinct_key(&caller.org, tier)),
@@ -74,15 +72,16 @@ impl Services {
 
 /// The keys one aggregate is computed with (see [`Services::read_keys`]).
 #[derive(Clone)]
-struct ReadKeys {
+pub(crate) struct ReadKeys {
     patient: PatientKey,
     pseudonym: Option<[u8; 32]>,
 }
 
-type ScanStream = Pin<Box<dyn Stream<Item = std::result::Result<ScanChunk, Status>> + Send>>;
+pub(crate) type ScanStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<ScanChunk, Status>> + Send>>;
 
 /// A record-level read, checked against the caller's rights.
-pub(super) struct Extract {
+pub(crate) struct Extract {
     pub caller: Caller,
     pub tier: Tier,
     pub dataset: Dataset,
@@ -101,7 +100,7 @@ impl Extract {
     /// Checks a scan of `dataset` for `caller`: the tier it may read at (never anonymised: no
     /// record-level reads), its scope, and no identifier filters below the identifiable tier.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn check(
+    pub(crate) fn check(
         services: &Services,
         caller: Caller,
         asked: i32,
@@ -152,7 +151,7 @@ impl Extract {
     }
 
     /// The schema of the rows the caller receives.
-    pub(super) fn schema(&self) -> Result<arrow::datatypes::SchemaRef> {
+    pub(crate) fn schema(&self) -> Result<arrow::datatypes::SchemaRef> {
         let schema = query::exec::output_schema(self.dataset, &self.columns)?;
         Ok(match self.tier {
             Tier::Pseudonymised => access::pseudonym::schema(&schema),
@@ -160,7 +159,12 @@ impl Extract {
         })
     }
 
-    fn audit_record(&self, node: u64, rows: u64, shards: &[u32]) -> sus_proto::audit::Record {
+    pub(crate) fn audit_record(
+        &self,
+        node: u64,
+        rows: u64,
+        shards: &[u32],
+    ) -> sus_proto::audit::Record {
         let mut r = super::audit::record(&self.caller, node, self.action);
         r.tier = self.tier.name().to_string();
         r.dataset = self.dataset.name().to_string();
@@ -172,7 +176,7 @@ impl Extract {
     }
 }
 
-fn view_name(view: &query::View) -> String {
+pub(crate) fn view_name(view: &query::View) -> String {
     match view {
         query::View::Current => String::new(),
         query::View::Freeze(name) => name.clone(),
@@ -180,7 +184,7 @@ fn view_name(view: &query::View) -> String {
 }
 
 /// Why an extract ended before its last row.
-enum Stop {
+pub(crate) enum Stop {
     /// The client cancelled the stream or disconnected.
     ReaderGone,
     /// The scan failed.
@@ -188,7 +192,7 @@ enum Stop {
 }
 
 /// Filters and scope as the audit log records them.
-fn describe_filters(filters: &[query::Filter], scope: &str) -> String {
+pub(crate) fn describe_filters(filters: &[query::Filter], scope: &str) -> String {
     let mut parts: Vec<String> = filters
         .iter()
         .map(|f| format!("{} {:?}", f.name, f.pred))
@@ -204,7 +208,7 @@ impl Services {
     /// the rows sent: all of them, or "stopped after N" when the reader went away (a cancelled
     /// stream) or the scan failed. N counts the rows handed to the stream, so at most a few
     /// batches more than the reader received.
-    pub(super) fn run_extract(
+    pub(crate) fn run_extract(
         &self,
         extract: Extract,
         stores: Vec<(u32, Arc<crate::store::Store>)>,
@@ -285,7 +289,7 @@ impl Services {
     }
 
     /// The stores of `shards` a read may use.
-    async fn stores(
+    pub(crate) async fn stores(
         &self,
         shards: &[u32],
         linearizable: bool,
@@ -305,7 +309,7 @@ impl Services {
     }
 
     /// Aggregates `query` over local `shards`.
-    async fn aggregate_here(
+    pub(crate) async fn aggregate_here(
         &self,
         query: Query,
         shards: &[u32],
@@ -362,7 +366,7 @@ impl Services {
     }
 
     /// Every shard, grouped by the node leading it.
-    async fn shards_by_leader(
+    pub(crate) async fn shards_by_leader(
         &self,
     ) -> std::result::Result<std::collections::BTreeMap<u64, Vec<u32>>, Status> {
         let shards = self.cluster.meta_state.borrow().shards.len() as u32;
@@ -378,7 +382,7 @@ impl Services {
 
     /// `message` to another node, acting for the client whose token `credentials` hold (the
     /// callee may then answer exact states for this node to finish).
-    fn on_behalf<T>(
+    pub(crate) fn on_behalf<T>(
         credentials: &tonic::metadata::MetadataMap,
         message: T,
     ) -> std::result::Result<Request<T>, Status> {
@@ -396,7 +400,7 @@ impl Services {
     /// Reads every shard on its leader for the caller whose token `credentials` hold, merges,
     /// and finishes the table (with disclosure control when `control` is given: the anonymised
     /// tier).
-    async fn finish_aggregate(
+    pub(crate) async fn finish_aggregate(
         &self,
         credentials: &tonic::metadata::MetadataMap,
         spec: QuerySpec,
@@ -476,9 +480,9 @@ impl Services {
 }
 
 /// Changes per (provider, activity month): inserted, replaced, deleted, bulk deleted, stale.
-type ActivityCounts = std::collections::BTreeMap<(String, String), [u64; 5]>;
+pub(crate) type ActivityCounts = std::collections::BTreeMap<(String, String), [u64; 5]>;
 
-fn add_counts(total: &mut ActivityCounts, counts: ActivityCounts) {
+pub(crate) fn add_counts(total: &mut ActivityCounts, counts: ActivityCounts) {
     for (k, c) in counts {
         let t = total.entry(k).or_default();
         for (t, c) in t.iter_mut().zip(c) {
@@ -489,7 +493,7 @@ fn add_counts(total: &mut ActivityCounts, counts: ActivityCounts) {
 
 /// The Database Counts of the anonymised tier: the changes as a controlled table (provider and
 /// month keys, every column a count; never exempt, as it is broken down by provider).
-fn activity_table(counts: &ActivityCounts) -> Result<RecordBatch> {
+pub(crate) fn activity_table(counts: &ActivityCounts) -> Result<RecordBatch> {
     use access::disclosure::{Column, Measure, Options, Table, control};
     let names = ["inserted", "replaced", "deleted", "bulk_deleted", "stale"];
     let table = Table {
@@ -517,7 +521,7 @@ fn activity_table(counts: &ActivityCounts) -> Result<RecordBatch> {
 
 impl Services {
     /// The changes of `req.shards` hosted here, within the caller's providers (`None`: all).
-    async fn activity_here(
+    pub(crate) async fn activity_here(
         &self,
         dataset: Dataset,
         req: &ActivityRequest,
@@ -551,245 +555,14 @@ impl Services {
 }
 
 /// The record count added to an anonymised query that has none (disclosure control needs it).
-const HIDDEN_COUNT: &str = "__records";
+pub(crate) const HIDDEN_COUNT: &str = "__records";
 
 /// How an anonymised table is controlled (`access::disclosure`).
-struct Control {
+pub(crate) struct Control {
     /// Per aggregate.
-    measures: Vec<access::disclosure::Measure>,
+    pub measures: Vec<access::disclosure::Measure>,
     /// The record count added for control, left out of the output.
-    hidden: Option<usize>,
+    pub hidden: Option<usize>,
     /// A national figure broken down only by dataset, period and point of delivery.
-    exempt: bool,
-}
-
-#[tonic::async_trait]
-impl query_server::Query for Services {
-    async fn aggregate(
-        &self,
-        request: Request<AggregateRequest>,
-    ) -> std::result::Result<Response<AggregateReply>, Status> {
-        let caller = auth::caller(&request)?;
-        let credentials = request.metadata().clone();
-        let req = request.into_inner();
-        check_format(req.format)?;
-        let mut spec = req
-            .query
-            .ok_or_else(|| Status::invalid_argument("an aggregate request needs a query"))?;
-        // Sizes first: nothing of an oversized query is parsed or looked at.
-        self.cluster
-            .limits
-            .query
-            .check_spec(&spec)
-            .map_err(status)?;
-        let tier = caller
-            .tier(Tier::from_proto(spec.tier).map_err(status)?)
-            .map_err(status)?;
-        if tier == Tier::Anonymised && !caller.via_node && !req.finish {
-            return Err(Status::permission_denied(format!(
-                "user {} reads at the anonymised tier: only finished, disclosure-controlled \
-                 tables (AggregateRequest.finish), never partial states",
-                caller.user
-            )));
-        }
-        let mut hidden = None;
-        if tier == Tier::Anonymised
-            && req.finish
-            && !spec
-                .aggregates
-                .iter()
-                .any(|a| a.func == v1::aggregate::Func::Count as i32)
-        {
-            hidden = Some(spec.aggregates.len());
-            spec.aggregates.push(v1::Aggregate {
-                func: v1::aggregate::Func::Count as i32,
-                field: String::new(),
-                name: HIDDEN_COUNT.into(),
-            });
-        }
-        let mut query = Query::from_proto(&spec).map_err(status)?;
-        // The anonymised tier's allow-list first, so that its refusal says what is allowed.
-        let measures = if tier == Tier::Anonymised {
-            Some(access::disclosure::check(&query).map_err(status)?)
-        } else {
-            None
-        };
-        let scope = caller.scope().map_err(status)?;
-        scope
-            .check_filters(&caller, &query.filters)
-            .map_err(status)?;
-        let filter_names: Vec<&str> = query.filters.iter().map(|f| f.name.as_str()).collect();
-        let group_names: Vec<&str> = query.group_by.iter().map(|(n, _)| n.as_str()).collect();
-        access::check_identifiers(
-            tier,
-            filter_names.iter().copied(),
-            group_names.iter().copied(),
-        )
-        .map_err(status)?;
-        let keys = self.read_keys(&caller, tier);
-        query.scope = scope.filters(query.dataset).map_err(status)?;
-        let control = measures.map(|measures| Control {
-            measures,
-            hidden,
-            exempt: access::disclosure::exempt(scope.is_national(), &query),
-        });
-        let mut audit = (tier == Tier::Identifiable && !caller.via_node).then(|| {
-            let mut r = super::audit::record(&caller, self.cluster.id, "aggregate");
-            r.tier = tier.name().to_string();
-            r.dataset = query.dataset.name().to_string();
-            r.filter = format!(
-                "{}; group by {}",
-                describe_filters(&query.filters, &scope.describe()),
-                group_names.join(",")
-            );
-            r.view = view_name(&query.view);
-            r
-        });
-        let reply = if req.finish {
-            let (table, mut reply) = self
-                .finish_aggregate(&credentials, spec, query, control, req.linearizable, keys)
-                .await?;
-            if let Some(r) = audit.as_mut() {
-                r.rows = table.num_rows() as u64;
-                r.detail = "finished on this node".into();
-            }
-            reply.table = batch_to_ipc(&table).map_err(|e| Status::internal(e.to_string()))?;
-            reply
-        } else {
-            let (merged, mut reply) = self
-                .aggregate_here(query, &req.shards, req.linearizable, keys)
-                .await?;
-            if let Some(r) = audit.as_mut() {
-                r.rows = merged.groups.len() as u64;
-                r.detail = format!("partial of shards {:?}", req.shards);
-            }
-            reply.partial = merged
-                .to_ipc()
-                .map_err(|e| Status::internal(e.to_string()))?
-                .into();
-            reply
-        };
-        if let Some(r) = audit {
-            self.audit(vec![r]).await?;
-        }
-        Ok(Response::new(reply))
-    }
-
-    type ScanStream = ScanStream;
-
-    async fn activity(
-        &self,
-        request: Request<ActivityRequest>,
-    ) -> std::result::Result<Response<ActivityReply>, Status> {
-        let caller = auth::caller(&request)?;
-        let credentials = request.metadata().clone();
-        let req = request.into_inner();
-        check_format(req.format)?;
-        let tier = caller
-            .tier(Tier::from_proto(req.tier).map_err(status)?)
-            .map_err(status)?;
-        // Submission activity is per provider: a scope of commissioners has none of its own.
-        let providers = match caller.scope().map_err(status)? {
-            Scope::National => None,
-            Scope::Orgs { providers, .. } if !providers.is_empty() => Some(providers),
-            Scope::Orgs { .. } => {
-                return Err(Status::permission_denied(format!(
-                    "user {} (role {}): database counts are per provider; a commissioner has \
-                     none",
-                    caller.user,
-                    caller.role.name()
-                )));
-            }
-        };
-        let limits = &self.cluster.limits.query;
-        limits
-            .check_scan(&req.dataset, &[], &[], req.view.as_ref())
-            .and_then(|()| limits.check_scan("", &[], &[], req.since.as_ref()))
-            .map_err(status)?;
-        let dataset = query::parse_dataset(&req.dataset).map_err(status)?;
-        if tier == Tier::Anonymised && !caller.via_node {
-            // Counts of every shard, merged here and controlled before they leave the node.
-            let mut merged = ActivityCounts::default();
-            let by_node = self.shards_by_leader().await?;
-            let calls = by_node.into_iter().map(|(node, shards)| {
-                let req = ActivityRequest {
-                    shards,
-                    tier: v1::Tier::Anonymised as i32,
-                    linearizable: true,
-                    ..req.clone()
-                };
-                let providers = providers.clone();
-                let credentials = &credentials;
-                async move {
-                    if node == self.cluster.id {
-                        return self.activity_here(dataset, &req, providers).await;
-                    }
-                    let reply = QueryClient::new(self.channel(node)?)
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                        .activity(Self::on_behalf(credentials, req)?)
-                        .await?
-                        .into_inner();
-                    Ok(reply
-                        .rows
-                        .into_iter()
-                        .map(|r| {
-                            let counts =
-                                [r.inserted, r.replaced, r.deleted, r.bulk_deleted, r.stale];
-                            ((r.provider, r.month), counts)
-                        })
-                        .collect())
-                }
-            });
-            for counts in futures::future::try_join_all(calls).await? {
-                add_counts(&mut merged, counts);
-            }
-            let table = activity_table(&merged).map_err(status)?;
-            return Ok(Response::new(ActivityReply {
-                rows: Vec::new(),
-                table: batch_to_ipc(&table).map_err(|e| Status::internal(e.to_string()))?,
-            }));
-        }
-        let rows = self.activity_here(dataset, &req, providers).await?;
-        Ok(Response::new(ActivityReply {
-            rows: rows
-                .into_iter()
-                .map(|((provider, month), c)| ActivityRow {
-                    provider,
-                    month,
-                    inserted: c[0],
-                    replaced: c[1],
-                    deleted: c[2],
-                    bulk_deleted: c[3],
-                    stale: c[4],
-                })
-                .collect(),
-            table: Vec::new(),
-        }))
-    }
-
-    async fn scan(
-        &self,
-        request: Request<ScanRequest>,
-    ) -> std::result::Result<Response<ScanStream>, Status> {
-        let caller = auth::caller(&request)?;
-        let req = request.into_inner();
-        check_format(req.format)?;
-        let extract = Extract::check(
-            self,
-            caller,
-            req.tier,
-            &req.dataset,
-            &req.filters,
-            &req.columns,
-            req.view.as_ref(),
-            "scan",
-        )?;
-        let stores = self.stores(&req.shards, req.linearizable).await?;
-        let stream = self.run_extract(extract, stores).map(|batch| {
-            let batch = batch.map_err(status)?;
-            let ipc = batch_to_ipc(&batch).map_err(|e| Status::internal(e.to_string()))?;
-            Ok(ScanChunk { ipc: ipc.into() })
-        });
-        Ok(Response::new(Box::pin(stream)))
-    }
+    pub exempt: bool,
 }

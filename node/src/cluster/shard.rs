@@ -15,7 +15,8 @@
 //! to it; the old directory is removed after the switch (or at the next start).
 
 use super::command::ShardCommand;
-use super::{command, receiving_file, snapshot, storage_error, sync_dir, write_atomically};
+use super::durable::{receiving_file, storage_error, sync_dir, write_atomically};
+use super::{command, snapshot};
 use crate::ingest;
 use crate::store::{SegmentCache, Store};
 use crate::{Error, Result};
@@ -61,6 +62,8 @@ pub struct ShardReplica {
     /// Submissions derive their spells optimistically under the read side; one that lost a race
     /// derives again under the write side, alone, so it cannot lose again.
     pub derivations: tokio::sync::RwLock<()>,
+    /// Why this replica stopped applying its log, once it has (shown in the cluster status).
+    stopped: std::sync::Mutex<Option<String>>,
 }
 
 impl ShardReplica {
@@ -119,12 +122,21 @@ impl ShardReplica {
             receiving_since: std::sync::Mutex::new(None),
             metrics,
             derivations: tokio::sync::RwLock::new(()),
+            stopped: std::sync::Mutex::new(None),
         }))
     }
 
     /// The live store (a snapshot install may replace it; holders of the old one finish safely).
     pub fn store(&self) -> Arc<Store> {
         self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why this replica stopped applying its log (`None`: it has not).
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The applied log index recorded in the store (0 before any).
@@ -195,66 +207,12 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let store = self.replica.store();
+        let replica = self.replica.clone();
         // Commits write files and fsync: off the async runtime.
-        tokio::task::spawn_blocking(move || {
-            let mut responses = Vec::with_capacity(entries.len());
-            for entry in entries {
-                let mut state = vec![(APPLIED, encode(&Some(entry.log_id))?)];
-                let response = match entry.payload {
-                    EntryPayload::Blank => Response::default(),
-                    EntryPayload::Normal(request) => {
-                        let answer = match command::decode(&request.0)? {
-                            ShardCommand::Submission(c)
-                                if entry.log_id.index % 5 == 0
-                                    && crate::broken::node() == 2
-                                    && crate::broken::broken("diverge") =>
-                            {
-                                let (ingest::Command::Apply { report, .. }
-                                | ingest::Command::Reject { report, .. }) = *c;
-                                Ok(report.to_json())
-                            }
-                            ShardCommand::Submission(c) => {
-                                ingest::commit(&store, c).map(|r| r.to_json())
-                            }
-                            ShardCommand::Freeze { name } => {
-                                store.freeze(&name).map(|v| v.to_be_bytes().to_vec())
-                            }
-                            ShardCommand::Compact { target_rows } => {
-                                store.compact(target_rows).map(|s| {
-                                    [s.segments_before, s.segments_after, s.rows_dropped]
-                                        .iter()
-                                        .flat_map(|n| n.to_be_bytes())
-                                        .collect()
-                                })
-                            }
-                        };
-                        match answer {
-                            Ok(bytes) => Response(bytes),
-                            // Refused by the store for what the command is: deterministic, so
-                            // every replica refuses it alike and the group carries on.
-                            Err(Error::InvalidArgument(message)) => refusal(&message),
-                            // Derived against spells that moved since: nothing applied, on
-                            // every replica alike; the leader derives it again.
-                            Err(Error::Conflict(message)) => marked(CONFLICT, &message),
-                            // Disk, catalog or corruption: this replica cannot go on.
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    EntryPayload::Membership(m) => {
-                        let stored = Membership::new(Some(entry.log_id), m);
-                        state.push((MEMBERSHIP, encode(&stored)?));
-                        Response::default()
-                    }
-                };
-                store.set_raft_state(&state)?;
-                responses.push(response);
-            }
-            Ok::<_, Error>(responses)
-        })
-        .await
-        .map_err(|e| storage_error(Error::Consensus(format!("apply task failed: {e}"))))?
-        .map_err(storage_error)
+        tokio::task::spawn_blocking(move || apply_entries(&replica, entries))
+            .await
+            .map_err(|e| storage_error(Error::Internal(format!("apply task failed: {e}"))))?
+            .map_err(storage_error)
     }
 
     async fn get_snapshot_builder(&mut self) -> ShardSnapshotBuilder {
@@ -305,6 +263,117 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         &mut self,
     ) -> std::result::Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         current_snapshot(&self.replica).await.map_err(storage_error)
+    }
+}
+
+/// Applies committed entries in order. A deterministic refusal becomes the entry's answer on
+/// every replica alike; any other failure stops this replica (openraft shuts the group down on a
+/// storage error), loudly, because recording it would let this replica diverge from the others.
+fn apply_entries(
+    replica: &ShardReplica,
+    entries: Vec<openraft::Entry<TypeConfig>>,
+) -> Result<Vec<Response>> {
+    let store = replica.store();
+    let mut applied = read_applied(&store)?.0.map(|l| l.index);
+    let mut responses = Vec::with_capacity(entries.len());
+    for entry in entries {
+        // Invariant: the applied index only grows (a log handed out of order, or twice, is a bug).
+        if applied.is_some_and(|a| entry.log_id.index <= a) {
+            return Err(stopping(
+                replica,
+                entry.log_id.index,
+                Error::Internal(format!(
+                    "entry {} handed to apply after entry {} was applied",
+                    entry.log_id.index,
+                    applied.unwrap_or_default()
+                )),
+            ));
+        }
+        let mut state = vec![(APPLIED, encode(&Some(entry.log_id))?)];
+        let response = match entry.payload {
+            EntryPayload::Blank => Response::default(),
+            EntryPayload::Normal(request) => {
+                match apply_command(&store, entry.log_id.index, &request.0) {
+                    Ok(bytes) => Response(bytes),
+                    // Derived against spells that moved since: nothing applied, on every replica
+                    // alike; the leader derives it again.
+                    Err(Error::Conflict(message)) => marked(CONFLICT, &message),
+                    // Refused for what the command is: every replica refuses it alike and the group
+                    // carries on.
+                    Err(e) if e.is_deterministic() => match e {
+                        Error::InvalidArgument(m) | Error::Refused(m) => refusal(&m),
+                        other => refusal(&other.to_string()),
+                    },
+                    // A bug, a version skew, disk, catalog or corruption: this replica cannot go on.
+                    Err(e) => return Err(stopping(replica, entry.log_id.index, e)),
+                }
+            }
+            EntryPayload::Membership(m) => {
+                let stored = Membership::new(Some(entry.log_id), m);
+                state.push((MEMBERSHIP, encode(&stored)?));
+                Response::default()
+            }
+        };
+        store.set_raft_state(&state)?;
+        applied = Some(entry.log_id.index);
+        responses.push(response);
+    }
+    Ok(responses)
+}
+
+/// Logs why this replica stops applying its log, with what an operator should do.
+fn stopping(replica: &ShardReplica, index: u64, e: Error) -> Error {
+    *replica.stopped.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(format!("applying log entry {index}: {e}"));
+    tracing::error!(
+        shard = replica.shard, index, error = %e,
+        "this shard replica stops: applying log entry {index} failed on this node only or for \
+         a reason no replica may record as an answer; the other replicas carry on. Look for the \
+         cause (disk, a build that differs from the leader's); after fixing it, restart the \
+         node, or wipe its directory and rejoin it under a new id"
+    );
+    e
+}
+
+/// Applies one command: its answer (a report, a version, compaction figures), or why not.
+fn apply_command(store: &Store, index: u64, bytes: &[u8]) -> Result<Vec<u8>> {
+    match command::decode(bytes)? {
+        ShardCommand::Submission(c)
+            if index.is_multiple_of(5)
+                && crate::broken::node() == 2
+                && crate::broken::broken("diverge") =>
+        {
+            let (ingest::Command::Apply { report, .. } | ingest::Command::Reject { report, .. }) =
+                *c;
+            Ok(report.to_json())
+        }
+        ShardCommand::Submission(c)
+            if matches!(&*c, ingest::Command::Apply { change, .. }
+                if change.meta.submission_id.starts_with("break-"))
+                && crate::broken::node() == 2
+                && crate::broken::broken("internal-apply") =>
+        {
+            Err(Error::Internal(
+                "deliberate internal error on node 2 (fault switch internal-apply)".into(),
+            ))
+        }
+        ShardCommand::Submission(c)
+            if matches!(&*c, ingest::Command::Apply { change, .. }
+                if change.meta.submission_id.starts_with("refuse-"))
+                && crate::broken::broken("refuse-apply") =>
+        {
+            Err(Error::InvalidArgument(
+                "deliberate refusal on every replica (fault switch refuse-apply)".into(),
+            ))
+        }
+        ShardCommand::Submission(c) => ingest::commit(store, c).map(|r| r.to_json()),
+        ShardCommand::Freeze { name } => store.freeze(&name).map(|v| v.to_be_bytes().to_vec()),
+        ShardCommand::Compact { target_rows } => store.compact(target_rows).map(|s| {
+            [s.segments_before, s.segments_after, s.rows_dropped]
+                .iter()
+                .flat_map(|n| n.to_be_bytes())
+                .collect()
+        }),
     }
 }
 

@@ -101,10 +101,10 @@ pub fn freeze(store: &Store, dir: &Path, observe: &mut dyn FnMut(&[u8], &[u8])) 
         .map_err(|e| Error::io(&catalog_path, e.into_error()))?;
     cat.sync_all().map_err(|e| Error::io(&catalog_path, e))?;
     for d in &dirs {
-        super::sync_dir(d)?;
+        super::durable::sync_dir(d)?;
     }
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| invalid(e.to_string()))?;
-    super::write_atomically(&dir.join(MANIFEST), &manifest_json)
+    super::durable::write_atomically(&dir.join(MANIFEST), &manifest_json)
 }
 
 /// Packs a frozen directory into one archive at `path` (fsynced) to stream to a peer; returns

@@ -47,7 +47,7 @@ pub fn default_tier(role: Role) -> Tier {
 
 impl Services {
     /// On the meta leader: checks and records a new user.
-    pub(super) async fn add_user_here(&self, req: AddUserRequest) -> Result<UserInfo> {
+    pub(crate) async fn add_user_here(&self, req: AddUserRequest) -> Result<UserInfo> {
         let info = req
             .user
             .ok_or_else(|| Error::InvalidArgument("add user: no user given".into()))?;
@@ -91,7 +91,7 @@ impl Services {
     }
 
     /// Checks a password and issues a token.
-    pub(super) async fn login_here(
+    pub(crate) async fn login_here(
         &self,
         name: &str,
         password: &str,

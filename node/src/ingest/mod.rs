@@ -10,10 +10,13 @@
 //! Derivation happens once, here, before the change is applied: a replica that applies the change
 //! stores what the leader derived and never re-derives (prices cannot diverge between replicas).
 
+mod csv;
 pub mod encode;
 pub mod files;
+mod pages;
 mod parquet;
 pub mod parse;
+mod record;
 mod spells;
 
 use crate::derive::{configured, derive};

@@ -14,7 +14,7 @@
 use super::{encode, parquet};
 use crate::derive::{StoredEpisode, live_versions};
 use crate::model::{Dataset, Detail, Protocol, Record, SubmissionMeta};
-use crate::store::{SpellKey, SpellsRead, Store};
+use crate::store::{SpellKey, SpellSnapshot, SpellsRead, Store};
 use crate::{Error, Result};
 use chrono::{NaiveDate, NaiveDateTime};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -159,6 +159,18 @@ pub(super) fn context(
     if survivors.is_empty() {
         return Ok(context);
     }
+    add_stored(&store, survivors, labels, &mut context)?;
+    Ok(context)
+}
+
+/// Reads back the stored episodes that stay in the touched spells (`survivors`), labelled with
+/// their spell's number, into `context`.
+fn add_stored(
+    store: &SpellSnapshot<'_>,
+    survivors: Vec<(String, SpellKey)>,
+    mut labels: BTreeMap<SpellKey, String>,
+    context: &mut SpellContext,
+) -> Result<()> {
     let ids: Vec<String> = survivors.iter().map(|(id, _)| id.clone()).collect();
     let (batch, versions) = store.live_rows(Dataset::Apc, &ids)?;
     let stored_records = parquet::records_of_stored(Dataset::Apc, &batch)?;
@@ -198,5 +210,5 @@ pub(super) fn context(
         context.stored_keys.push(Some(key));
     }
     context.stored_versions = versions;
-    Ok(context)
+    Ok(())
 }

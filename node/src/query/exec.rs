@@ -5,7 +5,7 @@ use super::field::{Bucket, Field};
 use super::filter::{self, DictTests};
 use super::group::Groups;
 use super::read::{Projection, read_chunks};
-use super::{Filter, Func, Query, View};
+use super::spec::{Filter, Func, PatientKey, Query, ScanStats, View};
 use crate::model::Dataset;
 use crate::schema::stored_schema;
 use crate::store::{SegmentView, Store};
@@ -17,38 +17,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use sus_proto::partial::Partial;
 
-/// The key of the patient digests exchanged for distinct counts (the cluster's, never sent to
-/// clients): digests of different clusters, or without the key, cannot be linked or reversed.
-#[derive(Clone)]
-pub struct PatientKey(pub [u8; 16]);
-
-/// What a scan read and skipped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScanStats {
-    /// Visible rows read from segments (before filters).
-    pub rows_scanned: u64,
-    /// Rows that passed the filters.
-    pub rows_matched: u64,
-    pub segments_scanned: u64,
-    /// Segments skipped by their partitions (provider, months).
-    pub segments_pruned: u64,
-    /// Row groups (months) skipped within the segments read.
-    pub row_groups_pruned: u64,
-    /// Segments read from the node's cache rather than Parquet.
-    pub segments_hot: u64,
-}
-
-impl ScanStats {
-    pub(super) fn add(&mut self, o: &ScanStats) {
-        self.rows_scanned += o.rows_scanned;
-        self.rows_matched += o.rows_matched;
-        self.segments_scanned += o.segments_scanned;
-        self.segments_pruned += o.segments_pruned;
-        self.row_groups_pruned += o.row_groups_pruned;
-        self.segments_hot += o.segments_hot;
-    }
-}
-
 /// The version a view reads on this store (`None`: the latest).
 pub fn resolve_view(store: &Store, view: &View) -> Result<Option<u64>> {
     match view {
@@ -59,7 +27,7 @@ pub fn resolve_view(store: &Store, view: &View) -> Result<Option<u64>> {
         View::Freeze(name) => match store.freeze_version(name)? {
             Some(_) if crate::broken::broken("freeze-drift") => Ok(None),
             Some(v) => Ok(Some(v)),
-            None => Err(Error::NotFound(format!(
+            None => Err(Error::ReplicaBehind(format!(
                 "freeze point '{name}' is not known to this replica"
             ))),
         },

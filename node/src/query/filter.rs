@@ -1,40 +1,16 @@
 //! Filter values, row masks, and what a partition (provider, month) decides of a filter.
 
 use super::field::{Bucket, Field, Kind, as_i64, bucket_of_date, first_of_month};
-use super::{Filter, Pred, Value};
+use super::spec::{Filter, Pred, Value};
+use crate::Result;
 use crate::model::Dataset;
-use crate::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{and, cast};
 use arrow::datatypes::{DataType, Int32Type};
 use arrow::error::ArrowError;
-use chrono::{Datelike, NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate};
 use std::cmp::Ordering;
-
-/// Parses a filter value for a field's kind.
-pub fn parse_value(field: &Field, name: &str, s: &str) -> Result<Value> {
-    let bad = |what: &str| Error::InvalidArgument(format!("filter on {name}: '{s}' is not {what}"));
-    Ok(match field.kind() {
-        Kind::Text => Value::Text(s.to_string()),
-        Kind::Number => Value::Int(s.trim().parse().map_err(|_| bad("an integer"))?),
-        Kind::Bool => Value::Int(match s.trim() {
-            "true" | "Y" | "1" => 1,
-            "false" | "N" | "0" => 0,
-            _ => return Err(bad("true or false")),
-        }),
-        Kind::Date => {
-            let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-                .map_err(|_| bad("a date YYYY-MM-DD"))?;
-            Value::Int(i64::from(d.num_days_from_ce() - 719_163))
-        }
-        Kind::DateTime => {
-            let t = NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S")
-                .map_err(|_| bad("a date-time YYYY-MM-DDTHH:MM:SS"))?;
-            Value::Int(t.and_utc().timestamp())
-        }
-    })
-}
 
 fn cmp(a: &Value, b: &Value) -> Ordering {
     match (a, b) {

@@ -10,7 +10,7 @@
 //!                                                           the cache keeps columns)
 //! ```
 
-use super::exec::ScanStats;
+use super::spec::ScanStats;
 use crate::model::Dataset;
 use crate::schema::stored_schema;
 use crate::store::{SegmentView, Store};
@@ -135,25 +135,8 @@ pub fn read_chunks(
     // Row groups hold whole months (several, or part of one too large for a group): read the
     // groups that overlap a kept month.
     let whole = cache.keeps_columns();
-    let mut groups = Vec::new();
-    let mut group_ranges = Vec::new();
-    let mut start = 0usize;
-    for (i, rg) in footer.metadata().row_groups().iter().enumerate() {
-        let end = start + rg.num_rows() as usize;
-        if whole || runs.iter().any(|&(a, b)| a < end && start < b) {
-            groups.push(i);
-            group_ranges.push((start, end));
-        } else {
-            stats.row_groups_pruned += 1;
-        }
-        start = end;
-    }
-    if start != seg.rows as usize {
-        return Err(corrupt(format!(
-            "{start} rows in the file, {} catalogued",
-            seg.rows
-        )));
-    }
+    let (groups, group_ranges) =
+        select_groups(footer.metadata().row_groups(), &runs, whole, seg, stats).map_err(corrupt)?;
     let mask = ProjectionMask::roots(
         footer.metadata().file_metadata().schema_descr(),
         projection.indices.iter().copied(),
@@ -175,23 +158,7 @@ pub fn read_chunks(
     if whole {
         // The whole segment's columns: keep them, then slice as from memory.
         let batches = reader.map(typed).collect::<Result<Vec<_>>>()?;
-        let columns = (0..projection.indices.len())
-            .map(|c| {
-                let parts: Vec<&dyn arrow::array::Array> =
-                    batches.iter().map(|b| b.column(c).as_ref()).collect();
-                Ok(concat(&parts)?)
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        if columns.iter().any(|c| c.len() != seg.rows as usize) {
-            return Err(corrupt(format!("short read of {} rows", seg.rows)));
-        }
-        let entries: Vec<(usize, ArrayRef)> = projection
-            .indices
-            .iter()
-            .copied()
-            .zip(columns.iter().cloned())
-            .collect();
-        cache.insert_columns(uid, seg.id, &entries);
+        let columns = keep_whole(cache, uid, seg, &projection.indices, &batches)?;
         let mut slice = |start: usize, len: usize| -> Result<RecordBatch> {
             let cols = columns.iter().map(|c| c.slice(start, len)).collect();
             Ok(RecordBatch::try_new(projection.schema.clone(), cols)?)
@@ -203,27 +170,103 @@ pub fn read_chunks(
     let mut read = 0usize;
     for batch in reader {
         let batch = typed(batch)?;
-        let n = batch.num_rows();
-        let mut group_start = 0usize;
-        for &(a, b) in &group_ranges {
-            let (lo, hi) = (group_start.max(read), (group_start + b - a).min(read + n));
-            if lo < hi {
-                // Read positions [lo, hi) are segment rows from `a + lo - group_start`.
-                let first = a + lo - group_start;
-                let mut slice = |start: usize, len: usize| -> Result<RecordBatch> {
-                    Ok(batch.slice(lo - read + (start - first), len))
-                };
-                emit_runs(seg, &runs, first, first + hi - lo, &mut slice, stats, sink)?;
-            }
-            group_start += b - a;
-        }
-        read += n;
+        emit_batch(seg, &runs, &group_ranges, &batch, read, stats, sink)?;
+        read += batch.num_rows();
     }
     let selected: usize = group_ranges.iter().map(|(a, b)| b - a).sum();
     if read != selected {
         return Err(corrupt(format!(
             "{read} rows read from row groups of {selected}"
         )));
+    }
+    Ok(())
+}
+
+/// The whole segment's columns (`batches` read back to back), kept in the cache.
+fn keep_whole(
+    cache: &crate::store::SegmentCache,
+    uid: u64,
+    seg: &SegmentView,
+    indices: &[usize],
+    batches: &[RecordBatch],
+) -> Result<Vec<ArrayRef>> {
+    let columns = (0..indices.len())
+        .map(|c| {
+            let parts: Vec<&dyn arrow::array::Array> =
+                batches.iter().map(|b| b.column(c).as_ref()).collect();
+            Ok(concat(&parts)?)
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    if columns.iter().any(|c| c.len() != seg.rows as usize) {
+        return Err(Error::Corruption {
+            what: format!("segment {}", seg.path.display()),
+            message: format!("short read of {} rows", seg.rows),
+        });
+    }
+    let entries: Vec<(usize, ArrayRef)> = indices
+        .iter()
+        .copied()
+        .zip(columns.iter().cloned())
+        .collect();
+    cache.insert_columns(uid, seg.id, &entries);
+    Ok(columns)
+}
+
+/// Row group indices to read, and the segment rows each holds.
+type SelectedGroups = (Vec<usize>, Vec<(usize, usize)>);
+
+/// The row groups of a segment to read: those overlapping a kept month run (every one when
+/// `whole`), with their segment row ranges. `Err`: the file's rows are not the catalog's.
+fn select_groups(
+    row_groups: &[parquet::file::metadata::RowGroupMetaData],
+    runs: &[(usize, usize)],
+    whole: bool,
+    seg: &SegmentView,
+    stats: &mut ScanStats,
+) -> std::result::Result<SelectedGroups, String> {
+    let mut groups = Vec::new();
+    let mut group_ranges = Vec::new();
+    let mut start = 0usize;
+    for (i, rg) in row_groups.iter().enumerate() {
+        let end = start + rg.num_rows() as usize;
+        if whole || runs.iter().any(|&(a, b)| a < end && start < b) {
+            groups.push(i);
+            group_ranges.push((start, end));
+        } else {
+            stats.row_groups_pruned += 1;
+        }
+        start = end;
+    }
+    if start != seg.rows as usize {
+        return Err(format!("{start} rows in the file, {} catalogued", seg.rows));
+    }
+    Ok((groups, group_ranges))
+}
+
+/// Emits the kept rows of `batch`, which holds rows `read..` of the selected row groups read
+/// back to back (it may span groups).
+fn emit_batch(
+    seg: &SegmentView,
+    runs: &[(usize, usize)],
+    group_ranges: &[(usize, usize)],
+    batch: &RecordBatch,
+    read: usize,
+    stats: &mut ScanStats,
+    sink: &mut dyn FnMut(Chunk<'_>) -> Result<()>,
+) -> Result<()> {
+    let n = batch.num_rows();
+    let mut group_start = 0usize;
+    for &(a, b) in group_ranges {
+        let (lo, hi) = (group_start.max(read), (group_start + b - a).min(read + n));
+        if lo < hi {
+            // Read positions [lo, hi) are segment rows from `a + lo - group_start`.
+            let first = a + lo - group_start;
+            let mut slice = |start: usize, len: usize| -> Result<RecordBatch> {
+                Ok(batch.slice(lo - read + (start - first), len))
+            };
+            emit_runs(seg, runs, first, first + hi - lo, &mut slice, stats, sink)?;
+        }
+        group_start += b - a;
     }
     Ok(())
 }

@@ -4,9 +4,11 @@
 //! writes the planned segments and commits the plan in one catalog transaction.
 
 use super::catalog::{Batch, Reader};
+use super::change::DeleteKey;
 use super::keys::{self, Live, RecState};
+use super::outcome::ApplyCounts;
+use super::segment;
 use super::spells::{SpellKey, SpellReader, reindex};
-use super::{ApplyCounts, DeleteKey, segment};
 use crate::model::Dataset;
 use crate::{Error, Result};
 use arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray, TimestampSecondArray};
@@ -26,7 +28,7 @@ pub(super) fn month(days: i32) -> Result<String> {
     NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
         // Not `format("%Y-%m")`: this runs per stored row, and strftime parsing was visible.
         .map(|d| format!("{:04}-{:02}", d.year(), d.month()))
-        .ok_or_else(|| Error::InvalidArgument(format!("activity date {days} is out of range")))
+        .ok_or_else(|| Error::Internal(format!("activity date {days} is out of range")))
 }
 
 /// The key columns of the upserts, typed.
@@ -42,19 +44,19 @@ impl<'a> Columns<'a> {
         let col = |name: &str| {
             batch
                 .column_by_name(name)
-                .ok_or_else(|| Error::InvalidArgument(format!("upserts lack column {name}")))
+                .ok_or_else(|| Error::Internal(format!("upserts lack column {name}")))
         };
         let ids = segment::ids(batch)?;
         let applicable = col("cds_applicable_datetime")?
             .as_primitive_opt::<TimestampSecondType>()
-            .ok_or_else(|| Error::InvalidArgument("cds_applicable_datetime type".into()))?;
+            .ok_or_else(|| Error::Internal("cds_applicable_datetime type".into()))?;
         let activity = col("activity_date")?
             .as_primitive_opt::<Date32Type>()
-            .ok_or_else(|| Error::InvalidArgument("activity_date type".into()))?;
+            .ok_or_else(|| Error::Internal("activity_date type".into()))?;
         let providers = cast(col("provider_code")?, &DataType::Utf8)?
             .as_string_opt::<i32>()
             .cloned()
-            .ok_or_else(|| Error::InvalidArgument("provider_code type".into()))?;
+            .ok_or_else(|| Error::Internal("provider_code type".into()))?;
         // The stored schema makes these non-nullable, but the plan indexes them blindly.
         for (name, nulls) in [
             ("cds_unique_id", ids.null_count()),
@@ -63,9 +65,7 @@ impl<'a> Columns<'a> {
             ("provider_code", providers.null_count()),
         ] {
             if nulls > 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "{nulls} upserts have no {name}"
-                )));
+                return Err(Error::Internal(format!("{nulls} upserts have no {name}")));
             }
         }
         // The provider is a path component of the segment: refuse anything that could escape it.
@@ -74,7 +74,7 @@ impl<'a> Columns<'a> {
             .flatten()
             .find(|p| p.is_empty() || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_alphanumeric()))
         {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "provider code '{bad}' is not 1-16 ASCII letters and digits"
             )));
         }
@@ -531,7 +531,7 @@ impl Plan {
                 None => None,
                 Some(Loc::Stored(l)) => Some(l),
                 Some(Loc::Pending { .. }) => {
-                    return Err(Error::InvalidArgument(format!(
+                    return Err(Error::Internal(format!(
                         "record {id} was planned but not written"
                     )));
                 }

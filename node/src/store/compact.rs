@@ -15,8 +15,9 @@
 //! over, and the old files are deleted after it (a crash leaves them uncatalogued, and open
 //! removes them).
 
+use super::engine::Store;
 use super::keys::{self, Live, RecState, SegmentEntry};
-use super::{Store, segment};
+use super::segment;
 use crate::model::Dataset;
 use crate::{Error, Result};
 use arrow::array::RecordBatch;

@@ -21,7 +21,7 @@
 //!
 //! Dates are days since 1970 as `u32` with the sign bit flipped (ordered like the dates).
 
-use super::{ApplyCounts, StoredSubmission};
+use super::outcome::{ApplyCounts, StoredSubmission};
 use crate::model::Dataset;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

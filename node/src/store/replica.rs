@@ -2,7 +2,8 @@
 //! the catalog, a consistent dump of the whole store for a snapshot, building a store from such a
 //! dump, and a content digest over rows (not file bytes) to compare replicas.
 
-use super::{CATALOG_FILE, FORMAT_FILE, SEGMENTS_DIR, Store, format_text, keys, segment};
+use super::engine::{CATALOG_FILE, FORMAT_FILE, SEGMENTS_DIR, Store, format_text};
+use super::{keys, segment};
 use crate::model::Dataset;
 use crate::{Error, Result};
 use arrow::array::{Array, Int64Array};
@@ -80,7 +81,7 @@ impl Store {
     pub fn restore(
         dir: &Path,
         catalog: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
-        cache: std::sync::Arc<super::SegmentCache>,
+        cache: std::sync::Arc<super::cache::SegmentCache>,
     ) -> Result<Store> {
         let format = dir.join(FORMAT_FILE);
         let mut f = fs::File::create(&format).map_err(|e| Error::io(&format, e))?;

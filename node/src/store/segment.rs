@@ -76,10 +76,10 @@ pub(super) fn write(
     let path = root.join(rel);
     let dir = path
         .parent()
-        .ok_or_else(|| Error::InvalidArgument(format!("segment path {rel} has no directory")))?;
+        .ok_or_else(|| Error::Internal(format!("segment path {rel} has no directory")))?;
     let in_runs: u64 = months.iter().map(|m| u64::from(m.1)).sum();
     if in_runs != rows.len() as u64 {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::Internal(format!(
             "segment {rel}: {} rows but {in_runs} in its month runs",
             rows.len()
         )));
@@ -230,5 +230,5 @@ pub(super) fn ids(batch: &RecordBatch) -> Result<&arrow::array::StringArray> {
     batch
         .column_by_name("cds_unique_id")
         .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| Error::InvalidArgument("batch lacks a Utf8 cds_unique_id column".into()))
+        .ok_or_else(|| Error::Internal("batch lacks a Utf8 cds_unique_id column".into()))
 }

@@ -2,12 +2,20 @@
 //! The kill -9 test is `node/tests/store_crash.rs`.
 
 use super::*;
+use crate::Error;
 use crate::ingest::encode::encode;
+use crate::model::{Dataset, Rule, SubmissionMeta};
 use crate::model::{Derived, DerivedRecord, Protocol};
 use crate::refdata::testdata::{d, dt, op, op_mut};
+use crate::schema::stored_schema;
 use arrow::array::{AsArray, Int64Array};
 use chrono::NaiveDate;
+use chrono::NaiveDateTime;
+use engine::FORMAT_FILE;
 use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use write::fmt_datetime;
 
 /// An OP upsert: `id` of `provider`, appointment on `date`, applicable at `at`, priced `price`.
 fn rec(ordinal: u64, id: &str, at: NaiveDateTime, date: NaiveDate, price: i64) -> DerivedRecord {
@@ -485,14 +493,14 @@ fn wrong_schema_is_refused() {
         vec![],
     );
     c.meta.dataset = Dataset::Apc;
-    assert!(matches!(store.apply(c), Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.apply(c), Err(Error::Internal(_))));
     let mut c = net(
         "S2",
         vec![rec(1, "A", dt(2024, 6, 1, 9), d(2024, 5, 10), 1)],
         vec![],
     );
     c.upsert_ordinals.clear();
-    assert!(matches!(store.apply(c), Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.apply(c), Err(Error::Internal(_))));
     assert_eq!(store.version().expect("version"), 0);
     assert_eq!(store.submission("RRV", "S1").expect("lookup"), None);
 }

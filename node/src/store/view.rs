@@ -8,64 +8,14 @@
 //! Freeze points are recorded per store (`freeze/<name>` → version) by a command in the shard's
 //! log, so every replica knows a freeze point at the same position of its history.
 
-use super::{Store, keys};
+use super::engine::{Store, version_of};
+use super::keys;
+use super::listing::{Listing, MonthRun, SegmentView, check_freeze_name};
 use crate::model::Dataset;
 use crate::{Error, Result};
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
-/// One segment as a view sees it.
-#[derive(Debug, Clone)]
-pub struct SegmentView {
-    pub id: u64,
-    pub provider: String,
-    /// Its partitions in row order: each activity month's first row and row count.
-    pub months: Vec<MonthRun>,
-    pub rows: u32,
-    pub bytes: u64,
-    pub path: PathBuf,
-    /// Rows the view does not see (inserted after it, or deleted at or before it), ascending.
-    pub hidden: Vec<u32>,
-}
-
-/// The rows of one activity month in a segment: a partition (provider, month) of its dataset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MonthRun {
-    /// `YYYY-MM`.
-    pub month: String,
-    pub start: u32,
-    pub rows: u32,
-}
-
-/// The segments of one dataset as seen at one version.
-#[derive(Debug, Clone)]
-pub struct Listing {
-    pub dataset: Dataset,
-    /// The version read.
-    pub version: u64,
-    /// Segments with at least one visible row, in segment id order.
-    pub segments: Vec<SegmentView>,
-}
-
-impl Listing {
-    pub fn visible_rows(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| u64::from(s.rows) - s.hidden.len() as u64)
-            .sum()
-    }
-}
-
-/// Listings made since the catalog's segments last changed, by (dataset, version asked): a
-/// listing decodes every segment entry and scans every deletion mark, which a selective query
-/// would otherwise pay on every call.
-#[derive(Default)]
-pub(super) struct Listings {
-    generation: u64,
-    made: HashMap<(Dataset, Option<u64>), Arc<Listing>>,
-}
 
 impl Store {
     /// The segments of `dataset` as seen at version `as_at` (the latest version when `None`).
@@ -96,7 +46,7 @@ impl Store {
     fn make_listing(&self, dataset: Dataset, as_at: Option<u64>) -> Result<Listing> {
         // One read transaction: the segments and deletion marks of one committed version.
         let reader = self.db.reader()?;
-        let latest = super::version_of(&reader)?;
+        let latest = version_of(&reader)?;
         let version = match as_at {
             Some(v) if v > latest => {
                 return Err(Error::InvalidArgument(format!(
@@ -107,7 +57,7 @@ impl Store {
             None => latest,
         };
         let mut segments = Vec::new();
-        for entry in super::segments_of(&reader, dataset)? {
+        for entry in super::engine::segments_of(&reader, dataset)? {
             if entry.first_version() > version {
                 continue;
             }
@@ -227,14 +177,4 @@ impl Store {
             })
             .collect()
     }
-}
-
-/// A freeze point name: 1 to 200 printable characters.
-pub fn check_freeze_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(Error::InvalidArgument(format!(
-            "freeze point name '{name}' must be 1 to 200 printable characters"
-        )));
-    }
-    Ok(())
 }

@@ -21,7 +21,7 @@ use sus_node::cluster::FlightRequest;
 use sus_node::limits::QueryLimits;
 use sus_node::model::Dataset;
 use sus_node::node::{Node, NodeConfig};
-use sus_node::query::exec::{PatientKey, aggregate, scan};
+use sus_node::query::{PatientKey, aggregate, scan};
 use sus_node::query::{Query, parse_dataset, parse_filters, parse_view};
 use sus_node::schema::stored_schema;
 use sus_proto::partial::Partial;

@@ -187,7 +187,7 @@ pub async fn run_cluster(c: ClusterCommand) -> sus_client::Result<ExitCode> {
                 .init(&nodes, shards, replication, &admin_password)
                 .await
             {
-                Err(e) if if_needed && e.to_string().contains("already initialised") => {
+                Err(sus_client::Error::AlreadyInitialised) if if_needed => {
                     println!("the cluster is already initialised");
                     return Ok(ExitCode::SUCCESS);
                 }

@@ -1,0 +1,340 @@
+//! The store itself: its directory, catalog and cache; opening (with recovery of what an
+//! interrupted change left behind), whole-dataset scans, counters and the writer lock.
+
+use super::cache::{DEFAULT_COLUMN_BYTES, DEFAULT_FOOTER_BYTES, SegmentCache};
+use super::catalog;
+use super::keys::{self, SegmentEntry};
+use super::listing::Listings;
+use super::outcome::{DatasetStats, StoredSubmission};
+use super::segment;
+use crate::model::Dataset;
+use crate::schema::SCHEMA_VERSION;
+use crate::{Error, Result};
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::{info, warn};
+
+/// Version of the on-disk layout (catalog keys, segment paths); bump on any incompatible change.
+pub const STORE_FORMAT: u32 = 3;
+
+pub(super) const FORMAT_FILE: &str = "FORMAT";
+pub(super) const CATALOG_FILE: &str = "catalog.redb";
+pub(super) const SEGMENTS_DIR: &str = "segments";
+
+/// The store of one node: see the module documentation.
+pub struct Store {
+    pub(super) dir: PathBuf,
+    pub(super) db: catalog::Catalog,
+    /// Serialises changes: planning reads the catalog the commit then overwrites.
+    pub(super) writer: Mutex<()>,
+    /// Set when a write failed after it started touching disk.
+    pub(super) failed: AtomicBool,
+    /// The node's segment cache, and this store's key in it.
+    pub(super) cache: Arc<SegmentCache>,
+    pub(super) uid: u64,
+    /// Bumped after every commit that changes segments or deletion marks (it dates listings).
+    pub(super) generation: AtomicU64,
+    pub(super) listings: Mutex<Listings>,
+}
+
+/// Process-unique store ids: the segment cache is shared by every store of a node.
+static NEXT_STORE_UID: AtomicU64 = AtomicU64::new(1);
+
+impl Store {
+    /// Opens (or creates) the store in `dir` with a cache of its own (default sizes), removing
+    /// what an interrupted change left behind.
+    pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with_cache(
+            dir,
+            SegmentCache::new(DEFAULT_COLUMN_BYTES, DEFAULT_FOOTER_BYTES),
+        )
+    }
+
+    /// Opens (or creates) the store in `dir`, sharing the node's segment cache.
+    pub fn open_with_cache(dir: &Path, cache: Arc<SegmentCache>) -> Result<Store> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        check_format(dir)?;
+        let db = catalog::Catalog::open(&dir.join(CATALOG_FILE))?;
+        Store::with_catalog(dir, db, cache)
+    }
+
+    /// Opens the store over an already open catalog.
+    pub(super) fn with_catalog(
+        dir: &Path,
+        db: catalog::Catalog,
+        cache: Arc<SegmentCache>,
+    ) -> Result<Store> {
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db,
+            writer: Mutex::new(()),
+            failed: AtomicBool::new(false),
+            cache,
+            uid: NEXT_STORE_UID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            listings: Mutex::new(Listings::default()),
+        };
+        let segments = store.recover()?;
+        info!(dir = %dir.display(), version = store.version()?, segments, "store opened");
+        Ok(store)
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn submission(&self, sender: &str, id: &str) -> Result<Option<StoredSubmission>> {
+        keys::short_text("sender", sender)?;
+        self.db
+            .get(&keys::submission(sender, id))?
+            .map(|v| keys::decode_submission(&v))
+            .transpose()
+    }
+}
+
+impl Store {
+    /// Live rows of a dataset (replaced and deleted rows removed), in the stored schema.
+    pub fn scan_live(&self, dataset: Dataset) -> Result<Vec<RecordBatch>> {
+        let listing = {
+            let reader = self.db.reader()?;
+            let mut listing = Vec::new();
+            for entry in segments_of(&reader, dataset)? {
+                let deleted: HashSet<u32> = reader
+                    .scan_prefix(&keys::deleted_prefix(entry.id))?
+                    .iter()
+                    .map(|(k, _)| keys::deleted_row(k))
+                    .collect::<Result<_>>()?;
+                listing.push((entry, deleted));
+            }
+            listing
+        };
+        let mut out = Vec::new();
+        for (entry, deleted) in listing {
+            if deleted.len() as u64 >= u64::from(entry.rows) {
+                continue;
+            }
+            let path = self.dir.join(&entry.file);
+            let mut offset = 0usize;
+            for batch in segment::read(&path, dataset)? {
+                let n = batch.num_rows();
+                if deleted.is_empty() {
+                    out.push(batch);
+                } else {
+                    let keep: BooleanArray = (offset..offset + n)
+                        .map(|row| Some(!deleted.contains(&(row as u32))))
+                        .collect();
+                    let kept = filter_record_batch(&batch, &keep)?;
+                    if kept.num_rows() > 0 {
+                        out.push(kept);
+                    }
+                }
+                offset += n;
+            }
+            if offset != entry.rows as usize {
+                return Err(Error::Corruption {
+                    what: format!("segment {}", path.display()),
+                    message: format!("{offset} rows read, {} catalogued", entry.rows),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored row of a dataset, live or superseded (compaction keeps those a freeze point
+    /// can still see), each batch with the version of the change that wrote each of its rows:
+    /// the store's history, for audits and for checking it against an independent model.
+    pub fn scan_history(&self, dataset: Dataset) -> Result<Vec<(Vec<u64>, RecordBatch)>> {
+        let entries = segments_of(&self.db.reader()?, dataset)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let versions = entry.row_versions();
+            let mut offset = 0usize;
+            for batch in segment::read(&self.dir.join(&entry.file), dataset)? {
+                let n = batch.num_rows();
+                let part = versions
+                    .get(offset..offset + n)
+                    .ok_or_else(|| Error::Corruption {
+                        what: format!("segment {}", entry.file),
+                        message: format!("more rows than the {} catalogued", entry.rows),
+                    })?;
+                out.push((part.to_vec(), batch));
+                offset += n;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self, dataset: Dataset) -> Result<DatasetStats> {
+        let reader = self.db.reader()?;
+        let mut stats = DatasetStats::default();
+        for entry in segments_of(&reader, dataset)? {
+            let deleted = reader.scan_prefix(&keys::deleted_prefix(entry.id))?.len() as u64;
+            stats.segments += 1;
+            stats.segment_bytes += entry.bytes;
+            stats.live_records += u64::from(entry.rows).saturating_sub(deleted);
+        }
+        Ok(stats)
+    }
+
+    /// The node's segment cache and this store's key in it.
+    pub fn cache(&self) -> (&Arc<SegmentCache>, u64) {
+        (&self.cache, self.uid)
+    }
+
+    /// Keeps a freshly written segment's columns in the cache: recent data is what reports read.
+    pub(super) fn cache_written(&self, id: u64, rows: &RecordBatch) {
+        if self.cache.keeps_columns() {
+            let columns: Vec<(usize, arrow::array::ArrayRef)> =
+                rows.columns().iter().cloned().enumerate().collect();
+            self.cache.insert_columns(self.uid, id, &columns);
+        }
+    }
+
+    /// The latest version (0 for an empty store).
+    pub fn version(&self) -> Result<u64> {
+        version_of(&self.db.reader()?)
+    }
+
+    /// The files of every catalogued segment, of every dataset (for checks and tools).
+    pub fn segment_files(&self) -> Result<Vec<PathBuf>> {
+        self.db
+            .scan_prefix(keys::SEGMENT_ANY)?
+            .iter()
+            .map(|(_, v)| Ok(self.dir.join(SegmentEntry::decode(v)?.file)))
+            .collect()
+    }
+
+    pub(super) fn segments(&self, dataset: Dataset) -> Result<Vec<SegmentEntry>> {
+        segments_of(&self.db.reader()?, dataset)
+    }
+
+    /// Removes temp and uncatalogued segment files, then checks that every catalogued segment is
+    /// there with its catalogued size. Returns the number of catalogued segments.
+    pub(super) fn recover(&self) -> Result<usize> {
+        let mut catalogued = HashSet::new();
+        let mut entries = Vec::new();
+        for (_, v) in self.db.scan_prefix(keys::SEGMENT_ANY)? {
+            let entry = SegmentEntry::decode(&v)?;
+            catalogued.insert(self.dir.join(&entry.file));
+            entries.push(entry);
+        }
+        let mut files = Vec::new();
+        list_files(&self.dir.join(SEGMENTS_DIR), &mut files)?;
+        for path in files {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let leftover = name.ends_with(segment::TEMP_SUFFIX)
+                || (name.ends_with(segment::SUFFIX) && !catalogued.contains(&path));
+            if leftover {
+                warn!(file = %path.display(), "removing a segment file of an interrupted change");
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        for entry in &entries {
+            let path = self.dir.join(&entry.file);
+            let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            if len != entry.bytes {
+                return Err(Error::Corruption {
+                    what: format!("segment {}", path.display()),
+                    message: format!("{len} bytes on disk, {} catalogued", entry.bytes),
+                });
+            }
+        }
+        Ok(entries.len())
+    }
+
+    pub(super) fn check_not_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::Corruption {
+                what: format!("store {}", self.dir.display()),
+                message: "an earlier write failed part-way; reopen the store to recover".into(),
+            });
+        }
+        Ok(())
+    }
+
+    // A panic while holding a lock leaves nothing half-done in the catalog (commits are single
+    // batches), so a poisoned lock is still safe to take.
+    pub(super) fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The latest version in a view of the catalog (0 for an empty store).
+pub(super) fn version_of(reader: &catalog::Reader) -> Result<u64> {
+    match reader.get(keys::VERSION)? {
+        Some(v) => keys::u64_value(&v, "version"),
+        None => Ok(0),
+    }
+}
+
+/// The segment entries of `dataset` in a view of the catalog, by id.
+pub(super) fn segments_of(reader: &catalog::Reader, dataset: Dataset) -> Result<Vec<SegmentEntry>> {
+    reader
+        .scan_prefix(&keys::segment_prefix(dataset))?
+        .iter()
+        .map(|(_, v)| SegmentEntry::decode(v))
+        .collect()
+}
+
+/// Every file under `dir` (none if it does not exist).
+pub(super) fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if kind.is_dir() {
+            list_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The text of the `FORMAT` file this build writes and accepts.
+pub(super) fn format_text() -> String {
+    format!("sus-store-format {STORE_FORMAT}\nschema-version {SCHEMA_VERSION}\n")
+}
+
+/// Refuses a store written in another format; marks a new store with ours.
+pub(super) fn check_format(dir: &Path) -> Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    let expected = format_text();
+    match fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(found) => Err(Error::InvalidArgument(format!(
+            "store {} has format '{}' but this build reads '{}'; refusing to open it",
+            dir.display(),
+            found.trim().replace('\n', ", "),
+            expected.trim().replace('\n', ", ")
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if dir.join(CATALOG_FILE).exists() {
+                return Err(Error::Corruption {
+                    what: format!("store {}", dir.display()),
+                    message: format!("a catalog without a {FORMAT_FILE} file; refusing to open it"),
+                });
+            }
+            // Before the catalog exists: a crash here leaves a FORMAT and no catalog, a new store.
+            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+            fs::write(&tmp, expected.as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&tmp, e))?;
+            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            segment::sync_dir(dir)
+        }
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
