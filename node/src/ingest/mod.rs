@@ -212,6 +212,9 @@ pub fn commit(store: &Store, command: Box<Command>) -> Result<SubmissionReport> 
             if n > 1 && change.rederived.is_empty() && crate::broken::broken("partial-apply") {
                 change.upserts = change.upserts.slice(0, n / 2);
                 change.upsert_ordinals.truncate(n / 2);
+                if !change.spell_keys.is_empty() {
+                    change.spell_keys.truncate(n / 2);
+                }
             }
             let meta = change.meta.clone();
             match store.apply(*change)? {
