@@ -115,6 +115,39 @@ impl Error {
         )
     }
 
+    /// The error's own words: the message of a variant that carries only one, else its display.
+    pub fn into_message(self) -> String {
+        match self {
+            Error::InvalidArgument(m)
+            | Error::NotFound(m)
+            | Error::Unauthenticated(m)
+            | Error::PermissionDenied(m)
+            | Error::Consensus(m)
+            | Error::Busy(m)
+            | Error::Throttled(m)
+            | Error::Conflict(m)
+            | Error::Refused(m)
+            | Error::ReplicaBehind(m)
+            | Error::OutcomeUnknown(m) => m,
+            other => other.to_string(),
+        }
+    }
+
+    /// What kind of failure this is, in words that say nothing of the data involved (for
+    /// callers who must not see file paths, record ids or providers from a node's internals).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::Internal(_) => {
+                "internal error (a bug, or a build that differs from the leader's)"
+            }
+            Error::Io { .. } => "I/O error",
+            Error::Catalog(_) => "catalog error",
+            Error::Corruption { .. } => "corruption",
+            Error::Parquet(_) | Error::Arrow(_) => "segment encoding error",
+            _ => "error",
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {

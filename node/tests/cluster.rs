@@ -471,6 +471,11 @@ async fn a_replica_meeting_an_internal_error_stops_and_a_refusal_is_recorded_eve
         )
         .await
         .unwrap();
+    // Every authenticated caller may read the status: it names the class of failure, never the
+    // detail (which may name files or records); the node's log has that.
+    let status = cluster.status_of(2).await.unwrap();
+    let stopped = &status.groups.iter().find(|g| g.group == 1).unwrap().stopped;
+    assert!(!stopped.contains("fault switch"), "{stopped}");
     let log = cluster.log_of(2);
     assert!(
         log.contains("this shard replica stops"),

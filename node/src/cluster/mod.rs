@@ -18,20 +18,20 @@
 //! rejoin under a new id. With TLS, a node's certificate names its id (`sus://node/<id>`, see
 //! [`pki`]) and the internal services accept only current members, each as itself.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod auth;
 pub mod command;
-pub mod durable;
-pub mod flight;
+pub(crate) mod durable;
+pub(crate) mod flight;
 pub use flight::{FlightFilter, FlightRequest};
-pub mod freeze;
+pub(crate) mod freeze;
 pub mod http;
-pub mod membership;
+pub(crate) mod membership;
 pub mod meta;
 pub mod metrics;
 pub mod pki;
 pub mod reachability;
-pub mod reads;
+pub(crate) mod reads;
 pub mod requests;
 pub mod routing;
 pub mod service;

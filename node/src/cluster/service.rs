@@ -283,7 +283,6 @@ pub(crate) fn status(e: Error) -> Status {
     use sus_proto::error::status as with_reason;
     use sus_proto::v1::Reason;
     use tonic::Code;
-    let message = e.to_string();
     let (code, reason) = match &e {
         Error::InvalidArgument(_) => (Code::InvalidArgument, Reason::Invalid),
         Error::Refused(_) => (Code::InvalidArgument, Reason::RefusedByLog),
@@ -300,28 +299,19 @@ pub(crate) fn status(e: Error) -> Status {
         Error::OutcomeUnknown(_) => (Code::DeadlineExceeded, Reason::OutcomeUnknown),
         Error::Corruption { .. } => (Code::Internal, Reason::Corruption),
         Error::Internal(_) => {
+            // The caller learns the class only: the detail may name files or records.
             tracing::error!(error = %e, "internal error answered to a caller");
-            (Code::Internal, Reason::Internal)
+            return with_reason(
+                Code::Internal,
+                format!("{}: the node's log has the details", e.class()),
+                Reason::Internal,
+            );
         }
         Error::Io { .. } | Error::Catalog(_) | Error::Parquet(_) | Error::Arrow(_) => {
             (Code::Internal, Reason::Unspecified)
         }
     };
-    // The variants that carry only a message keep it as the status's whole text.
-    let message = match e {
-        Error::InvalidArgument(m)
-        | Error::NotFound(m)
-        | Error::Unauthenticated(m)
-        | Error::PermissionDenied(m)
-        | Error::Consensus(m)
-        | Error::Busy(m)
-        | Error::Throttled(m)
-        | Error::Conflict(m)
-        | Error::Refused(m)
-        | Error::ReplicaBehind(m)
-        | Error::OutcomeUnknown(m) => m,
-        _ => message,
-    };
+    let message = e.into_message();
     with_reason(code, message, reason)
 }
 

@@ -273,39 +273,41 @@ fn apply_entries(
     replica: &ShardReplica,
     entries: Vec<openraft::Entry<TypeConfig>>,
 ) -> Result<Vec<Response>> {
-    let store = replica.store();
-    let mut applied = read_applied(&store)?.0.map(|l| l.index);
+    let mut at = 0;
+    apply_in_order(&replica.store(), entries, &mut at).map_err(|e| stopping(replica, at, e))
+}
+
+/// [`apply_entries`] without the stop: `at` is the index of the entry being applied.
+fn apply_in_order(
+    store: &Store,
+    entries: Vec<openraft::Entry<TypeConfig>>,
+    at: &mut u64,
+) -> Result<Vec<Response>> {
+    let mut applied = read_applied(store)?.0.map(|l| l.index);
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
+        *at = entry.log_id.index;
         // Invariant: the applied index only grows (a log handed out of order, or twice, is a bug).
-        if applied.is_some_and(|a| entry.log_id.index <= a) {
-            return Err(stopping(
-                replica,
-                entry.log_id.index,
-                Error::Internal(format!(
-                    "entry {} handed to apply after entry {} was applied",
-                    entry.log_id.index,
-                    applied.unwrap_or_default()
-                )),
-            ));
+        if let Some(last) = applied.filter(|&a| entry.log_id.index <= a) {
+            return Err(Error::Internal(format!(
+                "entry {} handed to apply after entry {last} was applied",
+                entry.log_id.index
+            )));
         }
         let mut state = vec![(APPLIED, encode(&Some(entry.log_id))?)];
         let response = match entry.payload {
             EntryPayload::Blank => Response::default(),
             EntryPayload::Normal(request) => {
-                match apply_command(&store, entry.log_id.index, &request.0) {
+                match apply_command(store, entry.log_id.index, &request.0) {
                     Ok(bytes) => Response(bytes),
                     // Derived against spells that moved since: nothing applied, on every replica
                     // alike; the leader derives it again.
                     Err(Error::Conflict(message)) => marked(CONFLICT, &message),
-                    // Refused for what the command is: every replica refuses it alike and the group
-                    // carries on.
-                    Err(e) if e.is_deterministic() => match e {
-                        Error::InvalidArgument(m) | Error::Refused(m) => refusal(&m),
-                        other => refusal(&other.to_string()),
-                    },
-                    // A bug, a version skew, disk, catalog or corruption: this replica cannot go on.
-                    Err(e) => return Err(stopping(replica, entry.log_id.index, e)),
+                    // Refused for what the command is: every replica refuses it alike and the
+                    // group carries on.
+                    Err(e) if e.is_deterministic() => refusal(&e.into_message()),
+                    // A bug, a version skew, disk, catalog or corruption: this replica stops.
+                    Err(e) => return Err(e),
                 }
             }
             EntryPayload::Membership(m) => {
@@ -321,10 +323,14 @@ fn apply_entries(
     Ok(responses)
 }
 
-/// Logs why this replica stops applying its log, with what an operator should do.
+/// Records and logs why this replica stops applying its log, with what an operator should do.
+/// The status (open to every authenticated caller) shows the class of failure only; the log has
+/// the detail, which may name files or records.
 fn stopping(replica: &ShardReplica, index: u64, e: Error) -> Error {
-    *replica.stopped.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some(format!("applying log entry {index}: {e}"));
+    *replica.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+        "applying log entry {index}: {}; the node's log has the details",
+        e.class()
+    ));
     tracing::error!(
         shard = replica.shard, index, error = %e,
         "this shard replica stops: applying log entry {index} failed on this node only or for \
@@ -338,35 +344,12 @@ fn stopping(replica: &ShardReplica, index: u64, e: Error) -> Error {
 /// Applies one command: its answer (a report, a version, compaction figures), or why not.
 fn apply_command(store: &Store, index: u64, bytes: &[u8]) -> Result<Vec<u8>> {
     match command::decode(bytes)? {
-        ShardCommand::Submission(c)
-            if index.is_multiple_of(5)
-                && crate::broken::node() == 2
-                && crate::broken::broken("diverge") =>
-        {
-            let (ingest::Command::Apply { report, .. } | ingest::Command::Reject { report, .. }) =
-                *c;
-            Ok(report.to_json())
+        ShardCommand::Submission(c) => {
+            if let Some(answer) = crate::broken::apply_fault(index, &c) {
+                return answer;
+            }
+            ingest::commit(store, c).map(|r| r.to_json())
         }
-        ShardCommand::Submission(c)
-            if matches!(&*c, ingest::Command::Apply { change, .. }
-                if change.meta.submission_id.starts_with("break-"))
-                && crate::broken::node() == 2
-                && crate::broken::broken("internal-apply") =>
-        {
-            Err(Error::Internal(
-                "deliberate internal error on node 2 (fault switch internal-apply)".into(),
-            ))
-        }
-        ShardCommand::Submission(c)
-            if matches!(&*c, ingest::Command::Apply { change, .. }
-                if change.meta.submission_id.starts_with("refuse-"))
-                && crate::broken::broken("refuse-apply") =>
-        {
-            Err(Error::InvalidArgument(
-                "deliberate refusal on every replica (fault switch refuse-apply)".into(),
-            ))
-        }
-        ShardCommand::Submission(c) => ingest::commit(store, c).map(|r| r.to_json()),
         ShardCommand::Freeze { name } => store.freeze(&name).map(|v| v.to_be_bytes().to_vec()),
         ShardCommand::Compact { target_rows } => store.compact(target_rows).map(|s| {
             [s.segments_before, s.segments_after, s.rows_dropped]

@@ -290,7 +290,7 @@ pub struct ScanStats {
 }
 
 impl ScanStats {
-    pub fn add(&mut self, o: &ScanStats) {
+    pub(super) fn add(&mut self, o: &ScanStats) {
         self.rows_scanned += o.rows_scanned;
         self.rows_matched += o.rows_matched;
         self.segments_scanned += o.segments_scanned;
