@@ -51,28 +51,31 @@ pub fn node() -> u64 {
     NODE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// What a switched-on apply fault makes a replica answer for submission entry `index` instead of
-/// applying it (`None`: apply it). Always `None` without the `fault-injection` feature.
-pub fn apply_fault(index: u64, command: &crate::ingest::Command) -> Option<crate::Result<Vec<u8>>> {
+/// What a switched-on apply fault makes a replica do instead of applying a submission entry.
+#[derive(Debug)]
+pub enum ApplyFault {
+    /// Answer with the prepared report, applying nothing.
+    AnswerPrepared,
+    /// Fail with this error.
+    Fail(crate::Error),
+}
+
+/// The fault switched on for submission entry `index` (`submission_id`: `None` for a rejected
+/// submission), if any. Always `None` without the `fault-injection` feature.
+pub fn apply_fault(index: u64, submission_id: Option<&str>) -> Option<ApplyFault> {
     #[cfg(feature = "fault-injection")]
     {
-        use crate::ingest::Command;
-        let id = match command {
-            Command::Apply { change, .. } => Some(change.meta.submission_id.as_str()),
-            Command::Reject { .. } => None,
-        };
-        let id_starts = |prefix: &str| id.is_some_and(|id| id.starts_with(prefix));
+        let id_starts = |prefix: &str| submission_id.is_some_and(|id| id.starts_with(prefix));
         if index.is_multiple_of(5) && node() == 2 && broken("diverge") {
-            let (Command::Apply { report, .. } | Command::Reject { report, .. }) = command;
-            return Some(Ok(report.to_json()));
+            return Some(ApplyFault::AnswerPrepared);
         }
         if id_starts("break-") && node() == 2 && broken("internal-apply") {
-            return Some(Err(crate::Error::Internal(
+            return Some(ApplyFault::Fail(crate::Error::Internal(
                 "deliberate internal error on node 2 (fault switch internal-apply)".into(),
             )));
         }
         if id_starts("refuse-") && broken("refuse-apply") {
-            return Some(Err(crate::Error::InvalidArgument(
+            return Some(ApplyFault::Fail(crate::Error::InvalidArgument(
                 "deliberate refusal on every replica (fault switch refuse-apply)".into(),
             )));
         }
@@ -80,7 +83,7 @@ pub fn apply_fault(index: u64, command: &crate::ingest::Command) -> Option<crate
     }
     #[cfg(not(feature = "fault-injection"))]
     {
-        let _ = (index, command);
+        let _ = (index, submission_id);
         None
     }
 }

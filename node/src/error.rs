@@ -156,3 +156,48 @@ impl Error {
         }
     }
 }
+
+/// Maps a node error to a gRPC status by what the caller must do, with its typed reason in the
+/// details (clients act on the reason, not the text). An internal error is logged here, with
+/// its context, since the caller can do nothing about it.
+pub fn status(e: Error) -> tonic::Status {
+    use sus_proto::error::status as with_reason;
+    use sus_proto::v1::Reason;
+    use tonic::Code;
+    let (code, reason) = match &e {
+        Error::InvalidArgument(_) => (Code::InvalidArgument, Reason::Invalid),
+        Error::Refused(_) => (Code::InvalidArgument, Reason::RefusedByLog),
+        Error::NotFound(_) => (Code::NotFound, Reason::NotFound),
+        Error::ReplicaBehind(_) => (Code::NotFound, Reason::ReplicaBehind),
+        Error::AlreadyInitialised => (Code::FailedPrecondition, Reason::AlreadyInitialised),
+        Error::Unauthenticated(_) => (Code::Unauthenticated, Reason::Access),
+        Error::PermissionDenied(_) => (Code::PermissionDenied, Reason::Access),
+        Error::RefData { .. } => (Code::FailedPrecondition, Reason::Invalid),
+        Error::Consensus(_) => (Code::Unavailable, Reason::NoLeader),
+        Error::Busy(_) => (Code::Unavailable, Reason::Busy),
+        Error::Throttled(_) => (Code::ResourceExhausted, Reason::Busy),
+        Error::Conflict(_) => (Code::Aborted, Reason::Conflict),
+        Error::OutcomeUnknown(_) => (Code::DeadlineExceeded, Reason::OutcomeUnknown),
+        Error::Corruption { .. } => (Code::Internal, Reason::Corruption),
+        Error::Internal(_) => {
+            // The caller learns the class only: the detail may name files or records.
+            tracing::error!(error = %e, "internal error answered to a caller");
+            return with_reason(
+                Code::Internal,
+                format!("{}: the node's log has the details", e.class()),
+                Reason::Internal,
+            );
+        }
+        Error::Io { .. } | Error::Catalog(_) | Error::Parquet(_) | Error::Arrow(_) => {
+            (Code::Internal, Reason::Unspecified)
+        }
+    };
+    let message = e.into_message();
+    with_reason(code, message, reason)
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> tonic::Status {
+        status(e)
+    }
+}

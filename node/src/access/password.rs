@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::sync::LazyLock;
 
 /// Work factor of new hashes (about 0.1 s per login on one core).
 pub const ITERATIONS: u32 = 100_000;
@@ -48,6 +49,24 @@ pub fn check_strength(password: &str) -> crate::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What a login for a name that is no user is checked against: the same work as a real user's
+/// hash (a random password nobody knows, under the current work factor).
+static NO_USER: LazyLock<PasswordHash> = LazyLock::new(|| {
+    let password: [u8; 32] = rand::random();
+    PasswordHash::new(&hex::encode(password))
+});
+
+/// Computes the hash unknown names are checked against, so that the first such login does not
+/// take twice as long as the others (call once at start, off the async runtime).
+pub fn prepare_unknown_user_hash() {
+    LazyLock::force(&NO_USER);
+}
+
+/// The hash a login for an unknown name is checked against.
+pub fn unknown_user_hash() -> PasswordHash {
+    NO_USER.clone()
 }
 
 #[cfg(test)]

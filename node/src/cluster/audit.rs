@@ -10,16 +10,11 @@
 //! one chunk, not the log. The whole log is in every meta snapshot: a log of tens of millions of
 //! entries would want its own group and segment files (noted in ARCHITECTURE.md).
 
-use super::service::{Services, status};
-use super::{Cluster, meta::MetaCommand};
 use crate::access::Caller;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use sus_proto::WIRE_FORMAT_VERSION;
 use sus_proto::audit::{Hash, Record};
-use sus_proto::v1::{AppendAuditRequest, AuditEntry};
-use tonic::Request;
 
 /// One stored entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,61 +99,6 @@ pub fn record(caller: &Caller, node: u64, action: &str) -> Record {
         view: String::new(),
         rows: 0,
         detail: String::new(),
-    }
-}
-
-impl Services {
-    /// Appends audit records through the meta leader; returns once they are committed.
-    pub(crate) async fn audit(
-        &self,
-        records: Vec<Record>,
-    ) -> std::result::Result<(), tonic::Status> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let leader = Cluster::wait_leader(&self.cluster.meta, super::service::LEADER_WAIT)
-            .await
-            .ok_or_else(|| tonic::Status::unavailable("audit: the meta group has no leader"))?;
-        if leader == self.cluster.id {
-            return self
-                .cluster
-                .propose_meta(&MetaCommand::Audit { records })
-                .await
-                .map_err(|e| status(Error::Consensus(format!("audit: {e}"))));
-        }
-        let request = AppendAuditRequest {
-            format: WIRE_FORMAT_VERSION,
-            records_json: records.iter().map(Record::to_json).collect(),
-        };
-        self.admin_client(leader)?
-            .append_audit(Request::new(request))
-            .await
-            .map(|_| ())
-            .map_err(|s| tonic::Status::unavailable(format!("audit: {}", s.message())))
-    }
-
-    /// Entries `from..from+limit` (0: to the end) of this node's copy of the log.
-    pub(crate) fn audit_entries(&self, from: u64, limit: u64) -> (Vec<AuditEntry>, u64) {
-        let state = self.cluster.meta_state.borrow();
-        let total = state.audit.len() as u64;
-        let take = if limit == 0 {
-            usize::MAX
-        } else {
-            limit as usize
-        };
-        let entries = state
-            .audit
-            .iter()
-            .enumerate()
-            .skip(from as usize)
-            .take(take)
-            .map(|(i, s)| AuditEntry {
-                index: i as u64,
-                record_json: s.record.to_json(),
-                hash: s.hash.to_vec(),
-            })
-            .collect();
-        (entries, total)
     }
 }
 

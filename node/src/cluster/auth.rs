@@ -176,7 +176,7 @@ impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> std::result::Result<Request<()>, Status> {
         let caller = {
             let state = self.gate.state();
-            authenticate(&state, request.metadata(), now()).map_err(super::service::status)?
+            authenticate(&state, request.metadata(), now()).map_err(crate::error::status)?
         };
         if let Some((caller, node)) = caller {
             if let Some(node) = node {

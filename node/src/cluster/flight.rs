@@ -15,8 +15,9 @@
 //! it from the shard's leader over the internal `Query.Scan` call and relays the batches.
 
 use super::reads::Extract;
-use super::service::{Services, status};
+use super::service::Services;
 use crate::access::Caller;
+use crate::error::status;
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::ipc::writer::IpcWriteOptions;

@@ -7,7 +7,8 @@
 //! authenticated gRPC port (the audit log lists every submission, `sus audit`). A token is never
 //! asked for here either: it would cross the network in clear.
 
-use super::{Cluster, shard_group};
+use super::Cluster;
+use super::shard::shard_group;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -48,7 +49,7 @@ async fn metrics(State(cluster): State<Arc<Cluster>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        cluster.metrics.encode(&cluster),
+        encode_metrics(&cluster),
     )
         .into_response()
 }
@@ -181,4 +182,16 @@ async fn api_status(State(cluster): State<Arc<Cluster>>) -> Response {
         uptime_secs: cluster.started.elapsed().as_secs(),
     };
     axum::Json(body).into_response()
+}
+
+/// The metrics exposition, with every group this node hosts read now.
+fn encode_metrics(cluster: &Cluster) -> String {
+    let mut groups = vec![("meta".to_string(), cluster.meta.clone())];
+    for shard in cluster.hosted_shards() {
+        if let Some((raft, _)) = cluster.shard(shard) {
+            groups.push((format!("shard-{shard}"), raft));
+        }
+    }
+    let audited = cluster.meta_state.borrow().audit.len();
+    cluster.metrics.encode(cluster.id, &groups, audited)
 }

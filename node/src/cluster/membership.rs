@@ -2,9 +2,10 @@
 //! moving shard replicas (announce the joining replica, have the shard leader add it as a learner
 //! and swap the voters, record the final replica set).
 
+use super::Cluster;
 use super::meta::MetaCommand;
 use super::service::{ADMIN_TIMEOUT, LEADER_WAIT, Services};
-use super::{Cluster, shard_group};
+use super::shard::shard_group;
 use crate::{Error, Result};
 use openraft::{BasicNode, ChangeMembers};
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,8 +9,6 @@
 //! length from the applied meta state) are read when scraped, so they are never stale; peer
 //! reachability is what the last check (every few seconds) saw.
 
-use super::reachability::PeerView;
-use super::{Cluster, META_GROUP, shard_group};
 use crate::report::{Outcome, SubmissionReport};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use sus_raft::Raft;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DatasetLabel {
@@ -43,6 +42,14 @@ pub struct PeerLabel {
 pub struct GroupLabel {
     /// `meta` or `shard-N`.
     pub group: String,
+}
+
+/// What this node saw of a member on its last check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerView {
+    pub addr: String,
+    /// `None`: it answered; otherwise why it did not.
+    pub problem: Option<String>,
 }
 
 /// A node's metrics.
@@ -211,23 +218,19 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, group gauges read now from `cluster`.
-    pub fn encode(&self, cluster: &Cluster) -> String {
-        let mut groups = vec![("meta".to_string(), META_GROUP, cluster.meta.clone())];
-        for shard in cluster.hosted_shards() {
-            if let Some((raft, _)) = cluster.shard(shard) {
-                groups.push((format!("shard-{shard}"), shard_group(shard), raft));
-            }
-        }
+    /// The exposition text, with the gauges of `groups` (by name) read now: `node` is this
+    /// node's id, `audited` the audit log's length.
+    pub fn encode(&self, node: u64, groups: &[(String, Raft)], audited: usize) -> String {
         self.group_leader.clear();
         self.group_applied.clear();
         let mut led = 0;
-        for (name, _, raft) in &groups {
+        for (name, raft) in groups {
             let m = raft.metrics().borrow().clone();
             let label = GroupLabel {
                 group: name.clone(),
             };
             let leader = m.current_leader.unwrap_or(0);
-            led += i64::from(leader == cluster.id);
+            led += i64::from(leader == node);
             self.group_leader
                 .get_or_create(&label)
                 .set(i64::try_from(leader).unwrap_or(i64::MAX));
@@ -236,7 +239,6 @@ impl Metrics {
                 .set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
         }
         self.groups_led.set(led);
-        let audited = cluster.meta_state.borrow().audit.len();
         self.audit_entries
             .set(i64::try_from(audited).unwrap_or(i64::MAX));
         let mut out = String::new();

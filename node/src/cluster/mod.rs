@@ -18,14 +18,17 @@
 //! rejoin under a new id. With TLS, a node's certificate names its id (`sus://node/<id>`, see
 //! [`pki`]) and the internal services accept only current members, each as itself.
 
+mod apply;
 pub(crate) mod audit;
 pub mod auth;
 pub mod command;
+mod config;
 pub(crate) mod durable;
 pub(crate) mod flight;
 pub use flight::{FlightFilter, FlightRequest};
 pub(crate) mod freeze;
 pub mod http;
+mod identity;
 pub(crate) mod membership;
 pub mod meta;
 pub mod metrics;
@@ -44,83 +47,23 @@ pub mod users;
 
 use crate::refdata::RefData;
 use crate::{Error, Result};
+pub use config::{ClusterConfig, RaftTuning};
 use durable::{align_committed, fatal, raft_error, storage, sync_dir, write_atomically};
+use identity::{Identity, load_identity, write_identity};
 use meta::{MetaCommand, MetaState, MetaStateMachine};
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
-use serde::{Deserialize, Serialize};
+pub use shard::shard_group;
 use shard::{ShardReplica, ShardStateMachine};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sus_raft::network::{NetworkFactory, Peers, Registry};
-use sus_raft::{GroupId, LogStore, META_GROUP, NodeId, Raft, Request};
+use sus_raft::{LogStore, META_GROUP, NodeId, Raft, Request};
 use tokio::sync::watch;
 use tracing::{info, warn};
-
-/// The Raft group of data shard `shard`.
-pub fn shard_group(shard: u32) -> GroupId {
-    u64::from(shard) + 1
-}
-
-/// Timing and log-retention settings of every group (loopback defaults; raise for WANs).
-#[derive(Debug, Clone)]
-pub struct RaftTuning {
-    pub heartbeat_ms: u64,
-    pub election_min_ms: u64,
-    pub election_max_ms: u64,
-    /// Build a snapshot after this many applied entries since the last one.
-    pub snapshot_after: u64,
-    /// Entries kept in the log behind a snapshot (a lagging peer within them needs no snapshot).
-    pub keep_after_snapshot: u64,
-}
-
-impl Default for RaftTuning {
-    fn default() -> Self {
-        RaftTuning {
-            heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 1000,
-            snapshot_after: 1000,
-            keep_after_snapshot: 200,
-        }
-    }
-}
-
-/// What a cluster node needs to start.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    pub id: NodeId,
-    /// The address peers and clients use to reach this node (`host:port`).
-    pub advertise: String,
-    pub data_dir: PathBuf,
-    pub refdata_dir: PathBuf,
-    /// A licensed grouper's output (`--grouper-output`); `None`: the table grouper.
-    pub grouper_output: Option<PathBuf>,
-    pub raft: RaftTuning,
-    /// How long a submission may wait for its commit before the client is told the outcome is
-    /// unknown (and to resend with the same submission id).
-    pub commit_timeout: Duration,
-    /// TLS material; `None` only for explicitly plaintext (development) nodes.
-    pub tls: Option<tls::TlsFiles>,
-    /// Bytes of decoded segment columns kept in memory by the node (0: every read decodes
-    /// Parquet).
-    pub cache_bytes: usize,
-    /// What clients may send and make the node hold (validated by the caller).
-    pub limits: crate::limits::Limits,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Identity {
-    id: NodeId,
-    cluster_id: Option<String>,
-    /// The members named by the `Init` or `Join` that admitted this node: the nodes it accepts
-    /// before its meta group has caught up (and so knows the members itself).
-    #[serde(default)]
-    admitted_with: BTreeSet<NodeId>,
-}
 
 /// A running cluster node.
 pub struct Cluster {
@@ -247,7 +190,7 @@ impl Cluster {
             started: std::time::Instant::now(),
         });
         // The hash unknown user names are checked against, before the first login needs it.
-        tokio::task::spawn_blocking(users::prepare_unknown_user_hash);
+        tokio::task::spawn_blocking(crate::access::password::prepare_unknown_user_hash);
         if admitted {
             cluster.registry.insert(META_GROUP, cluster.meta.clone());
         }
@@ -256,7 +199,8 @@ impl Cluster {
             Arc::downgrade(&cluster),
             cluster.meta_state.clone(),
         ));
-        tokio::spawn(reachability::watch(Arc::downgrade(&cluster)));
+        let members: std::sync::Weak<dyn reachability::Members> = Arc::downgrade(&cluster) as _;
+        tokio::spawn(reachability::watch(members));
         info!(id = cluster.id, addr = %cluster.advertise, admitted, "node started");
         Ok(cluster)
     }
@@ -594,6 +538,29 @@ impl Cluster {
     }
 }
 
+impl reachability::Members for Cluster {
+    fn others(&self) -> Option<Vec<(NodeId, String)>> {
+        self.cluster_id()?;
+        let state = self.meta_state.borrow();
+        Some(
+            state
+                .nodes
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, addr)| (*id, addr.clone()))
+                .collect(),
+        )
+    }
+
+    fn channel(&self, addr: &str) -> Result<auth::PeerChannel> {
+        self.peer(addr)
+    }
+
+    fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+}
+
 async fn reconcile_loop(cluster: std::sync::Weak<Cluster>, mut state: watch::Receiver<MetaState>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -608,52 +575,4 @@ async fn reconcile_loop(cluster: std::sync::Weak<Cluster>, mut state: watch::Rec
             warn!("reconcile: {e}");
         }
     }
-}
-
-fn load_identity(dir: &Path, id: NodeId) -> Result<Identity> {
-    let path = dir.join("node.json");
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let identity: Identity =
-                serde_json::from_slice(&bytes).map_err(|e| Error::Corruption {
-                    what: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-            if identity.id != id {
-                return Err(Error::InvalidArgument(format!(
-                    "data directory {} belongs to node {}, not node {id}; node ids are never \
-                     reused or changed",
-                    dir.display(),
-                    identity.id
-                )));
-            }
-            Ok(identity)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .next()
-                .is_some()
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "data directory {} is not empty but has no node.json; refusing to use it",
-                    dir.display()
-                )));
-            }
-            let identity = Identity {
-                id,
-                cluster_id: None,
-                admitted_with: BTreeSet::new(),
-            };
-            write_identity(dir, &identity)?;
-            Ok(identity)
-        }
-        Err(e) => Err(Error::io(&path, e)),
-    }
-}
-
-fn write_identity(dir: &Path, identity: &Identity) -> Result<()> {
-    let bytes =
-        serde_json::to_vec_pretty(identity).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    write_atomically(&dir.join("node.json"), &bytes)
 }

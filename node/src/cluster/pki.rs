@@ -17,7 +17,7 @@
 //! With `--plaintext` no connection proves anything: the gate lets every caller through and
 //! the internal services are open to whoever reaches the port (local development only).
 
-use super::Identity;
+use super::identity::Identity;
 use super::meta::MetaState;
 use crate::{Error, Result};
 use openraft::{BasicNode, RaftMetrics};

@@ -3,7 +3,9 @@
 //! member that becomes unreachable is logged once, with the cause and what to check, and again
 //! when it is back; `/metrics` (`sus_peer_up`) and the status page show the current view.
 
-use super::{Cluster, auth::PeerChannel};
+use super::auth::PeerChannel;
+use super::metrics::{Metrics, PeerView};
+use crate::Result;
 use std::collections::BTreeMap;
 use std::sync::Weak;
 use std::time::Duration;
@@ -18,16 +20,18 @@ const EVERY: Duration = Duration::from_secs(3);
 /// How long a member has to answer.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What this node saw of a member on its last check.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PeerView {
-    pub addr: String,
-    /// `None`: it answered; otherwise why it did not.
-    pub problem: Option<String>,
+/// What the checks need of the node (the cluster node implements it).
+pub trait Members: Send + Sync {
+    /// The other members and their addresses; `None` before the node joins a cluster.
+    fn others(&self) -> Option<Vec<(NodeId, String)>>;
+    /// A channel to a member, authenticated as this node.
+    fn channel(&self, addr: &str) -> Result<PeerChannel>;
+    /// Where the view is published.
+    fn metrics(&self) -> &Metrics;
 }
 
 /// Checks every member until the node stops.
-pub(crate) async fn watch(cluster: Weak<Cluster>) {
+pub(crate) async fn watch(cluster: Weak<dyn Members>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -35,21 +39,13 @@ pub(crate) async fn watch(cluster: Weak<Cluster>) {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        if cluster.cluster_id().is_none() {
+        let Some(members) = cluster.others() else {
             continue;
-        }
-        let members: Vec<(NodeId, String)> = cluster
-            .meta_state
-            .borrow()
-            .nodes
-            .iter()
-            .filter(|(id, _)| **id != cluster.id)
-            .map(|(id, addr)| (*id, addr.clone()))
-            .collect();
+        };
         let checks = members.into_iter().map(|(id, addr)| {
             let cluster = &cluster;
             async move {
-                let problem = match cluster.peer(&addr) {
+                let problem = match cluster.channel(&addr) {
                     Ok(channel) => check(channel).await.err(),
                     Err(e) => Some(e.to_string()),
                 };
@@ -60,7 +56,7 @@ pub(crate) async fn watch(cluster: Weak<Cluster>) {
             .await
             .into_iter()
             .collect();
-        let before = cluster.metrics.peers();
+        let before = cluster.metrics().peers();
         for (id, view) in &seen {
             let was = before.get(id).and_then(|v| v.problem.as_ref());
             match (&view.problem, was) {
@@ -76,7 +72,7 @@ pub(crate) async fn watch(cluster: Weak<Cluster>) {
                 _ => {}
             }
         }
-        cluster.metrics.set_peers(seen);
+        cluster.metrics().set_peers(seen);
     }
 }
 

@@ -6,9 +6,10 @@
 //! lead the shard and confirms it with a read-index round first (read your writes).
 
 use super::auth;
-use super::service::{Services, status};
+use super::service::Services;
 use super::shard::ShardReplica;
 use crate::access::{self, Caller, Keys, Tier};
+use crate::error::status;
 use crate::model::Dataset;
 use crate::query::{self, PatientKey, Query};
 use crate::{Error, Result};

@@ -9,13 +9,17 @@
 
 use super::auth::{self, PeerChannel};
 use super::command::ShardCommand;
-use super::{Cluster, command, shard_group};
+use super::meta::MetaCommand;
+use super::shard::shard_group;
+use super::{Cluster, command};
+use crate::error::status;
 use crate::ingest::{self, Prepared};
 use crate::model::SubmissionMeta;
 use crate::report::{Outcome, SubmissionReport};
 use crate::{Error, Result};
 use std::sync::Arc;
 use std::time::Duration;
+use sus_proto::audit::Record;
 use sus_proto::v1::admin_client::AdminClient;
 use sus_proto::v1::admin_server::AdminServer;
 use sus_proto::v1::ingest_client::IngestClient;
@@ -191,10 +195,10 @@ impl Services {
                 "not committed: {e}; retry"
             )))),
             Ok(Ok(response)) => match response.data.0.split_first() {
-                Some((&super::shard::REFUSAL, message)) => Err(status(Error::Refused(
+                Some((&super::apply::REFUSAL, message)) => Err(status(Error::Refused(
                     String::from_utf8_lossy(message).into_owned(),
                 ))),
-                Some((&super::shard::CONFLICT, message)) => Err(status(Error::Conflict(
+                Some((&super::apply::CONFLICT, message)) => Err(status(Error::Conflict(
                     String::from_utf8_lossy(message).into_owned(),
                 ))),
                 _ => Ok(response.data.0),
@@ -260,6 +264,61 @@ impl Services {
     }
 }
 
+impl Services {
+    /// Appends audit records through the meta leader; returns once they are committed.
+    pub(crate) async fn audit(
+        &self,
+        records: Vec<Record>,
+    ) -> std::result::Result<(), tonic::Status> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let leader = Cluster::wait_leader(&self.cluster.meta, LEADER_WAIT)
+            .await
+            .ok_or_else(|| tonic::Status::unavailable("audit: the meta group has no leader"))?;
+        if leader == self.cluster.id {
+            return self
+                .cluster
+                .propose_meta(&MetaCommand::Audit { records })
+                .await
+                .map_err(|e| status(Error::Consensus(format!("audit: {e}"))));
+        }
+        let request = AppendAuditRequest {
+            format: WIRE_FORMAT_VERSION,
+            records_json: records.iter().map(Record::to_json).collect(),
+        };
+        self.admin_client(leader)?
+            .append_audit(Request::new(request))
+            .await
+            .map(|_| ())
+            .map_err(|s| tonic::Status::unavailable(format!("audit: {}", s.message())))
+    }
+
+    /// Entries `from..from+limit` (0: to the end) of this node's copy of the log.
+    pub(crate) fn audit_entries(&self, from: u64, limit: u64) -> (Vec<AuditEntry>, u64) {
+        let state = self.cluster.meta_state.borrow();
+        let total = state.audit.len() as u64;
+        let take = if limit == 0 {
+            usize::MAX
+        } else {
+            limit as usize
+        };
+        let entries = state
+            .audit
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+            .take(take)
+            .map(|(i, s)| AuditEntry {
+                index: i as u64,
+                record_json: s.record.to_json(),
+                hash: s.hash.to_vec(),
+            })
+            .collect();
+        (entries, total)
+    }
+}
+
 pub(crate) fn group_status(group: u64, raft: &Raft, stopped: Option<String>) -> GroupStatus {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
@@ -274,45 +333,6 @@ pub(crate) fn group_status(group: u64, raft: &Raft, stopped: Option<String>) -> 
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
         stopped: stopped.unwrap_or_default(),
     }
-}
-
-/// Maps a node error to a gRPC status by what the caller must do, with its typed reason in the
-/// details (clients act on the reason, not the text). An internal error is logged here, with
-/// its context, since the caller can do nothing about it.
-pub(crate) fn status(e: Error) -> Status {
-    use sus_proto::error::status as with_reason;
-    use sus_proto::v1::Reason;
-    use tonic::Code;
-    let (code, reason) = match &e {
-        Error::InvalidArgument(_) => (Code::InvalidArgument, Reason::Invalid),
-        Error::Refused(_) => (Code::InvalidArgument, Reason::RefusedByLog),
-        Error::NotFound(_) => (Code::NotFound, Reason::NotFound),
-        Error::ReplicaBehind(_) => (Code::NotFound, Reason::ReplicaBehind),
-        Error::AlreadyInitialised => (Code::FailedPrecondition, Reason::AlreadyInitialised),
-        Error::Unauthenticated(_) => (Code::Unauthenticated, Reason::Access),
-        Error::PermissionDenied(_) => (Code::PermissionDenied, Reason::Access),
-        Error::RefData { .. } => (Code::FailedPrecondition, Reason::Invalid),
-        Error::Consensus(_) => (Code::Unavailable, Reason::NoLeader),
-        Error::Busy(_) => (Code::Unavailable, Reason::Busy),
-        Error::Throttled(_) => (Code::ResourceExhausted, Reason::Busy),
-        Error::Conflict(_) => (Code::Aborted, Reason::Conflict),
-        Error::OutcomeUnknown(_) => (Code::DeadlineExceeded, Reason::OutcomeUnknown),
-        Error::Corruption { .. } => (Code::Internal, Reason::Corruption),
-        Error::Internal(_) => {
-            // The caller learns the class only: the detail may name files or records.
-            tracing::error!(error = %e, "internal error answered to a caller");
-            return with_reason(
-                Code::Internal,
-                format!("{}: the node's log has the details", e.class()),
-                Reason::Internal,
-            );
-        }
-        Error::Io { .. } | Error::Catalog(_) | Error::Parquet(_) | Error::Arrow(_) => {
-            (Code::Internal, Reason::Unspecified)
-        }
-    };
-    let message = e.into_message();
-    with_reason(code, message, reason)
 }
 
 /// The credentials and message of a call the caller must be an administrator to make.

@@ -8,22 +8,20 @@
 //!                                         catalog dump, archive.snap once packed), incoming-*.snap
 //! ```
 //!
-//! `apply` commits each entry's prepared submission with [`ingest::commit`], then records the
-//! applied log id (and membership) in the store's catalog. A crash between the two replays the
+//! `apply` ([`super::apply`]) commits each entry's prepared submission with
+//! [`crate::ingest::commit`], then records the applied log id (and membership) in the store's catalog. A crash between the two replays the
 //! entry on restart, which is a no-op: every command is idempotent by (sender, submission id).
 //! Installing a snapshot builds a new store directory from the archive, then switches `CURRENT`
 //! to it; the old directory is removed after the switch (or at the next start).
 
-use super::command::ShardCommand;
+use super::apply::{self, APPLIED, MEMBERSHIP, corrupt, encode, read_applied};
 use super::durable::{receiving_file, storage_error, sync_dir, write_atomically};
-use super::{command, snapshot};
-use crate::ingest;
+use super::snapshot;
 use crate::store::{SegmentCache, Store};
 use crate::{Error, Result};
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
-    StoredMembership,
+    LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StoredMembership,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,8 +32,6 @@ use tracing::{info, warn};
 
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 
-const APPLIED: &str = "applied";
-const MEMBERSHIP: &str = "membership";
 const CURRENT: &str = "CURRENT";
 /// In `snapshots/`: names the current snapshot directory `snap-<n>/`, which holds `meta.json`
 /// and either a frozen image (built here) or `archive.snap` (received), or both once packed.
@@ -45,6 +41,11 @@ const SNAPSHOT_ARCHIVE: &str = "archive.snap";
 
 /// Version of the snapshot archive a shard writes and accepts.
 pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// The Raft group of data shard `shard`.
+pub fn shard_group(shard: u32) -> GroupId {
+    u64::from(shard) + 1
+}
 
 /// A shard replica: shared by its state machine and the services that read it.
 pub struct ShardReplica {
@@ -113,7 +114,7 @@ impl ShardReplica {
         }
         let store = Store::open_with_cache(&dir.join(&current), cache.clone())?;
         Ok(Arc::new(ShardReplica {
-            group: super::shard_group(shard),
+            group: shard_group(shard),
             shard,
             dir: dir.to_path_buf(),
             store: RwLock::new(Arc::new(store)),
@@ -164,29 +165,6 @@ impl ShardStateMachine {
     pub fn new(replica: Arc<ShardReplica>) -> ShardStateMachine {
         ShardStateMachine { replica }
     }
-}
-
-fn read_applied(store: &Store) -> Result<(Option<LogId<NodeId>>, Membership)> {
-    let applied = match store.raft_state(APPLIED)? {
-        Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("applied log id", e))?,
-        None => None,
-    };
-    let membership = match store.raft_state(MEMBERSHIP)? {
-        Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("membership", e))?,
-        None => Membership::default(),
-    };
-    Ok((applied, membership))
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Corruption {
-        what: format!("raft state {what}"),
-        message: e.to_string(),
-    }
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    bincode::serialize(value).map_err(|e| corrupt("encoding", e))
 }
 
 impl RaftStateMachine<TypeConfig> for ShardStateMachine {
@@ -274,53 +252,7 @@ fn apply_entries(
     entries: Vec<openraft::Entry<TypeConfig>>,
 ) -> Result<Vec<Response>> {
     let mut at = 0;
-    apply_in_order(&replica.store(), entries, &mut at).map_err(|e| stopping(replica, at, e))
-}
-
-/// [`apply_entries`] without the stop: `at` is the index of the entry being applied.
-fn apply_in_order(
-    store: &Store,
-    entries: Vec<openraft::Entry<TypeConfig>>,
-    at: &mut u64,
-) -> Result<Vec<Response>> {
-    let mut applied = read_applied(store)?.0.map(|l| l.index);
-    let mut responses = Vec::with_capacity(entries.len());
-    for entry in entries {
-        *at = entry.log_id.index;
-        // Invariant: the applied index only grows (a log handed out of order, or twice, is a bug).
-        if let Some(last) = applied.filter(|&a| entry.log_id.index <= a) {
-            return Err(Error::Internal(format!(
-                "entry {} handed to apply after entry {last} was applied",
-                entry.log_id.index
-            )));
-        }
-        let mut state = vec![(APPLIED, encode(&Some(entry.log_id))?)];
-        let response = match entry.payload {
-            EntryPayload::Blank => Response::default(),
-            EntryPayload::Normal(request) => {
-                match apply_command(store, entry.log_id.index, &request.0) {
-                    Ok(bytes) => Response(bytes),
-                    // Derived against spells that moved since: nothing applied, on every replica
-                    // alike; the leader derives it again.
-                    Err(Error::Conflict(message)) => marked(CONFLICT, &message),
-                    // Refused for what the command is: every replica refuses it alike and the
-                    // group carries on.
-                    Err(e) if e.is_deterministic() => refusal(&e.into_message()),
-                    // A bug, a version skew, disk, catalog or corruption: this replica stops.
-                    Err(e) => return Err(e),
-                }
-            }
-            EntryPayload::Membership(m) => {
-                let stored = Membership::new(Some(entry.log_id), m);
-                state.push((MEMBERSHIP, encode(&stored)?));
-                Response::default()
-            }
-        };
-        store.set_raft_state(&state)?;
-        applied = Some(entry.log_id.index);
-        responses.push(response);
-    }
-    Ok(responses)
+    apply::apply_in_order(&replica.store(), entries, &mut at).map_err(|e| stopping(replica, at, e))
 }
 
 /// Records and logs why this replica stops applying its log, with what an operator should do.
@@ -339,41 +271,6 @@ fn stopping(replica: &ShardReplica, index: u64, e: Error) -> Error {
          node, or wipe its directory and rejoin it under a new id"
     );
     e
-}
-
-/// Applies one command: its answer (a report, a version, compaction figures), or why not.
-fn apply_command(store: &Store, index: u64, bytes: &[u8]) -> Result<Vec<u8>> {
-    match command::decode(bytes)? {
-        ShardCommand::Submission(c) => {
-            if let Some(answer) = crate::broken::apply_fault(index, &c) {
-                return answer;
-            }
-            ingest::commit(store, c).map(|r| r.to_json())
-        }
-        ShardCommand::Freeze { name } => store.freeze(&name).map(|v| v.to_be_bytes().to_vec()),
-        ShardCommand::Compact { target_rows } => store.compact(target_rows).map(|s| {
-            [s.segments_before, s.segments_after, s.rows_dropped]
-                .iter()
-                .flat_map(|n| n.to_be_bytes())
-                .collect()
-        }),
-    }
-}
-
-/// Marks a response as a refusal (a report is JSON, so never starts with this byte).
-pub const REFUSAL: u8 = b'!';
-
-/// Marks a response as a conflict: the submission must be derived again.
-pub const CONFLICT: u8 = b'?';
-
-fn refusal(message: &str) -> Response {
-    marked(REFUSAL, message)
-}
-
-fn marked(mark: u8, message: &str) -> Response {
-    let mut bytes = vec![mark];
-    bytes.extend_from_slice(message.as_bytes());
-    Response(bytes)
 }
 
 /// Installs the newest `incoming-*.snap` as the replica's store.

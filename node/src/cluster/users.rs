@@ -8,26 +8,12 @@
 use super::Cluster;
 use super::meta::MetaCommand;
 use super::service::Services;
-use crate::access::password::{PasswordHash, check_strength};
+use crate::access::password::{self, PasswordHash, check_strength};
 use crate::access::{Keys, Role, Tier, User, token};
 use crate::{Error, Result};
 use std::net::IpAddr;
-use std::sync::LazyLock;
 use sus_proto::v1::{AddUserRequest, LoginReply, UserInfo};
 use tracing::info;
-
-/// What a login for a name that is no user is checked against: the same work as a real user's
-/// hash (a random password nobody knows, under the current work factor).
-static NO_USER: LazyLock<PasswordHash> = LazyLock::new(|| {
-    let password: [u8; 32] = rand::random();
-    PasswordHash::new(&hex::encode(password))
-});
-
-/// Computes the hash unknown names are checked against, so that the first such login does not
-/// take twice as long as the others (call once at start, off the async runtime).
-pub fn prepare_unknown_user_hash() {
-    LazyLock::force(&NO_USER);
-}
 
 /// The longest user name (`User::check`).
 const MAX_NAME_CHARS: usize = 64;
@@ -139,7 +125,7 @@ pub async fn login(
     // An unknown name does the same work as a wrong password.
     let hash = user
         .as_ref()
-        .map_or_else(|| NO_USER.clone(), |u| u.password.clone());
+        .map_or_else(password::unknown_user_hash, |u| u.password.clone());
     let given = password.to_string();
     let ok = tokio::task::spawn_blocking(move || hash.verify(&given))
         .await

@@ -6,6 +6,7 @@ use crate::cluster::auth::{self, PeerChannel};
 use crate::cluster::command::ShardCommand;
 use crate::cluster::meta::MetaCommand;
 use crate::cluster::service::*;
+use crate::error::status;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::time::Duration;

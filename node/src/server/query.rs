@@ -4,7 +4,8 @@
 use crate::access::{self, Scope, Tier};
 use crate::cluster::auth;
 use crate::cluster::reads::*;
-use crate::cluster::service::{Services, check_format, status};
+use crate::cluster::service::{Services, check_format};
+use crate::error::status;
 use crate::query::{self, Query};
 use futures::StreamExt;
 use sus_proto::MAX_MESSAGE_BYTES;

@@ -1,0 +1,55 @@
+//! How a cluster node is started: its identity, addresses, directories, Raft timings, TLS and
+//! limits.
+
+use super::tls::TlsFiles;
+use crate::limits::Limits;
+use std::path::PathBuf;
+use std::time::Duration;
+use sus_raft::NodeId;
+
+/// Timing and log-retention settings of every group (loopback defaults; raise for WANs).
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_after: u64,
+    /// Entries kept in the log behind a snapshot (a lagging peer within them needs no snapshot).
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+            snapshot_after: 1000,
+            keep_after_snapshot: 200,
+        }
+    }
+}
+
+/// What a cluster node needs to start.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub id: NodeId,
+    /// The address peers and clients use to reach this node (`host:port`).
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub refdata_dir: PathBuf,
+    /// A licensed grouper's output (`--grouper-output`); `None`: the table grouper.
+    pub grouper_output: Option<PathBuf>,
+    pub raft: RaftTuning,
+    /// How long a submission may wait for its commit before the client is told the outcome is
+    /// unknown (and to resend with the same submission id).
+    pub commit_timeout: Duration,
+    /// TLS material; `None` only for explicitly plaintext (development) nodes.
+    pub tls: Option<TlsFiles>,
+    /// Bytes of decoded segment columns kept in memory by the node (0: every read decodes
+    /// Parquet).
+    pub cache_bytes: usize,
+    /// What clients may send and make the node hold (validated by the caller).
+    pub limits: Limits,
+}
