@@ -169,7 +169,7 @@ pub fn status(e: Error) -> tonic::Status {
         Error::Refused(_) => (Code::InvalidArgument, Reason::RefusedByLog),
         Error::NotFound(_) => (Code::NotFound, Reason::NotFound),
         Error::ReplicaBehind(_) => (Code::NotFound, Reason::ReplicaBehind),
-        Error::AlreadyInitialised => (Code::FailedPrecondition, Reason::AlreadyInitialised),
+        Error::AlreadyInitialised => (Code::InvalidArgument, Reason::AlreadyInitialised),
         Error::Unauthenticated(_) => (Code::Unauthenticated, Reason::Access),
         Error::PermissionDenied(_) => (Code::PermissionDenied, Reason::Access),
         Error::RefData { .. } => (Code::FailedPrecondition, Reason::Invalid),

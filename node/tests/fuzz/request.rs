@@ -119,7 +119,9 @@ fn spec() -> impl Strategy<Value = v1::QuerySpec> {
 /// A refusal is fine if it is a caller's error with a message.
 fn refusal(e: Error, tally: &mut Tally, what: &str) -> Result<(), String> {
     match e {
-        Error::InvalidArgument(m) | Error::NotFound(m) if !m.trim().is_empty() => {
+        Error::InvalidArgument(m) | Error::NotFound(m) | Error::ReplicaBehind(m)
+            if !m.trim().is_empty() =>
+        {
             tally.note(format!("{what}: refused"));
             Ok(())
         }
