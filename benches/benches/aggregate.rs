@@ -9,7 +9,7 @@ mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sus_node::ingest::files::read_submission;
-use sus_node::node::{Node, NodeConfig};
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::query::{self, PatientKey, Query};
 use sus_node::store::{DEFAULT_FOOTER_BYTES, SegmentCache};
 use sus_proto::v1::{Aggregate, Filter, QuerySpec, aggregate::Func, filter::Op};
@@ -90,13 +90,13 @@ fn aggregate(c: &mut Criterion) {
     };
     let tmp = tempfile::tempdir().expect("temp dir");
     let files = common::submissions(&tmp.path().join("gen"), None, rows, 50_000);
-    let config = NodeConfig {
+    let config = LocalConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: common::refdata(),
         grouper_output: None,
     };
     {
-        let node = Node::open_with_cache(&config, SegmentCache::new(0, 0)).expect("node");
+        let node = LocalStore::open_with_cache(&config, SegmentCache::new(0, 0)).expect("node");
         for f in &files {
             let (meta, bytes) = read_submission(f).expect("read");
             node.submit(&meta, "f.csv", &bytes).expect("submit");
@@ -109,7 +109,7 @@ fn aggregate(c: &mut Criterion) {
         ("parquet", SegmentCache::new(0, DEFAULT_FOOTER_BYTES)),
         ("memory", SegmentCache::new(4 << 30, DEFAULT_FOOTER_BYTES)),
     ] {
-        let node = Node::open_with_cache(&config, cache).expect("node");
+        let node = LocalStore::open_with_cache(&config, cache).expect("node");
         let mut group = c.benchmark_group(format!("aggregate {mode}"));
         group.sample_size(10);
         for (name, spec) in &queries {

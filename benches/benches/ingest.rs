@@ -7,12 +7,12 @@ mod common;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sus_client::generator::Dataset;
 use sus_node::ingest::files::read_submission;
-use sus_node::node::{Node, NodeConfig};
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 
 fn prepare(c: &mut Criterion) {
     let rows = if common::test_mode() { 500 } else { 20_000 };
     let tmp = tempfile::tempdir().expect("temp dir");
-    let node = Node::open(&NodeConfig {
+    let node = LocalStore::open(&LocalConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: common::refdata(),
         grouper_output: None,
@@ -62,7 +62,7 @@ fn submit(c: &mut Criterion) {
         b.iter_batched(
             || {
                 n += 1;
-                Node::open(&NodeConfig {
+                LocalStore::open(&LocalConfig {
                     data_dir: tmp.path().join(format!("node{n}")),
                     refdata_dir: common::refdata(),
                     grouper_output: None,

@@ -7,8 +7,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::collections::BTreeMap;
 use sus_client::generator::Dataset;
 use sus_node::ingest::files::read_submission;
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::ingest::{Command, Prepared};
-use sus_node::node::{Node, NodeConfig};
 use sus_node::schema::stored_schema;
 use sus_node::store::{decode_segment, encode_segment};
 
@@ -16,7 +16,7 @@ fn segment(c: &mut Criterion) {
     let rows = if common::test_mode() { 500 } else { 60_000 };
     let tmp = tempfile::tempdir().expect("temp dir");
     let files = common::submissions(&tmp.path().join("gen"), Some(Dataset::Op), rows, rows);
-    let node = Node::open(&NodeConfig {
+    let node = LocalStore::open(&LocalConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: common::refdata(),
         grouper_output: None,

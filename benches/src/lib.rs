@@ -119,7 +119,7 @@ pub async fn ingest(client: &Client, files: &[PathBuf], lanes: usize) -> Result<
                     .await
                     .with_context(|| f.display().to_string())?;
                 if outcome.accepted {
-                    records += outcome.report["records"].as_u64().unwrap_or(0);
+                    records += outcome.report.records;
                 }
             }
             anyhow::Ok(records)

@@ -229,7 +229,8 @@ impl Workload {
 fn check_report(h: &mut History, f: &crate::plan::PlannedFile, o: &sus_client::SubmitOutcome) {
     let e = &f.expected;
     let accepted = e.outcome == "accepted";
-    let count = |k: &str| o.report.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let r = &o.report;
+    let counts = (r.inserted, r.replaced, r.deleted);
     if o.accepted != accepted {
         h.violate(
             1,
@@ -240,16 +241,13 @@ fn check_report(h: &mut History, f: &crate::plan::PlannedFile, o: &sus_client::S
                 if o.accepted { "accepted" } else { "rejected" }
             ),
         );
-    } else if accepted
-        && (count("inserted"), count("replaced"), count("deleted"))
-            != (e.inserted, e.replaced, e.deleted)
-    {
+    } else if accepted && counts != (e.inserted, e.replaced, e.deleted) {
         h.violate(
             1,
             format!(
                 "{}: report counts {:?} differ from the oracle's {:?}",
                 e.file,
-                (count("inserted"), count("replaced"), count("deleted")),
+                counts,
                 (e.inserted, e.replaced, e.deleted)
             ),
         );

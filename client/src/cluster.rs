@@ -6,6 +6,7 @@
 //! whose outcome is unknown (timeout, node lost, no leader yet) is retried with backoff until
 //! `retry_for` has passed, and never reported as accepted without the node's report saying so.
 
+use crate::submission::SubmitOutcome;
 use crate::{Error, Result};
 use std::path::Path;
 use std::time::Duration;
@@ -38,24 +39,6 @@ impl Default for RetryPolicy {
             retry_for: Duration::from_secs(60),
             attempt_timeout: Duration::from_secs(60),
         }
-    }
-}
-
-/// What the cluster said about one submission.
-#[derive(Debug, Clone)]
-pub struct SubmitOutcome {
-    pub accepted: bool,
-    /// The submission report (JSON), as the node wrote it.
-    pub report: serde_json::Value,
-    pub shard: u32,
-    /// The node that committed it.
-    pub leader: u64,
-}
-
-impl SubmitOutcome {
-    /// The store version the submission created on its shard (accepted only).
-    pub fn version(&self) -> Option<u64> {
-        self.report.get("version").and_then(|v| v.as_u64())
     }
 }
 
@@ -265,6 +248,8 @@ impl Client {
     }
 
     /// Submits a file's bytes with its envelope (JSON), retrying while the outcome is unknown.
+    /// A reply without a report (from a node older than this client) is
+    /// [`Error::MissingReport`].
     pub async fn submit(
         &self,
         envelope_json: &str,
@@ -289,14 +274,7 @@ impl Client {
                 }
             })
             .await?;
-        let report = serde_json::from_str(&reply.report_json)
-            .map_err(|e| Error::Cluster(format!("undecodable report: {e}")))?;
-        Ok(SubmitOutcome {
-            accepted: reply.accepted,
-            report,
-            shard: reply.shard,
-            leader: reply.leader,
-        })
+        SubmitOutcome::from_reply(reply)
     }
 
     /// Bootstraps a new cluster over `nodes` (id, address); sent to the first endpoint's node,

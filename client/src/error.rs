@@ -54,6 +54,21 @@ pub enum Error {
     /// `init` of a cluster that already has its shards.
     #[error("the cluster is already initialised")]
     AlreadyInitialised,
+    /// A node answered a submission without its report: a node older than this client (it sent
+    /// the report as JSON text). The submission was processed; resending it (same submission
+    /// id) to an up-to-date node returns its original report.
+    #[error(
+        "node {leader} answered the submission (accepted: {accepted}, shard {shard}) with no \
+         submission report: is it older than this client?"
+    )]
+    MissingReport {
+        /// Whether the node said the submission was accepted.
+        accepted: bool,
+        /// The data shard that holds the sender's records.
+        shard: u32,
+        /// The node that committed it.
+        leader: u64,
+    },
     /// Any other failure talking to the cluster.
     #[error("cluster: {0}")]
     Cluster(String),

@@ -7,8 +7,10 @@ pub mod error;
 pub mod generator;
 pub mod query;
 pub mod report;
+pub mod submission;
 pub mod trace;
 
-pub use cluster::{Client, ClientConfig, RetryPolicy, SubmitOutcome, TlsOptions};
+pub use cluster::{Client, ClientConfig, RetryPolicy, TlsOptions};
 pub use error::{Error, Result};
 pub use query::{AggregateResult, Aggregation, ReadFrom, ScanSpec, Tier};
+pub use submission::{SubmissionReport, SubmitOutcome};

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use sus_client::generator::{GenConfig, generate};
 use sus_node::ingest::files::read_submission;
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::model::Dataset;
-use sus_node::node::{Node, NodeConfig};
 use sus_node::report::Outcome;
-use sus_node::summary::{Totals, summarise};
+use sus_node::store::totals::{Totals, summarise};
 
 #[derive(Parser)]
 #[command(about = "Generate, ingest, restart and report on a local sus-cluster node")]
@@ -113,13 +113,13 @@ fn main() -> anyhow::Result<()> {
         gen_dir.display()
     );
 
-    let config = NodeConfig {
+    let config = LocalConfig {
         data_dir: args.dir.join("node"),
         refdata_dir: args.refdata.clone(),
         grouper_output: None,
     };
     println!("2/4 ingesting into a node at {}", config.data_dir.display());
-    let node = Node::open(&config).context("opening the node")?;
+    let node = LocalStore::open(&config).context("opening the node")?;
     let progress = bar(expected.submissions.len() as u64, "ingest");
     let started = Instant::now();
     let (mut records, mut rejected) = (0u64, Vec::new());
@@ -149,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     drop(node);
 
     println!("3/4 restarting the node from disk");
-    let node = Node::open(&config).context("reopening the node")?;
+    let node = LocalStore::open(&config).context("reopening the node")?;
 
     println!(
         "4/4 priced activity (sample tariff; live records after replacements and deletions)\n"

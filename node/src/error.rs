@@ -85,6 +85,34 @@ pub enum Error {
     /// it (same submission id) is safe.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// The node or cluster is not in a state to do this (not yet part of a cluster, reference
+    /// data not the cluster's, a wire format it does not speak); the message says what to change.
+    #[error("failed precondition: {0}")]
+    Precondition(String),
+    /// Another node could not be reached (no address known, or its channel failed); retrying
+    /// later may succeed.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Another node's answer to a call this node made for its caller (a forwarded submission, a
+    /// fan-out read): its gRPC code, typed reason and words, passed back to the caller as given.
+    #[error("{message}")]
+    Peer {
+        /// The gRPC code (`tonic::Code` as `i32`).
+        code: i32,
+        /// The typed reason (`sus_proto::v1::Reason` as `i32`).
+        reason: i32,
+        message: String,
+    },
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Error {
+        Error::Peer {
+            code: s.code() as i32,
+            reason: sus_proto::error::reason(&s) as i32,
+            message: s.message().to_string(),
+        }
+    }
 }
 
 impl From<sus_core::Error> for Error {
@@ -128,7 +156,10 @@ impl Error {
             | Error::Conflict(m)
             | Error::Refused(m)
             | Error::ReplicaBehind(m)
-            | Error::OutcomeUnknown(m) => m,
+            | Error::OutcomeUnknown(m)
+            | Error::Unreachable(m)
+            | Error::Precondition(m)
+            | Error::Peer { message: m, .. } => m,
             other => other.to_string(),
         }
     }
@@ -178,6 +209,12 @@ pub fn status(e: Error) -> tonic::Status {
         Error::Throttled(_) => (Code::ResourceExhausted, Reason::Busy),
         Error::Conflict(_) => (Code::Aborted, Reason::Conflict),
         Error::OutcomeUnknown(_) => (Code::DeadlineExceeded, Reason::OutcomeUnknown),
+        Error::Unreachable(_) => (Code::Unavailable, Reason::Unspecified),
+        Error::Precondition(_) => (Code::FailedPrecondition, Reason::Unspecified),
+        Error::Peer { code, reason, .. } => (
+            Code::from_i32(*code),
+            Reason::try_from(*reason).unwrap_or(Reason::Unspecified),
+        ),
         Error::Corruption { .. } => (Code::Internal, Reason::Corruption),
         Error::Internal(_) => {
             // The caller learns the class only: the detail may name files or records.

@@ -5,7 +5,7 @@
 //! **Write path** (a submission file in, a report out, the same rows on every replica):
 //!
 //! ```text
-//!  server::run ─► cluster::service (Ingest.Submit: authorise, forward once to the shard leader)
+//!  server::ingest (decode) ─► cluster::submit (authorise, forward once to the shard leader)
 //!    ─► ingest::prepare on the leader: ingest::parse (CSV or Parquet, R01-R04)
 //!         ─► validate (R05, R06, R08) ─► derive (spells over every live episode, HRG) ─► price
 //!         ─► ingest::encode (Arrow, the stored schema) ─► cluster::command (a Raft entry)
@@ -16,16 +16,20 @@
 //! **Read path** (an aggregate, a scan or an extract, scoped by the caller's role and tier):
 //!
 //! ```text
-//!  server::query / cluster::flight ─► access (identity, scope, tier, disclosure control)
-//!    ─► cluster::reads (fan out to the shards this node hosts, audit before the first row)
+//!  server::query / server::flight (decode) ─► cluster::{aggregate, activity, reads}
+//!    ─► access::read (tier, scope, identifiers, disclosure control: the one read policy)
+//!    ─► the shards this node hosts (or their leaders, fanned out); audit before the first row
 //!    ─► query (spec ─► filter ─► group over store::SegmentView chunks) ─► a partial aggregate
 //!    ─► merged by sus_proto::partial (on the client, or here for the anonymised tier)
 //! ```
 //!
-//! **Modules.** [`ingest`] parses and prepares submissions; [`store`] keeps segments and the
-//! catalog of one shard replica; [`query`] is the pushed-down engine over a store; [`access`] is
+//! **Modules.** [`ingest`] parses and prepares submissions (and [`ingest::local`] feeds a store
+//! directly, without consensus, for offline loads, tests and benchmarks); [`store`] keeps
+//! segments and the catalog of one shard replica; [`query`] is the pushed-down engine over a store; [`access`] is
 //! who may read what; [`cluster`] is the node's groups and use cases (meta group, shards,
-//! membership, freeze points, reads, audit); [`server`] serves them on the gRPC port;
+//! membership, freeze points, reads, audit), each returning this crate's [`Error`];
+//! [`server`] serves them on the gRPC port (decode, authenticate, call a use case, encode: the
+//! only place a node's own error becomes a gRPC status, with its typed reason);
 //! [`limits`] bounds what a caller may send; [`error`] classes every failure (a refusal, the
 //! caller's fault, or [`Error::Internal`]: a bug, never recorded as a refusal). The domain core
 //! (`model`, `validate`, `derive`, `price`, `refdata`, `report`) is its own crate, `sus-core`,
@@ -53,12 +57,10 @@ pub mod cluster;
 pub mod error;
 pub mod ingest;
 pub mod limits;
-pub mod node;
 pub mod query;
 pub mod schema;
 pub mod server;
 pub mod store;
-pub mod summary;
 
 pub use error::{Error, Result};
 pub use sus_core::{derive, model, price, refdata, report, validate};

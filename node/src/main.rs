@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use sus_node::ingest::files::read_submission;
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::model::Dataset;
-use sus_node::node::{Node, NodeConfig};
 use sus_node::report::Outcome;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -70,7 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Probe { addr, timeout_ms } => return probe(&addr, timeout_ms),
         _ => cli,
     };
-    let node = Node::open(&NodeConfig {
+    let node = LocalStore::open(&LocalConfig {
         data_dir: cli.data_dir.clone(),
         refdata_dir: cli.refdata.clone(),
         grouper_output: cli.grouper_output.clone(),

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use sus_client::generator::{GenConfig, generate};
 use sus_node::ingest::files::read_submission;
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::model::Dataset;
-use sus_node::node::{Node, NodeConfig};
 use sus_node::report::Outcome;
-use sus_node::summary::summarise;
+use sus_node::store::totals::summarise;
 
 fn refdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../refdata")
@@ -55,12 +55,12 @@ fn million_mixed_rows_match_the_generators_totals_after_restart() {
             .any(|s| s.protocol == "bulk_replacement")
     );
 
-    let config = NodeConfig {
+    let config = LocalConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: refdata(),
         grouper_output: None,
     };
-    let node = Node::open(&config).expect("open node");
+    let node = LocalStore::open(&config).expect("open node");
     let started = Instant::now();
     let mut records = 0u64;
     for want in &expected.submissions {
@@ -113,7 +113,7 @@ fn million_mixed_rows_match_the_generators_totals_after_restart() {
     drop(node);
 
     // Restart: everything must come back from disk.
-    let node = Node::open(&config).expect("reopen node");
+    let node = LocalStore::open(&config).expect("reopen node");
     let mut bytes = 0u64;
     let mut live = 0u64;
     for ds in Dataset::ALL {

@@ -4,16 +4,16 @@
 use std::path::{Path, PathBuf};
 use sus_client::generator::{GenConfig, generate};
 use sus_node::ingest::files::read_submission;
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::model::{Dataset, SubmissionMeta};
-use sus_node::node::{Node, NodeConfig};
 use sus_node::report::{Outcome, SubmissionReport};
-use sus_node::summary::{DatasetSummary, summarise};
+use sus_node::store::totals::{DatasetSummary, summarise};
 
 fn refdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../refdata")
 }
 
-fn snapshot(node: &Node) -> Vec<DatasetSummary> {
+fn snapshot(node: &LocalStore) -> Vec<DatasetSummary> {
     Dataset::ALL
         .into_iter()
         .map(|ds| summarise(node.store(), ds).expect("summarise"))
@@ -83,7 +83,7 @@ fn malformed_submissions_are_rejected_and_nothing_accepted_is_lost() {
         .filter(|s| s.outcome == "accepted" && s.duplicate_of.is_none())
         .collect();
     assert!(accepted.len() >= 3, "need several files");
-    let node = Node::open(&NodeConfig {
+    let node = LocalStore::open(&LocalConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: refdata(),
         grouper_output: None,

@@ -94,15 +94,13 @@ async fn metrics_status_page_and_pyarrow_flight_on_a_cluster() {
     for s in &summary.expected.submissions {
         let outcome = client.submit_file(&out.join(&s.file)).await.unwrap();
         let report = &outcome.report;
-        ids.push(report["submission_id"].as_str().unwrap().to_string());
-        if report["resent"] == true {
+        ids.push(report.submission_id.clone());
+        if report.resent {
             // The generator re-sends some submissions: answered with the original report.
             resent += 1;
         } else if outcome.accepted {
             accepted += 1;
-            *records
-                .entry(report["dataset"].as_str().unwrap().to_string())
-                .or_default() += report["records"].as_u64().unwrap();
+            *records.entry(report.dataset.clone()).or_default() += report.records;
         } else {
             rejected += 1;
         }

@@ -9,7 +9,7 @@ use common::{Table, expected, queries, read_live, table};
 use std::path::{Path, PathBuf};
 use sus_client::generator::{GenConfig, generate};
 use sus_node::ingest::files::read_submission;
-use sus_node::node::{Node, NodeConfig};
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::query::{self, PatientKey, Query};
 use sus_node::store::{DEFAULT_FOOTER_BYTES, SegmentCache};
 use sus_proto::v1;
@@ -18,7 +18,7 @@ fn refdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../refdata")
 }
 
-fn run(node: &Node, spec: &v1::QuerySpec) -> Table {
+fn run(node: &LocalStore, spec: &v1::QuerySpec) -> Table {
     let q = Query::from_proto(spec).expect("valid query");
     let (partial, _, _) = query::aggregate(node.store(), &q, &PatientKey([7; 16])).expect("query");
     table(
@@ -27,7 +27,7 @@ fn run(node: &Node, spec: &v1::QuerySpec) -> Table {
     )
 }
 
-fn ingest(node: &Node, out: &Path, files: &[String]) {
+fn ingest(node: &LocalStore, out: &Path, files: &[String]) {
     for f in files {
         let (meta, bytes) = read_submission(&out.join(f)).expect("read");
         node.submit(&meta, f, &bytes).expect("submit");
@@ -57,7 +57,7 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
         .iter()
         .map(|s| s.file.clone())
         .collect();
-    let node = Node::open(&NodeConfig {
+    let node = LocalStore::open(&LocalConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: refdata(),
         grouper_output: None,
@@ -99,14 +99,14 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
     // Current view = the oracle's live records, for national, per-provider, per-commissioner and
     // filtered queries.
     let want = expected(&read_live(&out.join("oracle/live.csv")));
-    let check = |node: &Node, what: &str| {
+    let check = |node: &LocalStore, what: &str| {
         for (q, want) in queries.iter().zip(&want) {
             assert_eq!(&run(node, q), want, "{what}: {q:?}");
         }
     };
     check(&node, "before compaction");
     // Recent segments were scanned from memory; after the restart below, from Parquet.
-    let hot = |node: &Node| {
+    let hot = |node: &LocalStore| {
         let q = Query::from_proto(&queries[1]).expect("query");
         let (_, _, stats) = query::aggregate(node.store(), &q, &PatientKey([7; 16])).expect("run");
         (stats.segments_hot, stats.segments_scanned)
@@ -144,12 +144,12 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
     // And after a restart: from Parquet alone (no column cache), then with the default cache,
     // which the first reads fill.
     drop(node);
-    let config = NodeConfig {
+    let config = LocalConfig {
         data_dir: tmp.path().join("node"),
         refdata_dir: refdata(),
         grouper_output: None,
     };
-    let cold = Node::open_with_cache(&config, SegmentCache::new(0, DEFAULT_FOOTER_BYTES))
+    let cold = LocalStore::open_with_cache(&config, SegmentCache::new(0, DEFAULT_FOOTER_BYTES))
         .expect("reopen without a column cache");
     check(&cold, "after restart, from Parquet");
     let (in_memory, scanned) = hot(&cold);
@@ -160,7 +160,7 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
     let frozen_after: Vec<Table> = queries.iter().map(|q| run(&cold, &frozen(q))).collect();
     assert_eq!(frozen_after, at_freeze);
     drop(cold);
-    let node = Node::open(&config).expect("reopen");
+    let node = LocalStore::open(&config).expect("reopen");
     let (in_memory, _) = hot(&node);
     assert_eq!(in_memory, 0, "nothing is in memory after a restart");
     check(&node, "after restart");

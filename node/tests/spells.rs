@@ -560,7 +560,7 @@ async fn concurrent_episodes_of_one_spell_on_a_cluster() {
     for o in outcomes {
         let o = o.unwrap();
         assert!(o.accepted, "{}", o.report);
-        rederived += o.report["rederived"].as_u64().unwrap_or(0);
+        rederived += o.report.rederived;
     }
     let contents = cluster
         .wait_replicas_agree(std::time::Duration::from_secs(60))
@@ -583,13 +583,13 @@ async fn concurrent_episodes_of_one_spell_on_a_cluster() {
 /// the node with the file and line named.
 #[test]
 fn a_licensed_grouper_output_chosen_at_start_up_gives_the_hrgs() {
-    use sus_node::node::{Node, NodeConfig};
+    use sus_node::ingest::local::{LocalConfig, LocalStore};
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("grouper-output.csv");
     std::fs::write(&output, "dataset,cds_unique_id,hrg\napc,BRR9SP1E1,AA13C\n").unwrap();
     let e1 = episode(1, d(2024, 5, 1), d(2024, 5, 3), true);
     let hrgs = |grouper_output: Option<PathBuf>, data: &str| {
-        let node = Node::open(&NodeConfig {
+        let node = LocalStore::open(&LocalConfig {
             data_dir: dir.path().join(data),
             refdata_dir: refdata_dir(),
             grouper_output,
@@ -625,7 +625,7 @@ fn a_licensed_grouper_output_chosen_at_start_up_gives_the_hrgs() {
         "dataset,cds_unique_id,hrg\napc,BRR9SP1E1,AA13C\nxyz,B2,AA13C\n",
     )
     .unwrap();
-    let err = Node::open(&NodeConfig {
+    let err = LocalStore::open(&LocalConfig {
         data_dir: dir.path().join("bad"),
         refdata_dir: refdata_dir(),
         grouper_output: Some(output),

@@ -67,7 +67,7 @@ async fn ingest(
         let outcome = client.submit_file(file).await?;
         latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
         if outcome.accepted {
-            records += outcome.report["records"].as_u64().unwrap_or(0);
+            records += outcome.report.records;
         }
     }
     let secs = started.elapsed().as_secs_f64();

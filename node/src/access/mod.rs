@@ -16,6 +16,7 @@
 pub mod disclosure;
 pub mod password;
 pub mod pseudonym;
+pub mod read;
 pub mod token;
 
 use crate::model::Dataset;

@@ -20,7 +20,7 @@ use crate::{Error, Result};
 use std::time::Duration;
 use sus_proto::WIRE_FORMAT_VERSION;
 use sus_proto::v1::*;
-use tonic::{Request, Status};
+use tonic::Request;
 use tracing::info;
 
 /// Segments smaller than this are merged by a compaction that names no target.
@@ -84,9 +84,9 @@ impl Services {
                         })
                         .await
                         .map(|r| r.into_inner().version),
-                    Err(e) => Err(e),
+                    Err(e) => Err(tonic::Status::from(e)),
                 },
-                None => Err(Status::unavailable(format!("shard {shard} has no leader"))),
+                None => Err(Error::Consensus(format!("shard {shard} has no leader")).into()),
             };
             match result {
                 Ok(v) => return Ok(v),
@@ -109,14 +109,14 @@ impl Services {
         &self,
         shard: u32,
         command: ShardCommand,
-    ) -> std::result::Result<Vec<u8>, Status> {
+    ) -> Result<Vec<u8>> {
         let (raft, _) = self
             .cluster
             .shard(shard)
-            .ok_or_else(|| Status::unavailable(format!("shard {shard} is not hosted here")))?;
+            .ok_or_else(|| Error::Consensus(format!("shard {shard} is not hosted here")))?;
         let leader = Cluster::wait_leader(&raft, LEADER_WAIT).await;
         if leader != Some(self.cluster.id) {
-            return Err(Status::unavailable(format!(
+            return Err(Error::Consensus(format!(
                 "node {} does not lead shard {shard} (leader: {leader:?}); retry",
                 self.cluster.id
             )));
@@ -130,7 +130,7 @@ impl Services {
         shards: Vec<u32>,
         target_rows: u32,
         forwarded: bool,
-    ) -> std::result::Result<CompactReply, Status> {
+    ) -> Result<CompactReply> {
         let target_rows = if target_rows == 0 {
             DEFAULT_COMPACT_ROWS
         } else {
@@ -149,7 +149,7 @@ impl Services {
                 decode_compact(&answer)?
             } else {
                 let leader = self.shard_leader_anywhere(shard).await.ok_or_else(|| {
-                    Status::unavailable(format!("shard {shard} has no leader; retry"))
+                    Error::Consensus(format!("shard {shard} has no leader; retry"))
                 })?;
                 if leader == self.cluster.id {
                     decode_compact(&self.on_shard_leader(shard, command).await?)?
@@ -173,7 +173,7 @@ impl Services {
     }
 }
 
-pub(crate) fn decode_compact(answer: &[u8]) -> std::result::Result<CompactReply, Status> {
+pub(crate) fn decode_compact(answer: &[u8]) -> Result<CompactReply> {
     let n: Vec<u64> = answer
         .chunks_exact(8)
         .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
@@ -184,6 +184,6 @@ pub(crate) fn decode_compact(answer: &[u8]) -> std::result::Result<CompactReply,
             segments_after: *after,
             rows_dropped: *dropped,
         }),
-        _ => Err(Status::internal("malformed compaction answer")),
+        _ => Err(Error::Internal("malformed compaction answer".into())),
     }
 }

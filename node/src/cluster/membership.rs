@@ -14,7 +14,7 @@ use sus_proto::WIRE_FORMAT_VERSION;
 use sus_proto::v1::admin_client::AdminClient;
 use sus_proto::v1::*;
 use sus_raft::NodeId;
-use tonic::{Request, Status};
+use tonic::Request;
 use tracing::{info, warn};
 
 impl Services {
@@ -319,13 +319,17 @@ impl Services {
                 candidates.extend(info.replicas.iter().copied());
             }
             candidates.dedup();
-            let mut last = Status::unavailable(format!("shard {shard} has no leader"));
+            let mut last = Error::Consensus(format!("shard {shard} has no leader"));
             for leader in candidates {
                 let result = match self.admin_client(leader) {
                     Ok(mut client) => {
                         let mut r = Request::new(request.clone());
                         r.set_timeout(ADMIN_TIMEOUT);
-                        client.change_shard_replicas(r).await.map(|_| ())
+                        client
+                            .change_shard_replicas(r)
+                            .await
+                            .map(|_| ())
+                            .map_err(Error::from)
                     }
                     Err(e) => Err(e),
                 };
@@ -335,9 +339,9 @@ impl Services {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Consensus(last.message().to_string()));
+                return Err(Error::Consensus(last.into_message()));
             }
-            warn!(shard, "change replicas: {}; retrying", last.message());
+            warn!(shard, "change replicas: {last}; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }

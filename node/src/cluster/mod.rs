@@ -18,14 +18,14 @@
 //! rejoin under a new id. With TLS, a node's certificate names its id (`sus://node/<id>`, see
 //! [`pki`]) and the internal services accept only current members, each as itself.
 
+mod activity;
+pub(crate) mod aggregate;
 mod apply;
 pub(crate) mod audit;
 pub mod auth;
 pub mod command;
 mod config;
 pub(crate) mod durable;
-pub(crate) mod flight;
-pub use flight::{FlightFilter, FlightRequest};
 pub(crate) mod freeze;
 pub mod http;
 mod identity;
@@ -35,11 +35,12 @@ pub mod metrics;
 pub mod pki;
 pub mod reachability;
 pub(crate) mod reads;
-pub mod requests;
+mod report;
 pub mod routing;
 pub mod service;
 pub mod shard;
 pub mod snapshot;
+pub(crate) mod submit;
 pub mod throttle;
 pub mod tls;
 pub mod trace;
@@ -113,7 +114,7 @@ impl Cluster {
         if let Some(files) = &config.tls {
             files.check_identity(config.id)?;
         }
-        let refdata = Arc::new(crate::node::load_refdata(
+        let refdata = Arc::new(crate::ingest::local::load_refdata(
             &config.refdata_dir,
             config.grouper_output.as_deref(),
         )?);

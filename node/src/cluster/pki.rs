@@ -134,12 +134,12 @@ impl NodeGate {
     fn identify(
         certs: Option<&[CertificateDer<'static>]>,
         what: &str,
-    ) -> std::result::Result<Option<CertIdentity>, Status> {
+    ) -> Result<Option<CertIdentity>> {
         let Some(leaf) = certs.and_then(|c| c.first()) else {
             return Ok(None);
         };
         identity_of(leaf).map(Some).map_err(|e| {
-            Status::permission_denied(format!(
+            Error::PermissionDenied(format!(
                 "{what} refused: the connection's certificate is not usable: {e}"
             ))
         })
@@ -152,17 +152,17 @@ impl NodeGate {
         &self,
         certs: Option<&[CertificateDer<'static>]>,
         what: &str,
-    ) -> std::result::Result<Option<NodeId>, Status> {
+    ) -> Result<Option<NodeId>> {
         if !self.tls {
             return Ok(None);
         }
         match Self::identify(certs, what)? {
             Some(CertIdentity::Node(id)) => Ok(Some(id)),
-            Some(operator @ CertIdentity::Operator) => Err(Status::permission_denied(format!(
+            Some(operator @ CertIdentity::Operator) => Err(Error::PermissionDenied(format!(
                 "{what} is for the cluster's nodes only: this connection presents {operator} \
                  (sus://node/<id>)"
             ))),
-            None => Err(Status::unauthenticated(format!(
+            None => Err(Error::Unauthenticated(format!(
                 "{what} is for the cluster's nodes only: present a node certificate \
                  (sus://node/<id>) of the cluster's CA; this connection presents none"
             ))),
@@ -174,7 +174,7 @@ impl NodeGate {
         &self,
         certs: Option<&[CertificateDer<'static>]>,
         what: &str,
-    ) -> std::result::Result<Option<NodeId>, Status> {
+    ) -> Result<Option<NodeId>> {
         let node = self.node_of(certs, what)?;
         if let Some(id) = node {
             self.check_member(id, what)?;
@@ -185,15 +185,15 @@ impl NodeGate {
     /// Refuses node `id` unless it is a current member: in the meta state's nodes, in the meta
     /// group's Raft membership (a node being added is a learner before it is recorded), or
     /// listed when this node was admitted (before it has caught up); and never a removed node.
-    pub fn check_member(&self, id: NodeId, what: &str) -> std::result::Result<(), Status> {
+    pub fn check_member(&self, id: NodeId, what: &str) -> Result<()> {
         if self.state.borrow().retired.contains(&id) {
-            return Err(Status::permission_denied(format!(
+            return Err(Error::PermissionDenied(format!(
                 "{what} refused: node {id} was removed from this cluster, and its certificate is \
                  no longer accepted"
             )));
         }
         if !self.members().contains(&id) {
-            return Err(Status::permission_denied(format!(
+            return Err(Error::PermissionDenied(format!(
                 "{what} refused: node {id} is not a member of this cluster"
             )));
         }
@@ -230,7 +230,7 @@ impl NodeGate {
         &self,
         certs: Option<&[CertificateDer<'static>]>,
         token_node: NodeId,
-    ) -> std::result::Result<(), Status> {
+    ) -> Result<()> {
         if !self.tls {
             return Ok(());
         }
@@ -239,11 +239,11 @@ impl NodeGate {
             Some(CertIdentity::Node(id)) if id == token_node => {
                 self.check_member(id, &format!("the call with {what}"))
             }
-            Some(other) => Err(Status::permission_denied(format!(
+            Some(other) => Err(Error::PermissionDenied(format!(
                 "{what} is accepted only over a connection presenting node {token_node}'s \
                  certificate; this connection presents {other}"
             ))),
-            None => Err(Status::unauthenticated(format!(
+            None => Err(Error::Unauthenticated(format!(
                 "{what} is accepted only over a connection presenting node {token_node}'s \
                  certificate; this connection presents none"
             ))),
@@ -252,21 +252,17 @@ impl NodeGate {
 
     /// Refuses any caller but the operator (a verified certificate that names no node): for
     /// `Init`, which runs before any user exists. Without TLS everyone is let through.
-    pub fn operator(
-        &self,
-        certs: Option<&[CertificateDer<'static>]>,
-        what: &str,
-    ) -> std::result::Result<(), Status> {
+    pub fn operator(&self, certs: Option<&[CertificateDer<'static>]>, what: &str) -> Result<()> {
         if !self.tls {
             return Ok(());
         }
         match Self::identify(certs, what)? {
             Some(CertIdentity::Operator) => Ok(()),
-            Some(node @ CertIdentity::Node(_)) => Err(Status::permission_denied(format!(
+            Some(node @ CertIdentity::Node(_)) => Err(Error::PermissionDenied(format!(
                 "{what} is authorised by the operator's client certificate (client.pem of `sus \
                  certs init`); this connection presents {node}"
             ))),
-            None => Err(Status::unauthenticated(format!(
+            None => Err(Error::Unauthenticated(format!(
                 "{what} is authorised by the operator's client certificate (client.pem of `sus \
                  certs init`, given to `sus cluster init` as --cert and --key); this connection \
                  presents none"
@@ -283,7 +279,7 @@ impl sus_raft::network::Gate for NodeGate {
     ) -> std::result::Result<Option<NodeId>, Status> {
         // Any member may carry any group's traffic: replicas move between members, and a
         // joining replica is announced in the shard map before its group adds it.
-        self.member(peer_certs, "the Raft service")
+        Ok(self.member(peer_certs, "the Raft service")?)
     }
 }
 
@@ -386,16 +382,16 @@ mod tests {
         let g = gate(true);
         assert_eq!(g.members(), BTreeSet::from([1, 2, 3, 5, 6]));
         let removed = g.check_member(4, "the Raft service").unwrap_err();
-        assert_eq!(removed.code(), tonic::Code::PermissionDenied);
+        assert!(matches!(removed, Error::PermissionDenied(_)));
         assert!(
             removed
-                .message()
+                .to_string()
                 .contains("node 4 was removed from this cluster")
         );
         let stranger = g.check_member(9, "Join").unwrap_err();
         assert!(
             stranger
-                .message()
+                .to_string()
                 .contains("node 9 is not a member of this cluster")
         );
         assert_eq!(
@@ -407,9 +403,9 @@ mod tests {
         let operator = g
             .member(Some(chain(&["sus://operator"]).as_slice()), "x")
             .unwrap_err();
-        assert_eq!(operator.code(), tonic::Code::PermissionDenied);
+        assert!(matches!(operator, Error::PermissionDenied(_)));
         let none = g.member(None, "x").unwrap_err();
-        assert_eq!(none.code(), tonic::Code::Unauthenticated);
+        assert!(matches!(none, Error::Unauthenticated(_)));
         // Init takes the operator's certificate only.
         assert!(
             g.operator(Some(chain(&["sus://operator"]).as_slice()), "Init")
@@ -437,28 +433,28 @@ mod tests {
         let other = g
             .check_node_token(Some(chain(&["sus://node/3"]).as_slice()), 2)
             .unwrap_err();
-        assert_eq!(other.code(), tonic::Code::PermissionDenied);
+        assert!(matches!(other, Error::PermissionDenied(_)));
         assert!(
-            other.message().contains(
+            other.to_string().contains(
                 "a token of node 2 is accepted only over a connection presenting node 2's \
                  certificate; this connection presents node 3's certificate"
             ),
             "{}",
-            other.message()
+            other.to_string()
         );
         let operator = g
             .check_node_token(Some(chain(&["sus://operator"]).as_slice()), 2)
             .unwrap_err();
-        assert!(operator.message().contains("presents an operator"));
-        assert_eq!(
-            g.check_node_token(None, 2).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
+        assert!(operator.to_string().contains("presents an operator"));
+        assert!(matches!(
+            g.check_node_token(None, 2).unwrap_err(),
+            Error::Unauthenticated(_)
+        ));
         // A removed node's token and certificate, both genuine, are refused.
         let removed = g
             .check_node_token(Some(chain(&["sus://node/4"]).as_slice()), 4)
             .unwrap_err();
-        assert!(removed.message().contains("node 4 was removed"));
+        assert!(removed.to_string().contains("node 4 was removed"));
     }
 
     #[test]

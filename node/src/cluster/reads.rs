@@ -1,58 +1,42 @@
-//! The `Query` service: pushed-down aggregates, scans and extracts.
+//! Record-level reads (scans and Flight extracts), and what every read shares: the replica a
+//! read may use, and the keys it is computed with. Aggregates are in `aggregate`, Database
+//! Counts in `activity`; what a caller may read is decided in `access::read`.
 //!
-//! **Reads.** A node answers `Aggregate` and `Scan` for the shards it hosts. The view is resolved
+//! A node answers `Aggregate` and `Scan` for the shards it hosts. The view is resolved
 //! on each replica from its own catalog, so a replica that has not yet applied a freeze entry says
 //! `NOT_FOUND` (the client then asks the shard's leader). With `linearizable` the replica must
 //! lead the shard and confirms it with a read-index round first (read your writes).
 
-use super::auth;
 use super::service::Services;
 use super::shard::ShardReplica;
 use crate::access::{self, Caller, Keys, Tier};
-use crate::error::status;
 use crate::model::Dataset;
-use crate::query::{self, PatientKey, Query};
+use crate::query::{self, PatientKey};
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use futures::Stream;
-use std::pin::Pin;
 use std::sync::Arc;
-use sus_proto::partial::Partial;
-use sus_proto::v1::query_client::QueryClient;
-use sus_proto::v1::query_server::QueryServer;
-use sus_proto::v1::{self, *};
-use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
+use sus_proto::v1::{self, ScanRequest};
 use sus_raft::Raft;
-use tonic::{Request, Status};
-use tracing::{info, warn};
+use tracing::warn;
 
 impl Services {
-    /// The `Query` service with explicit message limits (requests: `max_request_mib`).
-    pub fn query(&self) -> super::auth::Authenticated<QueryServer<Services>> {
-        super::auth::Authenticated::new(
-            QueryServer::new(self.clone())
-                .max_decoding_message_size(self.cluster.limits.max_request_bytes)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            self.cluster.authenticator(),
-        )
-    }
-
     /// The replica of `shard` a read may use: hosted here, and leading it when `linearizable`
     /// (after a read-index round).
     pub(crate) async fn readable(
         &self,
         shard: u32,
         linearizable: bool,
-    ) -> std::result::Result<(Raft, Arc<ShardReplica>), Status> {
+    ) -> Result<(Raft, Arc<ShardReplica>)> {
         let (raft, replica) = self.cluster.shard(shard).ok_or_else(|| {
-            Status::not_found(format!(
+            Error::NotFound(format!(
                 "node {} hosts no replica of shard {shard}",
                 self.cluster.id
             ))
         })?;
         if linearizable {
             raft.ensure_linearizable().await.map_err(|e| {
-                Status::unavailable(format!(
+                Error::Consensus(format!(
                     "read your writes on shard {shard} needs its leader: {e}"
                 ))
             })?;
@@ -69,17 +53,34 @@ impl Services {
             pseudonym: (tier == Tier::Pseudonymised).then(|| keys.pseudonym_key(&caller.org)),
         }
     }
+
+    /// The rows of `req` for `caller`, transformed for its tier (see [`Services::run_extract`]).
+    pub(crate) async fn read_scan(
+        &self,
+        caller: Caller,
+        req: &ScanRequest,
+    ) -> Result<impl Stream<Item = Result<RecordBatch>> + use<>> {
+        let extract = Extract::check(
+            self,
+            caller,
+            req.tier,
+            &req.dataset,
+            &req.filters,
+            &req.columns,
+            req.view.as_ref(),
+            "scan",
+        )?;
+        let stores = self.stores(&req.shards, req.linearizable).await?;
+        Ok(self.run_extract(extract, stores))
+    }
 }
 
 /// The keys one aggregate is computed with (see [`Services::read_keys`]).
 #[derive(Clone)]
 pub(crate) struct ReadKeys {
-    patient: PatientKey,
-    pseudonym: Option<[u8; 32]>,
+    pub(super) patient: PatientKey,
+    pub(super) pseudonym: Option<[u8; 32]>,
 }
-
-pub(crate) type ScanStream =
-    Pin<Box<dyn Stream<Item = std::result::Result<ScanChunk, Status>> + Send>>;
 
 /// A record-level read, checked against the caller's rights.
 pub(crate) struct Extract {
@@ -98,8 +99,8 @@ pub(crate) struct Extract {
 }
 
 impl Extract {
-    /// Checks a scan of `dataset` for `caller`: the tier it may read at (never anonymised: no
-    /// record-level reads), its scope, and no identifier filters below the identifiable tier.
+    /// Checks a scan of `dataset` for `caller`: its sizes, then the read policy
+    /// ([`access::read::records`]), then the columns asked for.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn check(
         services: &Services,
@@ -110,39 +111,23 @@ impl Extract {
         columns: &[String],
         view: Option<&v1::View>,
         action: &'static str,
-    ) -> std::result::Result<Extract, Status> {
+    ) -> Result<Extract> {
         services
             .cluster
             .limits
             .query
-            .check_scan(dataset_name, wire_filters, columns, view)
-            .map_err(status)?;
-        let dataset = query::parse_dataset(dataset_name).map_err(status)?;
-        let tier = caller
-            .tier(Tier::from_proto(asked).map_err(status)?)
-            .map_err(status)?;
-        if tier == Tier::Anonymised {
-            return Err(Status::permission_denied(format!(
-                "user {} reads at the anonymised tier: aggregates only (with disclosure \
-                 control), no record-level reads",
-                caller.user
-            )));
-        }
-        let scope = caller.scope().map_err(status)?;
-        let filters = query::parse_filters(dataset, wire_filters).map_err(status)?;
-        scope.check_filters(&caller, &filters).map_err(status)?;
-        access::check_identifiers(tier, filters.iter().map(|f| f.name.as_str()), [])
-            .map_err(status)?;
-        query::exec::output_schema(dataset, columns).map_err(status)?;
-        let pseudonym_key = (tier == Tier::Pseudonymised).then(|| {
+            .check_scan(dataset_name, wire_filters, columns, view)?;
+        let read = access::read::records(&caller, asked, dataset_name, wire_filters)?;
+        query::exec::output_schema(read.dataset, columns)?;
+        let pseudonym_key = (read.tier == Tier::Pseudonymised).then(|| {
             Keys::new(&services.cluster.meta_state.borrow().secret).pseudonym_key(&caller.org)
         });
         Ok(Extract {
-            tier,
-            dataset,
-            scope: scope.filters(dataset).map_err(status)?,
-            scope_text: scope.describe(),
-            filters,
+            tier: read.tier,
+            dataset: read.dataset,
+            scope: read.scope,
+            scope_text: read.scope_text,
+            filters: read.filters,
             columns: columns.to_vec(),
             view: query::parse_view(view),
             pseudonym_key,
@@ -226,10 +211,10 @@ impl Services {
             if audited {
                 let mut start = extract.audit_record(node, 0, &shards);
                 start.detail = format!("extract {id} started: shards {shards:?}");
-                if let Err(s) = handle.block_on(services.audit(vec![start])) {
+                if let Err(e) = handle.block_on(services.audit(vec![start])) {
                     let _ = tx.blocking_send(Err(Error::Consensus(format!(
                         "the extract could not be audited, so no row was sent: {}",
-                        s.message()
+                        e.into_message()
                     ))));
                     return;
                 }
@@ -272,12 +257,12 @@ impl Services {
                     }
                     Some(Stop::Failed(e)) => format!("extract {id} stopped after {rows} rows: {e}"),
                 };
-                if let Err(s) = handle.block_on(services.audit(vec![end])) {
-                    warn!(extract = %id, "the end of an extract could not be audited: {}", s.message());
+                if let Err(e) = handle.block_on(services.audit(vec![end])) {
+                    let e = e.into_message();
+                    warn!(extract = %id, "the end of an extract could not be audited: {e}");
                     if stop.is_none() {
                         let _ = tx.blocking_send(Err(Error::Consensus(format!(
-                            "the extract's completion could not be audited: {}",
-                            s.message()
+                            "the extract's completion could not be audited: {e}"
                         ))));
                     }
                 }
@@ -294,7 +279,7 @@ impl Services {
         &self,
         shards: &[u32],
         linearizable: bool,
-    ) -> std::result::Result<Vec<(u32, Arc<crate::store::Store>)>, Status> {
+    ) -> Result<Vec<(u32, Arc<crate::store::Store>)>> {
         // The shards' read-index rounds at once: one round trip, not one per shard.
         let replicas = futures::future::try_join_all(
             shards
@@ -308,262 +293,4 @@ impl Services {
             .map(|(shard, (_, replica))| (*shard, replica.store()))
             .collect())
     }
-
-    /// Aggregates `query` over local `shards`.
-    pub(crate) async fn aggregate_here(
-        &self,
-        query: Query,
-        shards: &[u32],
-        linearizable: bool,
-        keys: ReadKeys,
-    ) -> std::result::Result<(Partial, AggregateReply), Status> {
-        let stores = self.stores(shards, linearizable).await?;
-        let metrics = self.cluster.metrics.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _span = span.enter();
-            // One parallel scan over every local shard: no core idles at a shard's tail.
-            let started = std::time::Instant::now();
-            let refs: Vec<&crate::store::Store> = stores.iter().map(|(_, s)| s.as_ref()).collect();
-            let (merged, versions, stats) = query::aggregate_stores(&refs, &query, &keys.patient)?;
-            // Identifying group keys never leave the node raw below the identifiable tier.
-            let merged = match &keys.pseudonym {
-                Some(key) => {
-                    let fields: Vec<&str> =
-                        query.group_by.iter().map(|(n, _)| n.as_str()).collect();
-                    access::pseudonym::partial(merged, &fields, key)?
-                }
-                None => merged,
-            };
-            let took = started.elapsed();
-            metrics.scan(stats.rows_scanned, took);
-            info!(
-                shards = ?stores.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-                rows = stats.rows_scanned,
-                segments = stats.segments_scanned,
-                pruned = stats.segments_pruned,
-                micros = took.as_micros() as u64,
-                "scanned"
-            );
-            let reply = AggregateReply {
-                versions: stores
-                    .iter()
-                    .zip(versions)
-                    .map(|((shard, _), version)| ShardVersion {
-                        shard: *shard,
-                        version,
-                    })
-                    .collect(),
-                rows_scanned: stats.rows_scanned,
-                segments_scanned: stats.segments_scanned,
-                segments_pruned: stats.segments_pruned,
-                ..AggregateReply::default()
-            };
-            Ok::<_, Error>((merged, reply))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("query task: {e}")))?
-        .map_err(status)
-    }
-
-    /// Every shard, grouped by the node leading it.
-    pub(crate) async fn shards_by_leader(
-        &self,
-    ) -> std::result::Result<std::collections::BTreeMap<u64, Vec<u32>>, Status> {
-        let shards = self.cluster.meta_state.borrow().shards.len() as u32;
-        let mut by_node: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
-        for shard in 0..shards {
-            let leader = self.shard_leader_anywhere(shard).await.ok_or_else(|| {
-                Status::unavailable(format!("shard {shard} has no leader; retry"))
-            })?;
-            by_node.entry(leader).or_default().push(shard);
-        }
-        Ok(by_node)
-    }
-
-    /// `message` to another node, acting for the client whose token `credentials` hold (the
-    /// callee may then answer exact states for this node to finish).
-    pub(crate) fn on_behalf<T>(
-        credentials: &tonic::metadata::MetadataMap,
-        message: T,
-    ) -> std::result::Result<Request<T>, Status> {
-        let client_token = auth::bearer(credentials)
-            .map_err(status)?
-            .ok_or_else(|| Status::unauthenticated("no bearer token"))?;
-        let mut r = Request::new(message);
-        let v = tonic::metadata::MetadataValue::try_from(client_token)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        r.metadata_mut().insert(auth::ON_BEHALF, v);
-        super::trace::propagate(credentials, r.metadata_mut());
-        Ok(r)
-    }
-
-    /// Reads every shard on its leader for the caller whose token `credentials` hold, merges,
-    /// and finishes the table (with disclosure control when `control` is given: the anonymised
-    /// tier).
-    pub(crate) async fn finish_aggregate(
-        &self,
-        credentials: &tonic::metadata::MetadataMap,
-        spec: QuerySpec,
-        query: Query,
-        control: Option<Control>,
-        linearizable: bool,
-        keys: ReadKeys,
-    ) -> std::result::Result<(RecordBatch, AggregateReply), Status> {
-        let by_node = self.shards_by_leader().await?;
-        let calls = by_node.into_iter().map(|(node, shards)| {
-            let query = query.clone();
-            let spec = spec.clone();
-            let keys = keys.clone();
-            async move {
-                if node == self.cluster.id {
-                    return self
-                        .aggregate_here(query, &shards, linearizable, keys)
-                        .await;
-                }
-                let r = Self::on_behalf(
-                    credentials,
-                    AggregateRequest {
-                        format: WIRE_FORMAT_VERSION,
-                        query: Some(spec),
-                        shards,
-                        linearizable,
-                        finish: false,
-                    },
-                )?;
-                let reply = QueryClient::new(self.channel(node)?)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .aggregate(r)
-                    .await?
-                    .into_inner();
-                let partial = Partial::from_ipc(&reply.partial)
-                    .map_err(|e| Status::internal(format!("partial from node {node}: {e}")))?;
-                Ok((partial, reply))
-            }
-        });
-        let mut merged = query.partial();
-        let mut total = AggregateReply::default();
-        for r in futures::future::try_join_all(calls).await? {
-            let (partial, reply) = r;
-            merged
-                .merge(partial)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            total.versions.extend(reply.versions);
-            total.rows_scanned += reply.rows_scanned;
-            total.segments_scanned += reply.segments_scanned;
-            total.segments_pruned += reply.segments_pruned;
-        }
-        let order: Vec<(String, bool)> = spec
-            .order
-            .iter()
-            .map(|o| (o.column.clone(), o.descending))
-            .collect();
-        let table = match control {
-            Some(c) => {
-                use access::disclosure;
-                let table = disclosure::Table::from_partial(&merged, &c.measures, c.hidden)
-                    .map_err(status)?;
-                let options = disclosure::Options {
-                    exempt: c.exempt,
-                    order,
-                    limit: spec.limit as usize,
-                };
-                disclosure::control(&table, &options)
-                    .and_then(|t| t.to_batch())
-                    .map_err(status)?
-            }
-            None => merged
-                .finish(&order, spec.limit as usize)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
-        };
-        Ok((table, total))
-    }
-}
-
-/// Changes per (provider, activity month): inserted, replaced, deleted, bulk deleted, stale.
-pub(crate) type ActivityCounts = std::collections::BTreeMap<(String, String), [u64; 5]>;
-
-pub(crate) fn add_counts(total: &mut ActivityCounts, counts: ActivityCounts) {
-    for (k, c) in counts {
-        let t = total.entry(k).or_default();
-        for (t, c) in t.iter_mut().zip(c) {
-            *t += c;
-        }
-    }
-}
-
-/// The Database Counts of the anonymised tier: the changes as a controlled table (provider and
-/// month keys, every column a count; never exempt, as it is broken down by provider).
-pub(crate) fn activity_table(counts: &ActivityCounts) -> Result<RecordBatch> {
-    use access::disclosure::{Column, Measure, Options, Table, control};
-    let names = ["inserted", "replaced", "deleted", "bulk_deleted", "stale"];
-    let table = Table {
-        keys: vec!["provider".into(), "month".into()],
-        rows: counts
-            .keys()
-            .map(|(p, m)| vec![Some(p.clone()), Some(m.clone())])
-            .collect(),
-        columns: names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Column {
-                name: name.to_string(),
-                measure: Measure::Count,
-                values: counts
-                    .values()
-                    .map(|c| i64::try_from(c[i]).unwrap_or(i64::MAX))
-                    .collect(),
-                hidden: false,
-            })
-            .collect(),
-    };
-    control(&table, &Options::default())?.to_batch()
-}
-
-impl Services {
-    /// The changes of `req.shards` hosted here, within the caller's providers (`None`: all).
-    pub(crate) async fn activity_here(
-        &self,
-        dataset: Dataset,
-        req: &ActivityRequest,
-        providers: Option<Vec<String>>,
-    ) -> std::result::Result<ActivityCounts, Status> {
-        let view = query::parse_view(req.view.as_ref());
-        let since = query::parse_view(req.since.as_ref());
-        let stores = self.stores(&req.shards, req.linearizable).await?;
-        tokio::task::spawn_blocking(move || {
-            let mut total = ActivityCounts::default();
-            for (_, store) in stores {
-                let upto = query::exec::resolve_view(&store, &view)?
-                    .map_or_else(|| store.version(), Ok)?;
-                let after = match &since {
-                    query::View::Current => 0,
-                    v => query::exec::resolve_view(&store, v)?.unwrap_or(0),
-                };
-                let mine = store
-                    .activity(dataset, after, upto)?
-                    .into_iter()
-                    .filter(|(k, _)| providers.as_ref().is_none_or(|p| p.contains(&k.0)))
-                    .collect();
-                add_counts(&mut total, mine);
-            }
-            Ok::<_, Error>(total)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("activity task: {e}")))?
-        .map_err(status)
-    }
-}
-
-/// The record count added to an anonymised query that has none (disclosure control needs it).
-pub(crate) const HIDDEN_COUNT: &str = "__records";
-
-/// How an anonymised table is controlled (`access::disclosure`).
-pub(crate) struct Control {
-    /// Per aggregate.
-    pub measures: Vec<access::disclosure::Measure>,
-    /// The record count added for control, left out of the output.
-    pub hidden: Option<usize>,
-    /// A national figure broken down only by dataset, period and point of delivery.
-    pub exempt: bool,
 }

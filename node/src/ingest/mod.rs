@@ -13,6 +13,7 @@
 mod csv;
 pub mod encode;
 pub mod files;
+pub mod local;
 mod pages;
 mod parquet;
 pub mod parse;

@@ -1,21 +1,56 @@
 //! The `Admin` service: bootstrap, membership, status, reference data, freeze points, compaction,
 //! users; each call checks its caller, then runs on the meta leader (forwarded once) or here.
 
-use crate::Error;
-use crate::cluster::auth::{self, PeerChannel};
+use super::call::{admin, check_format, node_only};
+use crate::cluster::auth::{self, Authenticated, PeerChannel};
 use crate::cluster::command::ShardCommand;
 use crate::cluster::meta::MetaCommand;
 use crate::cluster::service::*;
 use crate::error::status;
+use crate::{Error, Result};
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use sus_proto::MAX_MESSAGE_BYTES;
 use sus_proto::v1::admin_client::AdminClient;
-use sus_proto::v1::admin_server::{self};
+use sus_proto::v1::admin_server::{self, AdminServer};
 use sus_proto::v1::*;
 use sus_raft::{META_GROUP, NodeId};
 use tonic::{Request, Response, Status};
 use tracing::info;
+
+/// The service with explicit message limits (requests: `max_request_mib`).
+pub(super) fn service(services: &Services) -> Authenticated<AdminServer<Services>> {
+    super::call::authenticated(
+        services,
+        AdminServer::new(services.clone())
+            .max_decoding_message_size(services.cluster.limits.max_request_bytes)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
+
+impl Services {
+    /// Runs `f` on the meta leader: here if this node leads, else by forwarding `forward` once.
+    async fn on_meta_leader<T, F, Fut>(
+        &self,
+        forwarded: bool,
+        here: F,
+        forward: impl AsyncFnOnce(AdminClient<PeerChannel>) -> std::result::Result<Response<T>, Status>,
+    ) -> std::result::Result<Response<T>, Status>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let leader = self.leader(&self.cluster.meta, "the meta group").await?;
+        if leader == self.cluster.id {
+            return here().await.map(Response::new).map_err(status);
+        }
+        if forwarded {
+            return Err(Error::Consensus("meta leadership moved; retry".into()).into());
+        }
+        forward(self.admin_client(leader)?).await
+    }
+}
 
 #[tonic::async_trait]
 impl admin_server::Admin for Services {
@@ -310,9 +345,10 @@ impl admin_server::Admin for Services {
     ) -> std::result::Result<Response<CompactReply>, Status> {
         let (_, req) = admin(request, "compact shards")?;
         check_format(req.format)?;
-        self.compact_shards(req.shards, req.target_rows, req.forwarded)
-            .await
-            .map(Response::new)
+        let reply = self
+            .compact_shards(req.shards, req.target_rows, req.forwarded)
+            .await?;
+        Ok(Response::new(reply))
     }
 
     async fn add_user(

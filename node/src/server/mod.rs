@@ -5,13 +5,19 @@
 //! completes, so tests can run a node's server in-process on a listener of their own.
 
 mod admin;
+mod call;
+mod flight;
+mod ingest;
 mod query;
+pub mod requests;
+
+pub use flight::{FlightFilter, FlightRequest};
 
 use crate::cluster::Cluster;
-use crate::cluster::requests::RequestLimitsLayer;
 use crate::cluster::service::Services;
 use crate::cluster::tls::TlsFiles;
 use crate::{Error, Result};
+use requests::RequestLimitsLayer;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -67,10 +73,10 @@ pub async fn run(
             cluster.registry.clone(),
             Arc::new(cluster.gate().clone()),
         ))
-        .add_service(services.ingest())
-        .add_service(services.admin())
-        .add_service(services.query())
-        .add_service(services.flight())
+        .add_service(ingest::service(&services))
+        .add_service(admin::service(&services))
+        .add_service(query::service(&services))
+        .add_service(flight::service(&services))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::io("the gRPC listener", std::io::Error::other(e)))

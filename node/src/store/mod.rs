@@ -52,6 +52,7 @@ mod spell_view;
 mod spells;
 #[cfg(test)]
 mod tests;
+pub mod totals;
 mod view;
 mod write;
 

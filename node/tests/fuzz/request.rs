@@ -17,13 +17,13 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
 use sus_node::Error;
-use sus_node::cluster::FlightRequest;
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::limits::QueryLimits;
 use sus_node::model::Dataset;
-use sus_node::node::{Node, NodeConfig};
 use sus_node::query::{PatientKey, aggregate, scan};
 use sus_node::query::{Query, parse_dataset, parse_filters, parse_view};
 use sus_node::schema::stored_schema;
+use sus_node::server::FlightRequest;
 use sus_proto::partial::Partial;
 use sus_proto::v1;
 
@@ -224,7 +224,7 @@ pub fn flight(budget: &Budget) -> Report {
 
 pub fn query(budget: &Budget, seeds: &Seeds) -> Report {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::open(&NodeConfig {
+    let node = LocalStore::open(&LocalConfig {
         data_dir: dir.path().join("node"),
         refdata_dir: seeds.refdata.clone(),
         grouper_output: None,

@@ -32,10 +32,10 @@ use std::sync::Arc;
 use sus_client::generator::{GenConfig, generate};
 use sus_node::Error;
 use sus_node::ingest::files::read_submission;
+use sus_node::ingest::local::{LocalConfig, LocalStore};
 use sus_node::model::{Dataset, SubmissionMeta};
-use sus_node::node::{Node, NodeConfig};
 use sus_node::report::Outcome;
-use sus_node::summary::{DatasetSummary, summarise};
+use sus_node::store::totals::{DatasetSummary, summarise};
 
 /// Boundary and hostile values for a cell.
 pub const INTERESTING: &[&str] = &[
@@ -153,7 +153,7 @@ pub fn seeds() -> Seeds {
 pub struct Bench<'s> {
     seeds: &'s Seeds,
     dir: Option<tempfile::TempDir>,
-    node: Option<Node>,
+    node: Option<LocalStore>,
     cases: u64,
     checks: u64,
 }
@@ -169,11 +169,11 @@ impl<'s> Bench<'s> {
         }
     }
 
-    pub fn node(&mut self) -> &Node {
+    pub fn node(&mut self) -> &LocalStore {
         if self.cases.is_multiple_of(250) || self.node.is_none() {
             self.node = None;
             let dir = tempfile::tempdir().expect("temp dir");
-            let node = Node::open(&NodeConfig {
+            let node = LocalStore::open(&LocalConfig {
                 data_dir: dir.path().join("node"),
                 refdata_dir: self.seeds.refdata.clone(),
                 grouper_output: None,
@@ -204,7 +204,7 @@ impl<'s> Bench<'s> {
         let check_store = self.checks.is_multiple_of(4);
         let node = self.node();
         let before = check_store.then(|| snapshot(node)).transpose()?;
-        let unchanged = |node: &Node| -> Result<(), String> {
+        let unchanged = |node: &LocalStore| -> Result<(), String> {
             match &before {
                 Some(b) if *b != snapshot(node)? => {
                     Err("a rejected or refused submission changed the store's totals".into())
@@ -251,7 +251,7 @@ impl<'s> Bench<'s> {
     }
 }
 
-fn snapshot(node: &Node) -> Result<Vec<DatasetSummary>, String> {
+fn snapshot(node: &LocalStore) -> Result<Vec<DatasetSummary>, String> {
     Dataset::ALL
         .into_iter()
         .map(|ds| summarise(node.store(), ds).map_err(|e| format!("summarise: {e}")))

@@ -142,7 +142,7 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
             .inspect_err(|_| bar.abandon())?;
         if outcome.accepted {
             accepted += 1;
-            records += outcome.report["records"].as_u64().unwrap_or(0);
+            records += outcome.report.records;
         } else {
             rejected += 1;
         }

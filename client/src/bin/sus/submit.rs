@@ -172,36 +172,35 @@ pub async fn run_submit(a: SubmitArgs) -> sus_client::Result<ExitCode> {
             .await
             .inspect_err(|_| bar.abandon())?;
         let r = &outcome.report;
-        let id = r["submission_id"].as_str().unwrap_or("?");
+        let id = &r.submission_id;
         if outcome.accepted {
             accepted += 1;
-            records += r["records"].as_u64().unwrap_or(0);
+            records += r.records;
             if !a.quiet {
                 say(format!(
                     "{}: accepted{} as version {} of shard {} ({} records: {} inserted, {} replaced, {} deleted, {} stale)",
                     id,
-                    if r["resent"].as_bool() == Some(true) {
-                        " (resent)"
-                    } else {
-                        ""
-                    },
+                    if r.resent { " (resent)" } else { "" },
                     outcome.version().unwrap_or(0),
                     outcome.shard,
-                    r["records"],
-                    r["inserted"],
-                    r["replaced"],
-                    r["deleted"],
-                    r["stale"]
+                    r.records,
+                    r.inserted,
+                    r.replaced,
+                    r.deleted,
+                    r.stale
                 ));
             }
         } else {
             rejected += 1;
-            let first = &r["rejection"]["issues"][0];
+            let first = r
+                .rejection
+                .as_ref()
+                .and_then(|rejection| rejection.issues.first());
             say(format!(
                 "{}: REJECTED ({}): {}",
                 id,
                 file.display(),
-                first["message"].as_str().unwrap_or("see report")
+                first.map_or("see report", |f| f.message.as_str())
             ));
         }
         bar.inc(1);

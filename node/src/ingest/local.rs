@@ -1,6 +1,7 @@
-//! A node: reference data plus a store, and the operations a server exposes.
-//!
-//! Until replication arrives (issue #3) a node is a single shard that owns every partition.
+//! A store fed directly, without consensus: reference data plus one store that owns every
+//! partition. The offline `sus-node ingest` and `sus-node stats` commands, the demo example, and
+//! the tests and benchmarks of the write and read paths use it; a cluster's shards do the same
+//! work through their Raft logs (`crate::cluster`).
 
 use crate::Result;
 use crate::ingest;
@@ -10,9 +11,9 @@ use crate::report::SubmissionReport;
 use crate::store::Store;
 use std::path::PathBuf;
 
-/// Where a node keeps its data and finds its reference data.
+/// Where a local store keeps its data and finds its reference data.
 #[derive(Debug, Clone)]
-pub struct NodeConfig {
+pub struct LocalConfig {
     /// Data directory: the catalog and the segment files live under it.
     pub data_dir: PathBuf,
     /// Reference data folder (see `refdata/README.md`).
@@ -46,29 +47,29 @@ pub fn load_refdata(
     Ok(refdata)
 }
 
-/// A running node.
-pub struct Node {
+/// A local store and the reference data it prices with.
+pub struct LocalStore {
     refdata: RefData,
     store: Store,
 }
 
-impl Node {
+impl LocalStore {
     /// Loads and checks the reference data, then opens (or creates) the store, recovering from a
     /// crash if needed.
-    pub fn open(config: &NodeConfig) -> Result<Node> {
+    pub fn open(config: &LocalConfig) -> Result<LocalStore> {
         let refdata = load_refdata(&config.refdata_dir, config.grouper_output.as_deref())?;
         let store = Store::open(&config.data_dir)?;
-        Ok(Node { refdata, store })
+        Ok(LocalStore { refdata, store })
     }
 
-    /// [`Node::open`] with a given segment cache (a zero-sized one reads Parquet every time).
+    /// [`LocalStore::open`] with a given segment cache (a zero-sized one reads Parquet every time).
     pub fn open_with_cache(
-        config: &NodeConfig,
+        config: &LocalConfig,
         cache: std::sync::Arc<crate::store::SegmentCache>,
-    ) -> Result<Node> {
+    ) -> Result<LocalStore> {
         let refdata = load_refdata(&config.refdata_dir, config.grouper_output.as_deref())?;
         let store = Store::open_with_cache(&config.data_dir, cache)?;
-        Ok(Node { refdata, store })
+        Ok(LocalStore { refdata, store })
     }
 
     /// Validates, prices and stores one submission within the default limits; see

@@ -14,9 +14,10 @@
 //! the shard's replicas). Any node serves any ticket: a node without a replica of the shard reads
 //! it from the shard's leader over the internal `Query.Scan` call and relays the batches.
 
-use super::reads::Extract;
-use super::service::Services;
 use crate::access::Caller;
+use crate::cluster::auth::{self, Authenticated};
+use crate::cluster::reads::Extract;
+use crate::cluster::service::Services;
 use crate::error::status;
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
@@ -123,13 +124,13 @@ impl FlightRequest {
     }
 
     /// Checks the request against the caller's rights.
-    fn extract(&self, services: &Services, caller: Caller) -> std::result::Result<Extract, Status> {
+    fn extract(&self, services: &Services, caller: Caller) -> Result<Extract> {
         Extract::check(
             services,
             caller,
-            self.wire_tier().map_err(status)?,
+            self.wire_tier()?,
             &self.dataset,
-            &self.wire_filters().map_err(status)?,
+            &self.wire_filters()?,
             &self.columns,
             self.view().as_ref(),
             "flight",
@@ -158,17 +159,17 @@ impl FlightRequest {
 
 type Boxed<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
-impl Services {
-    /// The Flight service with explicit message limits (requests: `max_request_mib`).
-    pub fn flight(&self) -> super::auth::Authenticated<FlightServiceServer<Services>> {
-        super::auth::Authenticated::new(
-            FlightServiceServer::new(self.clone())
-                .max_decoding_message_size(self.cluster.limits.max_request_bytes)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            self.cluster.authenticator(),
-        )
-    }
+/// The Flight service with explicit message limits (requests: `max_request_mib`).
+pub(super) fn service(services: &Services) -> Authenticated<FlightServiceServer<Services>> {
+    super::call::authenticated(
+        services,
+        FlightServiceServer::new(services.clone())
+            .max_decoding_message_size(services.cluster.limits.max_request_bytes)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
 
+impl Services {
     fn flight_info(
         &self,
         caller: &Caller,
@@ -237,7 +238,7 @@ impl Services {
             tier: extract.tier.to_proto() as i32,
         };
         let stream = client
-            .scan(super::auth::forward(credentials, scan))
+            .scan(auth::forward(credentials, scan))
             .await?
             .into_inner();
         Ok(Box::pin(stream.map(|chunk| {
@@ -296,9 +297,10 @@ impl FlightService for Services {
             .unwrap_or("arrow flight extract")
             .to_string();
         let source = request.remote_addr().map(|a| a.ip());
-        let reply = super::users::login(&self.cluster, user, password, &purpose, 0, source)
-            .await
-            .map_err(status)?;
+        let reply =
+            crate::cluster::users::login(&self.cluster, user, password, &purpose, 0, source)
+                .await
+                .map_err(status)?;
         let mut response = Response::new(Box::pin(futures::stream::once(async {
             Ok(HandshakeResponse::default())
         })) as Self::HandshakeStream);
@@ -312,7 +314,7 @@ impl FlightService for Services {
         &self,
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
-        let caller = super::auth::caller(&request)?;
+        let caller = auth::caller(&request)?;
         let mut infos = Vec::new();
         for dataset in crate::model::Dataset::ALL {
             let request = FlightRequest {
@@ -333,7 +335,7 @@ impl FlightService for Services {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let caller = super::auth::caller(&request)?;
+        let caller = auth::caller(&request)?;
         let descriptor = request.into_inner();
         let req = FlightRequest::from_descriptor(&descriptor).map_err(status)?;
         Ok(Response::new(self.flight_info(&caller, &req, descriptor)?))
@@ -350,7 +352,7 @@ impl FlightService for Services {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
-        let caller = super::auth::caller(&request)?;
+        let caller = auth::caller(&request)?;
         let req = FlightRequest::from_descriptor(&request.into_inner()).map_err(status)?;
         let schema = req.extract(self, caller)?.schema().map_err(status)?;
         let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
@@ -363,7 +365,7 @@ impl FlightService for Services {
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
-        let caller = super::auth::caller(&request)?;
+        let caller = auth::caller(&request)?;
         let credentials = request.metadata().clone();
         let ticket = request.into_inner();
         let req = FlightRequest::parse(&ticket.ticket, "the ticket").map_err(status)?;

@@ -1,7 +1,7 @@
 //! Live totals of a store: counts and exact pence per dataset and per provider.
 //!
-//! A plain full scan, used by the `sus-node stats` command, the demo and the tests. The pushed-down
-//! query engine (issue #4) replaces it for reporting.
+//! A plain full scan, kept apart from the query engine on purpose: the `sus-node stats` command,
+//! the demo and the tests use it as an independent check of what the engine answers.
 
 use crate::model::Dataset;
 use crate::store::Store;
