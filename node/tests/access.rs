@@ -759,7 +759,50 @@ async fn access_is_enforced_by_the_node() {
         .await
         .unwrap_err();
     assert!(matches!(e, sus_client::Error::PermissionDenied(_)), "{e}");
+    // Concurrent identifiable aggregates: each answer came after its read's record was committed
+    // (the node's audit queue gathers them into shared meta entries), and a second record of each
+    // read adds the rows it answered.
+    let prov = cluster.client_as(&[1, 2, 3], Default::default(), Some(token["prov"].clone()));
+    let by_month = || {
+        sus_client::Aggregation::new("op")
+            .group_by(["activity_month"])
+            .count()
+    };
+    let reads: Vec<_> = (0..8)
+        .map(|_| prov.aggregate(by_month(), sus_client::ReadFrom::Leader))
+        .collect();
+    for r in futures::future::join_all(reads).await {
+        r.unwrap();
+    }
+    let aggregates = |log: &sus_client::cluster::AuditLog, what: &str| {
+        log.entries
+            .iter()
+            .filter(|e| {
+                e.record.user == "prov"
+                    && e.record.action == "aggregate"
+                    && e.record.detail.contains(what)
+            })
+            .count()
+    };
     let log = auditor.audit_log(0, 0).await.unwrap();
+    assert!(
+        aggregates(&log, " started") >= 8,
+        "every read recorded before its answer"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let log = loop {
+        let log = auditor.audit_log(0, 0).await.unwrap();
+        if aggregates(&log, " answered: ") == aggregates(&log, " started") {
+            break log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rows of every aggregate are recorded"
+        );
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+        tick.tick().await;
+        tick.tick().await;
+    };
     log.verify().expect("the chain verifies");
     let of = |user: &str, action: &str| {
         log.entries

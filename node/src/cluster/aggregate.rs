@@ -42,7 +42,10 @@ impl Services {
             scope_text,
         } = read::aggregate(&caller, spec, req.finish)?;
         let keys = self.read_keys(&caller, tier);
-        let mut audit = (tier == Tier::Identifiable && !caller.via_node).then(|| {
+        // An identifiable read is audited before its answer leaves the node: its record is
+        // committed beside the scan (one round of latency, not two), the answer waits for both,
+        // and a second record, naming the same read, adds the rows answered once they are known.
+        let audit = (tier == Tier::Identifiable && !caller.via_node).then(|| {
             let groups: Vec<&str> = query.group_by.iter().map(|(n, _)| n.as_str()).collect();
             let mut r = super::audit::record(&caller, self.cluster.id, "aggregate");
             r.tier = tier.name().to_string();
@@ -53,34 +56,53 @@ impl Services {
                 groups.join(",")
             );
             r.view = view_name(&query.view);
-            r
+            let id = format!("{:016x}", rand::random::<u64>());
+            (r, id)
         });
-        let reply = if req.finish {
-            let (table, mut reply) = self
-                .finish_aggregate(credentials, spec, query, control, req.linearizable, keys)
-                .await?;
-            if let Some(r) = audit.as_mut() {
-                r.rows = table.num_rows() as u64;
-                r.detail = "finished on this node".into();
-            }
-            reply.table = batch_to_ipc(&table).map_err(|e| Error::Internal(e.to_string()))?;
-            reply
-        } else {
-            let (merged, mut reply) = self
-                .aggregate_here(query, &req.shards, req.linearizable, keys)
-                .await?;
-            if let Some(r) = audit.as_mut() {
-                r.rows = merged.groups.len() as u64;
-                r.detail = format!("partial of shards {:?}", req.shards);
-            }
-            reply.partial = merged
-                .to_ipc()
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .into();
-            reply
+        let started = async {
+            let Some((r, id)) = &audit else {
+                return Ok(());
+            };
+            let mut start = r.clone();
+            start.detail = if req.finish {
+                format!("aggregate {id} started: every shard, finished on this node")
+            } else {
+                format!("aggregate {id} started: partial of shards {:?}", req.shards)
+            };
+            self.audit(vec![start]).await
         };
-        if let Some(r) = audit {
-            self.audit(vec![r]).await?;
+        let answer = async {
+            if req.finish {
+                let (table, mut reply) = self
+                    .finish_aggregate(credentials, spec, query, control, req.linearizable, keys)
+                    .await?;
+                reply.table = batch_to_ipc(&table).map_err(|e| Error::Internal(e.to_string()))?;
+                Ok((reply, table.num_rows() as u64))
+            } else {
+                let (merged, mut reply) = self
+                    .aggregate_here(query, &req.shards, req.linearizable, keys)
+                    .await?;
+                let groups = merged.groups.len() as u64;
+                reply.partial = merged
+                    .to_ipc()
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .into();
+                Ok::<_, Error>((reply, groups))
+            }
+        };
+        let (audited, answered) = tokio::join!(started, answer);
+        // Fail closed: a read whose record could not be committed answers nothing.
+        audited?;
+        let (reply, rows) = answered?;
+        if let Some((mut end, id)) = audit {
+            end.rows = rows;
+            end.detail = format!("aggregate {id} answered: {rows} rows");
+            let services = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = services.audit(vec![end]).await {
+                    tracing::warn!(aggregate = %id, "the rows of an aggregate could not be audited: {e}");
+                }
+            });
         }
         Ok(reply)
     }

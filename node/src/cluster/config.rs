@@ -53,3 +53,8 @@ pub struct ClusterConfig {
     /// What clients may send and make the node hold (validated by the caller).
     pub limits: Limits,
 }
+
+/// How long membership changes may take (a learner catching up by snapshot included).
+pub(crate) const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long a call waits for a group to elect a leader before answering `UNAVAILABLE`.
+pub(crate) const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -63,6 +63,8 @@ pub struct Metrics {
     scans: Counter,
     snapshots_installed: Counter,
     audit_entries: Gauge,
+    audit_commits: Counter,
+    audit_records: Counter,
     group_leader: Family<GroupLabel, Gauge>,
     group_applied: Family<GroupLabel, Gauge>,
     groups_led: Gauge,
@@ -90,6 +92,8 @@ impl Metrics {
             scans: Counter::default(),
             snapshots_installed: Counter::default(),
             audit_entries: Gauge::default(),
+            audit_commits: Counter::default(),
+            audit_records: Counter::default(),
             group_leader: Family::default(),
             group_applied: Family::default(),
             groups_led: Gauge::default(),
@@ -133,6 +137,18 @@ impl Metrics {
             "audit_entries",
             "Entries of the cluster's audit log as this node has applied it",
             m.audit_entries.clone(),
+        );
+        m.registry.register(
+            "audit_commits",
+            "Audit entries this node had the meta group commit (each carries the records of every \
+             call that gathered meanwhile), successful or not",
+            m.audit_commits.clone(),
+        );
+        m.registry.register(
+            "audit_records",
+            "Audit records this node's calls handed to the meta group (audit_records / \
+             audit_commits: records per commit)",
+            m.audit_records.clone(),
         );
         m.registry.register(
             "group_leader",
@@ -205,6 +221,12 @@ impl Metrics {
                 outcome: "failed".into(),
             })
             .inc();
+    }
+
+    /// One audit commit of `records` records.
+    pub fn audit_commit(&self, records: usize) {
+        self.audit_commits.inc();
+        self.audit_records.inc_by(records as u64);
     }
 
     pub fn scan(&self, rows: u64, took: Duration) {

@@ -22,6 +22,7 @@ mod activity;
 pub(crate) mod aggregate;
 mod apply;
 pub(crate) mod audit;
+mod audit_commit;
 pub mod auth;
 pub mod command;
 mod config;
@@ -304,6 +305,15 @@ impl Cluster {
     }
 
     /// Address of a node, from the meta group's members.
+    /// The channel to node `node` at its address in the meta state.
+    pub(crate) fn peer_of(&self, node: NodeId) -> Result<auth::PeerChannel> {
+        let addr = self
+            .address_of(node)
+            .ok_or_else(|| Error::Unreachable(format!("no address known for node {node}")))?;
+        self.peer(&addr)
+            .map_err(|e| Error::Unreachable(format!("node {node} at {addr}: {e}")))
+    }
+
     pub fn address_of(&self, node: NodeId) -> Option<String> {
         self.meta_state.borrow().nodes.get(&node).cloned()
     }

@@ -6,46 +6,38 @@
 //! Writes reach the leader of their group: a node that does not lead forwards the call once (a
 //! forwarded call is never forwarded again), so clients may call any node.
 
+use super::audit_commit::AuditQueue;
 use super::auth::PeerChannel;
 use super::command::ShardCommand;
-use super::meta::MetaCommand;
 use super::shard::shard_group;
 use super::{Cluster, command};
 use crate::{Error, Result};
 use std::sync::Arc;
-use std::time::Duration;
+use sus_proto::MAX_MESSAGE_BYTES;
 use sus_proto::audit::Record;
 use sus_proto::v1::admin_client::AdminClient;
 use sus_proto::v1::ingest_client::IngestClient;
 use sus_proto::v1::*;
-use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
 use sus_raft::{META_GROUP, NodeId, Raft, Request as RaftCommand};
-use tonic::Request;
 
-/// How long membership changes may take (a learner catching up by snapshot included).
-pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a call waits for a group to elect a leader before answering `UNAVAILABLE`.
-pub(crate) const LEADER_WAIT: Duration = Duration::from_secs(10);
+pub(crate) use super::config::{ADMIN_TIMEOUT, LEADER_WAIT};
 
 /// The node's public services.
 #[derive(Clone)]
 pub struct Services {
     pub(crate) cluster: Arc<Cluster>,
+    audit: AuditQueue,
 }
 
 impl Services {
+    /// The services of `cluster`, with its audit queue's committing task (on the current runtime).
     pub fn new(cluster: Arc<Cluster>) -> Services {
-        Services { cluster }
+        let audit = AuditQueue::start(&cluster);
+        Services { cluster, audit }
     }
 
     pub(crate) fn channel(&self, node: NodeId) -> Result<PeerChannel> {
-        let addr = self
-            .cluster
-            .address_of(node)
-            .ok_or_else(|| Error::Unreachable(format!("no address known for node {node}")))?;
-        self.cluster
-            .peer(&addr)
-            .map_err(|e| Error::Unreachable(format!("node {node} at {addr}: {e}")))
+        self.cluster.peer_of(node)
     }
 
     pub(crate) fn ingest_client(&self, node: NodeId) -> Result<IngestClient<PeerChannel>> {
@@ -134,30 +126,10 @@ impl Services {
 }
 
 impl Services {
-    /// Appends audit records through the meta leader; returns once they are committed.
+    /// Appends audit records through the meta leader, in an entry shared with other calls'
+    /// records (`audit_commit`); returns once they are committed.
     pub(crate) async fn audit(&self, records: Vec<Record>) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let leader = Cluster::wait_leader(&self.cluster.meta, LEADER_WAIT)
-            .await
-            .ok_or_else(|| Error::Consensus("audit: the meta group has no leader".into()))?;
-        if leader == self.cluster.id {
-            return self
-                .cluster
-                .propose_meta(&MetaCommand::Audit { records })
-                .await
-                .map_err(|e| Error::Consensus(format!("audit: {e}")));
-        }
-        let request = AppendAuditRequest {
-            format: WIRE_FORMAT_VERSION,
-            records_json: records.iter().map(Record::to_json).collect(),
-        };
-        self.admin_client(leader)?
-            .append_audit(Request::new(request))
-            .await
-            .map(|_| ())
-            .map_err(|s| Error::Consensus(format!("audit: {}", s.message())))
+        self.audit.commit(records).await
     }
 
     /// Entries `from..from+limit` (0: to the end) of this node's copy of the log.
