@@ -1,8 +1,8 @@
-//! What every handler does first: put the service behind the authenticator, read the caller it
-//! found, check the caller's rights for admin and node-only calls, and the wire format.
+//! What every handler does first: put the service behind the authenticator (which puts the
+//! caller in each request: `cluster::auth::caller` reads it), check the caller's rights for admin
+//! and node-only calls, and the wire format.
 
 use crate::Error;
-use crate::access::Caller;
 use crate::cluster::auth::{self, Authenticated};
 use crate::cluster::service::Services;
 use sus_proto::WIRE_FORMAT_VERSION;
@@ -14,17 +14,12 @@ pub(super) fn authenticated<S>(services: &Services, service: S) -> Authenticated
     Authenticated::new(service, services.cluster.authenticator())
 }
 
-/// The authenticated caller of `request` (the authenticator put it there).
-pub(super) fn caller<T>(request: &Request<T>) -> std::result::Result<Caller, Status> {
-    auth::caller(request)
-}
-
 /// The credentials and message of a call the caller must be an administrator to make.
 pub(super) fn admin<T>(
     request: Request<T>,
     what: &str,
 ) -> std::result::Result<(MetadataMap, T), Status> {
-    caller(&request)?.require_admin(what)?;
+    auth::caller(&request)?.require_admin(what)?;
     let (metadata, _, message) = request.into_parts();
     Ok((metadata, message))
 }
@@ -35,7 +30,7 @@ pub(super) fn node_only<T>(
     request: Request<T>,
     what: &str,
 ) -> std::result::Result<(MetadataMap, T), Status> {
-    caller(&request)?.require_node(what)?;
+    auth::caller(&request)?.require_node(what)?;
     let (metadata, _, message) = request.into_parts();
     Ok((metadata, message))
 }

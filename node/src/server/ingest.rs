@@ -1,8 +1,8 @@
 //! The `Ingest` service: one call, `Submit`, decoded and handed to the submission use case
 //! (`cluster::submit`).
 
-use super::call::{caller, check_format};
-use crate::cluster::auth::Authenticated;
+use super::call::check_format;
+use crate::cluster::auth::{self, Authenticated};
 use crate::cluster::service::Services;
 use sus_proto::MAX_MESSAGE_BYTES;
 use sus_proto::v1::ingest_server::{Ingest, IngestServer};
@@ -25,7 +25,7 @@ impl Ingest for Services {
         &self,
         request: Request<SubmitRequest>,
     ) -> std::result::Result<Response<SubmitReply>, Status> {
-        let caller = caller(&request)?;
+        let caller = auth::caller(&request)?;
         let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;

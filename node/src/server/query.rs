@@ -2,8 +2,8 @@
 //! answered by its use case (`cluster::aggregate`, `cluster::activity`, `cluster::reads`), which
 //! authorises and audits it before its first row leaves the node.
 
-use super::call::{caller, check_format};
-use crate::cluster::auth::Authenticated;
+use super::call::check_format;
+use crate::cluster::auth::{self, Authenticated};
 use crate::cluster::service::Services;
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
@@ -31,7 +31,7 @@ impl query_server::Query for Services {
         &self,
         request: Request<AggregateRequest>,
     ) -> std::result::Result<Response<AggregateReply>, Status> {
-        let caller = caller(&request)?;
+        let caller = auth::caller(&request)?;
         let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
@@ -45,7 +45,7 @@ impl query_server::Query for Services {
         &self,
         request: Request<ActivityRequest>,
     ) -> std::result::Result<Response<ActivityReply>, Status> {
-        let caller = caller(&request)?;
+        let caller = auth::caller(&request)?;
         let credentials = request.metadata().clone();
         let req = request.into_inner();
         check_format(req.format)?;
@@ -57,7 +57,7 @@ impl query_server::Query for Services {
         &self,
         request: Request<ScanRequest>,
     ) -> std::result::Result<Response<ScanStream>, Status> {
-        let caller = caller(&request)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         check_format(req.format)?;
         let batches = self.read_scan(caller, &req).await?;
