@@ -15,6 +15,7 @@
 pub mod error;
 pub mod log_store;
 pub mod network;
+mod syncer;
 
 pub use error::{Error, Result};
 pub use log_store::LogStore;

@@ -8,9 +8,10 @@
 //!                               replaced as state.tmp + fsync + rename + fsync(dir)
 //! ```
 //!
-//! Durability argument: `append` writes its records, `fdatasync`s the segment (and fsyncs the
-//! directory if it created a segment) and only then fires openraft's `LogFlushed` callback, so an
-//! acknowledged entry is on disk. A segment is created only after the previous one was synced, so
+//! Durability argument: `append` writes its records and hands the segment to the store's sync
+//! thread (`syncer.rs`), which `fdatasync`s it (and fsyncs the directory if the append created a
+//! segment) and only then fires openraft's `LogFlushed` callback, so an acknowledged entry is on
+//! disk. A segment is created only after the previous one was synced, so
 //! only the tail of the last segment can hold unsynced (never acknowledged) bytes: recovery cuts a
 //! torn record there with a warning (short, the file's last record, a zero tail, or a record with an
 //! all-zero sector, as etcd's WAL judges), and treats a bad record anywhere else, or a hole in the
@@ -21,8 +22,13 @@
 //! error poisons the store: every later call fails, and an fsync is never retried (the page cache
 //! may already have dropped the dirty pages, so a retry that succeeds proves nothing).
 //!
-//! I/O runs synchronously on the calling task under one mutex, which also serialises vote and log
-//! writes as openraft requires.
+//! Writes run on the calling task under one mutex, which also serialises vote and log writes as
+//! openraft requires; the fsync of appended entries runs on the sync thread, off the executor.
+//! Truncation and purge first wait for every queued sync. A group whose state machine can replay
+//! from its own durable point may take `Options::sync_committed = false`: openraft's committed id
+//! is then kept in memory and written only with the next vote or purge (openraft raises a stale
+//! committed id to the state machine's applied id at start, and learns the rest from its leader),
+//! which takes two fsyncs off every commit.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
@@ -32,6 +38,8 @@ use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::syncer::{Job, Poison, Syncer};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogId, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -62,12 +70,17 @@ pub struct Options {
     /// A segment is rotated once the next record would take it past this size (a single larger
     /// record gets a segment of its own).
     pub segment_bytes: u64,
+    /// Whether `save_committed` is durable before it returns (true), or only remembered and
+    /// written with the next vote or purge (false: for a state machine that needs no committed id
+    /// to recover, as openraft's is optional).
+    pub sync_committed: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            sync_committed: true,
         }
     }
 }
@@ -96,7 +109,8 @@ struct DurableState {
 
 struct Segment {
     path: PathBuf,
-    file: File,
+    /// Shared with the sync thread while a sync of it is queued.
+    file: Arc<File>,
     size: u64,
 }
 
@@ -115,6 +129,7 @@ struct Loc {
 struct Inner {
     dir: PathBuf,
     segment_bytes: u64,
+    sync_committed: bool,
     /// Segments by first index.
     segments: BTreeMap<u64, Segment>,
     /// Every record on disk, in index order, including purged ones at the head of a segment;
@@ -126,7 +141,8 @@ struct Inner {
     cache: VecDeque<(u64, Entry, usize)>,
     cache_bytes: usize,
     /// Set by the first failed write or fsync; the store refuses everything afterwards.
-    failed: Option<String>,
+    failed: Poison,
+    syncer: Syncer,
 }
 
 impl LogStore {
@@ -154,10 +170,10 @@ impl LogStore {
             Ok(guard) => guard,
             Err(poisoned) => {
                 // A panic in the middle of a write leaves the files in an unknown state.
-                let mut guard = poisoned.into_inner();
+                let guard = poisoned.into_inner();
                 guard
                     .failed
-                    .get_or_insert_with(|| "a thread panicked while writing the log".to_string());
+                    .set("a thread panicked while writing the log".to_string());
                 guard
             }
         }
@@ -333,16 +349,21 @@ impl Inner {
             next = f.locs.last().map(|l| l.log_id.index + 1);
         }
 
+        let failed = Poison::default();
+        let syncer =
+            Syncer::start(failed.clone(), "raft-log-sync").map_err(|e| Error::io(dir, e))?;
         let mut inner = Inner {
             dir: dir.to_path_buf(),
             segment_bytes: options.segment_bytes.max(1),
+            sync_committed: options.sync_committed,
             segments: BTreeMap::new(),
             locs: VecDeque::new(),
             base: 0,
             state,
             cache: VecDeque::new(),
             cache_bytes: 0,
-            failed: None,
+            failed,
+            syncer,
         };
         for f in kept {
             if inner.locs.is_empty() {
@@ -353,7 +374,7 @@ impl Inner {
                 f.first,
                 Segment {
                     path: f.path,
-                    file: f.file,
+                    file: Arc::new(f.file),
                     size: f.size,
                 },
             );
@@ -362,7 +383,7 @@ impl Inner {
     }
 
     fn check(&self) -> std::result::Result<(), AnyError> {
-        match &self.failed {
+        match self.failed.get() {
             Some(why) => Err(AnyError::error(format!("log store failed earlier: {why}"))),
             None => Ok(()),
         }
@@ -370,7 +391,7 @@ impl Inner {
 
     fn fail(&mut self, what: &str, e: &io::Error) {
         tracing::error!(dir = %self.dir.display(), "raft log store {what} failed, refusing all further I/O: {e}");
-        self.failed.get_or_insert_with(|| format!("{what}: {e}"));
+        self.failed.set(format!("{what}: {e}"));
     }
 
     fn purged_index(&self) -> Option<u64> {
@@ -425,7 +446,12 @@ impl Inner {
         Ok(())
     }
 
-    fn append(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
+    /// Writes the entries (not yet durable) and returns the sync they need: the segment the batch
+    /// ended in, and whether a segment was created.
+    fn append(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> io::Result<Option<(Arc<File>, bool)>> {
         // Encode everything first: a batch that cannot be encoded writes nothing.
         let mut next = self.next_index();
         let mut records = Vec::new();
@@ -463,10 +489,9 @@ impl Inner {
                 }
                 _ => {
                     // The previous segment must be durable before a newer one exists: recovery
-                    // accepts torn bytes only at the tail of the last segment.
-                    if let Some(key) = dirty.take()
-                        && let Some(seg) = self.segments.get(&key)
-                    {
+                    // accepts torn bytes only at the tail of the last segment. Earlier batches'
+                    // syncs may still be queued, so this one is done here, whatever they wrote.
+                    if let Some((_, seg)) = self.segments.last_key_value() {
                         seg.file.sync_data()?;
                     }
                     let path = segment_path(&self.dir, index);
@@ -479,7 +504,7 @@ impl Inner {
                         index,
                         Segment {
                             path,
-                            file,
+                            file: Arc::new(file),
                             size: 0,
                         },
                     );
@@ -507,15 +532,9 @@ impl Inner {
             });
             self.cache_push(index, entry, record.len());
         }
-        if let Some(key) = dirty
-            && let Some(seg) = self.segments.get(&key)
-        {
-            seg.file.sync_data()?;
-        }
-        if created {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        Ok(dirty
+            .and_then(|key| self.segments.get(&key))
+            .map(|seg| (seg.file.clone(), created)))
     }
 
     fn cache_push(&mut self, index: u64, entry: Entry, size: usize) {
@@ -539,6 +558,7 @@ impl Inner {
     }
 
     fn truncate(&mut self, index: u64) -> io::Result<()> {
+        self.syncer.wait_idle();
         self.cache_retain(|i| i < index);
         if self.last_loc().is_none_or(|l| l.log_id.index < index) {
             return Ok(());
@@ -869,6 +889,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if inner.state.committed == committed {
             return Ok(());
         }
+        if !inner.sync_committed {
+            // Written with the next vote or purge (see the module doc).
+            inner.state.committed = committed;
+            return Ok(());
+        }
         inner
             .update_state("save committed", |st| st.committed = committed)
             .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
@@ -890,23 +915,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let result = {
-            let mut inner = self.lock();
-            match inner.check() {
-                Err(why) => Err(io::Error::other(why.to_string())),
-                Ok(()) => {
-                    let r = inner.append(entries);
-                    if let Err(e) = &r {
-                        inner.fail("append", e);
-                    }
-                    r
+        let mut inner = self.lock();
+        let result = match inner.check() {
+            Err(why) => Err(io::Error::other(why.to_string())),
+            Ok(()) => {
+                let r = inner.append(entries);
+                if let Err(e) = &r {
+                    inner.fail("append", e);
                 }
+                r
             }
         };
         match result {
-            Ok(()) => {
-                // Only now is every entry of the batch on disk.
-                callback.log_io_completed(Ok(()));
+            Ok(written) => {
+                // The callback fires once the sync thread has made the batch durable (and after
+                // every earlier batch's, even when this one wrote nothing).
+                let (file, created) = written.unzip();
+                let new_segment_in = created.unwrap_or(false).then(|| inner.dir.clone());
+                inner.syncer.submit(Job {
+                    file,
+                    new_segment_in,
+                    callback,
+                });
                 Ok(())
             }
             Err(e) => {
@@ -933,6 +963,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if inner.purged_index().is_some_and(|p| p >= log_id.index) {
             return Ok(());
         }
+        inner.syncer.wait_idle();
         // The purge point is durable before any file goes, so a crash in between only leaves
         // files that recovery deletes.
         inner

@@ -56,5 +56,18 @@ pub struct ClusterConfig {
 
 /// How long membership changes may take (a learner catching up by snapshot included).
 pub(crate) const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// The log of a shard group. Its committed id is not synced on every commit: a replica recovers
+/// from its own durable catalog (openraft raises a stale committed id to the applied one) and
+/// learns the rest from the leader, so two fsyncs leave every shard commit. The meta group keeps
+/// the synced default: its state machine is rebuilt by replaying up to the committed id.
+pub(crate) const SHARD_LOG: sus_raft::log_store::Options = sus_raft::log_store::Options {
+    segment_bytes: sus_raft::log_store::DEFAULT_SEGMENT_BYTES,
+    sync_committed: false,
+};
+/// The log of the meta group.
+pub(crate) const META_LOG: sus_raft::log_store::Options = sus_raft::log_store::Options {
+    segment_bytes: sus_raft::log_store::DEFAULT_SEGMENT_BYTES,
+    sync_committed: true,
+};
 /// How long a call waits for a group to elect a leader before answering `UNAVAILABLE`.
 pub(crate) const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

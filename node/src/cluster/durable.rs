@@ -71,6 +71,7 @@ pub(crate) async fn align_committed<
     mut log: LogStore,
     sm: &mut SM,
     dir: &Path,
+    options: sus_raft::log_store::Options,
     what: &str,
 ) -> Result<LogStore> {
     let st = log.get_log_state().await.map_err(storage)?;
@@ -109,7 +110,7 @@ pub(crate) async fn align_committed<
     let aside = dir.with_extension("reset");
     fs::rename(dir, &aside).map_err(|e| Error::io(dir, e))?;
     fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
-    let mut log = LogStore::open(dir).map_err(raft_error)?;
+    let mut log = LogStore::open_with(dir, options).map_err(raft_error)?;
     if let Some(vote) = vote {
         log.save_vote(&vote).await.map_err(storage)?;
     }

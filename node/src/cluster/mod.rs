@@ -50,6 +50,7 @@ pub mod users;
 use crate::refdata::RefData;
 use crate::{Error, Result};
 pub use config::{ClusterConfig, RaftTuning};
+use config::{META_LOG, SHARD_LOG};
 use durable::{align_committed, fatal, raft_error, storage, sync_dir, write_atomically};
 use identity::{Identity, load_identity, write_identity};
 use meta::{MetaCommand, MetaState, MetaStateMachine};
@@ -144,9 +145,16 @@ impl Cluster {
         };
         let registry = Registry::new();
         let meta_dir = config.data_dir.join("meta");
-        let log = LogStore::open(&meta_dir.join("raft")).map_err(raft_error)?;
+        let log = LogStore::open_with(&meta_dir.join("raft"), META_LOG).map_err(raft_error)?;
         let (mut sm, meta_state) = MetaStateMachine::open(&meta_dir)?;
-        let log = align_committed(log, &mut sm, &meta_dir.join("raft"), "the meta group").await?;
+        let log = align_committed(
+            log,
+            &mut sm,
+            &meta_dir.join("raft"),
+            META_LOG,
+            "the meta group",
+        )
+        .await?;
         let meta = Raft::new(
             config.id,
             raft_config.clone(),
@@ -368,7 +376,7 @@ impl Cluster {
                 .await
                 .map_err(|e| Error::Consensus(format!("opening shard {shard}: {e}")))??
         };
-        let mut log = LogStore::open(&dir.join("raft")).map_err(raft_error)?;
+        let mut log = LogStore::open_with(&dir.join("raft"), SHARD_LOG).map_err(raft_error)?;
         // A node that hosted this shard before keeps its last vote: it must never vote twice in
         // one term, even after its replica was removed and the data deleted.
         let kept_vote = self.kept_vote_path(shard);
@@ -387,8 +395,8 @@ impl Cluster {
             fs::remove_file(&kept_vote).map_err(|e| Error::io(&kept_vote, e))?;
         }
         let mut sm = ShardStateMachine::new(replica.clone());
-        let log =
-            align_committed(log, &mut sm, &dir.join("raft"), &format!("shard {shard}")).await?;
+        let what = format!("shard {shard}");
+        let log = align_committed(log, &mut sm, &dir.join("raft"), SHARD_LOG, &what).await?;
         let raft = Raft::new(
             self.id,
             self.raft_config.clone(),
@@ -455,7 +463,8 @@ impl Cluster {
     }
 
     async fn keep_vote(&self, shard: u32) -> Result<()> {
-        let mut log = LogStore::open(&self.shard_dir(shard).join("raft")).map_err(raft_error)?;
+        let dir = self.shard_dir(shard).join("raft");
+        let mut log = LogStore::open_with(&dir, SHARD_LOG).map_err(raft_error)?;
         if let Some(vote) = log.read_vote().await.map_err(storage)? {
             let bytes =
                 bincode::serialize(&vote).map_err(|e| Error::InvalidArgument(e.to_string()))?;
