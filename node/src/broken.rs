@@ -87,3 +87,20 @@ pub fn apply_fault(index: u64, submission_id: Option<&str>) -> Option<ApplyFault
         None
     }
 }
+
+/// Not a bug but a stretch of time: with `SUS_TEST_COMPACTION_PAUSE_MS` set, a compaction waits
+/// that long after planning, so that tests can show writes and reads going on while one runs.
+/// Always `None` without the `fault-injection` feature.
+pub fn compaction_pause() -> Option<std::time::Duration> {
+    #[cfg(feature = "fault-injection")]
+    {
+        std::env::var("SUS_TEST_COMPACTION_PAUSE_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(std::time::Duration::from_millis)
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        None
+    }
+}

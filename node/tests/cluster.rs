@@ -511,3 +511,70 @@ async fn a_replica_meeting_an_internal_error_stops_and_a_refusal_is_recorded_eve
         );
     }
 }
+
+// Compaction runs beside the apply path: while the shard leader's compaction is held open (a
+// test switch stretches every replica's to 10 s after planning), submissions to that shard keep
+// being committed within a quarter of the compaction's length; the compaction then finishes,
+// replicas agree, and the totals are the oracle's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_commit_while_a_compaction_runs() {
+    const PAUSE: Duration = Duration::from_secs(10);
+    const BOUND: Duration = Duration::from_millis(2500);
+    let options = NodeOptions {
+        env: vec![(
+            "SUS_TEST_COMPACTION_PAUSE_MS".into(),
+            PAUSE.as_millis().to_string(),
+        )],
+        ..NodeOptions::default()
+    };
+    let cluster = TestCluster::start(&bin(), &refdata(), 3, 1, 3, options)
+        .await
+        .unwrap();
+    let (files, expected) = dataset(&cluster.scratch(), 3000, 31);
+    let (first, rest) = files.split_at(files.len() / 2);
+    // Small files take about 30 ms each: 30 of them fit well inside the stretched compaction.
+    let (during, after) = rest.split_at(rest.len().min(30));
+    let client = cluster.client(&[1, 2, 3]);
+    let mut acks = submit_all(&client, first, &expected).await;
+
+    let compacting = {
+        let client = cluster.client(&[1, 2, 3]);
+        tokio::spawn(async move { client.compact(100_000).await })
+    };
+    let leader = cluster.leader_of(1).await.unwrap();
+    cluster
+        .wait_for(
+            "the shard's leader to start compacting",
+            Duration::from_secs(120),
+            async |c| c.log_of(leader).contains("compacting"),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for file in during {
+        let at = std::time::Instant::now();
+        acks.extend(submit_all(&client, std::slice::from_ref(file), &expected).await);
+        slowest = slowest.max(at.elapsed());
+    }
+    let submitting = started.elapsed();
+    eprintln!(
+        "{} submissions in {submitting:?} during the compaction, slowest {slowest:?}",
+        during.len()
+    );
+    assert!(
+        !compacting.is_finished() && submitting < PAUSE,
+        "the submissions ({} in {submitting:?}) ran while the compaction did",
+        during.len()
+    );
+    assert!(
+        slowest < BOUND,
+        "slowest commit during compaction {slowest:?} (bound {BOUND:?})"
+    );
+
+    let stats = compacting.await.unwrap().unwrap();
+    assert!(stats.segments_after < stats.segments_before, "{stats:?}");
+    acks.extend(submit_all(&client, after, &expected).await);
+    check_converged(&cluster, &expected).await;
+    check_acks_durable(&client, &acks).await;
+}

@@ -44,6 +44,7 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
 pub(crate) fn apply_in_order(
     store: &Store,
     entries: Vec<openraft::Entry<TypeConfig>>,
+    compact: &dyn Fn(u64, u32),
     at: &mut u64,
 ) -> Result<Vec<Response>> {
     let mut applied = read_applied(store)?.0.map(|l| l.index);
@@ -61,7 +62,7 @@ pub(crate) fn apply_in_order(
         let response = match entry.payload {
             EntryPayload::Blank => Response::default(),
             EntryPayload::Normal(request) => {
-                match apply_command(store, entry.log_id.index, &request.0) {
+                match apply_command(store, entry.log_id.index, &request.0, compact) {
                     Ok(bytes) => Response(bytes),
                     // Derived against spells that moved since: nothing applied, on every replica
                     // alike; the leader derives it again.
@@ -86,8 +87,14 @@ pub(crate) fn apply_in_order(
     Ok(responses)
 }
 
-/// Applies one command: its answer (a report, a version, compaction figures), or why not.
-fn apply_command(store: &Store, index: u64, bytes: &[u8]) -> Result<Vec<u8>> {
+/// Applies one command: its answer (a report, a version, the index a compaction started under),
+/// or why not.
+fn apply_command(
+    store: &Store,
+    index: u64,
+    bytes: &[u8],
+    compact: &dyn Fn(u64, u32),
+) -> Result<Vec<u8>> {
     match command::decode(bytes)? {
         ShardCommand::Submission(c) => {
             let id = match &*c {
@@ -105,12 +112,11 @@ fn apply_command(store: &Store, index: u64, bytes: &[u8]) -> Result<Vec<u8>> {
             }
         }
         ShardCommand::Freeze { name } => store.freeze(&name).map(|v| v.to_be_bytes().to_vec()),
-        ShardCommand::Compact { target_rows } => store.compact(target_rows).map(|s| {
-            [s.segments_before, s.segments_after, s.rows_dropped]
-                .iter()
-                .flat_map(|n| n.to_be_bytes())
-                .collect()
-        }),
+        ShardCommand::Compact { target_rows } => {
+            // In the background (cluster/compactions.rs): applies go on meanwhile.
+            compact(index, target_rows);
+            Ok(index.to_be_bytes().to_vec())
+        }
     }
 }
 

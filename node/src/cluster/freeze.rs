@@ -8,8 +8,9 @@
 //! freeze that fails part-way leaves names on some shards only; retrying the same name reuses them
 //! (a shard keeps the version it first froze).
 //!
-//! **Compaction** runs through each shard's log too, so replicas compact at the same point of
-//! their history.
+//! **Compaction** is asked through each shard's log too, so every replica is asked; each runs
+//! it in the background, beside its applies (`compactions.rs`), and the leader answers once its
+//! own replica's job has finished.
 
 use super::Cluster;
 use super::command::ShardCommand;
@@ -145,14 +146,13 @@ impl Services {
         for shard in shards {
             let command = ShardCommand::Compact { target_rows };
             let reply = if forwarded {
-                let answer = self.on_shard_leader(shard, command).await?;
-                decode_compact(&answer)?
+                self.compact_here(shard, command).await?
             } else {
                 let leader = self.shard_leader_anywhere(shard).await.ok_or_else(|| {
                     Error::Consensus(format!("shard {shard} has no leader; retry"))
                 })?;
                 if leader == self.cluster.id {
-                    decode_compact(&self.on_shard_leader(shard, command).await?)?
+                    self.compact_here(shard, command).await?
                 } else {
                     let mut c = self.admin_client(leader)?;
                     let mut r = Request::new(CompactRequest {
@@ -173,17 +173,27 @@ impl Services {
     }
 }
 
-pub(crate) fn decode_compact(answer: &[u8]) -> Result<CompactReply> {
-    let n: Vec<u64> = answer
-        .chunks_exact(8)
-        .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
-        .collect();
-    match n.as_slice() {
-        [before, after, dropped] => Ok(CompactReply {
-            segments_before: *before,
-            segments_after: *after,
-            rows_dropped: *dropped,
-        }),
-        _ => Err(Error::Internal("malformed compaction answer".into())),
+impl Services {
+    /// Proposes a compaction on this node, the shard's leader, and waits for its own replica's
+    /// background job (started by the entry) to finish.
+    async fn compact_here(&self, shard: u32, command: ShardCommand) -> Result<CompactReply> {
+        let answer = self.on_shard_leader(shard, command).await?;
+        // The entry's answer is its index (the job's name on every replica).
+        let index = <[u8; 8]>::try_from(answer.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| Error::Internal("malformed compaction answer".into()))?;
+        let (_, replica) = self
+            .cluster
+            .shard(shard)
+            .ok_or_else(|| Error::Consensus(format!("shard {shard} is not hosted here")))?;
+        let stats = replica
+            .compactions
+            .wait(index, super::service::ADMIN_TIMEOUT)
+            .await?;
+        Ok(CompactReply {
+            segments_before: stats.segments_before,
+            segments_after: stats.segments_after,
+            rows_dropped: stats.rows_dropped,
+        })
     }
 }

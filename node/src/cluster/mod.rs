@@ -25,6 +25,7 @@ pub(crate) mod audit;
 mod audit_commit;
 pub mod auth;
 pub mod command;
+pub mod compactions;
 mod config;
 pub(crate) mod durable;
 pub(crate) mod freeze;

@@ -65,6 +65,8 @@ pub struct ShardReplica {
     pub derivations: tokio::sync::RwLock<()>,
     /// Why this replica stopped applying its log, once it has (shown in the cluster status).
     stopped: std::sync::Mutex<Option<String>>,
+    /// Compactions running beside the apply path, by the index of the entry that asked.
+    pub compactions: super::compactions::Compactions,
 }
 
 impl ShardReplica {
@@ -124,6 +126,7 @@ impl ShardReplica {
             metrics,
             derivations: tokio::sync::RwLock::new(()),
             stopped: std::sync::Mutex::new(None),
+            compactions: super::compactions::Compactions::new(shard),
         }))
     }
 
@@ -252,7 +255,9 @@ fn apply_entries(
     entries: Vec<openraft::Entry<TypeConfig>>,
 ) -> Result<Vec<Response>> {
     let mut at = 0;
-    apply::apply_in_order(&replica.store(), entries, &mut at).map_err(|e| stopping(replica, at, e))
+    let store = replica.store();
+    let compact = |index, target_rows| replica.compactions.start(store.clone(), index, target_rows);
+    apply::apply_in_order(&store, entries, &compact, &mut at).map_err(|e| stopping(replica, at, e))
 }
 
 /// Records and logs why this replica stops applying its log, with what an operator should do.

@@ -9,13 +9,21 @@
 //! row), so a view at any retained version reads the same rows before and after. Versions between
 //! retained ones are not kept readable: a freeze point is how a version is kept.
 //!
-//! Compaction changes no content (no version is created) and is deterministic given the catalog,
-//! so replicas that run it at the same position of the shard's log end up alike. Crash safety is
-//! that of `apply`: the new segment is written and fsynced first, one catalog transaction swaps the catalog
-//! over, and the old files are deleted after it (a crash leaves them uncatalogued, and open
-//! removes them).
+//! Compaction changes no content (no version is created), so it need not happen at the same
+//! point on every replica: segment ids, files and row positions are a replica's own layout.
+//!
+//! It runs beside applies and reads. A plan is made on one catalog read transaction (the
+//! retained versions and the segments as of one version); each group is merged and its segment
+//! written, fsynced and renamed without any lock; only the install takes the writer lock, and
+//! applies the merge to the catalog as it is then: deletion marks added to source rows since the
+//! plan move to their new rows, and a record is re-pointed only if it still points at its source
+//! row. A row the plan dropped stays invisible at every version retained at install (freeze points
+//! made since are at versions the plan's latest reached). The replaced files are retired
+//! ([`super::retire`]): deleted once no read that listed them is alive. Crash safety is that of
+//! `apply`: one catalog transaction swaps the catalog over; a crash before it leaves an
+//! uncatalogued file, which open removes.
 
-use super::engine::Store;
+use super::engine::{Store, segments_of, version_of};
 use super::keys::{self, Live, RecState, SegmentEntry};
 use super::segment;
 use crate::model::Dataset;
@@ -23,22 +31,21 @@ use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use std::collections::BTreeMap;
-
-/// A row that survives compaction: (month, source row in the concatenated input, inserted
-/// version, deleted version, live id).
-type KeptRow<'a> = (&'a str, u32, u64, Option<u64>, Option<String>);
-use std::fs;
 use std::sync::atomic::Ordering;
 use tracing::info;
 
-/// A merge's rows: `batch` holds every source row, `order` the kept ones in their new order.
+/// A row that survives compaction: (month, source segment, source row, row in the concatenated
+/// input, inserted version, record id).
+type KeptRow<'a> = (&'a str, u64, u32, u32, u64, String);
+
+/// A merged segment, written and fsynced, waiting for its install.
 struct Merged {
-    batch: RecordBatch,
-    order: Vec<u32>,
-    months: Vec<(String, u32)>,
-    runs: Vec<(u32, u64)>,
-    marks: Vec<(u32, u64)>,
-    live_rows: Vec<(String, u32)>,
+    /// None when no row survives.
+    entry: Option<SegmentEntry>,
+    /// The rows written, for the column cache.
+    rows: RecordBatch,
+    /// Per new row: its source (segment, row) and record id.
+    origin: Vec<(u64, u32, String)>,
 }
 
 /// What a compaction did.
@@ -49,20 +56,63 @@ pub struct CompactStats {
     pub rows_dropped: u64,
 }
 
+/// Groups of one partition's small segments to merge, planned on one catalog view.
+struct Plan {
+    retained: Vec<u64>,
+    groups: Vec<(Dataset, Vec<SegmentEntry>)>,
+}
+
 impl Store {
     /// Merges, per provider, the segments smaller than `target_rows` rows into segments of up
-    /// to about `target_rows` rows, dropping rows no retained view can see.
+    /// to about `target_rows` rows, dropping rows no retained view can see. Applies and reads go
+    /// on meanwhile; one compaction runs at a time.
     pub fn compact(&self, target_rows: u32) -> Result<CompactStats> {
-        let _writer = self.lock_writer();
+        let _one = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
         self.check_not_failed()?;
-        let mut retained: Vec<u64> = self.freezes()?.into_iter().map(|(_, v)| v).collect();
-        retained.push(self.version()?);
+        let mut stats = CompactStats::default();
+        let plan = self.plan_compaction(target_rows, &mut stats)?;
+        info!(dir = %self.dir.display(), groups = plan.groups.len(), "compacting");
+        if let Some(pause) = crate::broken::compaction_pause() {
+            std::thread::sleep(pause);
+        }
+        for (dataset, group) in &plan.groups {
+            stats.segments_after += match self.merge(*dataset, group, &plan.retained, &mut stats)? {
+                None => group.len() as u64,
+                Some(merged) => {
+                    #[cfg(test)]
+                    if let Some(hook) = self
+                        .before_install
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                    {
+                        hook();
+                    }
+                    self.install(*dataset, group, merged)?
+                }
+            };
+        }
+        info!(
+            dir = %self.dir.display(), before = stats.segments_before,
+            after = stats.segments_after, dropped = stats.rows_dropped, "compacted"
+        );
+        Ok(stats)
+    }
+
+    fn plan_compaction(&self, target_rows: u32, stats: &mut CompactStats) -> Result<Plan> {
+        // One view: a segment listed here holds no row inserted after the latest version read.
+        let reader = self.db.reader()?;
+        let mut retained: Vec<u64> = Vec::new();
+        for (_, v) in reader.scan_prefix(keys::FREEZE_ANY)? {
+            retained.push(keys::u64_value(&v, "freeze point")?);
+        }
+        retained.push(version_of(&reader)?);
         retained.sort_unstable();
         retained.dedup();
-        let mut stats = CompactStats::default();
+        let mut groups = Vec::new();
         for dataset in Dataset::ALL {
             let mut partitions: BTreeMap<String, Vec<SegmentEntry>> = BTreeMap::new();
-            for entry in self.segments(dataset)? {
+            for entry in segments_of(&reader, dataset)? {
                 stats.segments_before += 1;
                 if entry.rows < target_rows {
                     partitions
@@ -76,52 +126,44 @@ impl Store {
             for (_, small) in partitions {
                 let mut group: Vec<SegmentEntry> = Vec::new();
                 let mut rows = 0u32;
-                let groups_of = small.len();
                 for entry in small {
                     if !group.is_empty() && rows.saturating_add(entry.rows) > target_rows {
-                        stats.segments_after +=
-                            self.merge(dataset, &group, &retained, &mut stats)?;
-                        group.clear();
+                        groups.push((dataset, std::mem::take(&mut group)));
                         rows = 0;
                     }
                     rows = rows.saturating_add(entry.rows);
                     group.push(entry);
                 }
-                if groups_of > 0 {
-                    stats.segments_after += self.merge(dataset, &group, &retained, &mut stats)?;
+                if !group.is_empty() {
+                    groups.push((dataset, group));
                 }
             }
         }
-        info!(
-            dir = %self.dir.display(), before = stats.segments_before,
-            after = stats.segments_after, dropped = stats.rows_dropped, "compacted"
-        );
-        Ok(stats)
+        Ok(Plan { retained, groups })
     }
 
-    /// Merges `group` (one partition's segments, in id order) into at most one new segment;
-    /// returns the number of segments left in its place (0 or 1).
+    /// Merges `group` (one partition's segments, in id order) into one new segment, written and
+    /// fsynced; `None` when there is nothing to gain (a lone segment that keeps every row).
     fn merge(
         &self,
         dataset: Dataset,
         group: &[SegmentEntry],
         retained: &[u64],
         stats: &mut CompactStats,
-    ) -> Result<u64> {
+    ) -> Result<Option<Merged>> {
         let visible = |inserted: u64, deleted: Option<u64>| {
             retained
                 .iter()
                 .any(|&r| inserted <= r && deleted.is_none_or(|d| r < d))
         };
-        // Nothing to gain from rewriting a lone segment that keeps every row.
-        if group.len() == 1 {
-            let e = &group[0];
+        let _pin = self.pin();
+        if let [e] = group {
             let versions = e.row_versions();
             let marks = self.deletion_marks(e.id)?;
             let all_kept = (0..e.rows as usize)
                 .all(|row| visible(versions[row], marks.get(&(row as u32)).copied()));
             if all_kept {
-                return Ok(1);
+                return Ok(None);
             }
         }
         let mut kept: Vec<KeptRow> = Vec::new();
@@ -129,6 +171,7 @@ impl Store {
         let mut base = 0u32;
         for entry in group {
             let versions = entry.row_versions();
+            // Marks as of now: a row deleted after the plan's latest version is visible at it.
             let marks = self.deletion_marks(entry.id)?;
             let path = self.dir.join(&entry.file);
             let schema = crate::schema::stored_schema(dataset);
@@ -144,10 +187,9 @@ impl Store {
             for (month, n) in &entry.months {
                 for _ in 0..*n {
                     let inserted = versions[row];
-                    let deleted = marks.get(&(row as u32)).copied();
-                    if visible(inserted, deleted) {
-                        let live = deleted.is_none().then(|| ids.value(row).to_string());
-                        kept.push((month.as_str(), base + row as u32, inserted, deleted, live));
+                    if visible(inserted, marks.get(&(row as u32)).copied()) {
+                        let id = ids.value(row).to_string();
+                        kept.push((month, entry.id, row as u32, base + row as u32, inserted, id));
                     } else {
                         stats.rows_dropped += 1;
                     }
@@ -163,136 +205,157 @@ impl Store {
             base += batch.num_rows() as u32;
             sources.push(batch);
         }
+        if kept.is_empty() {
+            return Ok(Some(Merged {
+                entry: None,
+                rows: RecordBatch::new_empty(crate::schema::stored_schema(dataset)),
+                origin: Vec::new(),
+            }));
+        }
         // Months together (a row group each); source order within a month.
-        kept.sort_by_key(|k| k.0);
+        kept.sort_by(|a, b| a.0.cmp(b.0));
         let mut months: Vec<(String, u32)> = Vec::new();
         let mut runs: Vec<(u32, u64)> = Vec::new();
-        let mut new_marks: Vec<(u32, u64)> = Vec::new();
-        let mut live_rows: Vec<(String, u32)> = Vec::new();
         let mut order = Vec::with_capacity(kept.len());
-        for (new_row, (month, source, inserted, deleted, live)) in kept.into_iter().enumerate() {
-            let new_row = new_row as u32;
+        let mut origin = Vec::with_capacity(kept.len());
+        for (new_row, (month, segment, row, source, inserted, id)) in kept.into_iter().enumerate() {
             match months.last_mut() {
                 Some((m, n)) if m == month => *n += 1,
                 _ => months.push((month.to_string(), 1)),
             }
             if runs.last().is_none_or(|r| r.1 != inserted) {
-                runs.push((new_row, inserted));
-            }
-            if let Some(d) = deleted {
-                new_marks.push((new_row, d));
-            }
-            if let Some(id) = live {
-                live_rows.push((id, new_row));
+                runs.push((new_row as u32, inserted));
             }
             order.push(source);
+            origin.push((segment, row, id));
         }
         let schema = crate::schema::stored_schema(dataset);
         let all: RecordBatch = concat_batches(&schema, &sources)?;
         drop(sources);
-        let merged = Merged {
-            batch: all,
-            order,
+        let id = self.reserve_segment_id()?;
+        let provider = group[0].provider.clone();
+        let file = segment::relative_path(dataset, &provider, id);
+        let (bytes, rows) = segment::write(&self.dir, &file, &all, &order, &months)?;
+        let version = runs.iter().map(|r| r.1).max().unwrap_or(group[0].version);
+        let entry = SegmentEntry {
+            id,
+            dataset,
+            provider,
             months,
-            runs,
-            marks: new_marks,
-            live_rows,
+            rows: order.len() as u32,
+            bytes,
+            version,
+            file,
+            runs: if runs.len() == 1 { Vec::new() } else { runs },
         };
-        let written = self.swap(dataset, group, merged);
+        Ok(Some(Merged {
+            entry: Some(entry),
+            rows,
+            origin,
+        }))
+    }
+
+    /// A segment id of its own for a merge (made durable by the next durable commit; a crash
+    /// before that leaves only an uncatalogued file, which open removes).
+    fn reserve_segment_id(&self) -> Result<u64> {
+        let _writer = self.lock_writer();
+        self.check_not_failed()?;
+        let id = match self.db.get(keys::NEXT_SEGMENT)? {
+            Some(v) => keys::u64_value(&v, "segment counter")?,
+            None => 1,
+        };
+        let mut ops = super::catalog::Batch::default();
+        ops.insert(keys::NEXT_SEGMENT, (id + 1).to_be_bytes());
+        self.db.apply(ops, false)?;
+        Ok(id)
+    }
+
+    /// Swaps the catalog over to the merged segment in one durable transaction, against the
+    /// catalog as it is now; returns the segments left in the group's place (0 or 1).
+    fn install(&self, dataset: Dataset, group: &[SegmentEntry], merged: Merged) -> Result<u64> {
+        let _writer = self.lock_writer();
+        self.check_not_failed()?;
+        let written = self.install_locked(dataset, group, &merged);
         if written.is_err() {
             self.failed.store(true, Ordering::SeqCst);
         }
-        written
+        let left = written?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(entry) = &merged.entry {
+            self.cache_written(entry.id, &merged.rows);
+        }
+        let mut old = Vec::with_capacity(group.len());
+        for e in group {
+            self.cache.forget(self.uid, e.id);
+            old.push(self.dir.join(&e.file));
+        }
+        self.retire(old)?;
+        Ok(left)
     }
 
-    /// Writes the merged segment (if it has rows), then swaps the catalog over in one batch and
-    /// deletes the old files.
-    fn swap(&self, dataset: Dataset, group: &[SegmentEntry], merged: Merged) -> Result<u64> {
-        let mut ops = super::catalog::Batch::default();
-        let mut left = 0;
-        let mut fresh = None;
-        if !merged.order.is_empty() {
-            let id = match self.db.get(keys::NEXT_SEGMENT)? {
-                Some(v) => keys::u64_value(&v, "segment counter")?,
-                None => 1,
-            };
-            let first = &group[0];
-            let file = segment::relative_path(dataset, &first.provider, id);
-            let (bytes, written) = segment::write(
-                &self.dir,
-                &file,
-                &merged.batch,
-                &merged.order,
-                &merged.months,
-            )?;
-            fresh = Some((id, written));
-            let version = merged
-                .runs
-                .iter()
-                .map(|r| r.1)
-                .max()
-                .unwrap_or(first.version);
-            let entry = SegmentEntry {
-                id,
-                dataset,
-                provider: first.provider.clone(),
-                months: merged.months,
-                rows: merged.order.len() as u32,
-                bytes,
-                version,
-                file,
-                runs: if merged.runs.len() == 1 {
-                    Vec::new()
-                } else {
-                    merged.runs
-                },
-            };
-            ops.insert(keys::segment(dataset, id), entry.encode()?);
-            ops.insert(keys::NEXT_SEGMENT, (id + 1).to_be_bytes());
-            for (row, version) in merged.marks {
-                ops.insert(keys::deleted(id, row), version.to_be_bytes());
-            }
-            let reader = self.db.reader()?;
-            for (rid, row) in merged.live_rows {
-                let key = keys::record(dataset, &rid);
-                let value = reader.get(&key)?.ok_or_else(|| {
-                    keys::corrupt("record index", &format!("live row {rid} has no record"))
-                })?;
-                let mut state = RecState::decode(&value)?;
-                let live = state.live.ok_or_else(|| {
-                    keys::corrupt("record index", &format!("live row {rid} is a tombstone"))
-                })?;
-                state.live = Some(Live {
-                    segment: id,
-                    row,
-                    activity: live.activity,
-                });
-                ops.insert(key, state.encode());
-            }
-            left = 1;
-        }
+    fn install_locked(
+        &self,
+        dataset: Dataset,
+        group: &[SegmentEntry],
+        merged: &Merged,
+    ) -> Result<u64> {
         let reader = self.db.reader()?;
+        let mut ops = super::catalog::Batch::default();
+        // Current marks of the sources, by (segment, row); the old keys go with their segments.
+        let mut marks: BTreeMap<(u64, u32), u64> = BTreeMap::new();
         for e in group {
+            if reader.get(&keys::segment(dataset, e.id))?.is_none() {
+                return Err(Error::Internal(format!(
+                    "segment {} was replaced while being compacted",
+                    e.id
+                )));
+            }
             ops.remove(keys::segment(dataset, e.id));
-            for (k, _) in reader.scan_prefix(&keys::deleted_prefix(e.id))? {
+            for (k, v) in reader.scan_prefix(&keys::deleted_prefix(e.id))? {
+                marks.insert(
+                    (e.id, keys::deleted_row(&k)?),
+                    keys::u64_value(&v, "deletion mark")?,
+                );
                 ops.remove(k);
             }
         }
+        let Some(entry) = &merged.entry else {
+            self.db.apply(ops, true)?;
+            return Ok(0);
+        };
+        let id = entry.id;
+        ops.insert(keys::segment(dataset, id), entry.encode()?);
+        for (new_row, (segment, row, rid)) in merged.origin.iter().enumerate() {
+            let new_row = new_row as u32;
+            if let Some(d) = marks.get(&(*segment, *row)) {
+                ops.insert(keys::deleted(id, new_row), d.to_be_bytes());
+                continue;
+            }
+            // Unmarked, so live: its record points at the source row.
+            let key = keys::record(dataset, rid);
+            let value = reader.get(&key)?.ok_or_else(|| {
+                keys::corrupt("record index", &format!("live row {rid} has no record"))
+            })?;
+            let mut state = RecState::decode(&value)?;
+            let live = match state.live {
+                Some(l) if l.segment == *segment && l.row == *row => l,
+                _ => {
+                    return Err(keys::corrupt(
+                        "record index",
+                        &format!("live row {rid} of segment {segment} is not its record's"),
+                    ));
+                }
+            };
+            state.live = Some(Live {
+                segment: id,
+                row: new_row,
+                activity: live.activity,
+            });
+            ops.insert(key, state.encode());
+        }
         drop(reader);
         self.db.apply(ops, true)?;
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some((id, rows)) = fresh {
-            self.cache_written(id, &rows);
-        }
-        for e in group {
-            self.cache.forget(self.uid, e.id);
-            let path = self.dir.join(&e.file);
-            fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
-            if let Some(dir) = path.parent() {
-                segment::sync_dir(dir)?;
-            }
-        }
-        Ok(left)
+        Ok(1)
     }
 
     fn deletion_marks(&self, segment: u64) -> Result<BTreeMap<u32, u64>> {

@@ -40,6 +40,13 @@ pub struct Store {
     /// Bumped after every commit that changes segments or deletion marks (it dates listings).
     pub(super) generation: AtomicU64,
     pub(super) listings: Mutex<Listings>,
+    /// One compaction at a time (it runs without the writer lock until it installs).
+    pub(super) compacting: Mutex<()>,
+    /// Segment files replaced by compaction, until no read can name them.
+    pub(super) retired: super::retire::Retired,
+    /// Test hook: runs between a compaction's merge and its install.
+    #[cfg(test)]
+    pub(super) before_install: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
 
 /// Process-unique store ids: the segment cache is shared by every store of a node.
@@ -78,6 +85,10 @@ impl Store {
             uid: NEXT_STORE_UID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
             listings: Mutex::new(Listings::default()),
+            compacting: Mutex::new(()),
+            retired: Default::default(),
+            #[cfg(test)]
+            before_install: Mutex::new(None),
         };
         let segments = store.recover()?;
         info!(dir = %dir.display(), version = store.version()?, segments, "store opened");
@@ -101,6 +112,7 @@ impl Store {
 impl Store {
     /// Live rows of a dataset (replaced and deleted rows removed), in the stored schema.
     pub fn scan_live(&self, dataset: Dataset) -> Result<Vec<RecordBatch>> {
+        let _pin = self.pin();
         let listing = {
             let reader = self.db.reader()?;
             let mut listing = Vec::new();
@@ -150,6 +162,7 @@ impl Store {
     /// can still see), each batch with the version of the change that wrote each of its rows:
     /// the store's history, for audits and for checking it against an independent model.
     pub fn scan_history(&self, dataset: Dataset) -> Result<Vec<(Vec<u64>, RecordBatch)>> {
+        let _pin = self.pin();
         let entries = segments_of(&self.db.reader()?, dataset)?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -210,10 +223,6 @@ impl Store {
             .collect()
     }
 
-    pub(super) fn segments(&self, dataset: Dataset) -> Result<Vec<SegmentEntry>> {
-        segments_of(&self.db.reader()?, dataset)
-    }
-
     /// Removes temp and uncatalogued segment files, then checks that every catalogued segment is
     /// there with its catalogued size. Returns the number of catalogued segments.
     pub(super) fn recover(&self) -> Result<usize> {
@@ -246,6 +255,22 @@ impl Store {
             }
         }
         Ok(entries.len())
+    }
+
+    /// Pins the current segment files: take it before the catalog reader whose segments a read
+    /// will open (see [`super::retire`]).
+    pub fn pin(&self) -> super::retire::Pin {
+        self.retired.pin()
+    }
+
+    /// Retires files a catalog commit just replaced (under the writer lock, after the commit).
+    pub(super) fn retire(&self, files: Vec<PathBuf>) -> Result<()> {
+        self.retired.retire(files)
+    }
+
+    /// Retired segment files not deleted yet (a read that began before their install holds them).
+    pub fn retired_files(&self) -> usize {
+        self.retired.waiting()
     }
 
     pub(super) fn check_not_failed(&self) -> Result<()> {

@@ -38,6 +38,8 @@ pub struct Listing {
     pub version: u64,
     /// Segments with at least one visible row, in segment id order.
     pub segments: Vec<SegmentView>,
+    /// Keeps the listed files while the listing is read.
+    pub pin: super::retire::Pin,
 }
 
 impl Listing {

@@ -35,18 +35,26 @@
 //! bulk re-sends after deleting it counts as inserted.
 //!
 //! Reads list the catalog (segments and deletion marks) in one read transaction, so a scan sees
-//! one version without holding off writers; segment files are immutable.
+//! one version without holding off writers; segment files are immutable, and a file compaction
+//! replaced is deleted only once no read that could name it is alive ([`retire`]).
+//!
+//! **Compaction** ([`compact`]) merges a provider's small segments beside applies and reads: it
+//! plans and writes the merged segment without the writer lock, which it takes only to install
+//! the result against the catalog as it is then.
 
 mod apply;
 mod cache;
 mod catalog;
 mod change;
 mod compact;
+#[cfg(test)]
+mod compact_tests;
 mod engine;
 mod keys;
 mod listing;
 mod outcome;
 mod replica;
+mod retire;
 mod segment;
 mod spell_view;
 mod spells;
@@ -63,6 +71,7 @@ pub use engine::{STORE_FORMAT, Store};
 pub use listing::{Listing, MonthRun, SegmentView, check_freeze_name};
 pub use outcome::{ApplyCounts, ApplyOutcome, DatasetStats, StoredSubmission};
 pub use replica::{ContentDigest, DumpItem};
+pub use retire::Pin;
 pub use segment::{decode as decode_segment, encode as encode_segment};
 pub use spell_view::SpellSnapshot;
 pub use spells::{Precondition, SpellKey, SpellsRead};

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 /// derivation sees the same state, and costs no transaction of its own.
 pub struct SpellSnapshot<'a> {
     store: &'a Store,
+    /// Taken before `db`: the files it names stay while the snapshot is read.
+    _pin: super::retire::Pin,
     db: Reader,
 }
 
@@ -114,8 +116,10 @@ impl SpellSnapshot<'_> {
 impl Store {
     /// A snapshot of the catalog for reading what spells are derived from.
     pub fn spell_snapshot(&self) -> Result<SpellSnapshot<'_>> {
+        let pin = self.pin();
         Ok(SpellSnapshot {
             store: self,
+            _pin: pin,
             db: self.db.reader()?,
         })
     }

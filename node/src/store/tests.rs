@@ -18,7 +18,13 @@ use std::path::Path;
 use write::fmt_datetime;
 
 /// An OP upsert: `id` of `provider`, appointment on `date`, applicable at `at`, priced `price`.
-fn rec(ordinal: u64, id: &str, at: NaiveDateTime, date: NaiveDate, price: i64) -> DerivedRecord {
+pub(super) fn rec(
+    ordinal: u64,
+    id: &str,
+    at: NaiveDateTime,
+    date: NaiveDate,
+    price: i64,
+) -> DerivedRecord {
     let mut r = op(id);
     r.ordinal = ordinal;
     r.common.cds_applicable_datetime = Some(at);
@@ -37,7 +43,7 @@ fn with_provider(mut r: DerivedRecord, provider: &str) -> DerivedRecord {
     r
 }
 
-fn del(ordinal: u64, id: &str, at: NaiveDateTime) -> DeleteKey {
+pub(super) fn del(ordinal: u64, id: &str, at: NaiveDateTime) -> DeleteKey {
     DeleteKey {
         cds_unique_id: id.into(),
         applicable: at,
@@ -72,7 +78,7 @@ fn change(meta: SubmissionMeta, upserts: Vec<DerivedRecord>, deletes: Vec<Delete
     }
 }
 
-fn net(id: &str, upserts: Vec<DerivedRecord>, deletes: Vec<DeleteKey>) -> Change {
+pub(super) fn net(id: &str, upserts: Vec<DerivedRecord>, deletes: Vec<DeleteKey>) -> Change {
     change(meta("RRV", id, Protocol::NetChange), upserts, deletes)
 }
 
@@ -88,7 +94,7 @@ fn bulk(sender: &str, id: &str, extract: NaiveDateTime, upserts: Vec<DerivedReco
     change(meta(sender, id, protocol), upserts, vec![])
 }
 
-fn applied(store: &Store, change: Change) -> ApplyCounts {
+pub(super) fn applied(store: &Store, change: Change) -> ApplyCounts {
     match store.apply(change).expect("apply succeeds") {
         ApplyOutcome::Applied(counts) => counts,
         other => panic!("expected Applied, got {other:?}"),
@@ -108,7 +114,7 @@ fn counts(version: u64, ins: u64, rep: u64, del: u64, bulk: u64, stale: u64) -> 
 }
 
 /// Live OP records as id -> price.
-fn live(store: &Store) -> BTreeMap<String, i64> {
+pub(super) fn live(store: &Store) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for batch in store.scan_live(Dataset::Op).expect("scan succeeds") {
         assert_eq!(batch.schema(), stored_schema(Dataset::Op));
@@ -131,7 +137,7 @@ fn expect_live(store: &Store, want: &[(&str, i64)]) {
     assert_eq!(stats.live_records, want.len() as u64);
 }
 
-fn open(dir: &Path) -> Store {
+pub(super) fn open(dir: &Path) -> Store {
     Store::open(dir).expect("store opens")
 }
 

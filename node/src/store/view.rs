@@ -45,6 +45,7 @@ impl Store {
 
     fn make_listing(&self, dataset: Dataset, as_at: Option<u64>) -> Result<Listing> {
         // One read transaction: the segments and deletion marks of one committed version.
+        let pin = self.pin();
         let reader = self.db.reader()?;
         let latest = version_of(&reader)?;
         let version = match as_at {
@@ -109,6 +110,7 @@ impl Store {
             dataset,
             version,
             segments,
+            pin,
         })
     }
 
