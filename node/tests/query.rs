@@ -5,7 +5,9 @@
 
 mod common;
 
+use arrow::array::{Array, AsArray};
 use common::{Table, expected, queries, read_live, table};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use sus_client::generator::{GenConfig, generate};
 use sus_node::ingest::files::read_submission;
@@ -25,6 +27,71 @@ fn run(node: &LocalStore, spec: &v1::QuerySpec) -> Table {
         &partial.finish(&[], 0).expect("finish"),
         spec.group_by.len(),
     )
+}
+
+/// Distinct patients per provider (op), as the engine counts them from keyed digests, equal the
+/// patients a record-level scan lists (the NHS number, else the provider and local identifier).
+fn check_distinct_patients(node: &LocalStore, what: &str) {
+    let spec = v1::QuerySpec {
+        dataset: "op".into(),
+        group_by: vec!["provider_code".into()],
+        aggregates: vec![v1::Aggregate {
+            func: v1::aggregate::Func::CountDistinctPatients as i32,
+            ..v1::Aggregate::default()
+        }],
+        ..v1::QuerySpec::default()
+    };
+    let q = Query::from_proto(&spec).expect("valid query");
+    let (partial, _, _) = query::aggregate(node.store(), &q, &PatientKey([7; 16])).expect("query");
+    let batch = partial.finish(&[], 0).expect("finish");
+    let (providers, counts) = (
+        batch.column(0).as_string::<i32>(),
+        batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::Int64Type>(),
+    );
+    let got: BTreeMap<String, i64> = (0..batch.num_rows())
+        .map(|r| (providers.value(r).to_string(), counts.value(r)))
+        .collect();
+    let mut patients: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let columns = ["provider_code", "nhs_number", "local_patient_id"].map(String::from);
+    query::scan(
+        node.store(),
+        sus_node::model::Dataset::Op,
+        (&[], &[]),
+        &columns,
+        &query::View::Current,
+        &mut |batch| {
+            let provider = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                .expect("cast");
+            let provider = provider.as_string::<i32>();
+            let (nhs, local) = (
+                batch.column(1).as_string::<i32>(),
+                batch.column(2).as_string::<i32>(),
+            );
+            for row in 0..batch.num_rows() {
+                let key = if nhs.is_valid(row) {
+                    format!("n{}", nhs.value(row))
+                } else if local.is_valid(row) {
+                    format!("l{}", local.value(row))
+                } else {
+                    continue;
+                };
+                patients
+                    .entry(provider.value(row).to_string())
+                    .or_default()
+                    .insert(key);
+            }
+            Ok(())
+        },
+    )
+    .expect("scan");
+    assert!(patients.len() > 1, "{what}: too few providers");
+    let want: BTreeMap<String, i64> = patients
+        .into_iter()
+        .map(|(p, set)| (p, set.len() as i64))
+        .collect();
+    assert_eq!(got, want, "{what}: distinct patients by provider");
 }
 
 fn ingest(node: &LocalStore, out: &Path, files: &[String]) {
@@ -105,6 +172,7 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
         }
     };
     check(&node, "before compaction");
+    check_distinct_patients(&node, "before compaction");
     // Recent segments were scanned from memory; after the restart below, from Parquet.
     let hot = |node: &LocalStore| {
         let q = Query::from_proto(&queries[1]).expect("query");
@@ -152,6 +220,7 @@ fn aggregates_match_the_oracle_and_freeze_points_hold_through_compaction() {
     let cold = LocalStore::open_with_cache(&config, SegmentCache::new(0, DEFAULT_FOOTER_BYTES))
         .expect("reopen without a column cache");
     check(&cold, "after restart, from Parquet");
+    check_distinct_patients(&cold, "after restart, from Parquet");
     let (in_memory, scanned) = hot(&cold);
     assert!(
         in_memory == 0 && scanned > 0,

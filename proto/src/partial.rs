@@ -12,7 +12,7 @@
 //!
 //! Distinct patients are exact: nodes exchange the set of 128-bit keyed digests of the patient
 //! identifiers of each group (a keyed PRF, so the digests reveal nothing without the cluster's
-//! key), and the merge is a set union. Sums are `i64` with overflow checked: a national total of
+//! key), and the merge is a set union ([`Digests`]: sets hashed by the digests' own bits). Sums are `i64` with overflow checked: a national total of
 //! 10^9 rows at £10^6 each is 10^17 pence, well inside `i64`.
 
 use arrow::array::{
@@ -24,6 +24,7 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// An error decoding or merging partials.
@@ -65,6 +66,40 @@ impl Kind {
     }
 }
 
+/// A set of patients' 128-bit keyed digests, hashed by the digests themselves ([`DigestHasher`]).
+pub type Digests = HashSet<u128, BuildHasherDefault<DigestHasher>>;
+
+/// Hashes a patient digest by its low 64 bits, without hashing it again.
+///
+/// Safe for [`Digests`] because the values are already keyed SipHash-1-3 outputs (a PRF under a
+/// key no user holds): every bit is uniform, and nobody can choose NHS numbers whose digests
+/// collide in the low bits without the key (a recipient sees digests only of rows already
+/// stored, under its own key, so it cannot search for collisions either). A second SipHash per
+/// insert, as std's `RandomState` does, was most of a distinct count's cost. Sets are merged by
+/// inserting the smaller into the larger after reserving room ([`State::merge`]): with one hash
+/// function for every set, inserting a large set's iteration order into a small table would
+/// cluster.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        // The first (only) value passes through as is.
+        self.0 = self.0.rotate_left(29) ^ v as u64;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `Digests` (u128 hashes through `write_u128`); FNV-1a so it still hashes.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// The state of one aggregate of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -72,7 +107,7 @@ pub enum State {
     Sum(i64),
     Min(Option<i64>),
     Max(Option<i64>),
-    Distinct(HashSet<u128>),
+    Distinct(Digests),
 }
 
 impl State {
@@ -82,7 +117,7 @@ impl State {
             Kind::Sum => State::Sum(0),
             Kind::Min => State::Min(None),
             Kind::Max => State::Max(None),
-            Kind::Distinct => State::Distinct(HashSet::new()),
+            Kind::Distinct => State::Distinct(Digests::default()),
         }
     }
 
@@ -106,12 +141,13 @@ impl State {
             (State::Min(a), State::Min(b)) => *a = opt(*a, b, i64::min),
             (State::Max(a), State::Max(b)) => *a = opt(*a, b, i64::max),
             (State::Distinct(a), State::Distinct(b)) => {
-                if a.len() < b.len() {
-                    let small = std::mem::replace(a, b);
-                    a.extend(small);
+                let small = if a.len() < b.len() {
+                    std::mem::replace(a, b)
                 } else {
-                    a.extend(b);
-                }
+                    b
+                };
+                a.reserve(small.len());
+                a.extend(small);
             }
             (a, b) => {
                 return Err(Error::Invalid(format!(
@@ -462,6 +498,53 @@ mod tests {
         assert_eq!(providers.value(1), "RC3");
         let v = |c: usize| out.column(c).as_primitive::<Int64Type>().value(0);
         assert_eq!((v(1), v(2), v(3), v(4), v(5)), (2, 350, 100, 250, 3));
+    }
+
+    /// Stand-ins for keyed digests: a counter through splitmix64, on both halves.
+    fn digest(i: u64) -> u128 {
+        let mix = |mut z: u64| {
+            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        (u128::from(mix(i)) << 64) | u128::from(mix(!i))
+    }
+
+    #[test]
+    fn digests_hash_to_their_low_bits() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<DigestHasher>::default();
+        for i in 0..100 {
+            assert_eq!(build.hash_one(digest(i)), digest(i) as u64);
+        }
+    }
+
+    // Overlapping digest sets merged (either way round, and through the wire) count what std's
+    // sets count.
+    #[test]
+    fn digest_sets_count_as_std_sets() {
+        let mut all = HashSet::new();
+        let mut merged = State::empty(Kind::Distinct);
+        let mut parts = Vec::new();
+        for part in 0..8u64 {
+            let n = 1000 + 2000 * (part % 3);
+            let values: Vec<u128> = (0..n).map(|i| digest(part * 1500 + i)).collect();
+            all.extend(values.iter().copied());
+            let state = State::Distinct(values.iter().copied().collect());
+            merged.merge(state.clone()).expect("merge");
+            parts.push(state);
+        }
+        assert_eq!(merged.value(), Some(all.len() as i64));
+        let mut backwards = State::empty(Kind::Distinct);
+        for s in parts.into_iter().rev() {
+            backwards.merge(s).expect("merge");
+        }
+        assert_eq!(backwards, merged);
+        let mut p = Partial::new(vec![], vec![("patients".into(), Kind::Distinct)]);
+        p.group(vec![])[0] = merged;
+        let back = Partial::from_ipc(&p.to_ipc().expect("encode")).expect("decode");
+        assert_eq!(back.groups[&vec![]][0].value(), Some(all.len() as i64));
     }
 
     #[test]

@@ -15,12 +15,11 @@ use super::spec::{Agg, Func, PatientKey, Query, ScanStats};
 use crate::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use arrow::datatypes::{DataType, UInt16Type};
-use std::collections::HashSet;
 
 /// Group lookups hash per row or per chunk: a fast hasher (the keys are our own codes and
 /// labels, not attacker-chosen in a way that matters for a query's own memory).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-use sus_proto::partial::{Partial, State};
+use sus_proto::partial::{Digests, Partial, State};
 
 /// The rows of a chunk that count: all, all but the hidden ones, or listed ones.
 enum Sel<'a> {
@@ -64,7 +63,7 @@ enum Column {
     Sum(Vec<i128>),
     Min(Vec<Option<i64>>),
     Max(Vec<Option<i64>>),
-    Distinct(Vec<HashSet<u128>>),
+    Distinct(Vec<Digests>),
 }
 
 impl Column {
@@ -73,7 +72,7 @@ impl Column {
             Column::Count(v) => v.push(0),
             Column::Sum(v) => v.push(0),
             Column::Min(v) | Column::Max(v) => v.push(None),
-            Column::Distinct(v) => v.push(HashSet::new()),
+            Column::Distinct(v) => v.push(Digests::default()),
         }
     }
 }

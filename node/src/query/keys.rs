@@ -163,11 +163,13 @@ pub(super) fn patient_digests(
     let nhs = text("nhs_number")?;
     let local = text("local_patient_id")?;
     let (nhs, local) = (nhs.as_string::<i32>(), local.as_string::<i32>());
+    // The keyed initial state, made once and copied per row.
+    let keyed = SipHasher13::new_with_key(&key.0);
     Ok(rows
         .iter()
         .map(|&row| {
             let row = row as usize;
-            let mut h = SipHasher13::new_with_key(&key.0);
+            let mut h = keyed;
             if nhs.is_valid(row) {
                 h.write(b"n");
                 h.write(nhs.value(row).as_bytes());
