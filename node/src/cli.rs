@@ -119,6 +119,19 @@ pub struct ServeArgs {
     /// every time). Freshly written segments and columns read by queries are kept.
     #[arg(long, env = "SUS_CACHE_MIB", default_value_t = 512)]
     pub cache_mib: usize,
+    /// Memory for applied rows not yet written to segment files, shared by the node's shard
+    /// replicas (MiB). The Raft log is their write-ahead log: a replica writes them in large
+    /// segments at checkpoints, and after a crash applies the log again from its last one.
+    /// Applies wait while the node is over it. 0 turns the buffer off (every apply writes its
+    /// segments and commits the catalog durably).
+    #[arg(long, env = "SUS_WRITE_BUFFER_MIB", default_value_t = 1024)]
+    pub write_buffer_mib: u64,
+    /// A shard replica checkpoints once its buffered rows take this much memory (MiB) ...
+    #[arg(long, env = "SUS_FLUSH_MIB", default_value_t = 128)]
+    pub flush_mib: u64,
+    /// ... or once its oldest buffered row is this old (s): what a restart replays.
+    #[arg(long, env = "SUS_FLUSH_SECS", default_value_t = 30)]
+    pub flush_secs: u64,
     /// How long a submission waits for its commit before the client hears "outcome unknown".
     #[arg(long, env = "SUS_COMMIT_TIMEOUT_MS", default_value_t = 30_000)]
     pub commit_timeout_ms: u64,

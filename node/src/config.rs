@@ -27,6 +27,9 @@ struct FileConfig {
     snapshot_after: Option<u64>,
     keep_after_snapshot: Option<u64>,
     cache_mib: Option<usize>,
+    write_buffer_mib: Option<u64>,
+    flush_mib: Option<u64>,
+    flush_secs: Option<u64>,
     commit_timeout_ms: Option<u64>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -100,6 +103,9 @@ pub fn apply(path: &Path, cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result
         take!(m, args.snapshot_after, snapshot_after);
         take!(m, args.keep_after_snapshot, keep_after_snapshot);
         take!(m, args.cache_mib, cache_mib);
+        take!(m, args.write_buffer_mib, write_buffer_mib);
+        take!(m, args.flush_mib, flush_mib);
+        take!(m, args.flush_secs, flush_secs);
         take!(m, args.commit_timeout_ms, commit_timeout_ms);
         take!(m, args.tls_ca, tls_ca);
         take!(m, args.tls_cert, tls_cert);

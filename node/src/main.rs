@@ -179,7 +179,7 @@ fn serve(
     grouper_output: Option<PathBuf>,
     args: ServeArgs,
 ) -> anyhow::Result<ExitCode> {
-    use sus_node::cluster::{Cluster, ClusterConfig, RaftTuning};
+    use sus_node::cluster::{Cluster, ClusterConfig, RaftTuning, WriteBufferConfig};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -230,6 +230,13 @@ fn serve(
             commit_timeout: std::time::Duration::from_millis(args.commit_timeout_ms),
             tls: tls.clone(),
             cache_bytes: args.cache_mib << 20,
+            write_buffer: (args.write_buffer_mib > 0).then(|| WriteBufferConfig {
+                node_bytes: args.write_buffer_mib << 20,
+                settings: sus_node::store::BufferSettings {
+                    store_bytes: args.flush_mib.max(1) << 20,
+                    max_age: std::time::Duration::from_secs(args.flush_secs.max(1)),
+                },
+            }),
             limits: limits.clone(),
         })
         .await

@@ -212,6 +212,30 @@ async fn five_nodes_tolerate_two_down() {
     check_acks_durable(&cluster.client(&[1, 2, 3, 4, 5]), &acks).await;
 }
 
+// Every node killed (SIGKILL) with submissions applied only in the replicas' write buffers: the
+// rows come back from the Raft logs, no acknowledged submission is lost, the replicas agree, and
+// the cluster takes more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_killed_loses_no_acknowledged_submission() {
+    let mut cluster = TestCluster::start(&bin(), &refdata(), 3, 4, 3, NodeOptions::default())
+        .await
+        .unwrap();
+    let (files, expected) = dataset(&cluster.scratch(), 3000, 14);
+    let (first, second) = files.split_at(files.len() / 2);
+    let mut acks = submit_all(&cluster.client(&[1, 2, 3]), first, &expected).await;
+    // A checkpoint comes after 30 s by default: what was acknowledged is in memory and logs.
+    for n in 1..=3 {
+        cluster.kill(n).await;
+    }
+    for n in 1..=3 {
+        cluster.restart(n).await.unwrap();
+    }
+    check_acks_durable(&cluster.client(&[1, 2, 3]), &acks).await;
+    acks.extend(submit_all(&cluster.client(&[1, 2, 3]), second, &expected).await);
+    check_converged(&cluster, &expected).await;
+    check_acks_durable(&cluster.client(&[1, 2, 3]), &acks).await;
+}
+
 // A node whose disk is wiped rejoins under a new id (never its old one) and receives its shards
 // by snapshot, since the leaders have purged the log it would need; the cluster grows to four
 // nodes online (replicas move onto the new node) and then drops the dead node.
@@ -573,7 +597,11 @@ async fn submissions_commit_while_a_compaction_runs() {
     );
 
     let stats = compacting.await.unwrap().unwrap();
-    assert!(stats.segments_after < stats.segments_before, "{stats:?}");
+    // The write buffer already wrote one segment per provider: there may be nothing to merge.
+    assert!(
+        stats.segments_before > 0 && stats.segments_after <= stats.segments_before,
+        "{stats:?}"
+    );
     acks.extend(submit_all(&client, after, &expected).await);
     check_converged(&cluster, &expected).await;
     check_acks_durable(&client, &acks).await;

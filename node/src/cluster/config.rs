@@ -50,8 +50,29 @@ pub struct ClusterConfig {
     /// Bytes of decoded segment columns kept in memory by the node (0: every read decodes
     /// Parquet).
     pub cache_bytes: usize,
+    /// The shard replicas' write buffer; `None`: every apply writes its segments and commits
+    /// the catalog durably.
+    pub write_buffer: Option<WriteBufferConfig>,
     /// What clients may send and make the node hold (validated by the caller).
     pub limits: Limits,
+}
+
+/// Memory for rows applied but not yet in segment files (see `crate::store::buffer`).
+#[derive(Debug, Clone, Copy)]
+pub struct WriteBufferConfig {
+    /// For every shard replica of the node together: applies wait above it.
+    pub node_bytes: u64,
+    /// When one replica checkpoints.
+    pub settings: crate::store::BufferSettings,
+}
+
+impl Default for WriteBufferConfig {
+    fn default() -> WriteBufferConfig {
+        WriteBufferConfig {
+            node_bytes: 1 << 30,
+            settings: crate::store::BufferSettings::default(),
+        }
+    }
 }
 
 /// How long membership changes may take (a learner catching up by snapshot included).

@@ -124,3 +124,22 @@ pub(crate) fn storage(e: openraft::StorageError<NodeId>) -> Error {
 pub(crate) fn fatal(e: openraft::error::Fatal<NodeId>) -> Error {
     Error::Consensus(format!("raft stopped: {e}"))
 }
+
+/// Turns a shard group's saved leadership of this node into a plain vote for itself in that
+/// term. openraft 0.9 restores a node that led before a restart as leader at once, without a new
+/// term's first entry, and answers read-index rounds with the committed index it recovered. A
+/// shard's committed index is saved lazily and its replica's write buffer rolls back to the
+/// last checkpoint, so that index can be behind entries the leader applied and acknowledged
+/// before the restart: a linearizable read would miss them. As a candidate it must win an
+/// election first, and a new term's first entry makes every read wait for the whole log.
+pub(crate) async fn no_restored_leadership(log: &mut LogStore, id: NodeId) -> crate::Result<()> {
+    let storage = |e| crate::Error::Consensus(format!("raft log: {e}"));
+    if let Some(vote) = log.read_vote().await.map_err(storage)?
+        && vote.is_committed()
+        && vote.leader_id.node_id == id
+    {
+        let plain = openraft::Vote::new(vote.leader_id.term, id);
+        log.save_vote(&plain).await.map_err(storage)?;
+    }
+    Ok(())
+}

@@ -193,5 +193,7 @@ fn encode_metrics(cluster: &Cluster) -> String {
         }
     }
     let audited = cluster.meta_state.borrow().audit.len();
-    cluster.metrics.encode(cluster.id, &groups, audited)
+    cluster
+        .metrics
+        .encode(cluster.id, &groups, audited, cluster.write_buffer_bytes())
 }

@@ -454,3 +454,39 @@ impl Services {
         Ok(self.status_local())
     }
 }
+
+impl Cluster {
+    /// Sets a shard's voters to `replicas`: learners first (they catch up, by snapshot if the
+    /// log was purged), then one joint-consensus membership change. Must run on the shard leader.
+    pub async fn change_shard_replicas(
+        &self,
+        shard: u32,
+        replicas: &BTreeMap<NodeId, String>,
+    ) -> Result<u64> {
+        let (raft, _) = self
+            .shard(shard)
+            .ok_or_else(|| Error::InvalidArgument(format!("shard {shard} not hosted here")))?;
+        let current: BTreeSet<NodeId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(n, _)| *n)
+            .collect();
+        for (id, addr) in replicas {
+            if !current.contains(id) {
+                info!(shard, node = id, "adding learner (catch-up)");
+                raft.add_learner(*id, BasicNode { addr: addr.clone() }, true)
+                    .await
+                    .map_err(|e| Error::Consensus(format!("add learner {id}: {e}")))?;
+            }
+        }
+        let voters: BTreeSet<NodeId> = replicas.keys().copied().collect();
+        let response = raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| Error::Consensus(format!("change membership: {e}")))?;
+        Ok(response.log_id.index)
+    }
+}

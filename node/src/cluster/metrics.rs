@@ -63,6 +63,7 @@ pub struct Metrics {
     scans: Counter,
     snapshots_installed: Counter,
     audit_entries: Gauge,
+    write_buffer_bytes: Gauge,
     audit_commits: Counter,
     audit_records: Counter,
     group_leader: Family<GroupLabel, Gauge>,
@@ -92,6 +93,7 @@ impl Metrics {
             scans: Counter::default(),
             snapshots_installed: Counter::default(),
             audit_entries: Gauge::default(),
+            write_buffer_bytes: Gauge::default(),
             audit_commits: Counter::default(),
             audit_records: Counter::default(),
             group_leader: Family::default(),
@@ -132,6 +134,12 @@ impl Metrics {
             "snapshot_installs",
             "Shard snapshots received and installed by this node",
             m.snapshots_installed.clone(),
+        );
+        m.registry.register(
+            "write_buffer_bytes",
+            "Bytes of applied rows this node's shard replicas hold in memory, not yet in segment \
+             files (the Raft logs hold them durably)",
+            m.write_buffer_bytes.clone(),
         );
         m.registry.register(
             "audit_entries",
@@ -241,8 +249,14 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, group gauges read now from `cluster`.
     /// The exposition text, with the gauges of `groups` (by name) read now: `node` is this
-    /// node's id, `audited` the audit log's length.
-    pub fn encode(&self, node: u64, groups: &[(String, Raft)], audited: usize) -> String {
+    /// node's id, `audited` the audit log's length, `buffered` the write buffer's bytes.
+    pub fn encode(
+        &self,
+        node: u64,
+        groups: &[(String, Raft)],
+        audited: usize,
+        buffered: u64,
+    ) -> String {
         self.group_leader.clear();
         self.group_applied.clear();
         let mut led = 0;
@@ -263,6 +277,8 @@ impl Metrics {
         self.groups_led.set(led);
         self.audit_entries
             .set(i64::try_from(audited).unwrap_or(i64::MAX));
+        self.write_buffer_bytes
+            .set(i64::try_from(buffered).unwrap_or(i64::MAX));
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

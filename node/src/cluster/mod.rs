@@ -50,16 +50,16 @@ pub mod users;
 
 use crate::refdata::RefData;
 use crate::{Error, Result};
-pub use config::{ClusterConfig, RaftTuning};
+pub use config::{ClusterConfig, RaftTuning, WriteBufferConfig};
 use config::{META_LOG, SHARD_LOG};
 use durable::{align_committed, fatal, raft_error, storage, sync_dir, write_atomically};
 use identity::{Identity, load_identity, write_identity};
 use meta::{MetaCommand, MetaState, MetaStateMachine};
 use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
 pub use shard::shard_group;
 use shard::{ShardReplica, ShardStateMachine};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -92,6 +92,8 @@ pub struct Cluster {
     gate: pki::NodeGate,
     /// Decoded footers and columns of every hosted store's segments.
     cache: Arc<crate::store::SegmentCache>,
+    /// The shard replicas' write buffer settings and the node's budget for it.
+    write_buffer: Option<shard::Buffering>,
     /// What `/metrics` and the status page show.
     pub metrics: Arc<metrics::Metrics>,
     /// What clients may send and make the node hold.
@@ -194,6 +196,10 @@ impl Cluster {
                 config.cache_bytes,
                 crate::store::DEFAULT_FOOTER_BYTES,
             ),
+            write_buffer: config.write_buffer.map(|w| shard::Buffering {
+                settings: w.settings,
+                budget: crate::store::BufferBudget::new(w.node_bytes),
+            }),
             metrics: Arc::new(metrics::Metrics::new()),
             decode_budget: crate::limits::DecodeBudget::new(config.limits.decode_budget_bytes),
             logins: throttle::LoginThrottle::new(config.limits.logins.clone()),
@@ -368,14 +374,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// Bytes of applied rows this node's replicas buffer (0 without a write buffer).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.write_buffer.as_ref().map_or(0, |b| b.budget.used())
+    }
+
     async fn open_shard(&self, shard: u32) -> Result<Raft> {
         let dir = self.shard_dir(shard);
         let replica = {
             let dir = dir.clone();
             let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
-            tokio::task::spawn_blocking(move || ShardReplica::open(&dir, shard, cache, metrics))
-                .await
-                .map_err(|e| Error::Consensus(format!("opening shard {shard}: {e}")))??
+            let buffering = self.write_buffer.clone();
+            tokio::task::spawn_blocking(move || {
+                ShardReplica::open(&dir, shard, cache, buffering, metrics)
+            })
+            .await
+            .map_err(|e| Error::Consensus(format!("opening shard {shard}: {e}")))??
         };
         let mut log = LogStore::open_with(&dir.join("raft"), SHARD_LOG).map_err(raft_error)?;
         // A node that hosted this shard before keeps its last vote: it must never vote twice in
@@ -395,6 +409,7 @@ impl Cluster {
             }
             fs::remove_file(&kept_vote).map_err(|e| Error::io(&kept_vote, e))?;
         }
+        durable::no_restored_leadership(&mut log, self.id).await?;
         let mut sm = ShardStateMachine::new(replica.clone());
         let what = format!("shard {shard}");
         let log = align_committed(log, &mut sm, &dir.join("raft"), SHARD_LOG, &what).await?;
@@ -484,11 +499,18 @@ impl Cluster {
         self.data_dir.join("shards").join(format!("{shard:04}"))
     }
 
-    /// Stops every group (for a clean shutdown).
+    /// Stops every group (for a clean shutdown) and checkpoints each replica's write buffer, so
+    /// that the next start has no log to apply again.
     pub async fn shutdown(&self) {
         let shards: Vec<_> = self.shards_guard().values().cloned().collect();
-        for (raft, _) in shards {
+        for (raft, replica) in shards {
             let _ = raft.shutdown().await;
+            let store = replica.store();
+            match tokio::task::spawn_blocking(move || store.checkpoint()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(shard = replica.shard, "checkpoint at shutdown: {e}"),
+                Err(e) => warn!(shard = replica.shard, "checkpoint at shutdown: {e}"),
+            }
         }
         let _ = self.meta.shutdown().await;
     }
@@ -514,40 +536,6 @@ impl Cluster {
     pub fn is_leader(&self, raft: &Raft) -> bool {
         let m = raft.metrics().borrow().clone();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
-    }
-
-    /// Sets a shard's voters to `replicas`: learners first (they catch up, by snapshot if the
-    /// log was purged), then one joint-consensus membership change. Must run on the shard leader.
-    pub async fn change_shard_replicas(
-        &self,
-        shard: u32,
-        replicas: &BTreeMap<NodeId, String>,
-    ) -> Result<u64> {
-        let (raft, _) = self
-            .shard(shard)
-            .ok_or_else(|| Error::InvalidArgument(format!("shard {shard} not hosted here")))?;
-        let current: BTreeSet<NodeId> = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(n, _)| *n)
-            .collect();
-        for (id, addr) in replicas {
-            if !current.contains(id) {
-                info!(shard, node = id, "adding learner (catch-up)");
-                raft.add_learner(*id, BasicNode { addr: addr.clone() }, true)
-                    .await
-                    .map_err(|e| Error::Consensus(format!("add learner {id}: {e}")))?;
-            }
-        }
-        let voters: BTreeSet<NodeId> = replicas.keys().copied().collect();
-        let response = raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
-            .await
-            .map_err(|e| Error::Consensus(format!("change membership: {e}")))?;
-        Ok(response.log_id.index)
     }
 
     fn shards_guard(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, (Raft, Arc<ShardReplica>)>> {

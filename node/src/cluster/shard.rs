@@ -47,6 +47,13 @@ pub fn shard_group(shard: u32) -> GroupId {
     u64::from(shard) + 1
 }
 
+/// How a node's shard replicas buffer applied rows (see `crate::store::buffer`).
+#[derive(Clone)]
+pub struct Buffering {
+    pub settings: crate::store::BufferSettings,
+    pub budget: Arc<crate::store::BufferBudget>,
+}
+
 /// A shard replica: shared by its state machine and the services that read it.
 pub struct ShardReplica {
     pub group: GroupId,
@@ -57,6 +64,8 @@ pub struct ShardReplica {
     counter: AtomicU64,
     /// The node's segment cache (a store built from a snapshot shares it).
     cache: Arc<SegmentCache>,
+    /// The node's write buffer settings (a store built from a snapshot buffers too).
+    buffering: Option<Buffering>,
     /// When the snapshot being received began to arrive (for the transfer rate in the log).
     receiving_since: std::sync::Mutex<Option<std::time::Instant>>,
     metrics: Arc<super::metrics::Metrics>,
@@ -75,6 +84,7 @@ impl ShardReplica {
         dir: &Path,
         shard: u32,
         cache: Arc<SegmentCache>,
+        buffering: Option<Buffering>,
         metrics: Arc<super::metrics::Metrics>,
     ) -> Result<Arc<ShardReplica>> {
         fs::create_dir_all(dir.join("snapshots")).map_err(|e| Error::io(dir, e))?;
@@ -114,14 +124,18 @@ impl ShardReplica {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
-        let store = Store::open_with_cache(&dir.join(&current), cache.clone())?;
+        let store = Arc::new(Store::open_with_cache(&dir.join(&current), cache.clone())?);
+        if let Some(b) = &buffering {
+            store.enable_buffer(b.settings, b.budget.clone())?;
+        }
         Ok(Arc::new(ShardReplica {
             group: shard_group(shard),
             shard,
             dir: dir.to_path_buf(),
-            store: RwLock::new(Arc::new(store)),
+            store: RwLock::new(store),
             counter: AtomicU64::new(highest + 1),
             cache,
+            buffering,
             receiving_since: std::sync::Mutex::new(None),
             metrics,
             derivations: tokio::sync::RwLock::new(()),
@@ -308,6 +322,7 @@ fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNo
     let name = format!("store-{n}");
     let new_dir = replica.dir.join(&name);
     let (_header, store) = snapshot::restore(&incoming, &new_dir, replica.cache.clone())?;
+    let store = Arc::new(store);
     store.set_raft_state(&[
         (APPLIED, encode(&meta.last_log_id)?),
         (MEMBERSHIP, encode(&meta.last_membership)?),
@@ -325,10 +340,15 @@ fn install(replica: &ShardReplica, meta: &SnapshotMeta<NodeId, openraft::BasicNo
     )?;
     write_atomically(&replica.dir.join(CURRENT), format!("{name}\n").as_bytes())?;
     set_current_snapshot(replica, &snap_dir)?;
+    if let Some(b) = &replica.buffering {
+        store.enable_buffer(b.settings, b.budget.clone())?;
+    }
     let old = {
         let mut guard = replica.store.write().unwrap_or_else(|p| p.into_inner());
-        std::mem::replace(&mut *guard, Arc::new(store))
+        std::mem::replace(&mut *guard, store)
     };
+    // The snapshot holds everything the old store buffered: nothing to write.
+    old.discard_buffer();
     let old_dir = old.dir().to_path_buf();
     drop(old);
     if let Err(e) = fs::remove_dir_all(&old_dir) {

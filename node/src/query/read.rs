@@ -3,7 +3,8 @@
 //! segment cache or from Parquet.
 //!
 //! ```text
-//!  segment ─► month runs kept by the partition filters ─► columns cached? ─► slices of them
+//!  segment ─► month runs kept by the partition filters ─► buffered? ─► slices of its pieces
+//!                                                        └► columns cached? ─► slices of them
 //!                                                        └► Parquet: cached footer, only the
 //!                                                           row groups of kept months, only the
 //!                                                           wanted columns (whole segment when
@@ -105,6 +106,9 @@ pub fn read_chunks(
         };
         return emit_runs(seg, &runs, 0, seg.rows as usize, &mut counted, stats, sink);
     }
+    if let Some(pieces) = &seg.pieces {
+        return read_pieces(seg, pieces, projection, &runs, stats, sink);
+    }
     let (cache, uid) = store.cache();
     if let Some(columns) = cache.columns(uid, seg.id, &projection.indices) {
         stats.segments_hot += 1;
@@ -180,6 +184,32 @@ pub fn read_chunks(
         )));
     }
     Ok(())
+}
+
+/// The chunks of a buffered segment: each run lies inside one piece, so a chunk is a slice of it.
+fn read_pieces(
+    seg: &SegmentView,
+    pieces: &[Arc<crate::store::buffer::Piece>],
+    projection: &Projection,
+    runs: &[(usize, usize)],
+    stats: &mut ScanStats,
+    sink: &mut dyn FnMut(Chunk<'_>) -> Result<()>,
+) -> Result<()> {
+    stats.segments_hot += 1;
+    let mut slice = |start: usize, len: usize| -> Result<RecordBatch> {
+        let i = pieces.partition_point(|p| p.start as usize <= start);
+        let piece = i
+            .checked_sub(1)
+            .map(|i| &pieces[i])
+            .filter(|p| start + len <= (p.start + p.rows()) as usize)
+            .ok_or_else(|| Error::Internal(format!("rows {start}+{len} span buffered pieces")))?;
+        let at = start - piece.start as usize;
+        let cols = (projection.indices.iter())
+            .map(|&c| piece.batch.column(c).slice(at, len))
+            .collect();
+        Ok(RecordBatch::try_new(projection.schema.clone(), cols)?)
+    };
+    emit_runs(seg, runs, 0, seg.rows as usize, &mut slice, stats, sink)
 }
 
 /// The whole segment's columns (`batches` read back to back), kept in the cache.

@@ -26,7 +26,8 @@ fn catalog_error(e: impl Into<redb::Error>) -> Error {
 
 /// See the module documentation.
 pub struct Catalog {
-    db: redb::Database,
+    /// `None` once abandoned.
+    db: Option<redb::Database>,
 }
 
 /// Writes of one transaction, applied in order (a later write of a key wins).
@@ -119,15 +120,27 @@ impl Catalog {
         let mut builder = redb::Database::builder();
         builder.set_cache_size(CACHE_BYTES);
         let db = builder.create(path).map_err(catalog_error)?;
-        let catalog = Catalog { db };
+        let catalog = Catalog { db: Some(db) };
         // The table exists from the first open, so reads never meet a missing table.
         catalog.apply(Batch::default(), true)?;
         Ok(catalog)
     }
 
+    fn db(&self) -> Result<&redb::Database> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| Error::Internal("the catalog was abandoned".into()))
+    }
+
+    /// Leaves the database file without closing it: redb's close would make pending
+    /// non-durable commits durable, and its next open rolls back to the last durable one.
+    pub fn abandon(&mut self) {
+        std::mem::forget(self.db.take());
+    }
+
     /// A consistent view of the latest commit.
     pub fn reader(&self) -> Result<Reader> {
-        let tx = self.db.begin_read().map_err(catalog_error)?;
+        let tx = self.db()?.begin_read().map_err(catalog_error)?;
         let table = tx.open_table(TABLE).map_err(catalog_error)?;
         Ok(Reader { table })
     }
@@ -143,7 +156,7 @@ impl Catalog {
     /// Commits `batch` as one transaction; durably (fsynced before this returns) unless `durable`
     /// is false.
     pub fn apply(&self, batch: Batch, durable: bool) -> Result<()> {
-        let mut tx = self.db.begin_write().map_err(catalog_error)?;
+        let mut tx = self.db()?.begin_write().map_err(catalog_error)?;
         tx.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -166,11 +179,6 @@ impl Catalog {
             }
         }
         tx.commit().map_err(catalog_error)
-    }
-
-    /// Makes every commit so far durable.
-    pub fn flush(&self) -> Result<()> {
-        self.apply(Batch::default(), true)
     }
 }
 

@@ -69,6 +69,10 @@ impl Store {
     pub fn compact(&self, target_rows: u32) -> Result<CompactStats> {
         let _one = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
         self.check_not_failed()?;
+        if self.buffer.get().is_some() {
+            // Buffered rows are written first, so that they are compacted too.
+            self.checkpoint()?;
+        }
         let mut stats = CompactStats::default();
         let plan = self.plan_compaction(target_rows, &mut stats)?;
         info!(dir = %self.dir.display(), groups = plan.groups.len(), "compacting");
@@ -113,6 +117,9 @@ impl Store {
         for dataset in Dataset::ALL {
             let mut partitions: BTreeMap<String, Vec<SegmentEntry>> = BTreeMap::new();
             for entry in segments_of(&reader, dataset)? {
+                if entry.is_buffered() {
+                    continue; // a checkpoint writes it
+                }
                 stats.segments_before += 1;
                 if entry.rows < target_rows {
                     partitions
@@ -273,9 +280,12 @@ impl Store {
     /// Swaps the catalog over to the merged segment in one durable transaction, against the
     /// catalog as it is now; returns the segments left in the group's place (0 or 1).
     fn install(&self, dataset: Dataset, group: &[SegmentEntry], merged: Merged) -> Result<u64> {
+        // The install is a durable commit, so in a buffered store a checkpoint too.
+        let _one = self.lock_flushing();
+        let staged = self.stage()?;
         let _writer = self.lock_writer();
         self.check_not_failed()?;
-        let written = self.install_locked(dataset, group, &merged);
+        let written = self.install_locked(dataset, group, &merged, staged);
         if written.is_err() {
             self.failed.store(true, Ordering::SeqCst);
         }
@@ -298,6 +308,7 @@ impl Store {
         dataset: Dataset,
         group: &[SegmentEntry],
         merged: &Merged,
+        staged: super::flush::Staged,
     ) -> Result<u64> {
         let reader = self.db.reader()?;
         let mut ops = super::catalog::Batch::default();
@@ -320,7 +331,7 @@ impl Store {
             }
         }
         let Some(entry) = &merged.entry else {
-            self.db.apply(ops, true)?;
+            self.commit_durable(staged, ops)?;
             return Ok(0);
         };
         let id = entry.id;
@@ -354,7 +365,7 @@ impl Store {
             ops.insert(key, state.encode());
         }
         drop(reader);
-        self.db.apply(ops, true)?;
+        self.commit_durable(staged, ops)?;
         Ok(1)
     }
 

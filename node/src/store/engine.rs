@@ -16,8 +16,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use tracing::{info, warn};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tracing::{error, info, warn};
 
 /// Version of the on-disk layout (catalog keys, segment paths); bump on any incompatible change.
 pub const STORE_FORMAT: u32 = 3;
@@ -32,6 +32,11 @@ pub struct Store {
     pub(super) db: catalog::Catalog,
     /// Serialises changes: planning reads the catalog the commit then overwrites.
     pub(super) writer: Mutex<()>,
+    /// A Raft replica's rows not yet in segment files ([`super::buffer`]); none: every change
+    /// is written and committed durably before it is acknowledged.
+    pub(super) buffer: OnceLock<Arc<super::buffer::WriteBuffer>>,
+    /// One checkpoint at a time; taken before the writer lock.
+    pub(super) flushing: Mutex<()>,
     /// Set when a write failed after it started touching disk.
     pub(super) failed: AtomicBool,
     /// The node's segment cache, and this store's key in it.
@@ -47,6 +52,29 @@ pub struct Store {
     /// Test hook: runs between a compaction's merge and its install.
     #[cfg(test)]
     pub(super) before_install: Mutex<Option<Box<dyn FnMut() + Send>>>,
+}
+
+impl Drop for Store {
+    /// A buffered store is checkpointed before its catalog closes: redb makes pending
+    /// non-durable commits durable on close, and they name buffered rows. If the checkpoint
+    /// fails, the catalog is left unclosed, so that its next open rolls back to the last
+    /// checkpoint and the Raft log is applied again from there.
+    fn drop(&mut self) {
+        let Some(buffer) = self.buffer.get().cloned() else {
+            return;
+        };
+        buffer.close();
+        if !buffer.buffered().is_empty()
+            && let Err(e) = self.checkpoint()
+        {
+            error!(
+                dir = %self.dir.display(),
+                "closing a store whose buffer could not be written ({e}): its catalog is left for \
+                 the next open to roll back to the last checkpoint"
+            );
+            self.db.abandon();
+        }
+    }
 }
 
 /// Process-unique store ids: the segment cache is shared by every store of a node.
@@ -80,6 +108,8 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             writer: Mutex::new(()),
+            buffer: OnceLock::new(),
+            flushing: Mutex::new(()),
             failed: AtomicBool::new(false),
             cache,
             uid: NEXT_STORE_UID.fetch_add(1, Ordering::Relaxed),
@@ -113,7 +143,7 @@ impl Store {
     /// Live rows of a dataset (replaced and deleted rows removed), in the stored schema.
     pub fn scan_live(&self, dataset: Dataset) -> Result<Vec<RecordBatch>> {
         let _pin = self.pin();
-        let listing = {
+        let (version, listing) = {
             let reader = self.db.reader()?;
             let mut listing = Vec::new();
             for entry in segments_of(&reader, dataset)? {
@@ -124,16 +154,16 @@ impl Store {
                     .collect::<Result<_>>()?;
                 listing.push((entry, deleted));
             }
-            listing
+            (version_of(&reader)?, listing)
         };
         let mut out = Vec::new();
-        for (entry, deleted) in listing {
-            if deleted.len() as u64 >= u64::from(entry.rows) {
+        for (mut entry, deleted) in listing {
+            if !entry.is_buffered() && deleted.len() as u64 >= u64::from(entry.rows) {
                 continue;
             }
             let path = self.dir.join(&entry.file);
             let mut offset = 0usize;
-            for batch in segment::read(&path, dataset)? {
+            for batch in self.entry_rows(&mut entry, version)? {
                 let n = batch.num_rows();
                 if deleted.is_empty() {
                     out.push(batch);
@@ -163,12 +193,15 @@ impl Store {
     /// the store's history, for audits and for checking it against an independent model.
     pub fn scan_history(&self, dataset: Dataset) -> Result<Vec<(Vec<u64>, RecordBatch)>> {
         let _pin = self.pin();
-        let entries = segments_of(&self.db.reader()?, dataset)?;
+        let reader = self.db.reader()?;
+        let (version, entries) = (version_of(&reader)?, segments_of(&reader, dataset)?);
+        drop(reader);
         let mut out = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for mut entry in entries {
+            let batches = self.entry_rows(&mut entry, version)?;
             let versions = entry.row_versions();
             let mut offset = 0usize;
-            for batch in segment::read(&self.dir.join(&entry.file), dataset)? {
+            for batch in batches {
                 let n = batch.num_rows();
                 let part = versions
                     .get(offset..offset + n)
@@ -184,9 +217,14 @@ impl Store {
     }
 
     pub fn stats(&self, dataset: Dataset) -> Result<DatasetStats> {
+        let _pin = self.pin();
         let reader = self.db.reader()?;
+        let version = version_of(&reader)?;
         let mut stats = DatasetStats::default();
-        for entry in segments_of(&reader, dataset)? {
+        for mut entry in segments_of(&reader, dataset)? {
+            if entry.is_buffered() {
+                entry.fill_from(&self.buffered_pieces(entry.id, version)?);
+            }
             let deleted = reader.scan_prefix(&keys::deleted_prefix(entry.id))?.len() as u64;
             stats.segments += 1;
             stats.segment_bytes += entry.bytes;
@@ -219,8 +257,37 @@ impl Store {
         self.db
             .scan_prefix(keys::SEGMENT_ANY)?
             .iter()
-            .map(|(_, v)| Ok(self.dir.join(SegmentEntry::decode(v)?.file)))
+            .map(|(_, v)| SegmentEntry::decode(v))
+            .filter(|e| e.as_ref().map_or(true, |e| !e.is_buffered()))
+            .map(|e| Ok(self.dir.join(e?.file)))
             .collect()
+    }
+
+    /// The rows of a segment as a read at `version` (holding a pin taken before its catalog
+    /// reader) sees them; a buffered entry is filled in from the pieces that read sees.
+    pub(super) fn entry_rows(
+        &self,
+        entry: &mut SegmentEntry,
+        version: u64,
+    ) -> Result<Vec<RecordBatch>> {
+        if entry.is_buffered() {
+            let pieces = self.buffered_pieces(entry.id, version)?;
+            entry.fill_from(&pieces);
+            return Ok(pieces.iter().map(|p| p.batch.clone()).collect());
+        }
+        segment::read(&self.dir.join(&entry.file), entry.dataset)
+    }
+
+    /// The pieces of buffered segment `id` a pinned read at `version` sees.
+    pub(super) fn buffered_pieces(&self, id: u64, version: u64) -> Result<super::buffer::Pieces> {
+        self.buffer
+            .get()
+            .and_then(|b| b.pieces(id, version))
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "segment {id} is catalogued as buffered, but the write buffer has it not"
+                ))
+            })
     }
 
     /// Removes temp and uncatalogued segment files, then checks that every catalogued segment is
@@ -230,6 +297,18 @@ impl Store {
         let mut entries = Vec::new();
         for (_, v) in self.db.scan_prefix(keys::SEGMENT_ANY)? {
             let entry = SegmentEntry::decode(&v)?;
+            if entry.is_buffered() {
+                // Only a close that made non-durable commits durable without a checkpoint
+                // leaves one: rows the catalog points at were in memory only.
+                return Err(Error::Corruption {
+                    what: format!("store {}", self.dir.display()),
+                    message: format!(
+                        "segment {} is catalogued as buffered in memory, so its rows are lost: \
+                         remove this replica and let it rejoin under a new id",
+                        entry.id
+                    ),
+                });
+            }
             catalogued.insert(self.dir.join(&entry.file));
             entries.push(entry);
         }

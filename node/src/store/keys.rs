@@ -211,16 +211,18 @@ pub(super) struct SegmentEntry {
     pub id: u64,
     pub dataset: Dataset,
     pub provider: String,
-    /// The partitions it holds, in row order: (`YYYY-MM`, rows), months ascending.
+    /// The partitions it holds, in row order: (`YYYY-MM`, rows), months ascending within each
+    /// change's rows (a segment written from the write buffer repeats them per change).
     pub months: Vec<(String, u32)>,
     pub rows: u32,
     pub bytes: u64,
     /// The version whose change wrote it (for a compacted segment, the latest of its rows).
     pub version: u64,
-    /// Relative to the store directory, `/`-separated.
+    /// Relative to the store directory, `/`-separated; empty while the segment is buffered
+    /// (its rows, months and runs are then the write buffer's, and never durable).
     pub file: String,
-    /// Compacted segments only: `(first row, version)` runs giving the version that inserted
-    /// each row (rows keep their source segments' order). Empty: every row is of `version`.
+    /// Compacted and buffer-written segments: `(first row, version)` runs giving the version
+    /// that inserted each row. Empty: every row is of `version`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<(u32, u64)>,
 }
@@ -232,6 +234,35 @@ impl SegmentEntry {
 
     pub fn decode(bytes: &[u8]) -> Result<SegmentEntry> {
         serde_json::from_slice(bytes).map_err(|e| corrupt("segment entry", &e.to_string()))
+    }
+
+    /// The entry of a segment opened in the write buffer.
+    pub fn buffered(id: u64, dataset: Dataset, provider: &str, version: u64) -> SegmentEntry {
+        SegmentEntry {
+            id,
+            dataset,
+            provider: provider.to_string(),
+            months: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            version,
+            file: String::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    pub fn is_buffered(&self) -> bool {
+        self.file.is_empty()
+    }
+
+    /// A buffered entry as a read sees it: the rows, months and runs of `pieces`.
+    pub fn fill_from(&mut self, pieces: &[std::sync::Arc<super::buffer::Piece>]) {
+        self.months = pieces.iter().flat_map(|p| p.months.clone()).collect();
+        self.rows = pieces.last().map_or(0, |p| p.start + p.rows());
+        self.runs = pieces.iter().map(|p| (p.start, p.version)).collect();
+        if let Some(last) = self.runs.last() {
+            self.version = last.1;
+        }
     }
 
     /// The version that inserted each row.

@@ -16,7 +16,11 @@ pub struct SegmentView {
     pub months: Vec<MonthRun>,
     pub rows: u32,
     pub bytes: u64,
+    /// Its file (empty while buffered).
     pub path: PathBuf,
+    /// While the segment is in the write buffer: the pieces the view sees (their months are
+    /// `months`, each run inside one piece).
+    pub pieces: Option<super::buffer::Pieces>,
     /// Rows the view does not see (inserted after it, or deleted at or before it), ascending.
     pub hidden: Vec<u32>,
 }

@@ -23,6 +23,14 @@
 //! not at all, and a version is acknowledged only once durable. An error during steps 2-3 marks the
 //! store failed: it refuses further writes until reopened (an fsync failure must not be retried).
 //!
+//! **A Raft replica's store buffers** ([`buffer`], [`flush`]): its log is already the
+//! write-ahead log, so step 2 keeps the rows in memory, in one open segment per (dataset,
+//! provider) that takes the rows of many changes, and step 3 commits without an fsync. A
+//! checkpoint (by size, age, budget, before a snapshot dump or a compaction's install, on close)
+//! writes the buffered segments as files and makes the catalog durable in one commit; durable
+//! commits happen only there, so after a crash the catalog is the last checkpoint's and the log
+//! applies the rest again.
+//!
 //! **Idempotency**: `(sender, submission id)` is used once. A resend of an applied submission gets
 //! `AlreadyApplied` with the original report; a resend of a rejected one gets the stored rejection
 //! (`version: None`), as SUS does: a corrected file needs a new submission id. A store-level
@@ -43,6 +51,9 @@
 //! the result against the catalog as it is then.
 
 mod apply;
+pub mod buffer;
+#[cfg(test)]
+mod buffer_tests;
 mod cache;
 mod catalog;
 mod change;
@@ -50,6 +61,7 @@ mod compact;
 #[cfg(test)]
 mod compact_tests;
 mod engine;
+mod flush;
 mod keys;
 mod listing;
 mod outcome;
@@ -64,6 +76,7 @@ pub mod totals;
 mod view;
 mod write;
 
+pub use buffer::{BufferBudget, BufferSettings};
 pub use cache::{DEFAULT_COLUMN_BYTES, DEFAULT_FOOTER_BYTES, SegmentCache};
 pub use change::{Change, DeleteKey};
 pub use compact::CompactStats;

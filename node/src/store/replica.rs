@@ -55,16 +55,19 @@ impl Store {
         self.db.apply(batch, false)
     }
 
-    /// Makes every catalog commit so far durable.
+    /// Makes every catalog commit so far durable (with a buffered store's rows: a checkpoint).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()
+        self.checkpoint().map(drop)
     }
 
-    /// Feeds a consistent dump of the whole store to `sink`: writes are held off meanwhile.
+    /// Feeds a consistent dump of the whole store to `sink`: writes are held off meanwhile. A
+    /// buffered store is checkpointed first, so the dump names only segment files.
     pub fn dump(&self, sink: &mut dyn FnMut(DumpItem<'_>) -> Result<()>) -> Result<()> {
+        let _one = self.lock_flushing();
+        let staged = self.stage()?;
         let _writer = self.lock_writer();
         self.check_not_failed()?;
-        self.db.flush()?;
+        self.commit_durable(staged, super::catalog::Batch::default())?;
         let reader = self.db.reader()?;
         reader.for_range(b"", None, &mut |k, v| sink(DumpItem::Catalog(k, v)))?;
         for (_, v) in reader.scan_prefix(keys::SEGMENT_ANY)? {

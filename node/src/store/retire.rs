@@ -61,16 +61,19 @@ impl Retired {
     /// Retires `files`, replaced by a catalog commit that has just happened (called under the
     /// writer lock, after the commit): they go once every earlier pin is dropped.
     pub(super) fn retire(&self, files: Vec<PathBuf>) -> Result<()> {
-        let ended = {
-            let mut current = lock(&self.current);
-            let next = Arc::new(Epoch::default());
-            // Only this function sets `next`, once per epoch, under the writer lock.
-            let _ = current.next.set(next.clone());
-            std::mem::replace(&mut *current, next)
-        };
-        lock(&self.files).push((Arc::downgrade(&ended), files));
-        drop(ended);
+        let ended = self.advance();
+        lock(&self.files).push((ended, files));
         self.sweep()
+    }
+
+    /// Starts a new epoch (under the writer lock, after a commit that replaced what reads may
+    /// hold) and returns the one it ends: alive while a pin of it or of an earlier one is.
+    pub(super) fn advance(&self) -> Weak<Epoch> {
+        let mut current = lock(&self.current);
+        let next = Arc::new(Epoch::default());
+        // Only this function sets `next`, once per epoch, under the writer lock.
+        let _ = current.next.set(next.clone());
+        Arc::downgrade(&std::mem::replace(&mut *current, next))
     }
 
     /// Deletes the retired files no pin can reach any more.

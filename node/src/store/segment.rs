@@ -73,10 +73,6 @@ pub(super) fn write(
     rows: &[u32],
     months: &[(String, u32)],
 ) -> Result<(u64, RecordBatch)> {
-    let path = root.join(rel);
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Internal(format!("segment path {rel} has no directory")))?;
     let in_runs: u64 = months.iter().map(|m| u64::from(m.1)).sum();
     if in_runs != rows.len() as u64 {
         return Err(Error::Internal(format!(
@@ -84,21 +80,45 @@ pub(super) fn write(
             rows.len()
         )));
     }
-    create_dirs(root, dir)?;
-    let tmp = path.with_extension(&TEMP_SUFFIX[1..]);
+    let sorted = take_rows(batch, rows)?;
+    let bytes = write_batch(root, rel, &sorted, months, true)?;
+    Ok((bytes, sorted))
+}
 
-    let sorted = compact_dictionaries(&take_record_batch(
+/// The rows `rows` of `batch`, in that order, each dictionary keeping only the values they use.
+pub(super) fn take_rows(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch> {
+    compact_dictionaries(&take_record_batch(
         batch,
         &UInt32Array::from(rows.to_vec()),
-    )?)?;
+    )?)
+}
+
+/// Writes `batch` (its rows in order, `months` their runs) as the segment at `root/rel`, as
+/// [`write`] does; `sync_dir` false leaves the directory fsync to the caller (a flush writes
+/// many segments and syncs each directory once). Returns the file's size.
+pub(super) fn write_batch(
+    root: &Path,
+    rel: &str,
+    batch: &RecordBatch,
+    months: &[(String, u32)],
+    sync_dir_now: bool,
+) -> Result<u64> {
+    let path = root.join(rel);
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Internal(format!("segment path {rel} has no directory")))?;
+    create_dirs(root, dir)?;
+    let tmp = path.with_extension(&TEMP_SUFFIX[1..]);
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let file = encode(file, &sorted, months)?;
+    let file = encode(file, batch, months)?;
     file.sync_all().map_err(|e| Error::io(&tmp, e))?;
     let bytes = file.metadata().map_err(|e| Error::io(&tmp, e))?.len();
     drop(file);
     fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    sync_dir(dir)?;
-    Ok((bytes, sorted))
+    if sync_dir_now {
+        sync_dir(dir)?;
+    }
+    Ok(bytes)
 }
 
 /// Writes `batch` (rows in order, `months` their runs) as a segment's Parquet bytes to `out`.

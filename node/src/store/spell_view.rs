@@ -4,7 +4,6 @@
 use super::catalog::Reader;
 use super::engine::Store;
 use super::keys::{self, RecState};
-use super::segment;
 use super::spells::{SpellKey, SpellReader};
 use crate::model::Dataset;
 use crate::{Error, Result};
@@ -86,15 +85,16 @@ impl SpellSnapshot<'_> {
         }
         let schema = crate::schema::stored_schema(dataset);
         let mut parts: Vec<(usize, RecordBatch)> = Vec::with_capacity(ids.len());
+        let version = super::engine::version_of(db)?;
         for (segment_id, rows) in wanted {
-            let entry = db
+            let mut entry = db
                 .get(&keys::segment(dataset, segment_id))?
                 .map(|v| keys::SegmentEntry::decode(&v))
                 .transpose()?
                 .ok_or_else(|| {
                     keys::corrupt("record index", &format!("segment {segment_id} unknown"))
                 })?;
-            let batches = segment::read(&self.store.dir.join(&entry.file), dataset)?;
+            let batches = self.store.entry_rows(&mut entry, version)?;
             let whole = concat_batches(&schema, &batches)?;
             for (row, pos) in rows {
                 if row as usize >= whole.num_rows() {

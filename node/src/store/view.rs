@@ -58,7 +58,20 @@ impl Store {
             None => latest,
         };
         let mut segments = Vec::new();
-        for entry in super::engine::segments_of(&reader, dataset)? {
+        for mut entry in super::engine::segments_of(&reader, dataset)? {
+            let pieces = match entry.is_buffered() {
+                true => {
+                    let pieces = self.buffered_pieces(entry.id, version)?;
+                    entry.fill_from(&pieces);
+                    if pieces.is_empty() {
+                        continue;
+                    }
+                    // The pieces kept are those of versions up to the view's: no run to hide.
+                    entry.runs.clear();
+                    Some(pieces)
+                }
+                false => None,
+            };
             if entry.first_version() > version {
                 continue;
             }
@@ -102,7 +115,11 @@ impl Store {
                 months,
                 rows: entry.rows,
                 bytes: entry.bytes,
-                path: self.dir.join(&entry.file),
+                path: match pieces {
+                    Some(_) => std::path::PathBuf::new(),
+                    None => self.dir.join(&entry.file),
+                },
+                pieces,
                 hidden,
             });
         }
@@ -126,7 +143,7 @@ impl Store {
         let version = self.version()?;
         let mut ops = super::catalog::Batch::default();
         ops.insert(keys::freeze(name), version.to_be_bytes());
-        let written = self.db.apply(ops, true);
+        let written = self.db.apply(ops, self.commits_durable());
         if written.is_err() {
             self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }

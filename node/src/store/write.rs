@@ -2,6 +2,7 @@
 //! catalog transaction (see the module documentation of [`super`]).
 
 use super::apply;
+use super::buffer::Piece;
 use super::catalog;
 use super::change::Change;
 use super::engine::Store;
@@ -23,6 +24,10 @@ use tracing::{debug, warn};
 
 impl Store {
     pub fn apply(&self, change: Change) -> Result<ApplyOutcome> {
+        // Before the writer lock: a checkpoint, which frees the budget, takes it.
+        if let Some(buffer) = self.buffer.get() {
+            buffer.budget.wait_below_limit();
+        }
         let _writer = self.lock_writer();
         self.check_not_failed()?;
         let meta = &change.meta;
@@ -124,8 +129,121 @@ impl Store {
         Ok(ApplyOutcome::Applied(counts))
     }
 
-    /// Writes the plan's segments, then commits everything in one durable catalog transaction.
+    /// Writes the plan's segments, then commits everything in one durable catalog transaction;
+    /// or, for a buffered store, buffers the rows and commits without waiting for the disk.
     fn commit(
+        &self,
+        plan: apply::Plan,
+        partitions: Vec<apply::PartitionRows>,
+        batch: &RecordBatch,
+        change: &Change,
+        bulk_marker: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<ApplyCounts> {
+        match self.buffer.get() {
+            Some(buffer) => {
+                self.commit_buffered(buffer, plan, partitions, batch, change, bulk_marker)
+            }
+            None => self.commit_written(plan, partitions, batch, change, bulk_marker),
+        }
+    }
+
+    fn next_segment(&self) -> Result<u64> {
+        Ok(match self.db.get(keys::NEXT_SEGMENT)? {
+            Some(v) => keys::u64_value(&v, "segment counter")?,
+            None => 1,
+        })
+    }
+
+    fn commit_buffered(
+        &self,
+        buffer: &super::buffer::WriteBuffer,
+        mut plan: apply::Plan,
+        partitions: Vec<apply::PartitionRows>,
+        batch: &RecordBatch,
+        change: &Change,
+        bulk_marker: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<ApplyCounts> {
+        let dataset = change.meta.dataset;
+        let version = plan.counts.version;
+        let mut next_segment = self.next_segment()?;
+        let mut ops = catalog::Batch::default();
+        let mut pieces = Vec::with_capacity(partitions.len());
+        for part in partitions {
+            let (id, start) = match buffer.open_segment(dataset, &part.provider) {
+                Some(open) => open,
+                None => {
+                    let id = next_segment;
+                    next_segment += 1;
+                    let entry = SegmentEntry::buffered(id, dataset, &part.provider, version);
+                    ops.insert(keys::segment(dataset, id), entry.encode()?);
+                    (id, 0)
+                }
+            };
+            let rows: Vec<u32> = part.rows.iter().map(|r| r.1 as u32).collect();
+            let taken = segment::take_rows(batch, &rows)?;
+            for (pos, (rid, _, activity)) in part.rows.iter().enumerate() {
+                let live = Live {
+                    segment: id,
+                    row: start + pos as u32,
+                    activity: *activity,
+                };
+                plan.place(rid, live);
+            }
+            let piece = Piece {
+                start,
+                version,
+                months: part.months,
+                batch: taken,
+            };
+            pieces.push((id, dataset, part.provider, piece));
+        }
+        self.change_ops(&plan, change, bulk_marker, next_segment, &mut ops)?;
+        // Pieces before the commit that names them: a read at an earlier version skips them.
+        buffer.add(pieces);
+        if let Err(e) = self.db.apply(ops, false) {
+            buffer.remove_version(version);
+            return Err(e);
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        debug!(version, "change buffered");
+        Ok(plan.counts)
+    }
+
+    /// The catalog writes of a change besides its segments: the plan's record index writes,
+    /// activity counts, the submission's outcome, the bulk marker and the counters.
+    fn change_ops(
+        &self,
+        plan: &apply::Plan,
+        change: &Change,
+        bulk_marker: Option<(Vec<u8>, Vec<u8>)>,
+        next_segment: u64,
+        ops: &mut catalog::Batch,
+    ) -> Result<()> {
+        let meta = &change.meta;
+        let dataset = meta.dataset;
+        let version = plan.counts.version;
+        plan.write_to(ops)?;
+        for ((provider, month), counts) in &plan.activity {
+            let value: Vec<u8> = counts.iter().flat_map(|n| n.to_be_bytes()).collect();
+            ops.insert(keys::activity(dataset, provider, month, version), value);
+        }
+        let stored = StoredSubmission {
+            report: change.report.clone(),
+            counts: Some(plan.counts),
+        };
+        ops.insert(
+            keys::submission(&meta.sender, &meta.submission_id),
+            keys::encode_submission(&stored),
+        );
+        if let Some((key, value)) = bulk_marker {
+            ops.insert(key, value);
+        }
+        ops.insert(keys::VERSION, version.to_be_bytes());
+        ops.insert(keys::NEXT_SEGMENT, next_segment.to_be_bytes());
+        Ok(())
+    }
+
+    fn commit_written(
         &self,
         mut plan: apply::Plan,
         partitions: Vec<apply::PartitionRows>,
@@ -133,13 +251,9 @@ impl Store {
         change: &Change,
         bulk_marker: Option<(Vec<u8>, Vec<u8>)>,
     ) -> Result<ApplyCounts> {
-        let meta = &change.meta;
-        let dataset = meta.dataset;
+        let dataset = change.meta.dataset;
         let version = plan.counts.version;
-        let mut next_segment = match self.db.get(keys::NEXT_SEGMENT)? {
-            Some(v) => keys::u64_value(&v, "segment counter")?,
-            None => 1,
-        };
+        let mut next_segment = self.next_segment()?;
         let mut entries = Vec::new();
         // Ids first (deterministic), then the files in parallel: per-file costs (codec set-up,
         // footer, fsync) dominate small segments, and partitions are independent.
@@ -205,24 +319,7 @@ impl Store {
         for entry in &entries {
             ops.insert(keys::segment(dataset, entry.id), entry.encode()?);
         }
-        plan.write_to(&mut ops)?;
-        for ((provider, month), counts) in &plan.activity {
-            let value: Vec<u8> = counts.iter().flat_map(|n| n.to_be_bytes()).collect();
-            ops.insert(keys::activity(dataset, provider, month, version), value);
-        }
-        let stored = StoredSubmission {
-            report: change.report.clone(),
-            counts: Some(plan.counts),
-        };
-        ops.insert(
-            keys::submission(&meta.sender, &meta.submission_id),
-            keys::encode_submission(&stored),
-        );
-        if let Some((key, value)) = bulk_marker {
-            ops.insert(key, value);
-        }
-        ops.insert(keys::VERSION, version.to_be_bytes());
-        ops.insert(keys::NEXT_SEGMENT, next_segment.to_be_bytes());
+        self.change_ops(&plan, change, bulk_marker, next_segment, &mut ops)?;
         self.db.apply(ops, true)?;
         self.generation.fetch_add(1, Ordering::SeqCst);
         for (id, rows) in hot {
@@ -251,12 +348,20 @@ impl Store {
         };
         let mut ops = catalog::Batch::default();
         ops.insert(key, keys::encode_submission(&stored));
-        let written = self.db.apply(ops, true);
+        let written = self.db.apply(ops, self.commits_durable());
         if written.is_err() {
             self.failed.store(true, Ordering::SeqCst);
         }
         written?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Whether a change's commit is durable by itself; a buffered store's commits become
+    /// durable at checkpoints ([`super::flush`]).
+    pub(super) fn commits_durable(&self) -> bool {
+        self.buffer.get().is_none()
     }
 }
 
