@@ -364,7 +364,12 @@ async fn pushed_down_aggregates_match_the_oracle_and_freeze_points_hold() {
 
     // Compaction through every shard's log keeps both views, on every replica.
     let stats = client.compact(100_000).await.unwrap();
-    assert!(stats.segments_after < stats.segments_before, "{stats:?}");
+    // The write buffer already wrote one segment per provider; compaction still drops the rows
+    // no retained view sees.
+    assert!(
+        stats.segments_after <= stats.segments_before && stats.rows_dropped > 0,
+        "{stats:?}"
+    );
     for read in [ReadFrom::Leader, ReadFrom::AnyReplica] {
         for ((q, want), at) in queries.iter().zip(&want).zip(&at_freeze) {
             assert_eq!(
