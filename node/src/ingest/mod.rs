@@ -11,6 +11,7 @@
 //! stores what the leader derived and never re-derives (prices cannot diverge between replicas).
 
 mod csv;
+mod dates;
 pub mod encode;
 pub mod files;
 pub mod local;

@@ -244,9 +244,9 @@ impl<'a> Row<'a, '_> {
         if v.is_empty() {
             return None;
         }
-        match NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-            Ok(d) => Some(d),
-            Err(_) => {
+        match super::dates::parse_date(v) {
+            Some(d) => Some(d),
+            None => {
                 self.fail(
                     name,
                     Rule::ItemFormatInvalid,
@@ -318,12 +318,7 @@ impl<'a> Row<'a, '_> {
     }
 }
 
-/// Accepts `YYYY-MM-DDTHH:MM:SS` or a space instead of `T` (fractional seconds are not allowed).
-pub fn parse_datetime(v: &str) -> Option<NaiveDateTime> {
-    NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S")
-        .or_else(|_| NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S"))
-        .ok()
-}
+pub use super::dates::parse_datetime;
 
 /// Builds one record, reporting format, length and mandatory-item findings; `None` if the record
 /// is bad.
