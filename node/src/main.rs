@@ -231,9 +231,9 @@ fn serve(
             tls: tls.clone(),
             cache_bytes: args.cache_mib << 20,
             write_buffer: (args.write_buffer_mib > 0).then(|| WriteBufferConfig {
-                node_bytes: args.write_buffer_mib << 20,
+                node_bytes: args.write_buffer_mib.saturating_mul(1 << 20),
                 settings: sus_node::store::BufferSettings {
-                    store_bytes: args.flush_mib.max(1) << 20,
+                    store_bytes: args.flush_mib.max(1).saturating_mul(1 << 20),
                     max_age: std::time::Duration::from_secs(args.flush_secs.max(1)),
                 },
             }),

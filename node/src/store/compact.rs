@@ -267,10 +267,7 @@ impl Store {
     fn reserve_segment_id(&self) -> Result<u64> {
         let _writer = self.lock_writer();
         self.check_not_failed()?;
-        let id = match self.db.get(keys::NEXT_SEGMENT)? {
-            Some(v) => keys::u64_value(&v, "segment counter")?,
-            None => 1,
-        };
+        let id = self.next_segment()?;
         let mut ops = super::catalog::Batch::default();
         ops.insert(keys::NEXT_SEGMENT, (id + 1).to_be_bytes());
         self.db.apply(ops, false)?;

@@ -147,7 +147,8 @@ impl Store {
         }
     }
 
-    fn next_segment(&self) -> Result<u64> {
+    /// The next segment id to give out.
+    pub(super) fn next_segment(&self) -> Result<u64> {
         Ok(match self.db.get(keys::NEXT_SEGMENT)? {
             Some(v) => keys::u64_value(&v, "segment counter")?,
             None => 1,
