@@ -32,12 +32,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::ops::{Bound, RangeBounds};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use sus_disk::{Disk, DiskFile, FileReader, OpenMode};
 
 use crate::syncer::{Job, Poison, Syncer};
 
@@ -110,7 +110,7 @@ struct DurableState {
 struct Segment {
     path: PathBuf,
     /// Shared with the sync thread while a sync of it is queued.
-    file: Arc<File>,
+    file: Arc<dyn DiskFile>,
     size: u64,
 }
 
@@ -127,6 +127,7 @@ struct Loc {
 }
 
 struct Inner {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     segment_bytes: u64,
     sync_committed: bool,
@@ -154,7 +155,12 @@ impl LogStore {
     /// Opens (creating if absent) the log store in `dir`, verifying every record and cutting a
     /// torn write at the tail of the last segment.
     pub fn open_with(dir: &Path, options: Options) -> Result<LogStore> {
-        let inner = Inner::open(dir, options)?;
+        LogStore::open_on(sus_disk::real(), dir, options)
+    }
+
+    /// As [`LogStore::open_with`], on `disk` (a simulated one in the power-loss tests).
+    pub fn open_on(disk: Arc<dyn Disk>, dir: &Path, options: Options) -> Result<LogStore> {
+        let inner = Inner::open(disk, dir, options)?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
         })
@@ -185,10 +191,6 @@ fn corruption(path: &Path, message: impl Into<String>) -> Error {
         path: path.to_path_buf(),
         message: message.into(),
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -229,8 +231,8 @@ enum Scanned {
     },
 }
 
-fn read_state(path: &Path) -> Result<DurableState> {
-    let bytes = match fs::read(path) {
+fn read_state(disk: &dyn Disk, path: &Path) -> Result<DurableState> {
+    let bytes = match disk.read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DurableState::default()),
         Err(e) => return Err(Error::io(path, e)),
@@ -251,32 +253,31 @@ fn read_state(path: &Path) -> Result<DurableState> {
 struct Found {
     first: u64,
     path: PathBuf,
-    file: File,
+    file: Arc<dyn DiskFile>,
     size: u64,
     locs: Vec<Loc>,
 }
 
 impl Inner {
-    fn open(dir: &Path, options: Options) -> Result<Inner> {
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    fn open(disk: Arc<dyn Disk>, dir: &Path, options: Options) -> Result<Inner> {
+        if !disk.exists(dir).map_err(|e| Error::io(dir, e))? {
+            disk.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             // The new directory's own entry must be durable before anything in it counts.
             let parent = match dir.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             };
-            sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+            disk.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
         }
         let tmp = dir.join(STATE_TMP);
-        if tmp.exists() {
+        if disk.exists(&tmp).map_err(|e| Error::io(&tmp, e))? {
             // A state write that never reached its rename: the old state stands.
-            fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            disk.remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
-        let state = read_state(&dir.join(STATE_FILE))?;
+        let state = read_state(disk.as_ref(), &dir.join(STATE_FILE))?;
 
         let mut names = BTreeMap::new();
-        for item in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let path = item.map_err(|e| Error::io(dir, e))?.path();
+        for path in disk.read_dir(dir).map_err(|e| Error::io(dir, e))? {
             if path.extension().and_then(|x| x.to_str()) != Some(SEGMENT_EXT) {
                 continue;
             }
@@ -296,7 +297,7 @@ impl Inner {
         let count = names.len();
         let mut found = Vec::with_capacity(count);
         for (i, (first, path)) in names.into_iter().enumerate() {
-            found.push(scan_segment(first, path, i + 1 == count)?);
+            found.push(scan_segment(disk.as_ref(), first, path, i + 1 == count)?);
         }
 
         let mut dir_changed = false;
@@ -305,7 +306,8 @@ impl Inner {
         if found.last().is_some_and(|f| f.locs.is_empty())
             && let Some(f) = found.pop()
         {
-            fs::remove_file(&f.path).map_err(|e| Error::io(&f.path, e))?;
+            disk.remove_file(&f.path)
+                .map_err(|e| Error::io(&f.path, e))?;
             dir_changed = true;
         }
         if let Some(f) = found.iter().find(|f| f.locs.is_empty()) {
@@ -319,14 +321,15 @@ impl Inner {
         for f in found {
             let last = f.locs.last().map_or(f.first, |l| l.log_id.index);
             if purged.is_some_and(|p| last <= p) {
-                fs::remove_file(&f.path).map_err(|e| Error::io(&f.path, e))?;
+                disk.remove_file(&f.path)
+                    .map_err(|e| Error::io(&f.path, e))?;
                 dir_changed = true;
             } else {
                 kept.push(f);
             }
         }
         if dir_changed {
-            sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+            disk.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
         }
 
         // What remains must run without a hole from just after the purge point.
@@ -350,9 +353,10 @@ impl Inner {
         }
 
         let failed = Poison::default();
-        let syncer =
-            Syncer::start(failed.clone(), "raft-log-sync").map_err(|e| Error::io(dir, e))?;
+        let syncer = Syncer::start(disk.clone(), failed.clone(), "raft-log-sync")
+            .map_err(|e| Error::io(dir, e))?;
         let mut inner = Inner {
+            disk,
             dir: dir.to_path_buf(),
             segment_bytes: options.segment_bytes.max(1),
             sync_committed: options.sync_committed,
@@ -374,7 +378,7 @@ impl Inner {
                 f.first,
                 Segment {
                     path: f.path,
-                    file: Arc::new(f.file),
+                    file: f.file,
                     size: f.size,
                 },
             );
@@ -426,12 +430,12 @@ impl Inner {
         let payload = bincode::serialize(st).map_err(io::Error::other)?;
         let buf = frame(&payload)?;
         let tmp = self.dir.join(STATE_TMP);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&buf)?;
+        let f = self.disk.open(&tmp, OpenMode::CreateTruncate)?;
+        f.write_all_at(&buf, 0)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, self.dir.join(STATE_FILE))?;
-        sync_dir(&self.dir)
+        self.disk.rename(&tmp, &self.dir.join(STATE_FILE))?;
+        self.disk.sync_dir(&self.dir)
     }
 
     /// Replaces the durable state; on failure the store is failed and the old state stays.
@@ -451,7 +455,7 @@ impl Inner {
     fn append(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
-    ) -> io::Result<Option<(Arc<File>, bool)>> {
+    ) -> io::Result<Option<(Arc<dyn DiskFile>, bool)>> {
         // Encode everything first: a batch that cannot be encoded writes nothing.
         let mut next = self.next_index();
         let mut records = Vec::new();
@@ -495,16 +499,12 @@ impl Inner {
                         seg.file.sync_data()?;
                     }
                     let path = segment_path(&self.dir, index);
-                    let file = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create_new(true)
-                        .open(&path)?;
+                    let file = self.disk.open(&path, OpenMode::CreateNew)?;
                     self.segments.insert(
                         index,
                         Segment {
                             path,
-                            file: Arc::new(file),
+                            file,
                             size: 0,
                         },
                     );
@@ -572,8 +572,8 @@ impl Inner {
             .collect();
         for key in doomed {
             if let Some(seg) = self.segments.remove(&key) {
-                fs::remove_file(&seg.path)?;
-                sync_dir(&self.dir)?;
+                self.disk.remove_file(&seg.path)?;
+                self.disk.sync_dir(&self.dir)?;
             }
         }
         if let Some(loc) = self.loc(index).copied()
@@ -603,7 +603,7 @@ impl Inner {
                 break;
             }
             if let Some(seg) = self.segments.remove(key) {
-                fs::remove_file(&seg.path)?;
+                self.disk.remove_file(&seg.path)?;
                 deleted = true;
                 while self.locs.front().is_some_and(|l| l.seg == *key) {
                     self.locs.pop_front();
@@ -612,7 +612,7 @@ impl Inner {
             }
         }
         if deleted {
-            sync_dir(&self.dir)?;
+            self.disk.sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -650,15 +650,11 @@ impl Inner {
 
 /// Reads one segment, verifying every record. A bad record in the last segment is cut as a torn
 /// write when it has the shape of one; anywhere else it is corruption.
-fn scan_segment(first: u64, path: PathBuf, is_last: bool) -> Result<Found> {
+fn scan_segment(disk: &dyn Disk, first: u64, path: PathBuf, is_last: bool) -> Result<Found> {
     let io_err = |e| Error::io(&path, e);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err)?;
-    let size = file.metadata().map_err(io_err)?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let file = disk.open(&path, OpenMode::ReadWrite).map_err(io_err)?;
+    let size = file.len().map_err(io_err)?;
+    let mut reader = BufReader::with_capacity(1 << 20, FileReader::new(file.clone()));
     let mut locs: Vec<Loc> = Vec::new();
     let mut offset = 0u64;
     while offset < size {
@@ -678,7 +674,7 @@ fn scan_segment(first: u64, path: PathBuf, is_last: bool) -> Result<Found> {
             }
             Scanned::Short => (true, "record runs past the end of the file"),
             Scanned::Bad { len, reason } => (
-                looks_torn(&file, offset, len, size).map_err(io_err)?,
+                looks_torn(file.as_ref(), offset, len, size).map_err(io_err)?,
                 reason,
             ),
         };
@@ -780,9 +776,11 @@ fn scan_record(reader: &mut impl Read, remaining: u64) -> io::Result<Scanned> {
 }
 
 /// Whether a bad record at `offset` has the shape of a torn write: it is the last record of the
-/// file, or the rest of the file is zeros, or one of its sectors is entirely zero (a sector the
-/// crash left unwritten, as etcd's WAL checks).
-fn looks_torn(file: &File, offset: u64, len: u32, size: u64) -> io::Result<bool> {
+/// file, or the rest of the file is zeros, or its part in one of the sectors it touches is
+/// entirely zero (a sector the crash left unwritten, as etcd's WAL checks; unsynced bytes past
+/// the synced end of a log file read as zeros when their sector never reached the device, and a
+/// device may write back a file's later sectors before its earlier ones).
+fn looks_torn(file: &dyn DiskFile, offset: u64, len: u32, size: u64) -> io::Result<bool> {
     let end = offset + HEADER as u64 + u64::from(len);
     if end >= size {
         return Ok(true);
@@ -791,9 +789,9 @@ fn looks_torn(file: &File, offset: u64, len: u32, size: u64) -> io::Result<bool>
     if all_zero(file, offset, size)? {
         return Ok(true);
     }
-    let mut sector = offset.div_ceil(SECTOR) * SECTOR;
-    while sector + SECTOR <= end {
-        if all_zero(file, sector, sector + SECTOR)? {
+    let mut sector = offset / SECTOR * SECTOR;
+    while sector < end {
+        if all_zero(file, sector.max(offset), (sector + SECTOR).min(end))? {
             return Ok(true);
         }
         sector += SECTOR;
@@ -801,7 +799,7 @@ fn looks_torn(file: &File, offset: u64, len: u32, size: u64) -> io::Result<bool>
     Ok(false)
 }
 
-fn all_zero(file: &File, from: u64, to: u64) -> io::Result<bool> {
+fn all_zero(file: &dyn DiskFile, from: u64, to: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
     let mut at = from;
     while at < to {

@@ -9,13 +9,13 @@
 //! A failed sync poisons the store (shared [`Poison`]): the round's callbacks and every later call
 //! fail, and the sync is never retried (the page cache may already have dropped the dirty pages).
 
-use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use openraft::storage::LogFlushed;
+use sus_disk::{Disk, DiskFile};
 
 use crate::TypeConfig;
 
@@ -37,7 +37,7 @@ impl Poison {
 /// A batch of appended records to make durable before `callback` fires.
 pub(crate) struct Job {
     /// The segment the batch wrote to; none if it wrote nothing.
-    pub(crate) file: Option<Arc<File>>,
+    pub(crate) file: Option<Arc<dyn DiskFile>>,
     /// Set when the append created a segment: its directory entry must be durable too.
     pub(crate) new_segment_in: Option<PathBuf>,
     pub(crate) callback: LogFlushed<TypeConfig>,
@@ -58,6 +58,7 @@ struct Shared {
     /// Wakes waiters of [`Syncer::wait_idle`]: a round finished.
     idle: Condvar,
     poison: Poison,
+    disk: Arc<dyn Disk>,
 }
 
 /// One log store's sync thread; dropping it finishes the queued jobs and joins the thread.
@@ -72,12 +73,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Syncer {
-    pub(crate) fn start(poison: Poison, name: &str) -> io::Result<Syncer> {
+    pub(crate) fn start(disk: Arc<dyn Disk>, poison: Poison, name: &str) -> io::Result<Syncer> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
             idle: Condvar::new(),
             poison,
+            disk,
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -133,7 +135,7 @@ fn run(shared: &Shared) {
         };
         let result = match shared.poison.get() {
             Some(why) => Err(format!("log store failed earlier: {why}")),
-            None => sync_all(&jobs).map_err(|e| {
+            None => sync_all(shared.disk.as_ref(), &jobs).map_err(|e| {
                 let why = format!("sync of appended entries: {e}");
                 tracing::error!("raft log store {why}; refusing all further I/O");
                 shared.poison.set(why.clone());
@@ -153,8 +155,8 @@ fn run(shared: &Shared) {
 }
 
 /// Syncs each file of the round once, then each new segment's directory.
-fn sync_all(jobs: &[Job]) -> io::Result<()> {
-    let mut files: Vec<&Arc<File>> = Vec::new();
+fn sync_all(disk: &dyn Disk, jobs: &[Job]) -> io::Result<()> {
+    let mut files: Vec<&Arc<dyn DiskFile>> = Vec::new();
     let mut dirs: Vec<&PathBuf> = Vec::new();
     for job in jobs {
         if let Some(file) = &job.file
@@ -172,7 +174,7 @@ fn sync_all(jobs: &[Job]) -> io::Result<()> {
         file.sync_data()?;
     }
     for dir in dirs {
-        File::open(dir)?.sync_all()?;
+        disk.sync_dir(dir)?;
     }
     Ok(())
 }
