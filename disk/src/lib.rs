@@ -51,6 +51,19 @@ pub trait Disk: Send + Sync + Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Whether `path` is a directory.
+    fn is_dir(&self, path: &Path) -> io::Result<bool>;
+
+    /// Whether this is the real file system (where a library may open the path itself, with
+    /// its own locking, instead of going through [`Disk::open`]).
+    fn is_real(&self) -> bool {
+        false
+    }
+
+    /// The size of the file at `path`.
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        self.open(path, OpenMode::Read)?.len()
+    }
 
     /// The whole content of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -111,7 +124,12 @@ pub struct FileReader {
 
 impl FileReader {
     pub fn new(file: Arc<dyn DiskFile>) -> FileReader {
-        FileReader { file, pos: 0 }
+        FileReader::at(file, 0)
+    }
+
+    /// A reader starting at byte `pos`.
+    pub fn at(file: Arc<dyn DiskFile>, pos: u64) -> FileReader {
+        FileReader { file, pos }
     }
 }
 

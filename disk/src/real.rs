@@ -52,6 +52,18 @@ impl Disk for RealDisk {
         path.try_exists()
     }
 
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        Ok(fs::metadata(path)?.is_dir())
+    }
+
+    fn is_real(&self) -> bool {
+        true
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
+    }
+
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
     }

@@ -46,6 +46,10 @@ struct State {
     inodes: HashMap<u64, Inode>,
     next_inode: u64,
     syncs: u64,
+    /// Changes (writes, syncs, names) made so far.
+    changes: u64,
+    /// The power goes at this change, which then fails and does not happen.
+    cut_at: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +153,8 @@ impl SimDisk {
                 inodes,
                 next_inode,
                 syncs: 0,
+                changes: 0,
+                cut_at: None,
             })),
         }
     }
@@ -160,6 +166,29 @@ impl SimDisk {
     fn powered(&self) -> io::Result<MutexGuard<'_, State>> {
         let st = self.lock();
         if st.powered { Ok(st) } else { Err(eio()) }
+    }
+
+    /// The state, for a change: counts it, and cuts the power instead if it is the one set by
+    /// [`SimDisk::cut_at_change`].
+    fn change(&self) -> io::Result<MutexGuard<'_, State>> {
+        let mut st = self.powered()?;
+        st.changes += 1;
+        if st.cut_at.is_some_and(|n| st.changes >= n) {
+            st.powered = false;
+            return Err(eio());
+        }
+        Ok(st)
+    }
+
+    /// How many changes (writes, size changes, syncs, creations, renames, removals) were made.
+    pub fn changes(&self) -> u64 {
+        self.lock().changes
+    }
+
+    /// Cuts the power at the `n`th change counted from the disk's creation (that change fails
+    /// with EIO and does not happen): a cut in the middle of whatever is running then.
+    pub fn cut_at_change(&self, n: u64) {
+        self.lock().cut_at = Some(n);
     }
 
     /// Stops the disk: every later call on it, or on a file opened from it, fails with EIO.
@@ -392,11 +421,19 @@ impl SimFile {
         let mut st = self.disk.powered()?;
         Ok(f(st.file_mut(self.ino)?))
     }
+
+    fn change<T>(&self, f: impl FnOnce(&mut File) -> T) -> io::Result<T> {
+        let mut st = self.disk.change()?;
+        Ok(f(st.file_mut(self.ino)?))
+    }
 }
 
 impl Disk for SimDisk {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
-        let mut st = self.powered()?;
+        let mut st = match mode {
+            OpenMode::Read | OpenMode::ReadWrite => self.powered()?,
+            OpenMode::CreateNew | OpenMode::CreateTruncate => self.change()?,
+        };
         let found = st.resolve(path);
         let ino = match (mode, found) {
             (OpenMode::Read | OpenMode::ReadWrite, found) => found?,
@@ -424,7 +461,7 @@ impl Disk for SimDisk {
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let mut st = self.powered()?;
+        let mut st = self.change()?;
         let mut at = PathBuf::from("/");
         for name in names(path)? {
             at.push(name);
@@ -447,7 +484,7 @@ impl Disk for SimDisk {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut st = self.powered()?;
+        let mut st = self.change()?;
         let (dir, from_name) = st.parent(from)?;
         let (to_dir, to_name) = st.parent(to)?;
         if dir != to_dir {
@@ -471,7 +508,7 @@ impl Disk for SimDisk {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut st = self.powered()?;
+        let mut st = self.change()?;
         let (dir, name) = st.parent(path)?;
         let ino = st.resolve(path)?;
         st.file_mut(ino)?;
@@ -494,7 +531,7 @@ impl Disk for SimDisk {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let mut st = self.powered()?;
+        let mut st = self.change()?;
         let ino = st.resolve(path)?;
         match st.inodes.get_mut(&ino) {
             Some(Inode::Dir(d)) => {
@@ -515,6 +552,12 @@ impl Disk for SimDisk {
     fn exists(&self, path: &Path) -> io::Result<bool> {
         Ok(self.powered()?.resolve(path).is_ok())
     }
+
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        let st = self.powered()?;
+        let ino = st.resolve(path)?;
+        Ok(matches!(st.inodes.get(&ino), Some(Inode::Dir(_))))
+    }
 }
 
 impl DiskFile for SimFile {
@@ -531,7 +574,7 @@ impl DiskFile for SimFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let offset = usize::try_from(offset).map_err(io::Error::other)?;
-        self.with(|f| {
+        self.change(|f| {
             let op = FileOp::Write {
                 offset,
                 bytes: buf.to_vec(),
@@ -543,7 +586,7 @@ impl DiskFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
-        self.with(|f| {
+        self.change(|f| {
             f.data.resize(len, 0);
             f.pending.push(FileOp::SetLen(len));
         })
@@ -554,7 +597,7 @@ impl DiskFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut st = self.disk.powered()?;
+        let mut st = self.disk.change()?;
         let f = st.file_mut(self.ino)?;
         if !f.pending.is_empty() {
             f.synced = f.data.clone();

@@ -144,3 +144,22 @@ fn truncation_and_positional_io_behave_as_files_do() {
     assert!(!disk.exists(&p("/a")).unwrap());
     assert_eq!(disk.read_dir(&p("/")).unwrap(), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn a_cut_at_a_change_stops_the_disk_there() {
+    let disk = SimDisk::new();
+    let f = write(&disk, "/a", b"one");
+    f.sync_all().unwrap();
+    disk.sync_dir(&p("/")).unwrap();
+    let made = disk.changes();
+    assert_eq!(made, 4, "create, write, sync, directory sync");
+    disk.cut_at_change(made + 2);
+    f.write_all_at(b"two", 0).unwrap();
+    assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(5));
+    assert!(disk.read(&p("/a")).is_err());
+    for seed in 0..20 {
+        let after = disk.after_power_loss(seed);
+        let a = content(&after, "/a").unwrap();
+        assert!(a == b"one" || a == b"two", "seed {seed}: {a:?}");
+    }
+}

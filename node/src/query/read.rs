@@ -23,7 +23,6 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
-use std::fs::File;
 use std::sync::Arc;
 
 /// Rows per batch decoded from Parquet.
@@ -126,7 +125,11 @@ pub fn read_chunks(
     }
 
     let parquet_error = |e: parquet::errors::ParquetError| corrupt(e.to_string());
-    let file = File::open(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+    let file = store
+        .disk()
+        .open(&seg.path, sus_disk::OpenMode::Read)
+        .and_then(crate::store::ParquetFile::new)
+        .map_err(|e| Error::io(&seg.path, e))?;
     let footer = match cache.footer(uid, seg.id) {
         Some(f) => f,
         None => {

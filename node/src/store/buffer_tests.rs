@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Settings under which only the test checkpoints.
-fn manual() -> BufferSettings {
+pub(super) fn manual() -> BufferSettings {
     BufferSettings {
         store_bytes: u64::MAX,
         max_age: Duration::from_secs(3600),
@@ -30,7 +30,7 @@ fn buffered(dir: &Path, settings: BufferSettings, budget: Arc<BufferBudget>) -> 
 }
 
 /// Changes of two providers over two months: inserts, replacements, deletions.
-fn changes(round: u32) -> Vec<Change> {
+pub(super) fn changes(round: u32) -> Vec<Change> {
     let mut out = Vec::new();
     for i in 0..12u32 {
         let month = if i % 2 == 0 { 5 } else { 6 };
@@ -69,7 +69,7 @@ fn changes(round: u32) -> Vec<Change> {
 }
 
 /// Visible OP rows at `view` through the query path: id → price.
-fn visible(store: &Store, view: &View) -> BTreeMap<String, i64> {
+pub(super) fn visible(store: &Store, view: &View) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     scan(store, Dataset::Op, (&[], &[]), &[], view, &mut |batch| {
         let ids = batch.column_by_name("cds_unique_id").expect("ids");

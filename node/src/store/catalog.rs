@@ -114,12 +114,47 @@ impl Reader {
     }
 }
 
+/// Opens redb's database at `path`: on the real disk redb opens the file itself (with its own
+/// locking); on another, through the file the disk opens.
+fn open_db(disk: &dyn sus_disk::Disk, path: &Path, new: bool) -> Result<redb::Database> {
+    let mut builder = redb::Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    if disk.is_real() {
+        return builder.create(path).map_err(catalog_error);
+    }
+    let mode = if new {
+        sus_disk::OpenMode::CreateNew
+    } else {
+        sus_disk::OpenMode::ReadWrite
+    };
+    let file = disk.open(path, mode).map_err(|e| Error::io(path, e))?;
+    builder
+        .create_with_backend(super::files::CatalogBackend(file))
+        .map_err(catalog_error)
+}
+
 impl Catalog {
-    /// Opens (or creates) the catalog file at `path`.
-    pub fn open(path: &Path) -> Result<Catalog> {
-        let mut builder = redb::Database::builder();
-        builder.set_cache_size(CACHE_BYTES);
-        let db = builder.create(path).map_err(catalog_error)?;
+    /// Opens (or creates) the catalog file at `path` on `disk`. A new catalog is made under a
+    /// temporary name and renamed into place once its first commit is durable, so that a crash
+    /// while redb lays out a new file never leaves a catalog that will not open.
+    pub fn open_on(disk: &dyn sus_disk::Disk, path: &Path) -> Result<Catalog> {
+        let io = |p: &Path, e| Error::io(p, e);
+        if !disk.exists(path).map_err(|e| io(path, e))? {
+            let tmp = path.with_extension("redb.tmp");
+            if disk.exists(&tmp).map_err(|e| io(&tmp, e))? {
+                disk.remove_file(&tmp).map_err(|e| io(&tmp, e))?;
+            }
+            let fresh = Catalog {
+                db: Some(open_db(disk, &tmp, true)?),
+            };
+            fresh.apply(Batch::default(), true)?;
+            drop(fresh);
+            disk.rename(&tmp, path).map_err(|e| io(path, e))?;
+            if let Some(dir) = path.parent() {
+                disk.sync_dir(dir).map_err(|e| io(dir, e))?;
+            }
+        }
+        let db = open_db(disk, path, false)?;
         let catalog = Catalog { db: Some(db) };
         // The table exists from the first open, so reads never meet a missing table.
         catalog.apply(Batch::default(), true)?;
@@ -191,7 +226,8 @@ mod tests {
     #[test]
     fn batches_prefixes_and_snapshot_reads() {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let c = Catalog::open(&tmp.path().join("catalog.redb")).expect("open");
+        let c =
+            Catalog::open_on(&sus_disk::RealDisk, &tmp.path().join("catalog.redb")).expect("open");
         let mut b = Batch::default();
         b.insert(b"a/1", b"x");
         b.insert(b"a/2", b"y");

@@ -182,7 +182,8 @@ impl Store {
             let marks = self.deletion_marks(entry.id)?;
             let path = self.dir.join(&entry.file);
             let schema = crate::schema::stored_schema(dataset);
-            let batch = concat_batches(&schema, &segment::read(&path, dataset)?)?;
+            let batch =
+                concat_batches(&schema, &segment::read(self.disk.as_ref(), &path, dataset)?)?;
             if batch.num_rows() != entry.rows as usize || versions.len() != batch.num_rows() {
                 return Err(Error::Corruption {
                     what: format!("segment {}", path.display()),
@@ -242,7 +243,8 @@ impl Store {
         let id = self.reserve_segment_id()?;
         let provider = group[0].provider.clone();
         let file = segment::relative_path(dataset, &provider, id);
-        let (bytes, rows) = segment::write(&self.dir, &file, &all, &order, &months)?;
+        let (bytes, rows) =
+            segment::write(self.disk.as_ref(), &self.dir, &file, &all, &order, &months)?;
         let version = runs.iter().map(|r| r.1).max().unwrap_or(group[0].version);
         let entry = SegmentEntry {
             id,

@@ -13,10 +13,10 @@ use crate::{Error, Result};
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use std::collections::HashSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use sus_disk::{Disk, OpenMode};
 use tracing::{error, info, warn};
 
 /// Version of the on-disk layout (catalog keys, segment paths); bump on any incompatible change.
@@ -28,6 +28,9 @@ pub(super) const SEGMENTS_DIR: &str = "segments";
 
 /// The store of one node: see the module documentation.
 pub struct Store {
+    /// Where every file of the store lives: the real file system, or a simulated one in the
+    /// power-loss tests.
+    pub(super) disk: Arc<dyn Disk>,
     pub(super) dir: PathBuf,
     pub(super) db: catalog::Catalog,
     /// Serialises changes: planning reads the catalog the commit then overwrites.
@@ -92,19 +95,26 @@ impl Store {
 
     /// Opens (or creates) the store in `dir`, sharing the node's segment cache.
     pub fn open_with_cache(dir: &Path, cache: Arc<SegmentCache>) -> Result<Store> {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        check_format(dir)?;
-        let db = catalog::Catalog::open(&dir.join(CATALOG_FILE))?;
-        Store::with_catalog(dir, db, cache)
+        Store::open_on(sus_disk::real(), dir, cache)
+    }
+
+    /// Opens (or creates) the store in `dir` on `disk`.
+    pub fn open_on(disk: Arc<dyn Disk>, dir: &Path, cache: Arc<SegmentCache>) -> Result<Store> {
+        segment::create_dirs(disk.as_ref(), Path::new("/"), dir)?;
+        check_format(disk.as_ref(), dir)?;
+        let db = catalog::Catalog::open_on(disk.as_ref(), &dir.join(CATALOG_FILE))?;
+        Store::with_catalog(disk, dir, db, cache)
     }
 
     /// Opens the store over an already open catalog.
     pub(super) fn with_catalog(
+        disk: Arc<dyn Disk>,
         dir: &Path,
         db: catalog::Catalog,
         cache: Arc<SegmentCache>,
     ) -> Result<Store> {
         let store = Store {
+            disk: disk.clone(),
             dir: dir.to_path_buf(),
             db,
             writer: Mutex::new(()),
@@ -116,7 +126,7 @@ impl Store {
             generation: AtomicU64::new(0),
             listings: Mutex::new(Listings::default()),
             compacting: Mutex::new(()),
-            retired: Default::default(),
+            retired: super::retire::Retired::new(disk.clone()),
             #[cfg(test)]
             before_install: Mutex::new(None),
         };
@@ -128,6 +138,11 @@ impl Store {
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file system the store lives on.
+    pub fn disk(&self) -> &dyn Disk {
+        self.disk.as_ref()
     }
 
     pub fn submission(&self, sender: &str, id: &str) -> Result<Option<StoredSubmission>> {
@@ -275,7 +290,11 @@ impl Store {
             entry.fill_from(&pieces);
             return Ok(pieces.iter().map(|p| p.batch.clone()).collect());
         }
-        segment::read(&self.dir.join(&entry.file), entry.dataset)
+        segment::read(
+            self.disk.as_ref(),
+            &self.dir.join(&entry.file),
+            entry.dataset,
+        )
     }
 
     /// The pieces of buffered segment `id` a pinned read at `version` sees.
@@ -313,19 +332,21 @@ impl Store {
             entries.push(entry);
         }
         let mut files = Vec::new();
-        list_files(&self.dir.join(SEGMENTS_DIR), &mut files)?;
+        list_files(self.disk.as_ref(), &self.dir.join(SEGMENTS_DIR), &mut files)?;
         for path in files {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let leftover = name.ends_with(segment::TEMP_SUFFIX)
                 || (name.ends_with(segment::SUFFIX) && !catalogued.contains(&path));
             if leftover {
                 warn!(file = %path.display(), "removing a segment file of an interrupted change");
-                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                self.disk
+                    .remove_file(&path)
+                    .map_err(|e| Error::io(&path, e))?;
             }
         }
         for entry in &entries {
             let path = self.dir.join(&entry.file);
-            let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            let len = self.disk.file_len(&path).map_err(|e| Error::io(&path, e))?;
             if len != entry.bytes {
                 return Err(Error::Corruption {
                     what: format!("segment {}", path.display()),
@@ -387,18 +408,15 @@ pub(super) fn segments_of(reader: &catalog::Reader, dataset: Dataset) -> Result<
 }
 
 /// Every file under `dir` (none if it does not exist).
-pub(super) fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = match fs::read_dir(dir) {
+pub(super) fn list_files(disk: &dyn Disk, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = match disk.read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(dir, e)),
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let path = entry.path();
-        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
-        if kind.is_dir() {
-            list_files(&path, out)?;
+    for path in entries {
+        if disk.is_dir(&path).map_err(|e| Error::io(&path, e))? {
+            list_files(disk, &path, out)?;
         } else {
             out.push(path);
         }
@@ -412,10 +430,13 @@ pub(super) fn format_text() -> String {
 }
 
 /// Refuses a store written in another format; marks a new store with ours.
-pub(super) fn check_format(dir: &Path) -> Result<()> {
+pub(super) fn check_format(disk: &dyn Disk, dir: &Path) -> Result<()> {
     let path = dir.join(FORMAT_FILE);
     let expected = format_text();
-    match fs::read_to_string(&path) {
+    match disk
+        .read(&path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+    {
         Ok(found) if found == expected => Ok(()),
         Ok(found) => Err(Error::InvalidArgument(format!(
             "store {} has format '{}' but this build reads '{}'; refusing to open it",
@@ -424,7 +445,8 @@ pub(super) fn check_format(dir: &Path) -> Result<()> {
             expected.trim().replace('\n', ", ")
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if dir.join(CATALOG_FILE).exists() {
+            let catalog = dir.join(CATALOG_FILE);
+            if disk.exists(&catalog).map_err(|e| Error::io(&catalog, e))? {
                 return Err(Error::Corruption {
                     what: format!("store {}", dir.display()),
                     message: format!("a catalog without a {FORMAT_FILE} file; refusing to open it"),
@@ -432,13 +454,20 @@ pub(super) fn check_format(dir: &Path) -> Result<()> {
             }
             // Before the catalog exists: a crash here leaves a FORMAT and no catalog, a new store.
             let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
-            fs::write(&tmp, expected.as_bytes()).map_err(|e| Error::io(&tmp, e))?;
-            fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(&tmp, e))?;
-            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-            segment::sync_dir(dir)
+            write_synced(disk, &tmp, expected.as_bytes())?;
+            disk.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            segment::sync_dir(disk, dir)
         }
         Err(e) => Err(Error::io(&path, e)),
     }
+}
+
+/// Writes `bytes` as the whole file at `path` and syncs it (its name is the caller's to sync).
+pub(super) fn write_synced(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<()> {
+    disk.open(path, OpenMode::CreateTruncate)
+        .and_then(|f| {
+            f.write_all_at(bytes, 0)?;
+            f.sync_all()
+        })
+        .map_err(|e| Error::io(path, e))
 }

@@ -153,7 +153,7 @@ impl Store {
             .filter_map(|e| self.dir.join(&e.file).parent().map(|d| d.to_path_buf()))
             .collect();
         for dir in dirs {
-            segment::sync_dir(&dir)?;
+            segment::sync_dir(self.disk.as_ref(), &dir)?;
         }
         Ok(entries)
     }
@@ -165,7 +165,8 @@ impl Store {
         let months: Vec<(String, u32)> = s.pieces.iter().flat_map(|p| p.months.clone()).collect();
         let runs: Vec<(u32, u64)> = s.pieces.iter().map(|p| (p.start, p.version)).collect();
         let file = segment::relative_path(s.dataset, &s.provider, s.id);
-        let bytes = segment::write_batch(&self.dir, &file, &batch, &months, false)?;
+        let bytes =
+            segment::write_batch(self.disk.as_ref(), &self.dir, &file, &batch, &months, false)?;
         Ok(SegmentEntry {
             id: s.id,
             dataset: s.dataset,

@@ -61,10 +61,13 @@ mod compact;
 #[cfg(test)]
 mod compact_tests;
 mod engine;
+mod files;
 mod flush;
 mod keys;
 mod listing;
 mod outcome;
+#[cfg(test)]
+mod power_tests;
 mod replica;
 mod retire;
 mod segment;
@@ -81,6 +84,7 @@ pub use cache::{DEFAULT_COLUMN_BYTES, DEFAULT_FOOTER_BYTES, SegmentCache};
 pub use change::{Change, DeleteKey};
 pub use compact::CompactStats;
 pub use engine::{STORE_FORMAT, Store};
+pub(crate) use files::ParquetFile;
 pub use listing::{Listing, MonthRun, SegmentView, check_freeze_name};
 pub use outcome::{ApplyCounts, ApplyOutcome, DatasetStats, StoredSubmission};
 pub use replica::{ContentDigest, DumpItem};

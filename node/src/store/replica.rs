@@ -8,9 +8,7 @@ use crate::model::Dataset;
 use crate::{Error, Result};
 use arrow::array::{Array, Int64Array};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use std::fs;
 use std::hash::{DefaultHasher, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -86,12 +84,10 @@ impl Store {
         catalog: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
         cache: std::sync::Arc<super::cache::SegmentCache>,
     ) -> Result<Store> {
+        let disk = sus_disk::real();
         let format = dir.join(FORMAT_FILE);
-        let mut f = fs::File::create(&format).map_err(|e| Error::io(&format, e))?;
-        f.write_all(format_text().as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&format, e))?;
-        let db = super::catalog::Catalog::open(&dir.join(CATALOG_FILE))?;
+        super::engine::write_synced(disk.as_ref(), &format, format_text().as_bytes())?;
+        let db = super::catalog::Catalog::open_on(disk.as_ref(), &dir.join(CATALOG_FILE))?;
         let mut batch = super::catalog::Batch::default();
         for kv in catalog {
             let (k, v) = kv?;
@@ -101,8 +97,8 @@ impl Store {
             }
         }
         db.apply(batch, true)?;
-        segment::sync_dir(dir)?;
-        Store::with_catalog(dir, db, cache)
+        segment::sync_dir(disk.as_ref(), dir)?;
+        Store::with_catalog(disk, dir, db, cache)
     }
 
     /// Where a dumped segment's relative path may land: only under `segments/`, no `..`.

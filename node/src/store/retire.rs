@@ -35,8 +35,8 @@ impl std::fmt::Debug for Pin {
     }
 }
 
-#[derive(Default)]
 pub(super) struct Retired {
+    disk: Arc<dyn sus_disk::Disk>,
     current: Mutex<Arc<Epoch>>,
     /// Files waiting for the epoch they were retired against to end.
     files: Mutex<Vec<(Weak<Epoch>, Vec<PathBuf>)>>,
@@ -47,6 +47,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Retired {
+    pub(super) fn new(disk: Arc<dyn sus_disk::Disk>) -> Retired {
+        Retired {
+            disk,
+            current: Mutex::default(),
+            files: Mutex::default(),
+        }
+    }
+
     /// Pins the current segment files: take it before the catalog reader whose segments are read.
     pub(super) fn pin(&self) -> Pin {
         // A sweep here cannot fail a read: a failed deletion is retried at the next sweep.
@@ -93,7 +101,7 @@ impl Retired {
         let mut failed = Vec::new();
         let mut first_error = None;
         for path in due {
-            match std::fs::remove_file(&path) {
+            match self.disk.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -113,7 +121,7 @@ impl Retired {
             lock(&self.files).push((Weak::new(), failed));
         }
         for dir in dirs {
-            segment::sync_dir(&dir)?;
+            segment::sync_dir(self.disk.as_ref(), &dir)?;
         }
         first_error.map_or(Ok(()), Err)
     }

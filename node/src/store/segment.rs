@@ -18,9 +18,10 @@ use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use sus_disk::{Disk, OpenMode};
 
+use super::files::{FileWriter, ParquetFile};
 use crate::model::Dataset;
 
 /// Suffix of a segment being written; such files are never catalogued and are removed on open.
@@ -33,28 +34,28 @@ pub(super) fn relative_path(dataset: Dataset, provider: &str, id: u64) -> String
 }
 
 /// Makes a file's directory entry (a create, rename or delete inside `dir`) durable.
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+pub(super) fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<()> {
+    disk.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Creates `dir` and any missing parents up to `root`, syncing each new entry into its parent so
 /// that a segment's directory survives a crash as surely as the segment.
-pub(super) fn create_dirs(root: &Path, dir: &Path) -> Result<()> {
-    let mut missing: Vec<PathBuf> = dir
-        .ancestors()
-        .take_while(|d| *d != root && !d.exists())
-        .map(Path::to_path_buf)
-        .collect();
+pub(super) fn create_dirs(disk: &dyn Disk, root: &Path, dir: &Path) -> Result<()> {
+    let mut missing: Vec<PathBuf> = Vec::new();
+    for d in dir.ancestors().take_while(|d| *d != root) {
+        if d.as_os_str().is_empty() || disk.exists(d).map_err(|e| Error::io(d, e))? {
+            break;
+        }
+        missing.push(d.to_path_buf());
+    }
     if missing.is_empty() {
         return Ok(());
     }
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    disk.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     missing.reverse();
     for d in &missing {
-        if let Some(parent) = d.parent() {
-            sync_dir(parent)?;
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(disk, parent)?;
         }
     }
     Ok(())
@@ -67,6 +68,7 @@ pub(super) fn create_dirs(root: &Path, dir: &Path) -> Result<()> {
 /// Write to a temporary name, fsync the file, rename, fsync the directory: after this returns the
 /// segment is on disk under its final name, and before it returns no file of that name exists.
 pub(super) fn write(
+    disk: &dyn Disk,
     root: &Path,
     rel: &str,
     batch: &RecordBatch,
@@ -81,7 +83,7 @@ pub(super) fn write(
         )));
     }
     let sorted = take_rows(batch, rows)?;
-    let bytes = write_batch(root, rel, &sorted, months, true)?;
+    let bytes = write_batch(disk, root, rel, &sorted, months, true)?;
     Ok((bytes, sorted))
 }
 
@@ -97,6 +99,7 @@ pub(super) fn take_rows(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch
 /// [`write`] does; `sync_dir` false leaves the directory fsync to the caller (a flush writes
 /// many segments and syncs each directory once). Returns the file's size.
 pub(super) fn write_batch(
+    disk: &dyn Disk,
     root: &Path,
     rel: &str,
     batch: &RecordBatch,
@@ -107,16 +110,19 @@ pub(super) fn write_batch(
     let dir = path
         .parent()
         .ok_or_else(|| Error::Internal(format!("segment path {rel} has no directory")))?;
-    create_dirs(root, dir)?;
+    create_dirs(disk, root, dir)?;
     let tmp = path.with_extension(&TEMP_SUFFIX[1..]);
-    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let file = encode(file, batch, months)?;
-    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    let bytes = file.metadata().map_err(|e| Error::io(&tmp, e))?.len();
-    drop(file);
-    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    let io = |e| Error::io(&tmp, e);
+    let file = disk.open(&tmp, OpenMode::CreateTruncate).map_err(io)?;
+    let out = std::io::BufWriter::with_capacity(1 << 20, FileWriter::new(file));
+    let out = encode(out, batch, months)?;
+    let out = out.into_inner().map_err(|e| io(e.into_error()))?;
+    out.file().sync_all().map_err(io)?;
+    let bytes = out.file().len().map_err(io)?;
+    drop(out);
+    disk.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     if sync_dir_now {
-        sync_dir(dir)?;
+        sync_dir(disk, dir)?;
     }
     Ok(bytes)
 }
@@ -217,8 +223,11 @@ fn writer_properties() -> Result<WriterProperties> {
 }
 
 /// Reads a whole segment as batches of the stored schema of `dataset`.
-pub(super) fn read(path: &Path, dataset: Dataset) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+pub(super) fn read(disk: &dyn Disk, path: &Path, dataset: Dataset) -> Result<Vec<RecordBatch>> {
+    let file = disk
+        .open(path, OpenMode::Read)
+        .and_then(ParquetFile::new)
+        .map_err(|e| Error::io(path, e))?;
     let with_path = |e: parquet::errors::ParquetError| Error::Corruption {
         what: format!("segment {}", path.display()),
         message: e.to_string(),

@@ -17,7 +17,6 @@ use arrow::array::RecordBatch;
 use chrono::{DateTime, NaiveDateTime};
 use keys::{Live, SegmentEntry};
 use rayon::prelude::*;
-use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use tracing::{debug, warn};
@@ -271,7 +270,16 @@ impl Store {
         let written: Vec<PathBuf> = jobs.iter().map(|j| self.dir.join(&j.1)).collect();
         let sizes: Vec<Result<(u64, RecordBatch)>> = jobs
             .par_iter()
-            .map(|(_, file, rows, part)| segment::write(&self.dir, file, batch, rows, &part.months))
+            .map(|(_, file, rows, part)| {
+                segment::write(
+                    self.disk.as_ref(),
+                    &self.dir,
+                    file,
+                    batch,
+                    rows,
+                    &part.months,
+                )
+            })
             .collect();
         let mut hot = Vec::new();
         let outcome = (|| -> Result<()> {
@@ -311,7 +319,7 @@ impl Store {
         if let Err(e) = outcome {
             // Uncatalogued files are harmless (open removes them), but do not leave them to chance.
             for path in &written {
-                let _ = fs::remove_file(path);
+                let _ = self.disk.remove_file(path);
             }
             return Err(e);
         }
