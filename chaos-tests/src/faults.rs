@@ -16,6 +16,9 @@ pub enum FaultKind {
     KillLeader,
     /// SIGKILL a node that does not lead that group, restart it after the hold.
     KillFollower,
+    /// SIGKILL every node at one instant, restart them all after the hold: every acknowledged
+    /// submission must come back from the nodes' logs and stores alone.
+    KillAll,
     /// SIGSTOP a node (freeze its container), SIGCONT it after the hold.
     Pause,
     /// Cut a node off the network in both directions, reconnect it after the hold (containers).
@@ -30,9 +33,10 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
+        FaultKind::KillAll,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Restart,
@@ -44,6 +48,7 @@ impl FaultKind {
         match self {
             FaultKind::KillLeader => "kill-leader",
             FaultKind::KillFollower => "kill-follower",
+            FaultKind::KillAll => "kill-all",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::Restart => "restart",
@@ -170,6 +175,13 @@ impl Injector {
                     cluster.kill(node).await;
                     tokio::time::sleep(hold).await;
                     cluster.restart(node).await?;
+                }
+                FaultKind::KillAll => {
+                    cluster.kill_all(&up).await;
+                    tokio::time::sleep(hold).await;
+                    for id in &up {
+                        cluster.restart(*id).await?;
+                    }
                 }
                 FaultKind::Pause => {
                     cluster.signal(node, "STOP")?;

@@ -47,7 +47,7 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     rows_per_file: u64,
     /// Fault kinds, comma-separated (default: all the launcher allows):
-    /// kill-leader, kill-follower, pause, partition, restart, wipe-rejoin, disk-full.
+    /// kill-leader, kill-follower, kill-all, pause, partition, restart, wipe-rejoin, disk-full.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Deliberate bugs to switch on in debug-built nodes, comma-separated: ack-before-commit,

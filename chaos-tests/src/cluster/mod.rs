@@ -338,6 +338,36 @@ impl TestCluster {
         }
     }
 
+    /// SIGKILLs every node in `ids` at one instant (all signals sent before any exit is awaited),
+    /// as a power cut of the whole cluster would, then waits for them all to exit.
+    pub async fn kill_all(&mut self, ids: &[u64]) {
+        let mut containers = Vec::new();
+        for id in ids {
+            let Some(p) = self.nodes.get_mut(id) else {
+                continue;
+            };
+            if let Some(child) = p.child.as_mut() {
+                let _ = child.start_kill();
+            }
+            if let Some((name, running)) = p.container.as_mut()
+                && *running
+            {
+                containers.push(name.clone());
+                *running = false;
+            }
+        }
+        if !containers.is_empty() {
+            let mut args = vec!["kill", "--signal", "KILL"];
+            args.extend(containers.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+        for id in ids {
+            if let Some(mut child) = self.nodes.get_mut(id).and_then(|p| p.child.take()) {
+                let _ = child.wait().await;
+            }
+        }
+    }
+
     /// Stops node `id` with SIGTERM (a clean shutdown) and waits for it to exit.
     pub async fn stop(&mut self, id: u64) {
         let Some(p) = self.nodes.get_mut(&id) else {
