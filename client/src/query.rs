@@ -240,6 +240,10 @@ impl Client {
     ///
     /// The nodes send partial states that the client merges, except at the anonymised tier:
     /// then one node reads every shard and returns the finished, disclosure-controlled table.
+    ///
+    /// With `provider_code` among the group keys, each node counts distinct patients itself
+    /// (a provider's rows are on one shard); should two shards count one group, the client asks
+    /// again for the patient sets and unions them.
     pub async fn aggregate(
         &self,
         spec: impl std::borrow::Borrow<QuerySpec>,
@@ -250,6 +254,25 @@ impl Client {
         if self.reads_anonymised(spec.tier) {
             return self.aggregate_finished(spec, read).await;
         }
+        match self.aggregate_partials(spec, read, false).await? {
+            Ok(result) => Ok(result),
+            Err(twice) => {
+                tracing::warn!("{twice}; reading patient sets instead");
+                self.aggregate_partials(spec, read, true)
+                    .await?
+                    .map_err(Error::Cluster)
+            }
+        }
+    }
+
+    /// Reads partials of every shard and merges them; the inner error is a group two shards
+    /// counted distinct patients of.
+    async fn aggregate_partials(
+        &self,
+        spec: &QuerySpec,
+        read: ReadFrom,
+        patient_sets: bool,
+    ) -> Result<std::result::Result<AggregateResult, String>> {
         let deadline = tokio::time::Instant::now() + self.retry().retry_for;
         let mut merged: Option<Partial> = None;
         let mut result = AggregateResult {
@@ -275,6 +298,7 @@ impl Client {
                     shards: shards.clone(),
                     linearizable: read == ReadFrom::Leader,
                     finish: false,
+                    patient_sets,
                 };
                 let timeout = self.retry().attempt_timeout;
                 let ch = self.channel_to(&addr)?;
@@ -303,9 +327,13 @@ impl Client {
                         let partial = Partial::from_ipc(&reply.partial)
                             .map_err(|e| Error::Cluster(e.to_string()))?;
                         match &mut merged {
-                            Some(m) => m
-                                .merge(partial)
-                                .map_err(|e| Error::Cluster(e.to_string()))?,
+                            Some(m) => match m.merge(partial) {
+                                Ok(()) => {}
+                                Err(e @ sus_proto::partial::Error::CountedTwice(_)) => {
+                                    return Ok(Err(e.to_string()));
+                                }
+                                Err(e) => return Err(Error::Cluster(e.to_string())),
+                            },
                             None => merged = Some(partial),
                         }
                         for v in reply.versions {
@@ -346,7 +374,7 @@ impl Client {
         result.batch = merged
             .finish(&order, spec.limit as usize)
             .map_err(|e| Error::Refused(e.to_string()))?;
-        Ok(result)
+        Ok(Ok(result))
     }
 
     /// One node reads every shard, merges and finishes the table (with disclosure control at
@@ -362,6 +390,7 @@ impl Client {
             shards: Vec::new(),
             linearizable: read == ReadFrom::Leader,
             finish: true,
+            patient_sets: false,
         };
         let reply = self
             .with_retry(|ch| {

@@ -86,6 +86,7 @@ async fn aggregate(
         shards: Vec::new(),
         linearizable: true,
         finish,
+        patient_sets: false,
     };
     v1::query_client::QueryClient::new(ch.clone())
         .aggregate(with_token(request, token))

@@ -8,12 +8,20 @@
 //! | `count`    | `Int64`                             | add                   | `Int64`     |
 //! | `sum`      | `Int64` (pence for money)           | add                   | `Int64`     |
 //! | `min`/`max`| `Int64`, null when no input row     | min / max             | `Int64`     |
-//! | `distinct` | `Binary`: sorted 16-byte patient keys | set union           | `Int64` count |
+//! | `distinct` | `Binary`: 16-byte patient keys       | set union             | `Int64` count |
+//! | `distinct_count` | `Int64`: a group's exact distinct count | never two non-zero | `Int64` |
 //!
 //! Distinct patients are exact: nodes exchange the set of 128-bit keyed digests of the patient
 //! identifiers of each group (a keyed PRF, so the digests reveal nothing without the cluster's
 //! key), and the merge is a set union ([`Digests`]: sets hashed by the digests' own bits). Sums are `i64` with overflow checked: a national total of
 //! 10^9 rows at £10^6 each is 10^17 pence, well inside `i64`.
+//!
+//! When `provider_code` is a group key, every group's rows live in one shard (rows are routed
+//! by provider), so a node counts each group's set itself and sends `distinct_count` instead
+//! of the set ([`Partial::count_distinct`]): no digests cross the network and nobody unions
+//! them. Counts of one patient set cannot be added, so merging two non-zero counts of one
+//! group is an error ([`Error::CountedTwice`]), never a sum: a caller that meets it (a provider
+//! whose rows are on two shards) asks again for the sets.
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Int64Array, Int64Builder, RecordBatch, StringArray,
@@ -34,6 +42,12 @@ pub enum Error {
     Invalid(String),
     #[error("partial aggregate: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Two partials both counted distinct patients of one group: the counts cannot be merged.
+    #[error(
+        "partial aggregate: distinct patients of group {0} were counted by two shards (its rows \
+         are on both); ask for the patient sets instead"
+    )]
+    CountedTwice(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -46,6 +60,8 @@ pub enum Kind {
     Min,
     Max,
     Distinct,
+    /// Distinct patients counted where the group's rows all are (see the module documentation).
+    DistinctCount,
 }
 
 impl Kind {
@@ -56,13 +72,21 @@ impl Kind {
             Kind::Min => "min",
             Kind::Max => "max",
             Kind::Distinct => "distinct",
+            Kind::DistinctCount => "distinct_count",
         }
     }
 
     fn parse(s: &str) -> Option<Kind> {
-        [Kind::Count, Kind::Sum, Kind::Min, Kind::Max, Kind::Distinct]
-            .into_iter()
-            .find(|k| k.name() == s)
+        [
+            Kind::Count,
+            Kind::Sum,
+            Kind::Min,
+            Kind::Max,
+            Kind::Distinct,
+            Kind::DistinctCount,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
     }
 }
 
@@ -108,6 +132,7 @@ pub enum State {
     Min(Option<i64>),
     Max(Option<i64>),
     Distinct(Digests),
+    DistinctCount(i64),
 }
 
 impl State {
@@ -118,6 +143,7 @@ impl State {
             Kind::Min => State::Min(None),
             Kind::Max => State::Max(None),
             Kind::Distinct => State::Distinct(Digests::default()),
+            Kind::DistinctCount => State::DistinctCount(0),
         }
     }
 
@@ -128,10 +154,13 @@ impl State {
             State::Min(_) => Kind::Min,
             State::Max(_) => Kind::Max,
             State::Distinct(_) => Kind::Distinct,
+            State::DistinctCount(_) => Kind::DistinctCount,
         }
     }
 
-    /// Folds `other` (of the same kind) into `self`.
+    /// Folds `other` (of the same kind) into `self`. Two non-zero distinct counts are refused
+    /// with [`Error::CountedTwice`] (naming no group: [`Partial::merge`] adds it); a zero count
+    /// is an empty set, which merges with anything.
     pub fn merge(&mut self, other: State) -> Result<()> {
         let overflow = || Error::Invalid("sum overflows i64".into());
         match (self, other) {
@@ -149,6 +178,12 @@ impl State {
                 a.reserve(small.len());
                 a.extend(small);
             }
+            (State::DistinctCount(a), State::DistinctCount(b)) => {
+                if *a != 0 && b != 0 {
+                    return Err(Error::CountedTwice(String::new()));
+                }
+                *a += b;
+            }
             (a, b) => {
                 return Err(Error::Invalid(format!(
                     "cannot merge a {} state into a {} state",
@@ -163,7 +198,7 @@ impl State {
     /// The final value: counts and sums, min/max (null without input), distinct set sizes.
     pub fn value(&self) -> Option<i64> {
         match self {
-            State::Count(v) | State::Sum(v) => Some(*v),
+            State::Count(v) | State::Sum(v) | State::DistinctCount(v) => Some(*v),
             State::Min(v) | State::Max(v) => *v,
             State::Distinct(set) => Some(set.len() as i64),
         }
@@ -219,7 +254,10 @@ impl Partial {
             match self.groups.get_mut(&key) {
                 Some(mine) => {
                     for (m, s) in mine.iter_mut().zip(states) {
-                        m.merge(s)?;
+                        m.merge(s).map_err(|e| match e {
+                            Error::CountedTwice(_) => Error::CountedTwice(format!("{key:?}")),
+                            e => e,
+                        })?;
                     }
                 }
                 None => {
@@ -249,9 +287,8 @@ impl Partial {
                     let State::Distinct(set) = &states[i] else {
                         return Err(Error::Invalid(format!("state of {name} is not distinct")));
                     };
-                    let mut keys: Vec<u128> = set.iter().copied().collect();
-                    keys.sort_unstable();
-                    let bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+                    // In the set's order: sorting cost more than the whole transfer.
+                    let bytes: Vec<u8> = set.iter().flat_map(|k| k.to_le_bytes()).collect();
                     b.append_value(bytes);
                 }
                 columns.push(Arc::new(b.finish()));
@@ -329,6 +366,9 @@ impl Partial {
                         Kind::Sum => State::Sum(v.ok_or_else(bad)?),
                         Kind::Min => State::Min(v),
                         Kind::Max => State::Max(v),
+                        Kind::DistinctCount => {
+                            State::DistinctCount(v.filter(|v| *v >= 0).ok_or_else(bad)?)
+                        }
                         Kind::Distinct => unreachable!("handled above"),
                     }
                 };
@@ -339,6 +379,23 @@ impl Partial {
             }
         }
         Ok(out)
+    }
+
+    /// Replaces every distinct-patient set by its size (`distinct` → `distinct_count`): for a
+    /// partial whose groups each lie wholly in the shards it covers (`provider_code` a key).
+    pub fn count_distinct(&mut self) {
+        for (_, kind) in &mut self.aggs {
+            if *kind == Kind::Distinct {
+                *kind = Kind::DistinctCount;
+            }
+        }
+        for states in self.groups.values_mut() {
+            for s in states.iter_mut() {
+                if let State::Distinct(set) = s {
+                    *s = State::DistinctCount(set.len() as i64);
+                }
+            }
+        }
     }
 
     pub fn to_ipc(&self) -> Result<Vec<u8>> {
@@ -553,5 +610,41 @@ mod tests {
         let b = Partial::new(vec!["x".into()], vec![]);
         assert!(a.merge(b).is_err());
         assert!(a.finish(&[("nope".into(), false)], 0).is_err());
+    }
+
+    // Counted partials: a group counted by one side merges; a group counted by both is refused
+    // (naming it), whatever the order; zero counts (no identified patient) merge; the counts
+    // cross the wire as Int64 and finish as the sets' sizes would.
+    #[test]
+    fn distinct_counts_merge_only_across_groups() {
+        let counted = |rows: &[(&str, i64, &[u128])]| {
+            let mut p = partial(rows);
+            p.count_distinct();
+            Partial::from_ipc(&p.to_ipc().expect("encode")).expect("decode")
+        };
+        let a = counted(&[("RA1", 100, &[1, 2]), ("RB2", 3, &[])]);
+        let b = counted(&[("RC3", 7, &[5]), ("RB2", 4, &[9])]);
+        let mut merged = a.clone();
+        merged.merge(b.clone()).expect("disjoint counts merge");
+        let mut sets = partial(&[("RA1", 100, &[1, 2]), ("RB2", 3, &[])]);
+        sets.merge(partial(&[("RC3", 7, &[5]), ("RB2", 4, &[9])]))
+            .expect("merge");
+        sets.count_distinct();
+        assert_eq!(merged, sets);
+        for (x, y) in [(&a, &a), (&b, &merged)] {
+            let mut m = x.clone();
+            match m.merge(y.clone()) {
+                Err(Error::CountedTwice(group)) => assert!(group.contains("R"), "{group}"),
+                other => panic!("two counts of one group merged: {other:?}"),
+            }
+        }
+        let mut empty = Partial::new(a.keys.clone(), a.aggs.clone());
+        empty.merge(a.clone()).expect("into an empty partial");
+        assert_eq!(empty, a);
+        let mut mixed = a.clone();
+        assert!(
+            mixed.merge(partial(&[("RZ9", 1, &[])])).is_err(),
+            "sets and counts do not mix"
+        );
     }
 }

@@ -79,8 +79,9 @@ impl Services {
                 reply.table = batch_to_ipc(&table).map_err(|e| Error::Internal(e.to_string()))?;
                 Ok((reply, table.num_rows() as u64))
             } else {
+                let counted = query.groups_within_a_shard() && !req.patient_sets;
                 let (merged, mut reply) = self
-                    .aggregate_here(query, &req.shards, req.linearizable, keys)
+                    .aggregate_here(query, &req.shards, req.linearizable, keys, counted)
                     .await?;
                 let groups = merged.groups.len() as u64;
                 reply.partial = merged
@@ -107,13 +108,15 @@ impl Services {
         Ok(reply)
     }
 
-    /// Aggregates `query` over local `shards`.
+    /// Aggregates `query` over local `shards`; `counted`: distinct patients as each group's
+    /// count, not its set (see `Query::groups_within_a_shard`).
     pub(crate) async fn aggregate_here(
         &self,
         query: Query,
         shards: &[u32],
         linearizable: bool,
         keys: ReadKeys,
+        counted: bool,
     ) -> Result<(Partial, AggregateReply)> {
         let stores = self.stores(shards, linearizable).await?;
         let metrics = self.cluster.metrics.clone();
@@ -133,6 +136,11 @@ impl Services {
                 }
                 None => merged,
             };
+            // Counted after the pseudonyms: groups they merged have been unioned as sets.
+            let mut merged = merged;
+            if counted {
+                merged.count_distinct();
+            }
             let took = started.elapsed();
             metrics.scan(stats.rows_scanned, took);
             info!(
@@ -207,49 +215,19 @@ impl Services {
         linearizable: bool,
         keys: ReadKeys,
     ) -> Result<(RecordBatch, AggregateReply)> {
-        let by_node = self.shards_by_leader().await?;
-        let calls = by_node.into_iter().map(|(node, shards)| {
-            let query = query.clone();
-            let spec = spec.clone();
-            let keys = keys.clone();
-            async move {
-                if node == self.cluster.id {
-                    return self
-                        .aggregate_here(query, &shards, linearizable, keys)
-                        .await;
-                }
-                let r = Self::on_behalf(
-                    credentials,
-                    AggregateRequest {
-                        format: WIRE_FORMAT_VERSION,
-                        query: Some(spec),
-                        shards,
-                        linearizable,
-                        finish: false,
-                    },
-                )?;
-                let reply = QueryClient::new(self.channel(node)?)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .aggregate(r)
+        let counted = query.groups_within_a_shard();
+        let (merged, total) = match self
+            .gather(credentials, &spec, &query, linearizable, &keys, counted)
+            .await?
+        {
+            Ok(gathered) => gathered,
+            Err(twice) => {
+                tracing::warn!("{twice}; reading patient sets instead");
+                self.gather(credentials, &spec, &query, linearizable, &keys, false)
                     .await?
-                    .into_inner();
-                let partial = Partial::from_ipc(&reply.partial)
-                    .map_err(|e| Error::Internal(format!("partial from node {node}: {e}")))?;
-                Ok((partial, reply))
+                    .map_err(Error::Internal)?
             }
-        });
-        let mut merged = query.partial();
-        let mut total = AggregateReply::default();
-        for r in futures::future::try_join_all(calls).await? {
-            let (partial, reply) = r;
-            merged
-                .merge(partial)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            total.versions.extend(reply.versions);
-            total.rows_scanned += reply.rows_scanned;
-            total.segments_scanned += reply.segments_scanned;
-            total.segments_pruned += reply.segments_pruned;
-        }
+        };
         let order: Vec<(String, bool)> = spec
             .order
             .iter()
@@ -271,5 +249,70 @@ impl Services {
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?,
         };
         Ok((table, total))
+    }
+
+    /// Reads every shard on its leader and merges the partials; the inner error is a group
+    /// two shards counted (only when `counted`), for the caller to ask again for sets.
+    async fn gather(
+        &self,
+        credentials: &tonic::metadata::MetadataMap,
+        spec: &QuerySpec,
+        query: &Query,
+        linearizable: bool,
+        keys: &ReadKeys,
+        counted: bool,
+    ) -> Result<std::result::Result<(Partial, AggregateReply), String>> {
+        let by_node = self.shards_by_leader().await?;
+        let calls = by_node.into_iter().map(|(node, shards)| {
+            let query = query.clone();
+            let spec = spec.clone();
+            let keys = keys.clone();
+            async move {
+                if node == self.cluster.id {
+                    return self
+                        .aggregate_here(query, &shards, linearizable, keys, counted)
+                        .await;
+                }
+                let r = Self::on_behalf(
+                    credentials,
+                    AggregateRequest {
+                        format: WIRE_FORMAT_VERSION,
+                        query: Some(spec),
+                        shards,
+                        linearizable,
+                        finish: false,
+                        patient_sets: !counted,
+                    },
+                )?;
+                let reply = QueryClient::new(self.channel(node)?)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .aggregate(r)
+                    .await?
+                    .into_inner();
+                let partial = Partial::from_ipc(&reply.partial)
+                    .map_err(|e| Error::Internal(format!("partial from node {node}: {e}")))?;
+                Ok((partial, reply))
+            }
+        });
+        let mut merged = query.partial();
+        if counted {
+            merged.count_distinct();
+        }
+        let mut total = AggregateReply::default();
+        for r in futures::future::try_join_all(calls).await? {
+            let (partial, reply) = r;
+            match merged.merge(partial) {
+                Ok(()) => {}
+                Err(e @ sus_proto::partial::Error::CountedTwice(_)) => {
+                    return Ok(Err(e.to_string()));
+                }
+                Err(e) => return Err(Error::Internal(e.to_string())),
+            }
+            total.versions.extend(reply.versions);
+            total.rows_scanned += reply.rows_scanned;
+            total.segments_scanned += reply.segments_scanned;
+            total.segments_pruned += reply.segments_pruned;
+        }
+        Ok(Ok((merged, total)))
     }
 }

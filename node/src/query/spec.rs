@@ -160,6 +160,16 @@ impl Query {
         })
     }
 
+    /// Whether every group's rows lie in one shard: `provider_code` is a group key, and rows
+    /// are routed to shards by provider. A node then counts distinct patients itself
+    /// (`Partial::count_distinct`) instead of sending the sets.
+    pub fn groups_within_a_shard(&self) -> bool {
+        self.group_by.iter().any(|(name, f)| {
+            matches!(f, super::field::Field::Column { name: column, .. } if column == "provider_code")
+                && name == "provider_code"
+        })
+    }
+
     /// An empty partial of this query's shape.
     pub fn partial(&self) -> sus_proto::partial::Partial {
         sus_proto::partial::Partial::new(

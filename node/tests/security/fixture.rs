@@ -286,6 +286,7 @@ pub async fn aggregate(
         shards: Vec::new(),
         linearizable: true,
         finish,
+        patient_sets: false,
     };
     retry_unavailable(|| async {
         v1::query_client::QueryClient::new(ch.clone())
