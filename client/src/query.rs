@@ -254,11 +254,11 @@ impl Client {
         if self.reads_anonymised(spec.tier) {
             return self.aggregate_finished(spec, read).await;
         }
-        match self.aggregate_partials(spec, read, false).await? {
+        match self.aggregate_partials(spec, read, true).await? {
             Ok(result) => Ok(result),
             Err(twice) => {
                 tracing::warn!("{twice}; reading patient sets instead");
-                self.aggregate_partials(spec, read, true)
+                self.aggregate_partials(spec, read, false)
                     .await?
                     .map_err(Error::Cluster)
             }
@@ -271,7 +271,7 @@ impl Client {
         &self,
         spec: &QuerySpec,
         read: ReadFrom,
-        patient_sets: bool,
+        distinct_counts: bool,
     ) -> Result<std::result::Result<AggregateResult, String>> {
         let deadline = tokio::time::Instant::now() + self.retry().retry_for;
         let mut merged: Option<Partial> = None;
@@ -298,7 +298,7 @@ impl Client {
                     shards: shards.clone(),
                     linearizable: read == ReadFrom::Leader,
                     finish: false,
-                    patient_sets,
+                    distinct_counts,
                 };
                 let timeout = self.retry().attempt_timeout;
                 let ch = self.channel_to(&addr)?;
@@ -390,7 +390,7 @@ impl Client {
             shards: Vec::new(),
             linearizable: read == ReadFrom::Leader,
             finish: true,
-            patient_sets: false,
+            distinct_counts: false,
         };
         let reply = self
             .with_retry(|ch| {

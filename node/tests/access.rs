@@ -86,7 +86,7 @@ async fn aggregate(
         shards: Vec::new(),
         linearizable: true,
         finish,
-        patient_sets: false,
+        distinct_counts: false,
     };
     v1::query_client::QueryClient::new(ch.clone())
         .aggregate(with_token(request, token))

@@ -42,11 +42,10 @@ pub enum Error {
     Invalid(String),
     #[error("partial aggregate: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// Two partials both counted distinct patients of one group: the counts cannot be merged.
-    #[error(
-        "partial aggregate: distinct patients of group {0} were counted by two shards (its rows \
-         are on both); ask for the patient sets instead"
-    )]
+    /// Distinct-patient counts that cannot be merged: one group counted by two partials (its
+    /// rows are on both), or counts beside sets (a node of an older version, during a rolling
+    /// upgrade). The caller asks again for the patient sets.
+    #[error("partial aggregate: {0}; ask for the patient sets instead")]
     CountedTwice(String),
 }
 
@@ -244,6 +243,24 @@ impl Partial {
 
     /// Folds another partial of the same query into this one.
     pub fn merge(&mut self, other: Partial) -> Result<()> {
+        let as_sets = |aggs: &[(String, Kind)]| -> Vec<(String, Kind)> {
+            aggs.iter()
+                .map(|(n, k)| match k {
+                    Kind::DistinctCount => (n.clone(), Kind::Distinct),
+                    k => (n.clone(), *k),
+                })
+                .collect()
+        };
+        if other.keys == self.keys
+            && other.aggs != self.aggs
+            && as_sets(&other.aggs) == as_sets(&self.aggs)
+        {
+            return Err(Error::CountedTwice(
+                "one partial counts distinct patients, another sends their sets (nodes of \
+                 different versions)"
+                    .into(),
+            ));
+        }
         if other.keys != self.keys || other.aggs != self.aggs {
             return Err(Error::Invalid(format!(
                 "partials of different queries: keys {:?} / {:?}, aggregates {:?} / {:?}",
@@ -255,7 +272,10 @@ impl Partial {
                 Some(mine) => {
                     for (m, s) in mine.iter_mut().zip(states) {
                         m.merge(s).map_err(|e| match e {
-                            Error::CountedTwice(_) => Error::CountedTwice(format!("{key:?}")),
+                            Error::CountedTwice(_) => Error::CountedTwice(format!(
+                                "distinct patients of group {key:?} were counted by two shards \
+                                 (its rows are on both)"
+                            )),
                             e => e,
                         })?;
                     }
@@ -641,10 +661,13 @@ mod tests {
         let mut empty = Partial::new(a.keys.clone(), a.aggs.clone());
         empty.merge(a.clone()).expect("into an empty partial");
         assert_eq!(empty, a);
+        // Counts beside sets (a node of an older version): the caller must ask for sets.
         let mut mixed = a.clone();
-        assert!(
-            mixed.merge(partial(&[("RZ9", 1, &[])])).is_err(),
-            "sets and counts do not mix"
-        );
+        assert!(matches!(
+            mixed.merge(partial(&[("RZ9", 1, &[])])),
+            Err(Error::CountedTwice(_))
+        ));
+        let mut sets = partial(&[("RZ9", 1, &[])]);
+        assert!(matches!(sets.merge(a.clone()), Err(Error::CountedTwice(_))));
     }
 }

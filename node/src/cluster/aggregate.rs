@@ -79,7 +79,7 @@ impl Services {
                 reply.table = batch_to_ipc(&table).map_err(|e| Error::Internal(e.to_string()))?;
                 Ok((reply, table.num_rows() as u64))
             } else {
-                let counted = query.groups_within_a_shard() && !req.patient_sets;
+                let counted = query.groups_within_a_shard() && req.distinct_counts;
                 let (merged, mut reply) = self
                     .aggregate_here(query, &req.shards, req.linearizable, keys, counted)
                     .await?;
@@ -281,7 +281,7 @@ impl Services {
                         shards,
                         linearizable,
                         finish: false,
-                        patient_sets: !counted,
+                        distinct_counts: counted,
                     },
                 )?;
                 let reply = QueryClient::new(self.channel(node)?)

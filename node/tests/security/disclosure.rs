@@ -383,7 +383,7 @@ pub async fn run(fx: &Fixture, cases: &mut Cases) {
                         shards: vec![0, 1, 2, 3],
                         linearizable: true,
                         finish: false,
-                        patient_sets: false,
+                        distinct_counts: false,
                     },
                     Some(fx.token("anon_comm")),
                 );

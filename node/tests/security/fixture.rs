@@ -286,7 +286,7 @@ pub async fn aggregate(
         shards: Vec::new(),
         linearizable: true,
         finish,
-        patient_sets: false,
+        distinct_counts: false,
     };
     retry_unavailable(|| async {
         v1::query_client::QueryClient::new(ch.clone())

@@ -427,7 +427,7 @@ pub async fn run(cases: &mut Cases) {
                     shards: vec![0],
                     linearizable: false,
                     finish: false,
-                    patient_sets: false,
+                    distinct_counts: false,
                 },
                 Some(&admin_token),
             );

@@ -166,9 +166,9 @@ async fn partial_of(fx: &Fixture, user: &str, query: v1::QuerySpec) -> Result<Pa
             shards: vec![shard],
             linearizable: true,
             finish: false,
-            // The sets, even grouped by provider (where nodes otherwise send counts): what an
+            // The sets, even grouped by provider (where nodes may send counts instead): what an
             // attacker after digests would ask for.
-            patient_sets: true,
+            distinct_counts: false,
         };
         let ch = fx.channel(leader).await;
         let r = crate::fixture::retry_unavailable(|| async {
