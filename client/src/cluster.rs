@@ -215,6 +215,11 @@ impl Client {
         tonic::service::interceptor::InterceptedService::new(channel, self.credentials.clone())
     }
 
+    /// The endpoints this client was given, in order.
+    pub(crate) fn endpoints(&self) -> &[(String, Channel)] {
+        &self.endpoints
+    }
+
     pub(crate) fn retry(&self) -> &RetryPolicy {
         &self.retry
     }

@@ -193,6 +193,10 @@ pub struct ServeArgs {
     /// Most columns in one scan or extract.
     #[arg(long, env = "SUS_MAX_COLUMNS", default_value_t = DEFAULTS.query.max_columns)]
     pub max_columns: usize,
+    /// Memory one SQL statement's sorts, joins and hash tables may hold on the node that plans
+    /// it (MiB); a statement that needs more fails (nothing spills to disk).
+    #[arg(long, env = "SUS_SQL_MEMORY_MIB", default_value_t = DEFAULTS.query.sql_memory_bytes >> 20)]
+    pub sql_memory_mib: usize,
     /// Failed logins of one user name before each further attempt waits (1 s, then doubling).
     #[arg(long, env = "SUS_LOGIN_FREE_FAILURES", default_value_t = DEFAULTS.logins.free_failures)]
     pub login_free_failures: u32,
@@ -229,6 +233,7 @@ impl ServeArgs {
                 max_filter_value_bytes: self.max_filter_value_bytes,
                 max_aggregates: self.max_aggregates,
                 max_columns: self.max_columns,
+                sql_memory_bytes: self.sql_memory_mib.saturating_mul(1 << 20),
             },
             logins: LoginLimits {
                 free_failures: self.login_free_failures,

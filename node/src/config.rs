@@ -47,6 +47,7 @@ struct FileConfig {
     max_filter_value_bytes: Option<usize>,
     max_aggregates: Option<usize>,
     max_columns: Option<usize>,
+    sql_memory_mib: Option<usize>,
     login_free_failures: Option<u32>,
     login_free_failures_per_source: Option<u32>,
     login_max_backoff_secs: Option<u64>,
@@ -131,6 +132,7 @@ pub fn apply(path: &Path, cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result
         take!(m, args.max_filter_value_bytes, max_filter_value_bytes);
         take!(m, args.max_aggregates, max_aggregates);
         take!(m, args.max_columns, max_columns);
+        take!(m, args.sql_memory_mib, sql_memory_mib);
         take!(m, args.login_free_failures, login_free_failures);
         take!(
             m,

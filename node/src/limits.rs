@@ -12,6 +12,7 @@
 //! | `Submit` calls received at once by the node | `max_concurrent_submissions` | waits |
 //! | `Query`, `Admin` and Flight requests | `max_request_mib` | `OUT_OF_RANGE` |
 //! | filters, values in one filter, bytes of a value or name, aggregates, columns | `max_filters`, `max_filter_values`, `max_filter_value_bytes`, `max_aggregates`, `max_columns` | `INVALID_ARGUMENT` |
+//! | memory of one SQL statement's operators (sorts, joins, hash tables; nothing spills) | `sql_memory_mib` | `RESOURCE_EXHAUSTED` |
 //! | failed logins before back-off | `login_free_failures`, `login_free_failures_per_source`, `login_max_backoff_secs`, `login_forget_secs` | `RESOURCE_EXHAUSTED` |
 //!
 //! `docs/security.md` ("Limits") is the operator's version of this table.
@@ -46,6 +47,7 @@ pub mod keys {
     pub const MAX_FILTER_VALUE_BYTES: &str = "max_filter_value_bytes";
     pub const MAX_AGGREGATES: &str = "max_aggregates";
     pub const MAX_COLUMNS: &str = "max_columns";
+    pub const SQL_MEMORY_MIB: &str = "sql_memory_mib";
     pub const LOGIN_FREE_FAILURES: &str = "login_free_failures";
     pub const LOGIN_FREE_FAILURES_PER_SOURCE: &str = "login_free_failures_per_source";
     pub const LOGIN_MAX_BACKOFF_SECS: &str = "login_max_backoff_secs";
@@ -104,6 +106,7 @@ impl Limits {
             ),
             (keys::MAX_AGGREGATES, self.query.max_aggregates as u64),
             (keys::MAX_COLUMNS, self.query.max_columns as u64),
+            (keys::SQL_MEMORY_MIB, self.query.sql_memory_bytes as u64),
             (
                 keys::LOGIN_MAX_BACKOFF_SECS,
                 self.logins.max_backoff.as_secs(),
@@ -210,6 +213,8 @@ pub struct QueryLimits {
     pub max_aggregates: usize,
     /// Columns of one scan or extract.
     pub max_columns: usize,
+    /// Bytes one SQL statement's operators may hold on the node that plans it.
+    pub sql_memory_bytes: usize,
 }
 
 impl Default for QueryLimits {
@@ -220,6 +225,7 @@ impl Default for QueryLimits {
             max_filter_value_bytes: 256,
             max_aggregates: 32,
             max_columns: 256,
+            sql_memory_bytes: 512 * MIB as usize,
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod pki;
 pub mod reachability;
 pub(crate) mod reads;
+pub(crate) mod sql;
 mod report;
 pub mod routing;
 pub mod service;

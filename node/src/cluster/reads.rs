@@ -14,7 +14,10 @@ use crate::model::Dataset;
 use crate::query::{self, PatientKey};
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use sus_proto::partial::ipc_to_batch;
+use sus_proto::v1::query_client::QueryClient;
+use sus_proto::MAX_MESSAGE_BYTES;
 use std::sync::Arc;
 use sus_proto::v1::{self, ScanRequest};
 use sus_raft::Raft;
@@ -72,6 +75,57 @@ impl Services {
         )?;
         let stores = self.stores(&req.shards, req.linearizable).await?;
         Ok(self.run_extract(extract, stores))
+    }
+}
+
+impl Services {
+    /// The rows of one shard's scan `req` (its `shards` name one), read here from a hosted
+    /// replica or relayed from the shard's leader (which checks the caller's token itself, and
+    /// audits). `credentials`: the caller's request metadata.
+    pub(crate) async fn shard_batches(
+        &self,
+        caller: Caller,
+        credentials: &tonic::metadata::MetadataMap,
+        req: ScanRequest,
+        action: &'static str,
+    ) -> Result<std::pin::Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>> {
+        let [shard] = req.shards[..] else {
+            return Err(Error::InvalidArgument("a shard scan names one shard".into()));
+        };
+        let extract = Extract::check(
+            self,
+            caller,
+            req.tier,
+            &req.dataset,
+            &req.filters,
+            &req.columns,
+            req.view.as_ref(),
+            action,
+        )?;
+        if let Some((_, replica)) = self.cluster.shard(shard) {
+            let stores = vec![(shard, replica.store())];
+            return Ok(Box::pin(self.run_extract(extract, stores)));
+        }
+        let leader = self
+            .shard_leader_anywhere(shard)
+            .await
+            .ok_or_else(|| Error::Consensus(format!("shard {shard} has no leader; retry")))?;
+        let req = ScanRequest {
+            tier: extract.tier.to_proto() as i32,
+            ..req
+        };
+        let stream = QueryClient::new(self.channel(leader)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .scan(super::auth::forward(credentials, req))
+            .await?
+            .into_inner();
+        Ok(Box::pin(stream.map(|chunk| {
+            let chunk = chunk.map_err(Error::from)?;
+            ipc_to_batch(&chunk.ipc).map_err(|e| Error::Corruption {
+                what: "relayed scan".into(),
+                message: e.to_string(),
+            })
+        })))
     }
 }
 

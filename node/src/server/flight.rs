@@ -14,13 +14,13 @@
 //! the shard's replicas). Any node serves any ticket: a node without a replica of the shard reads
 //! it from the shard's leader over the internal `Query.Scan` call and relays the batches.
 
+use super::flight_sql::{FlightSql, as_sent, is_flight_sql};
 use crate::access::Caller;
 use crate::cluster::auth::{self, Authenticated};
 use crate::cluster::reads::Extract;
 use crate::cluster::service::Services;
 use crate::error::status;
 use crate::{Error, Result};
-use arrow::array::RecordBatch;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -29,11 +29,9 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::pin::Pin;
-use sus_proto::partial::ipc_to_batch;
-use sus_proto::v1::query_client::QueryClient;
 use sus_proto::v1::{self, ScanRequest};
 use sus_proto::{MAX_MESSAGE_BYTES, WIRE_FORMAT_VERSION};
 use tonic::{Request, Response, Status, Streaming};
@@ -123,6 +121,20 @@ impl FlightRequest {
         }
     }
 
+    /// The wire scan of one shard of this request.
+    fn shard_scan(&self, shard: u32) -> Result<ScanRequest> {
+        Ok(ScanRequest {
+            format: WIRE_FORMAT_VERSION,
+            dataset: self.dataset.clone(),
+            filters: self.wire_filters()?,
+            columns: self.columns.clone(),
+            view: self.view(),
+            shards: vec![shard],
+            linearizable: false,
+            tier: self.wire_tier()?,
+        })
+    }
+
     /// Checks the request against the caller's rights.
     fn extract(&self, services: &Services, caller: Caller) -> Result<Extract> {
         Extract::check(
@@ -176,10 +188,12 @@ impl Services {
         request: &FlightRequest,
         descriptor: FlightDescriptor,
     ) -> std::result::Result<FlightInfo, Status> {
-        let schema = request
-            .extract(self, caller.clone())?
-            .schema()
-            .map_err(status)?;
+        let schema = as_sent(
+            &request
+                .extract(self, caller.clone())?
+                .schema()
+                .map_err(status)?,
+        );
         let scheme = if self.cluster.tls_required() {
             "grpc+tls"
         } else {
@@ -205,49 +219,6 @@ impl Services {
             info = info.with_endpoint(endpoint);
         }
         Ok(info)
-    }
-
-    /// The batches of one shard's ticket, read here or relayed from the shard's leader (which
-    /// checks the caller's token itself).
-    async fn ticket_batches(
-        &self,
-        caller: Caller,
-        credentials: &tonic::metadata::MetadataMap,
-        request: FlightRequest,
-        shard: u32,
-    ) -> std::result::Result<Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>, Status> {
-        let extract = request.extract(self, caller)?;
-        if let Some((_, replica)) = self.cluster.shard(shard) {
-            let stores = vec![(shard, replica.store())];
-            return Ok(Box::pin(self.run_extract(extract, stores)));
-        }
-        let leader = self
-            .shard_leader_anywhere(shard)
-            .await
-            .ok_or_else(|| Status::unavailable(format!("shard {shard} has no leader; retry")))?;
-        let mut client =
-            QueryClient::new(self.channel(leader)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let scan = ScanRequest {
-            format: WIRE_FORMAT_VERSION,
-            dataset: request.dataset.clone(),
-            filters: request.wire_filters().map_err(status)?,
-            columns: request.columns.clone(),
-            view: request.view(),
-            shards: vec![shard],
-            linearizable: false,
-            tier: extract.tier.to_proto() as i32,
-        };
-        let stream = client
-            .scan(auth::forward(credentials, scan))
-            .await?
-            .into_inner();
-        Ok(Box::pin(stream.map(|chunk| {
-            let chunk = chunk.map_err(|s| Error::Consensus(s.message().to_string()))?;
-            ipc_to_batch(&chunk.ipc).map_err(|e| Error::Corruption {
-                what: "relayed scan".into(),
-                message: e.to_string(),
-            })
-        })))
     }
 }
 
@@ -335,6 +306,9 @@ impl FlightService for Services {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
+        if is_flight_sql(&request.get_ref().cmd) {
+            return FlightService::get_flight_info(&FlightSql(self.clone()), request).await;
+        }
         let caller = auth::caller(&request)?;
         let descriptor = request.into_inner();
         let req = FlightRequest::from_descriptor(&descriptor).map_err(status)?;
@@ -352,9 +326,15 @@ impl FlightService for Services {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
+        if is_flight_sql(&request.get_ref().cmd) {
+            let info = FlightService::get_flight_info(&FlightSql(self.clone()), request).await?;
+            return Ok(Response::new(SchemaResult {
+                schema: info.into_inner().schema,
+            }));
+        }
         let caller = auth::caller(&request)?;
         let req = FlightRequest::from_descriptor(&request.into_inner()).map_err(status)?;
-        let schema = req.extract(self, caller)?.schema().map_err(status)?;
+        let schema = as_sent(&req.extract(self, caller)?.schema().map_err(status)?);
         let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
@@ -365,6 +345,9 @@ impl FlightService for Services {
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+        if is_flight_sql(&request.get_ref().ticket) {
+            return FlightService::do_get(&FlightSql(self.clone()), request).await;
+        }
         let caller = auth::caller(&request)?;
         let credentials = request.metadata().clone();
         let ticket = request.into_inner();
@@ -376,9 +359,11 @@ impl FlightService for Services {
             .extract(self, caller.clone())?
             .schema()
             .map_err(status)?;
+        let scan = req.shard_scan(shard).map_err(status)?;
         let batches = self
-            .ticket_batches(caller, &credentials, req, shard)
-            .await?
+            .shard_batches(caller, &credentials, scan, "flight")
+            .await
+            .map_err(status)?
             .map_err(|e| FlightError::Tonic(Box::new(status(e))));
         let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -392,11 +377,11 @@ impl FlightService for Services {
 
     async fn do_put(
         &self,
-        _: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented(
-            "submissions go through Ingest.Submit (`sus submit`)",
-        ))
+        // Flight SQL's bindings and updates are refused there, with its reasons; anything else
+        // is not a Flight SQL call either.
+        FlightService::do_put(&FlightSql(self.clone()), request).await
     }
 
     async fn do_exchange(
@@ -408,15 +393,16 @@ impl FlightService for Services {
 
     async fn do_action(
         &self,
-        _: Request<Action>,
+        request: Request<Action>,
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
-        Err(Status::unimplemented("no actions are offered"))
+        // The only actions are Flight SQL's (prepared statements).
+        FlightService::do_action(&FlightSql(self.clone()), request).await
     }
 
     async fn list_actions(
         &self,
-        _: Request<Empty>,
+        request: Request<Empty>,
     ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
-        Ok(Response::new(Box::pin(futures::stream::empty())))
+        FlightService::list_actions(&FlightSql(self.clone()), request).await
     }
 }

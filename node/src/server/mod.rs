@@ -7,6 +7,7 @@
 mod admin;
 mod call;
 mod flight;
+mod flight_sql;
 mod ingest;
 mod query;
 pub mod requests;

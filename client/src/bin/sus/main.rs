@@ -10,6 +10,7 @@ mod access;
 mod cluster;
 mod demo;
 mod read;
+mod sql;
 mod submit;
 
 #[derive(Debug, Parser)]
@@ -66,6 +67,14 @@ Examples:
       --group-by commissioner_code --agg patients --order patients:desc --limit 10
   sus query --dataset ec --agg sum:price --freeze '2024-25 M06 recon' --format csv")]
     Query(read::QueryArgs),
+    /// A read-only SQL statement over the tables apc, op and ec (money in pence); `<table>_at('freeze
+    /// point')` reads a frozen view. See docs/sql.md.
+    #[command(after_help = "\
+Examples:
+  sus sql \"SELECT provider_code, count(*) AS spells, sum(price) AS pence FROM apc GROUP BY 1 ORDER BY 3 DESC\"
+  sus sql \"SELECT count(*) FROM op_at('2024-25 M06 recon') WHERE pod = 'OPFA'\" --format csv
+  sus sql -f monthly.sql --format parquet --out monthly.parquet")]
+    Sql(sql::SqlArgs),
     /// Monthly reports: trust statement, database counts.
     #[command(subcommand)]
     Report(read::ReportCommand),
@@ -304,6 +313,7 @@ fn main() -> ExitCode {
         Command::Submit(a) => block_on(trace, submit::run_submit(a)),
         Command::Cluster(c) => block_on(trace, cluster::run_cluster(c)),
         Command::Query(a) => block_on(trace, read::run_query(a)),
+        Command::Sql(a) => block_on(trace, sql::run_sql(a)),
         Command::Report(c) => block_on(trace, read::run_report(c)),
         Command::Freeze(c) => block_on(trace, read::run_freeze(c)),
         Command::Compact {

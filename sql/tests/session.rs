@@ -1,0 +1,190 @@
+//! SQL over a source of shards held in memory: what is pushed to the nodes, and that answers
+//! are the SQL's whatever was pushed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use futures::TryStreamExt;
+use std::sync::{Arc, Mutex};
+use sus_proto::v1;
+use sus_sql::{BatchStream, Code, Error, Session, ShardScan, Source};
+
+#[derive(Debug)]
+struct Shards {
+    schema: SchemaRef,
+    /// Rows per shard: (provider, price pence, nhs number).
+    rows: Vec<Vec<(&'static str, i64, &'static str)>>,
+    scans: Mutex<Vec<ShardScan>>,
+    refuse: Option<Code>,
+}
+
+impl Shards {
+    fn new(refuse: Option<Code>) -> Arc<Shards> {
+        Arc::new(Shards {
+            schema: Arc::new(Schema::new(vec![
+                Field::new("provider_code", DataType::Utf8, true),
+                Field::new("price", DataType::Int64, true),
+                Field::new("nhs_number", DataType::Utf8, true),
+            ])),
+            rows: vec![
+                vec![("RRV", 100, "a"), ("RRV", 250, "b"), ("RRV", 40, "a")],
+                vec![("RAJ", 700, "c"), ("RAJ", 10, "d")],
+                vec![],
+            ],
+            scans: Mutex::default(),
+            refuse,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for Shards {
+    fn schema(&self, _dataset: &str) -> sus_sql::Result<SchemaRef> {
+        Ok(self.schema.clone())
+    }
+    fn filterable(&self, _dataset: &str) -> Vec<String> {
+        vec!["provider_code".into(), "price".into()]
+    }
+    fn shards(&self) -> Vec<u32> {
+        (0..self.rows.len() as u32).collect()
+    }
+    async fn scan(&self, scan: ShardScan) -> sus_sql::Result<BatchStream> {
+        if let Some(code) = self.refuse {
+            return Err(Error::source_error(code, "refused by the node"));
+        }
+        self.scans.lock().unwrap().push(scan.clone());
+        // A node applies its filters: here only the provider equality, to show that what a
+        // node leaves is filtered again by the SQL.
+        let rows: Vec<_> = self.rows[scan.shard as usize]
+            .iter()
+            .filter(|(p, _, _)| {
+                scan.filters.iter().all(|f| {
+                    f.field != "provider_code" || f.op != v1::filter::Op::Eq as i32 || f.values[0] == *p
+                })
+            })
+            .collect();
+        let all = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap();
+        let indices: Vec<usize> = scan
+            .columns
+            .iter()
+            .map(|c| self.schema.index_of(c).unwrap())
+            .collect();
+        let batch = all.project(&indices).unwrap();
+        Ok(Box::pin(futures::stream::iter([Ok(batch)])))
+    }
+}
+
+async fn run(source: Arc<Shards>, sql: &str) -> sus_sql::Result<Vec<RecordBatch>> {
+    let session = Session::new(source, 64 << 20)?;
+    let stream = session.execute(sql).await?;
+    stream.try_collect().await.map_err(Error::from)
+}
+
+fn int(batches: &[RecordBatch], column: usize) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| b.column(column).as_primitive::<Int64Type>().values().to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn sums_and_counts_over_every_shard() {
+    let source = Shards::new(None);
+    let out = run(source.clone(), "SELECT count(*), sum(price) FROM op").await.unwrap();
+    assert_eq!(int(&out, 0), [5]);
+    assert_eq!(int(&out, 1), [1100]);
+    let scans = source.scans.lock().unwrap().clone();
+    assert_eq!(scans.len(), 3, "one scan per shard: {scans:?}");
+    assert!(scans.iter().all(|s| s.columns == ["price"]), "only the column used: {scans:?}");
+}
+
+#[tokio::test]
+async fn filters_are_pushed_and_still_applied() {
+    let source = Shards::new(None);
+    let out = run(
+        source.clone(),
+        "SELECT provider_code, sum(price) AS pence FROM op \
+         WHERE provider_code = 'RRV' AND price > 50 GROUP BY provider_code",
+    )
+    .await
+    .unwrap();
+    assert_eq!(int(&out, 1), [350], "100 + 250: the node left 40 in, the SQL took it out");
+    let scans = source.scans.lock().unwrap().clone();
+    let fields: Vec<&str> = scans[0].filters.iter().map(|f| f.field.as_str()).collect();
+    assert!(fields.contains(&"provider_code") && fields.contains(&"price"), "{scans:?}");
+}
+
+#[tokio::test]
+async fn a_transformed_column_is_filtered_here_not_on_the_node() {
+    let source = Shards::new(None);
+    let out = run(source.clone(), "SELECT count(*) FROM op WHERE nhs_number = 'a'").await.unwrap();
+    assert_eq!(int(&out, 0), [2]);
+    assert!(
+        source.scans.lock().unwrap().iter().all(|s| s.filters.is_empty()),
+        "no filter on nhs_number reaches a node"
+    );
+}
+
+#[tokio::test]
+async fn limit_and_time_views() {
+    let source = Shards::new(None);
+    let out = run(source.clone(), "SELECT provider_code FROM op LIMIT 2").await.unwrap();
+    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    run(source.clone(), "SELECT count(*) FROM op_at('2024-25 M06')").await.unwrap();
+    let scans = source.scans.lock().unwrap().clone();
+    assert!(scans.iter().any(|s| s.view.as_deref() == Some("2024-25 M06")), "{scans:?}");
+    let e = run(source, "SELECT * FROM op_at(3)").await.unwrap_err();
+    assert!(e.to_string().contains("freeze point"), "{e}");
+}
+
+#[tokio::test]
+async fn statements_that_change_anything_are_refused() {
+    for sql in [
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO op VALUES ('X', 1, 'z')",
+        "DROP TABLE op",
+        "SET datafusion.execution.batch_size = 1",
+        "COPY op TO '/tmp/out.csv'",
+        "",
+    ] {
+        let e = run(Shards::new(None), sql).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{sql}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_refusal_keeps_its_code_and_message() {
+    let e = run(Shards::new(Some(Code::PermissionDenied)), "SELECT count(*) FROM op")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.to_string(), "refused by the node");
+}
+
+#[tokio::test]
+async fn unknown_tables_and_columns_name_what_is_missing() {
+    let e = run(Shards::new(None), "SELECT nope FROM op").await.unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+    let e = run(Shards::new(None), "SELECT * FROM patients").await.unwrap_err();
+    assert!(e.to_string().contains("patients"), "{e}");
+    let listed = run(Shards::new(None), "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")
+        .await
+        .unwrap();
+    let names: Vec<String> = listed
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(0).as_string_view_opt().map(|v| v.iter().map(|s| s.unwrap().to_string()).collect::<Vec<_>>());
+            c.unwrap_or_else(|| b.column(0).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect())
+        })
+        .collect();
+    assert_eq!(names, ["apc", "ec", "op"]);
+    let _ = Array::len(listed[0].column(0));
+}
