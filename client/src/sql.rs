@@ -114,11 +114,7 @@ impl Client {
                     .try_decode_schema()
                     .map_err(|e| Error::Cluster(format!("the answer's schema: {e}")))?,
             );
-            let tickets: Vec<Ticket> = info
-                .endpoint
-                .into_iter()
-                .filter_map(|e| e.ticket)
-                .collect();
+            let tickets: Vec<Ticket> = info.endpoint.into_iter().filter_map(|e| e.ticket).collect();
             // Every endpoint of a statement is served by the node that planned it.
             let batches = futures::stream::iter(tickets)
                 .then(move |ticket| {

@@ -47,14 +47,20 @@ fn rows(batches: &[RecordBatch], keys: usize) -> Table {
         for row in 0..b.num_rows() {
             let key = (0..keys)
                 .map(|c| {
-                    let col = arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Utf8).unwrap();
+                    let col = arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Utf8)
+                        .unwrap();
                     let col = col.as_string::<i32>();
-                    if col.is_valid(row) { col.value(row).to_string() } else { String::new() }
+                    if col.is_valid(row) {
+                        col.value(row).to_string()
+                    } else {
+                        String::new()
+                    }
                 })
                 .collect();
             let mut v = [0i64; 4];
             for (i, c) in (keys..b.num_columns()).enumerate() {
-                let col = arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Int64).unwrap();
+                let col =
+                    arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Int64).unwrap();
                 let col = col.as_primitive::<Int64Type>();
                 v[i] = if col.is_valid(row) { col.value(row) } else { 0 };
             }
@@ -66,7 +72,9 @@ fn rows(batches: &[RecordBatch], keys: usize) -> Table {
 
 /// The oracle's table with only count and price kept.
 fn count_and_price(t: Table) -> Table {
-    t.into_iter().map(|(k, v)| (k, [v[0], v[1], 0, 0])).collect()
+    t.into_iter()
+        .map(|(k, v)| (k, [v[0], v[1], 0, 0]))
+        .collect()
 }
 
 fn python() -> String {
@@ -91,7 +99,10 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
 
     // National totals of each table, against the oracle row by row.
     for ds in ["apc", "op", "ec"] {
-        let got = rows(&sql(&admin, &format!("SELECT count(*), sum(price) FROM {ds}")).await, 0);
+        let got = rows(
+            &sql(&admin, &format!("SELECT count(*), sum(price) FROM {ds}")).await,
+            0,
+        );
         let want = count_and_price(expect(&live, |r| (r.dataset == ds).then(Vec::new)));
         assert_eq!(got, want, "{ds}");
     }
@@ -111,7 +122,11 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
     }));
     assert_eq!(got, want);
     let got = rows(
-        &sql(&admin, "SELECT commissioner_code, count(*), sum(price) FROM ec GROUP BY 1").await,
+        &sql(
+            &admin,
+            "SELECT commissioner_code, count(*), sum(price) FROM ec GROUP BY 1",
+        )
+        .await,
         1,
     );
     let want = count_and_price(expect(&live, |r| {
@@ -124,7 +139,12 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
     for r in live.iter().filter(|r| r.dataset == "op") {
         *by_provider.entry(r.provider.as_str()).or_default() += 1;
     }
-    let provider = by_provider.iter().max_by_key(|(_, n)| **n).unwrap().0.to_string();
+    let provider = by_provider
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .unwrap()
+        .0
+        .to_string();
     let native = sus_client::Aggregation::new("op")
         .filter(build::eq("provider_code", &provider))
         .filter(build::range("activity_date", "2024-04-01", "2024-09-30"))
@@ -145,17 +165,30 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
         1,
     );
     assert_eq!(got, rows(&[native.batch], 1));
-    assert!(!got.is_empty(), "the provider has outpatient activity in the period");
+    assert!(
+        !got.is_empty(),
+        "the provider has outpatient activity in the period"
+    );
 
     // A frozen view reads what the freeze point froze, after later changes too.
     admin.create_freeze("sql-test").await.unwrap();
-    let frozen = rows(&sql(&admin, "SELECT count(*), sum(price) FROM op_at('sql-test')").await, 0);
-    assert_eq!(frozen, count_and_price(expect(&live, |r| (r.dataset == "op").then(Vec::new))));
+    let frozen = rows(
+        &sql(&admin, "SELECT count(*), sum(price) FROM op_at('sql-test')").await,
+        0,
+    );
+    assert_eq!(
+        frozen,
+        count_and_price(expect(&live, |r| (r.dataset == "op").then(Vec::new)))
+    );
     let e = sql_err(&admin, "SELECT count(*) FROM op_at('no-such-point')").await;
     assert!(e.to_string().contains("no-such-point"), "{e}");
 
     // Anything but a query is refused, naming why.
-    for statement in ["DROP TABLE op", "INSERT INTO op SELECT * FROM op", "SET x = 1"] {
+    for statement in [
+        "DROP TABLE op",
+        "INSERT INTO op SELECT * FROM op",
+        "SET x = 1",
+    ] {
         let e = sql_err(&admin, statement).await;
         assert!(matches!(e, Error::Refused(_)), "{statement}: {e:?}");
     }
@@ -189,32 +222,63 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
             .unwrap();
         tokens.insert(name, reply.token);
     }
-    let as_user = |name: &str| cluster.client_as(&[2], Default::default(), Some(tokens[name].clone()));
+    let as_user =
+        |name: &str| cluster.client_as(&[2], Default::default(), Some(tokens[name].clone()));
     // Pseudonymised: NHS numbers arrive as pseudonyms, and a filter on one is applied to the
     // pseudonyms (not sent to the nodes as a raw value).
     let nat = as_user("nat");
-    let numbers = sql(&nat, "SELECT nhs_number FROM apc WHERE nhs_number IS NOT NULL LIMIT 50").await;
+    let numbers = sql(
+        &nat,
+        "SELECT nhs_number FROM apc WHERE nhs_number IS NOT NULL LIMIT 50",
+    )
+    .await;
     let first = numbers[0].column(0).as_string::<i32>().value(0).to_string();
     assert_eq!(first.len(), 32, "a pseudonym, not an NHS number: {first}");
-    let one = rows(&sql(&nat, &format!("SELECT count(*) FROM apc WHERE nhs_number = '{first}'")).await, 0);
-    assert!(one[&Vec::<String>::new()][0] >= 1, "the pseudonym filter found its rows");
+    let one = rows(
+        &sql(
+            &nat,
+            &format!("SELECT count(*) FROM apc WHERE nhs_number = '{first}'"),
+        )
+        .await,
+        0,
+    );
+    assert!(
+        one[&Vec::<String>::new()][0] >= 1,
+        "the pseudonym filter found its rows"
+    );
     // Scope: a provider reads only its own rows, whatever the statement says.
     let prov = as_user("prov");
-    let providers = rows(&sql(&prov, "SELECT provider_code, count(*) FROM op GROUP BY 1").await, 1);
-    assert_eq!(providers.keys().cloned().collect::<Vec<_>>(), vec![vec![provider.clone()]]);
+    let providers = rows(
+        &sql(&prov, "SELECT provider_code, count(*) FROM op GROUP BY 1").await,
+        1,
+    );
+    assert_eq!(
+        providers.keys().cloned().collect::<Vec<_>>(),
+        vec![vec![provider.clone()]]
+    );
     // Anonymised: no record-level read, so no SQL over rows.
     let e = sql_err(&as_user("anon"), "SELECT count(*) FROM apc").await;
     assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
     // No token, or a forged one.
-    let e = sql_err(&cluster.client_as(&[1], Default::default(), None), "SELECT 1").await;
+    let e = sql_err(
+        &cluster.client_as(&[1], Default::default(), None),
+        "SELECT 1",
+    )
+    .await;
     assert!(matches!(e, Error::Unauthenticated(_)), "{e:?}");
-    let e = sql_err(&cluster.client_as(&[1], Default::default(), Some("a.b.c".into())), "SELECT count(*) FROM op").await;
+    let e = sql_err(
+        &cluster.client_as(&[1], Default::default(), Some("a.b.c".into())),
+        "SELECT count(*) FROM op",
+    )
+    .await;
     assert!(matches!(e, Error::Unauthenticated(_)), "{e:?}");
 
     // Every SQL read of rows is audited on the nodes that read them.
     let log = admin.audit_log(0, 0).await.unwrap();
     assert!(
-        log.entries.iter().any(|e| e.record.user == "prov" && e.record.action == "sql"),
+        log.entries
+            .iter()
+            .any(|e| e.record.user == "prov" && e.record.action == "sql"),
         "the provider's SQL scans are on the audit log"
     );
 
@@ -229,21 +293,39 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
             .output()
             .await
             .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         let got: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
         let tables: Vec<&String> = got["tables"].as_object().unwrap().keys().collect();
         assert_eq!(tables, ["sus.public.apc", "sus.public.ec", "sus.public.op"]);
-        assert!(got["op_columns"].as_array().unwrap().iter().any(|c| c == "price"));
+        assert!(
+            got["op_columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "price")
+        );
         let mine = count_and_price(expect(&live, |r| {
             (r.dataset == "op" && r.provider == provider).then(Vec::new)
         }));
         let op = &got["answers"]["op"][0];
         assert_eq!(
             [op["n"].as_i64().unwrap(), op["pence"].as_i64().unwrap()],
-            [mine[&Vec::<String>::new()][0], mine[&Vec::<String>::new()][1]],
+            [
+                mine[&Vec::<String>::new()][0],
+                mine[&Vec::<String>::new()][1]
+            ],
             "the provider's own outpatient rows: {got}"
         );
-        assert!(got["refused"].as_str().is_some_and(|e| e.contains("DDL") || e.contains("not supported") || e.contains("Unsupported")), "{got}");
+        assert!(
+            got["refused"].as_str().is_some_and(|e| e.contains("DDL")
+                || e.contains("not supported")
+                || e.contains("Unsupported")),
+            "{got}"
+        );
     }
 }
 

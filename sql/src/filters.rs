@@ -12,7 +12,11 @@ use sus_proto::v1::{self, filter::Op};
 /// The wire filter a node applies for `expr` over `schema`, if there is one. `filterable` says
 /// whether the node may filter a column on its raw values (not a column the caller's tier
 /// transforms, such as a pseudonym).
-pub fn to_wire(expr: &Expr, schema: &Schema, filterable: &dyn Fn(&str) -> bool) -> Option<v1::Filter> {
+pub fn to_wire(
+    expr: &Expr,
+    schema: &Schema,
+    filterable: &dyn Fn(&str) -> bool,
+) -> Option<v1::Filter> {
     let column = |e: &Expr| -> Option<(String, DataType)> {
         let Expr::Column(c) = e else { return None };
         let field = schema.field_with_name(&c.name).ok()?;
@@ -99,7 +103,9 @@ fn is_text(ty: &DataType) -> bool {
 /// (DataFusion coerces literals to the column's type first, so that is rare).
 fn text(ty: &DataType, value: &ScalarValue) -> Option<String> {
     match value {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s))
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
             if is_text(ty) =>
         {
             Some(s.clone())
@@ -152,7 +158,9 @@ fn chrono_date(days: i32) -> Option<String> {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (0..=9999).contains(&y).then(|| format!("{y:04}-{m:02}-{d:02}"))
+    (0..=9999)
+        .contains(&y)
+        .then(|| format!("{y:04}-{m:02}-{d:02}"))
 }
 
 #[cfg(test)]
@@ -194,18 +202,27 @@ mod tests {
     #[test]
     fn equality_in_and_ranges_become_wire_filters() {
         let f = pushed(col("provider_code").eq(lit("RRV"))).expect("pushed");
-        assert_eq!((f.field.as_str(), f.op, f.values), ("provider_code", Op::Eq as i32, vec!["RRV".to_string()]));
+        assert_eq!(
+            (f.field.as_str(), f.op, f.values),
+            ("provider_code", Op::Eq as i32, vec!["RRV".to_string()])
+        );
         let f = pushed(lit("RRV").eq(col("provider_code"))).expect("either side");
         assert_eq!(f.values, ["RRV"]);
         let f = pushed(col("pod").in_list(vec![lit("OPFA"), lit("OPFU")], false)).expect("in");
         assert_eq!((f.op, f.values.len()), (Op::In as i32, 2));
         let f = pushed(col("price").gt(lit(100i64))).expect("gt");
-        assert_eq!((f.op, f.min.as_str(), f.max.as_str()), (Op::Range as i32, "101", ""));
+        assert_eq!(
+            (f.op, f.min.as_str(), f.max.as_str()),
+            (Op::Range as i32, "101", "")
+        );
         let f = pushed(lit(100i64).gt(col("price"))).expect("swapped");
         assert_eq!((f.min.as_str(), f.max.as_str()), ("", "99"));
         let f = pushed(col("activity_date").between(date("2024-09-01"), date("2024-09-30")))
             .expect("between");
-        assert_eq!((f.min.as_str(), f.max.as_str()), ("2024-09-01", "2024-09-30"));
+        assert_eq!(
+            (f.min.as_str(), f.max.as_str()),
+            ("2024-09-01", "2024-09-30")
+        );
         let f = pushed(col("activity_date").lt(date("2024-03-01"))).expect("lt date");
         assert_eq!(f.max, "2024-02-29");
         let f = pushed(col("provider_code").lt(lit("RRV"))).expect("text lt");
@@ -216,13 +233,31 @@ mod tests {
 
     #[test]
     fn what_the_node_cannot_apply_exactly_is_not_pushed() {
-        assert!(pushed(col("nhs_number").eq(lit("943 476 5919"))).is_none(), "a transformed column");
-        assert!(pushed(col("price").in_list(vec![lit(1i64)], true)).is_none(), "NOT IN");
+        assert!(
+            pushed(col("nhs_number").eq(lit("943 476 5919"))).is_none(),
+            "a transformed column"
+        );
+        assert!(
+            pushed(col("price").in_list(vec![lit(1i64)], true)).is_none(),
+            "NOT IN"
+        );
         assert!(pushed(col("price").eq(lit("x"))).is_none(), "kinds differ");
-        assert!(pushed(col("provider_code").like(lit("R%"))).is_none(), "LIKE");
-        assert!(pushed(col("price").eq(col("price"))).is_none(), "no literal");
-        assert!(pushed(col("price").eq(lit(ScalarValue::Int64(None)))).is_none(), "NULL");
-        assert!(pushed(col("missing").eq(lit(1i64))).is_none(), "no such column");
+        assert!(
+            pushed(col("provider_code").like(lit("R%"))).is_none(),
+            "LIKE"
+        );
+        assert!(
+            pushed(col("price").eq(col("price"))).is_none(),
+            "no literal"
+        );
+        assert!(
+            pushed(col("price").eq(lit(ScalarValue::Int64(None)))).is_none(),
+            "NULL"
+        );
+        assert!(
+            pushed(col("missing").eq(lit(1i64))).is_none(),
+            "no such column"
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ impl Session {
             .with_default_catalog_and_schema(CATALOG, SCHEMA);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(memory_limit, 1.0)
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(Error::from)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
@@ -87,11 +89,7 @@ impl Session {
 
     /// The tables' columns, as a client lists them.
     pub async fn table_schema(&self, table: &str) -> Result<SchemaRef> {
-        let t = self
-            .ctx
-            .table_provider(table)
-            .await
-            .map_err(Error::from)?;
+        let t = self.ctx.table_provider(table).await.map_err(Error::from)?;
         Ok(t.schema())
     }
 }

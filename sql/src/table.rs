@@ -91,11 +91,10 @@ impl TableProvider for DatasetTable {
         // only rows are counted, and drop it here.
         let mut columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         if columns.is_empty() {
-            let first = self
-                .schema
-                .fields()
-                .first()
-                .ok_or_else(|| DataFusionError::Plan(format!("{} has no columns", self.dataset)))?;
+            let first =
+                self.schema.fields().first().ok_or_else(|| {
+                    DataFusionError::Plan(format!("{} has no columns", self.dataset))
+                })?;
             columns.push(first.name().clone());
         }
         let scan = ShardScan {

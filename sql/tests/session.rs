@@ -59,7 +59,9 @@ impl Source for Shards {
             .iter()
             .filter(|(p, _, _)| {
                 scan.filters.iter().all(|f| {
-                    f.field != "provider_code" || f.op != v1::filter::Op::Eq as i32 || f.values[0] == *p
+                    f.field != "provider_code"
+                        || f.op != v1::filter::Op::Eq as i32
+                        || f.values[0] == *p
                 })
             })
             .collect();
@@ -91,19 +93,29 @@ async fn run(source: Arc<Shards>, sql: &str) -> sus_sql::Result<Vec<RecordBatch>
 fn int(batches: &[RecordBatch], column: usize) -> Vec<i64> {
     batches
         .iter()
-        .flat_map(|b| b.column(column).as_primitive::<Int64Type>().values().to_vec())
+        .flat_map(|b| {
+            b.column(column)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
         .collect()
 }
 
 #[tokio::test]
 async fn sums_and_counts_over_every_shard() {
     let source = Shards::new(None);
-    let out = run(source.clone(), "SELECT count(*), sum(price) FROM op").await.unwrap();
+    let out = run(source.clone(), "SELECT count(*), sum(price) FROM op")
+        .await
+        .unwrap();
     assert_eq!(int(&out, 0), [5]);
     assert_eq!(int(&out, 1), [1100]);
     let scans = source.scans.lock().unwrap().clone();
     assert_eq!(scans.len(), 3, "one scan per shard: {scans:?}");
-    assert!(scans.iter().all(|s| s.columns == ["price"]), "only the column used: {scans:?}");
+    assert!(
+        scans.iter().all(|s| s.columns == ["price"]),
+        "only the column used: {scans:?}"
+    );
 }
 
 #[tokio::test]
@@ -116,19 +128,36 @@ async fn filters_are_pushed_and_still_applied() {
     )
     .await
     .unwrap();
-    assert_eq!(int(&out, 1), [350], "100 + 250: the node left 40 in, the SQL took it out");
+    assert_eq!(
+        int(&out, 1),
+        [350],
+        "100 + 250: the node left 40 in, the SQL took it out"
+    );
     let scans = source.scans.lock().unwrap().clone();
     let fields: Vec<&str> = scans[0].filters.iter().map(|f| f.field.as_str()).collect();
-    assert!(fields.contains(&"provider_code") && fields.contains(&"price"), "{scans:?}");
+    assert!(
+        fields.contains(&"provider_code") && fields.contains(&"price"),
+        "{scans:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_transformed_column_is_filtered_here_not_on_the_node() {
     let source = Shards::new(None);
-    let out = run(source.clone(), "SELECT count(*) FROM op WHERE nhs_number = 'a'").await.unwrap();
+    let out = run(
+        source.clone(),
+        "SELECT count(*) FROM op WHERE nhs_number = 'a'",
+    )
+    .await
+    .unwrap();
     assert_eq!(int(&out, 0), [2]);
     assert!(
-        source.scans.lock().unwrap().iter().all(|s| s.filters.is_empty()),
+        source
+            .scans
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| s.filters.is_empty()),
         "no filter on nhs_number reaches a node"
     );
 }
@@ -136,11 +165,20 @@ async fn a_transformed_column_is_filtered_here_not_on_the_node() {
 #[tokio::test]
 async fn limit_and_time_views() {
     let source = Shards::new(None);
-    let out = run(source.clone(), "SELECT provider_code FROM op LIMIT 2").await.unwrap();
+    let out = run(source.clone(), "SELECT provider_code FROM op LIMIT 2")
+        .await
+        .unwrap();
     assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-    run(source.clone(), "SELECT count(*) FROM op_at('2024-25 M06')").await.unwrap();
+    run(source.clone(), "SELECT count(*) FROM op_at('2024-25 M06')")
+        .await
+        .unwrap();
     let scans = source.scans.lock().unwrap().clone();
-    assert!(scans.iter().any(|s| s.view.as_deref() == Some("2024-25 M06")), "{scans:?}");
+    assert!(
+        scans
+            .iter()
+            .any(|s| s.view.as_deref() == Some("2024-25 M06")),
+        "{scans:?}"
+    );
     let e = run(source, "SELECT * FROM op_at(3)").await.unwrap_err();
     assert!(e.to_string().contains("freeze point"), "{e}");
 }
@@ -162,18 +200,25 @@ async fn statements_that_change_anything_are_refused() {
 
 #[tokio::test]
 async fn a_node_refusal_keeps_its_code_and_message() {
-    let e = run(Shards::new(Some(Code::PermissionDenied)), "SELECT count(*) FROM op")
-        .await
-        .unwrap_err();
+    let e = run(
+        Shards::new(Some(Code::PermissionDenied)),
+        "SELECT count(*) FROM op",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(e.to_string(), "refused by the node");
 }
 
 #[tokio::test]
 async fn unknown_tables_and_columns_name_what_is_missing() {
-    let e = run(Shards::new(None), "SELECT nope FROM op").await.unwrap_err();
+    let e = run(Shards::new(None), "SELECT nope FROM op")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
-    let e = run(Shards::new(None), "SELECT * FROM patients").await.unwrap_err();
+    let e = run(Shards::new(None), "SELECT * FROM patients")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("patients"), "{e}");
     let listed = run(Shards::new(None), "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")
         .await
@@ -181,8 +226,17 @@ async fn unknown_tables_and_columns_name_what_is_missing() {
     let names: Vec<String> = listed
         .iter()
         .flat_map(|b| {
-            let c = b.column(0).as_string_view_opt().map(|v| v.iter().map(|s| s.unwrap().to_string()).collect::<Vec<_>>());
-            c.unwrap_or_else(|| b.column(0).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect())
+            let c = b
+                .column(0)
+                .as_string_view_opt()
+                .map(|v| v.iter().map(|s| s.unwrap().to_string()).collect::<Vec<_>>());
+            c.unwrap_or_else(|| {
+                b.column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap().to_string())
+                    .collect()
+            })
         })
         .collect();
     assert_eq!(names, ["apc", "ec", "op"]);

@@ -15,10 +15,10 @@ use crate::query::{self, PatientKey};
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use futures::{Stream, StreamExt};
+use std::sync::Arc;
+use sus_proto::MAX_MESSAGE_BYTES;
 use sus_proto::partial::ipc_to_batch;
 use sus_proto::v1::query_client::QueryClient;
-use sus_proto::MAX_MESSAGE_BYTES;
-use std::sync::Arc;
 use sus_proto::v1::{self, ScanRequest};
 use sus_raft::Raft;
 use tracing::warn;
@@ -90,7 +90,9 @@ impl Services {
         action: &'static str,
     ) -> Result<std::pin::Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>> {
         let [shard] = req.shards[..] else {
-            return Err(Error::InvalidArgument("a shard scan names one shard".into()));
+            return Err(Error::InvalidArgument(
+                "a shard scan names one shard".into(),
+            ));
         };
         let extract = Extract::check(
             self,

@@ -70,9 +70,8 @@ impl SqlSource {
 #[async_trait::async_trait]
 impl sus_sql::Source for SqlSource {
     fn schema(&self, dataset: &str) -> sus_sql::Result<SchemaRef> {
-        let known = Dataset::parse(dataset).ok_or_else(|| {
-            sus_sql::Error::Sql(format!("no dataset {dataset} (apc, op, ec)"))
-        })?;
+        let known = Dataset::parse(dataset)
+            .ok_or_else(|| sus_sql::Error::Sql(format!("no dataset {dataset} (apc, op, ec)")))?;
         match self.check(dataset) {
             Ok(extract) => extract.schema().map_err(to_sql),
             // A caller who may not read rows (the anonymised tier) still sees the column names;
@@ -129,9 +128,9 @@ fn to_sql(e: Error) -> sus_sql::Error {
         tonic::Code::Unauthenticated => Code::Unauthenticated,
         tonic::Code::PermissionDenied => Code::PermissionDenied,
         tonic::Code::NotFound => Code::NotFound,
-        tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::FailedPrecondition => {
-            Code::InvalidArgument
-        }
+        tonic::Code::InvalidArgument
+        | tonic::Code::OutOfRange
+        | tonic::Code::FailedPrecondition => Code::InvalidArgument,
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted => {
             Code::Unavailable
         }

@@ -69,7 +69,9 @@ impl Handle {
 
     fn parse(bytes: &[u8]) -> std::result::Result<Handle, Status> {
         serde_json::from_slice(bytes).map_err(|_| {
-            Status::invalid_argument("not a statement handle of this cluster: plan the statement again")
+            Status::invalid_argument(
+                "not a statement handle of this cluster: plan the statement again",
+            )
         })
     }
 }
@@ -126,7 +128,9 @@ pub(super) fn as_sent(schema: &SchemaRef) -> SchemaRef {
         .fields()
         .iter()
         .map(|f| match f.data_type() {
-            DataType::Dictionary(_, values) => f.as_ref().clone().with_data_type((**values).clone()),
+            DataType::Dictionary(_, values) => {
+                f.as_ref().clone().with_data_type((**values).clone())
+            }
             _ => f.as_ref().clone(),
         })
         .collect();
@@ -211,9 +215,8 @@ impl FlightSql {
         tracing::debug!(sql = %handle.sql, "flight sql statement");
         let batches = session.execute(&handle.sql).await.map_err(sql_status)?;
         let schema = batches.schema();
-        let batches = batches.map_err(|e| {
-            FlightError::Tonic(Box::new(sql_status(sus_sql::Error::from(e))))
-        });
+        let batches =
+            batches.map_err(|e| FlightError::Tonic(Box::new(sql_status(sus_sql::Error::from(e)))));
         let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -232,7 +235,8 @@ impl FlightSql {
     ) -> Result<RecordBatch> {
         let caller = auth::caller(request).map_err(Error::from)?;
         let tier = asked_tier(request.metadata()).map_err(Error::from)?;
-        let session = SqlSource::new(&self.0, caller, request.metadata().clone(), tier).session()?;
+        let session =
+            SqlSource::new(&self.0, caller, request.metadata().clone(), tier).session()?;
         let mut builder = query.into_builder();
         for table in sus_sql::DATASETS {
             let schema = session.table_schema(table).await.map_err(from_sql)?;
@@ -256,11 +260,16 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
         if query.transaction_id.is_some() {
-            return Err(Status::invalid_argument("transactions are not offered: the tables are read-only"));
+            return Err(Status::invalid_argument(
+                "transactions are not offered: the tables are read-only",
+            ));
         }
         let tier = asked_tier(request.metadata())?;
         let descriptor = request.get_ref().clone();
-        let handle = Handle { sql: query.query, tier };
+        let handle = Handle {
+            sql: query.query,
+            tier,
+        };
         self.statement_info(&request, handle, descriptor).await
     }
 
@@ -282,7 +291,10 @@ impl FlightSqlService for FlightSql {
         let tier = asked_tier(request.metadata())?;
         let session = self.session(caller, request.metadata(), tier)?;
         let schema = as_sent(&session.schema(&query.query).await.map_err(sql_status)?);
-        let handle = Handle { sql: query.query, tier };
+        let handle = Handle {
+            sql: query.query,
+            tier,
+        };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.bytes()?,
             dataset_schema: schema_ipc(&schema)?,
@@ -344,7 +356,11 @@ impl FlightSqlService for FlightSql {
     ) -> std::result::Result<Response<DoGetStream>, Status> {
         let mut builder = query.into_builder();
         builder.append(sus_sql::CATALOG);
-        Ok(one_batch(builder.build().map_err(|e| Status::internal(e.to_string()))?))
+        Ok(one_batch(
+            builder
+                .build()
+                .map_err(|e| Status::internal(e.to_string()))?,
+        ))
     }
 
     async fn get_flight_info_schemas(
@@ -363,7 +379,11 @@ impl FlightSqlService for FlightSql {
     ) -> std::result::Result<Response<DoGetStream>, Status> {
         let mut builder = query.into_builder();
         builder.append(sus_sql::CATALOG, sus_sql::SCHEMA);
-        Ok(one_batch(builder.build().map_err(|e| Status::internal(e.to_string()))?))
+        Ok(one_batch(
+            builder
+                .build()
+                .map_err(|e| Status::internal(e.to_string()))?,
+        ))
     }
 
     async fn get_flight_info_tables(
@@ -380,7 +400,9 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<DoGetStream>, Status> {
-        Ok(one_batch(self.tables(&request, query).await.map_err(status)?))
+        Ok(one_batch(
+            self.tables(&request, query).await.map_err(status)?,
+        ))
     }
 
     async fn get_flight_info_table_types(
@@ -399,7 +421,11 @@ impl FlightSqlService for FlightSql {
     ) -> std::result::Result<Response<DoGetStream>, Status> {
         let mut builder = query.into_builder();
         builder.append("TABLE");
-        Ok(one_batch(builder.build().map_err(|e| Status::internal(e.to_string()))?))
+        Ok(one_batch(
+            builder
+                .build()
+                .map_err(|e| Status::internal(e.to_string()))?,
+        ))
     }
 
     async fn get_flight_info_sql_info(
@@ -432,6 +458,17 @@ impl FlightSqlService for FlightSql {
             "DoPut of {} is not offered: the tables are read-only, and submissions go through \
              Ingest.Submit (`sus submit`)",
             message.type_url
+        )))
+    }
+
+    async fn do_put_error_callback(
+        &self,
+        _request: Request<PeekableFlightDataStream>,
+        error: arrow_flight::sql::server::DoPutError,
+    ) -> std::result::Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "DoPut takes no data here ({error}): the tables are read-only, and submissions go \
+             through Ingest.Submit (`sus submit`)"
         )))
     }
 

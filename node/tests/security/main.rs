@@ -14,6 +14,7 @@
 //! | `audit` | extracts cut off by the client are audited before their first row |
 //! | `limits` | oversized and decompression-bomb input: refused, memory bounded, replicas unchanged |
 //! | `login` | password guessing: back-off per user and per source; unknown users cost the same |
+//! | `sql` | Flight SQL: tokens, tiers and scope inside SQL's scans, tickets that grant nothing, statements that write or reach files |
 //! | `http` | the unauthenticated HTTP port shows nothing about data |
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,6 +30,7 @@ mod limits;
 mod login;
 mod pki;
 mod pseudonym;
+mod sql;
 
 use fixture::{Cases, Fixture};
 
@@ -40,6 +42,7 @@ async fn attacks_on_a_cluster_holding_data() {
     pseudonym::run(&fx, &mut cases).await;
     disclosure::run(&fx, &mut cases).await;
     audit::run(&fx, &mut cases).await;
+    sql::run_cases(&fx, &mut cases).await;
     limits::run(&fx, &mut cases).await;
     http::run(&fx, &mut cases).await;
     login::run(&fx, &mut cases).await;

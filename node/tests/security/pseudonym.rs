@@ -25,7 +25,7 @@ const PSEUDONYMISED: [&str; 4] = [
 ];
 
 /// Every raw identifier of the submitted files, by item.
-fn raw_identifiers(fx: &Fixture) -> BTreeMap<&'static str, BTreeSet<String>> {
+pub(crate) fn raw_identifiers(fx: &Fixture) -> BTreeMap<&'static str, BTreeSet<String>> {
     let items = [
         "nhs_number",
         "local_patient_id",
@@ -56,7 +56,7 @@ fn raw_identifiers(fx: &Fixture) -> BTreeMap<&'static str, BTreeSet<String>> {
 
 /// The raw values no pseudonymised answer may hold in any cell. (Dates of birth are checked in
 /// their own column: as values they are also dates of activity, of newborns.)
-fn forbidden(raw: &BTreeMap<&'static str, BTreeSet<String>>) -> HashSet<String> {
+pub(crate) fn forbidden(raw: &BTreeMap<&'static str, BTreeSet<String>>) -> HashSet<String> {
     let mut out = HashSet::new();
     for item in PSEUDONYMISED.iter().chain(&["postcode"]) {
         out.extend(raw.get(item).into_iter().flatten().cloned());
@@ -65,7 +65,7 @@ fn forbidden(raw: &BTreeMap<&'static str, BTreeSet<String>>) -> HashSet<String> 
 }
 
 /// The first text cell of `batches` that holds a forbidden value, if any.
-fn leak(batches: &[RecordBatch], forbidden: &HashSet<String>) -> Option<String> {
+pub(crate) fn leak(batches: &[RecordBatch], forbidden: &HashSet<String>) -> Option<String> {
     for b in batches {
         for (i, f) in b.schema().fields().iter().enumerate() {
             let Ok(text) = arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8)
@@ -81,7 +81,7 @@ fn leak(batches: &[RecordBatch], forbidden: &HashSet<String>) -> Option<String> 
     None
 }
 
-fn is_pseudonym(v: &str) -> bool {
+pub(crate) fn is_pseudonym(v: &str) -> bool {
     v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit())
 }
 
@@ -130,7 +130,7 @@ async fn flight_extract(
     Ok((schema, batches))
 }
 
-fn flight_status(e: arrow_flight::error::FlightError) -> tonic::Status {
+pub(crate) fn flight_status(e: arrow_flight::error::FlightError) -> tonic::Status {
     match e {
         arrow_flight::error::FlightError::Tonic(s) => *s,
         other => tonic::Status::unknown(other.to_string()),
