@@ -97,16 +97,19 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
     }
     let live = common::read_live(&out.join("oracle/live.csv"));
 
-    // National totals of each table, against the oracle row by row.
+    // National totals of each table, against the oracle row by row: pushed down to the nodes'
+    // aggregates, and (`price + 0`, an expression) summed here over their scans.
     for ds in ["apc", "op", "ec"] {
-        let got = rows(
-            &sql(&admin, &format!("SELECT count(*), sum(price) FROM {ds}")).await,
-            0,
-        );
         let want = count_and_price(expect(&live, |r| (r.dataset == ds).then(Vec::new)));
-        assert_eq!(got, want, "{ds}");
+        for sum in ["sum(price)", "sum(price + 0)"] {
+            let got = rows(
+                &sql(&admin, &format!("SELECT count(*), {sum} FROM {ds}")).await,
+                0,
+            );
+            assert_eq!(got, want, "{ds}, {sum}");
+        }
     }
-    // Grouped and filtered (the filters go to the nodes' scans), and through a prepared path.
+    // Grouped and filtered (pushed down: the filters are ones the nodes apply exactly).
     let got = rows(
         &sql(
             &admin,
@@ -273,13 +276,21 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
     .await;
     assert!(matches!(e, Error::Unauthenticated(_)), "{e:?}");
 
-    // Every SQL read of rows is audited on the nodes that read them.
+    // Every SQL read is audited: scans as extracts on the nodes that read them, pushed-down
+    // aggregates as the native aggregate they are.
     let log = admin.audit_log(0, 0).await.unwrap();
-    assert!(
+    let by = |user: &str, action: &str| {
         log.entries
             .iter()
-            .any(|e| e.record.user == "prov" && e.record.action == "sql"),
-        "the provider's SQL scans are on the audit log"
+            .any(|e| e.record.user == user && e.record.action == action)
+    };
+    assert!(
+        by("nat", "sql"),
+        "the analyst's SQL scans are on the audit log"
+    );
+    assert!(
+        by("prov", "aggregate"),
+        "the provider's grouped SQL is on the audit log"
     );
 
     // ADBC from Python, over TLS with a user's password.

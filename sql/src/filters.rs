@@ -17,6 +17,16 @@ pub fn to_wire(
     schema: &Schema,
     filterable: &dyn Fn(&str) -> bool,
 ) -> Option<v1::Filter> {
+    to_wire_exact(expr, schema, filterable).map(|(f, _)| f)
+}
+
+/// [`to_wire`], and whether the node's filter keeps exactly the rows `expr` keeps (a strict
+/// comparison on text becomes an inclusive bound: looser, so not exact).
+pub(crate) fn to_wire_exact(
+    expr: &Expr,
+    schema: &Schema,
+    filterable: &dyn Fn(&str) -> bool,
+) -> Option<(v1::Filter, bool)> {
     let column = |e: &Expr| -> Option<(String, DataType)> {
         let Expr::Column(c) = e else { return None };
         let field = schema.field_with_name(&c.name).ok()?;
@@ -33,16 +43,22 @@ pub fn to_wire(
             };
             let v = text(&ty, &value)?;
             let step = |delta: i64| shifted(&ty, &value, delta);
-            let (wire_op, values, min, max) = match op {
-                Operator::Eq => (Op::Eq, vec![v], String::new(), String::new()),
-                Operator::NotEq => (Op::Ne, vec![v], String::new(), String::new()),
-                Operator::GtEq => (Op::Range, vec![], v, String::new()),
-                Operator::LtEq => (Op::Range, vec![], String::new(), v),
-                Operator::Gt => (Op::Range, vec![], step(1).unwrap_or(v), String::new()),
-                Operator::Lt => (Op::Range, vec![], String::new(), step(-1).unwrap_or(v)),
+            let (wire_op, values, min, max, exact) = match op {
+                Operator::Eq => (Op::Eq, vec![v], String::new(), String::new(), true),
+                Operator::NotEq => (Op::Ne, vec![v], String::new(), String::new(), true),
+                Operator::GtEq => (Op::Range, vec![], v, String::new(), true),
+                Operator::LtEq => (Op::Range, vec![], String::new(), v, true),
+                Operator::Gt => match step(1) {
+                    Some(next) => (Op::Range, vec![], next, String::new(), true),
+                    None => (Op::Range, vec![], v, String::new(), false),
+                },
+                Operator::Lt => match step(-1) {
+                    Some(prev) => (Op::Range, vec![], String::new(), prev, true),
+                    None => (Op::Range, vec![], String::new(), v, false),
+                },
                 _ => return None,
             };
-            Some(wire(name, wire_op, values, min, max))
+            Some((wire(name, wire_op, values, min, max), exact))
         }
         Expr::InList(InList {
             expr,
@@ -54,7 +70,12 @@ pub fn to_wire(
                 .iter()
                 .map(|e| text(&ty, &literal(e)?))
                 .collect::<Option<Vec<_>>>()?;
-            (!values.is_empty()).then(|| wire(name, Op::In, values, String::new(), String::new()))
+            (!values.is_empty()).then(|| {
+                (
+                    wire(name, Op::In, values, String::new(), String::new()),
+                    true,
+                )
+            })
         }
         Expr::Between(Between {
             expr,
@@ -65,7 +86,7 @@ pub fn to_wire(
             let (name, ty) = column(expr)?;
             let min = text(&ty, &literal(low)?)?;
             let max = text(&ty, &literal(high)?)?;
-            Some(wire(name, Op::Range, vec![], min, max))
+            Some((wire(name, Op::Range, vec![], min, max), true))
         }
         _ => None,
     }

@@ -9,6 +9,7 @@
 
 mod error;
 mod filters;
+mod pushdown;
 mod session;
 mod source;
 mod table;

@@ -43,6 +43,7 @@ impl Session {
             .build_arc()
             .map_err(Error::from)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.add_optimizer_rule(Arc::new(crate::pushdown::PushAggregates));
         for dataset in DATASETS {
             let table = DatasetTable::new(source.clone(), dataset, None)?;
             ctx.register_table(dataset, Arc::new(table))

@@ -36,4 +36,8 @@ pub trait Source: Send + Sync + std::fmt::Debug {
 
     /// One shard's rows, checked and audited by the node that reads them.
     async fn scan(&self, scan: ShardScan) -> Result<BatchStream>;
+
+    /// The finished table of a pushed-down aggregate over every shard, as the native
+    /// `Query.Aggregate` answers it: the group keys as text, then one `Int64` per aggregate.
+    async fn aggregate(&self, spec: v1::QuerySpec) -> Result<RecordBatch>;
 }

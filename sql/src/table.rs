@@ -1,6 +1,6 @@
 //! A dataset as a DataFusion table: one partition per shard, each streamed from the cluster.
 
-use crate::filters::to_wire;
+use crate::filters::{to_wire, to_wire_exact};
 use crate::source::{ShardScan, Source};
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
@@ -50,6 +50,28 @@ impl DatasetTable {
 
     fn wire(&self, e: &Expr) -> Option<v1::Filter> {
         to_wire(e, &self.schema, &|c| self.filterable.iter().any(|f| f == c))
+    }
+
+    /// The wire filter that keeps exactly the rows `e` keeps, if there is one.
+    pub(crate) fn exact_wire(&self, e: &Expr) -> Option<v1::Filter> {
+        to_wire_exact(e, &self.schema, &|c| self.filterable.iter().any(|f| f == c))
+            .and_then(|(f, exact)| exact.then_some(f))
+    }
+
+    pub(crate) fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    pub(crate) fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    pub(crate) fn view(&self) -> Option<&str> {
+        self.view.as_deref()
+    }
+
+    pub(crate) fn table_schema(&self) -> &SchemaRef {
+        &self.schema
     }
 }
 

@@ -15,6 +15,7 @@ struct Shards {
     /// Rows per shard: (provider, price pence, nhs number).
     rows: Vec<Vec<(&'static str, i64, &'static str)>>,
     scans: Mutex<Vec<ShardScan>>,
+    aggregates: Mutex<Vec<v1::QuerySpec>>,
     refuse: Option<Code>,
 }
 
@@ -32,6 +33,7 @@ impl Shards {
                 vec![],
             ],
             scans: Mutex::default(),
+            aggregates: Mutex::default(),
             refuse,
         })
     }
@@ -82,6 +84,66 @@ impl Source for Shards {
         let batch = all.project(&indices).unwrap();
         Ok(Box::pin(futures::stream::iter([Ok(batch)])))
     }
+
+    /// A native aggregate as a node answers it (keys as text, values as Int64), for the few
+    /// shapes the tests push: by provider or nothing; count, sum/min/max of price; provider
+    /// equality and price ranges.
+    async fn aggregate(&self, spec: v1::QuerySpec) -> sus_sql::Result<RecordBatch> {
+        if let Some(code) = self.refuse {
+            return Err(Error::source_error(code, "refused by the node"));
+        }
+        self.aggregates.lock().unwrap().push(spec.clone());
+        let keep = |(p, price, _): &&(&str, i64, &str)| {
+            spec.filters.iter().all(|f| match f.field.as_str() {
+                "provider_code" => f.values.iter().any(|v| v == p),
+                "price" => {
+                    (f.min.is_empty() || *price >= f.min.parse::<i64>().unwrap())
+                        && (f.max.is_empty() || *price <= f.max.parse::<i64>().unwrap())
+                }
+                other => panic!("no filter on {other} in this fake"),
+            })
+        };
+        let mut groups: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+        for row in self.rows.iter().flatten().filter(keep) {
+            let key = if spec.group_by.is_empty() {
+                String::new()
+            } else {
+                row.0.to_string()
+            };
+            let acc = groups.entry(key).or_insert_with(|| {
+                spec.aggregates
+                    .iter()
+                    .map(|a| match a.func {
+                        2 => i64::MAX,
+                        3 => i64::MIN,
+                        _ => 0,
+                    })
+                    .collect()
+            });
+            for (v, a) in acc.iter_mut().zip(&spec.aggregates) {
+                *v = match a.func {
+                    0 => *v + 1,
+                    1 => *v + row.1,
+                    2 => (*v).min(row.1),
+                    _ => (*v).max(row.1),
+                };
+            }
+        }
+        let mut columns: Vec<(String, arrow::array::ArrayRef)> = Vec::new();
+        if !spec.group_by.is_empty() {
+            columns.push((
+                "provider_code".into(),
+                Arc::new(StringArray::from_iter_values(groups.keys())),
+            ));
+        }
+        for (i, _) in spec.aggregates.iter().enumerate() {
+            columns.push((
+                format!("a{i}"),
+                Arc::new(Int64Array::from_iter_values(groups.values().map(|v| v[i]))),
+            ));
+        }
+        Ok(RecordBatch::try_from_iter(columns).unwrap())
+    }
 }
 
 async fn run(source: Arc<Shards>, sql: &str) -> sus_sql::Result<Vec<RecordBatch>> {
@@ -105,7 +167,8 @@ fn int(batches: &[RecordBatch], column: usize) -> Vec<i64> {
 #[tokio::test]
 async fn sums_and_counts_over_every_shard() {
     let source = Shards::new(None);
-    let out = run(source.clone(), "SELECT count(*), sum(price) FROM op")
+    // `abs(price)`: an expression, so computed here over scanned rows, not pushed down.
+    let out = run(source.clone(), "SELECT count(*), sum(abs(price)) FROM op")
         .await
         .unwrap();
     assert_eq!(int(&out, 0), [5]);
@@ -123,7 +186,7 @@ async fn filters_are_pushed_and_still_applied() {
     let source = Shards::new(None);
     let out = run(
         source.clone(),
-        "SELECT provider_code, sum(price) AS pence FROM op \
+        "SELECT provider_code, sum(price + 0) AS pence FROM op \
          WHERE provider_code = 'RRV' AND price > 50 GROUP BY provider_code",
     )
     .await
@@ -169,15 +232,26 @@ async fn limit_and_time_views() {
         .await
         .unwrap();
     assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-    run(source.clone(), "SELECT count(*) FROM op_at('2024-25 M06')")
-        .await
-        .unwrap();
+    run(
+        source.clone(),
+        "SELECT provider_code FROM op_at('2024-25 M06')",
+    )
+    .await
+    .unwrap();
     let scans = source.scans.lock().unwrap().clone();
     assert!(
         scans
             .iter()
             .any(|s| s.view.as_deref() == Some("2024-25 M06")),
         "{scans:?}"
+    );
+    run(source.clone(), "SELECT count(*) FROM op_at('2024-25 M06')")
+        .await
+        .unwrap();
+    let pushed = source.aggregates.lock().unwrap().clone();
+    assert_eq!(
+        pushed[0].view.as_ref().map(|v| v.freeze.as_str()),
+        Some("2024-25 M06")
     );
     let e = run(source, "SELECT * FROM op_at(3)").await.unwrap_err();
     assert!(e.to_string().contains("freeze point"), "{e}");
@@ -241,4 +315,62 @@ async fn unknown_tables_and_columns_name_what_is_missing() {
         .collect();
     assert_eq!(names, ["apc", "ec", "op"]);
     let _ = Array::len(listed[0].column(0));
+}
+
+#[tokio::test]
+async fn aggregates_the_nodes_compute_are_pushed_down_and_answer_as_sql_would() {
+    let source = Shards::new(None);
+    let out = run(
+        source.clone(),
+        "SELECT provider_code, count(*) AS n, sum(price) AS pence, max(price) AS top FROM op \
+         WHERE price >= 20 GROUP BY provider_code ORDER BY provider_code",
+    )
+    .await
+    .unwrap();
+    assert_eq!(int(&out, 1), [1, 3], "RAJ 700; RRV 100, 250, 40");
+    assert_eq!(int(&out, 2), [700, 390]);
+    assert_eq!(int(&out, 3), [700, 250]);
+    assert!(
+        source.scans.lock().unwrap().is_empty(),
+        "no row was scanned"
+    );
+    let pushed = source.aggregates.lock().unwrap().clone();
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(pushed[0].group_by, ["provider_code"]);
+    assert_eq!(pushed[0].filters[0].min, "20");
+
+    // Nothing matched: one row, count 0 and the sum NULL, as SQL says.
+    let source = Shards::new(None);
+    let out = run(
+        source.clone(),
+        "SELECT count(*), sum(price) FROM op WHERE provider_code = 'NONE'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    assert_eq!(int(&out, 0), [0]);
+    assert!(out[0].column(1).is_null(0));
+    assert_eq!(source.aggregates.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn aggregates_the_nodes_cannot_compute_exactly_run_over_scans() {
+    for sql in [
+        "SELECT count(DISTINCT provider_code) FROM op",
+        "SELECT provider_code, sum(price) FROM op WHERE provider_code < 'RZZ' GROUP BY 1",
+        "SELECT count(*) FROM op WHERE nhs_number = 'a'",
+        "SELECT provider_code, sum(price * 2) FROM op GROUP BY 1",
+        "SELECT upper(provider_code), count(*) FROM op GROUP BY 1",
+    ] {
+        let source = Shards::new(None);
+        run(source.clone(), sql).await.unwrap();
+        assert!(
+            source.aggregates.lock().unwrap().is_empty(),
+            "{sql} was pushed"
+        );
+        assert!(
+            !source.scans.lock().unwrap().is_empty(),
+            "{sql} scanned nothing"
+        );
+    }
 }

@@ -119,6 +119,51 @@ impl sus_sql::Source for SqlSource {
             .map_err(to_sql)?;
         Ok(Box::pin(batches.map(|b| b.map_err(to_sql))))
     }
+
+    async fn aggregate(&self, spec: v1::QuerySpec) -> sus_sql::Result<arrow::array::RecordBatch> {
+        self.finished(spec).await.map_err(to_sql)
+    }
+}
+
+impl SqlSource {
+    /// The finished table of `spec` over every shard, through the native aggregate call (its
+    /// access rules and audit).
+    async fn finished(&self, spec: v1::QuerySpec) -> Result<arrow::array::RecordBatch> {
+        let spec = v1::QuerySpec {
+            tier: self.tier,
+            ..spec
+        };
+        let anonymised = crate::access::read::aggregate(&self.caller, spec.clone(), true)
+            .is_ok_and(|r| r.tier == Tier::Anonymised);
+        if anonymised {
+            // Its finished tables are disclosure-controlled text (`*`, rounded counts), which
+            // no SQL aggregate's types can hold.
+            return Err(Error::PermissionDenied(
+                "SQL at the anonymised tier is not offered yet: use `sus query` (its tables \
+                 pass the disclosure control)"
+                    .into(),
+            ));
+        }
+        let reply = self
+            .services
+            .read_aggregate(
+                self.caller.clone(),
+                &self.credentials,
+                v1::AggregateRequest {
+                    format: WIRE_FORMAT_VERSION,
+                    query: Some(spec),
+                    shards: Vec::new(),
+                    linearizable: false,
+                    finish: true,
+                    distinct_counts: false,
+                },
+            )
+            .await?;
+        sus_proto::partial::ipc_to_batch(&reply.table).map_err(|e| Error::Corruption {
+            what: "a finished aggregate".into(),
+            message: e.to_string(),
+        })
+    }
 }
 
 /// A node error as SQL's, keeping what the caller must do.
