@@ -16,7 +16,7 @@ pub const QUERIES: [&str; 6] = ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6"];
 const DATASETS: [&str; 3] = ["apc", "op", "ec"];
 
 /// The parameters of the selective queries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Params {
     /// Q3 and Q6: one provider.
     pub provider: String,
@@ -164,6 +164,115 @@ pub async fn run(client: &Client, q: &str, p: &Params) -> Result<(Vec<Row>, u64)
     let mut rows = rows;
     sort_rows(&mut rows, keys);
     Ok((rows, scanned))
+}
+
+/// The group keys of query `q`'s rows.
+pub fn keys(q: &str) -> usize {
+    match q {
+        "Q3" | "Q5" => 1,
+        "Q6" => 4,
+        _ => 2,
+    }
+}
+
+/// A SQL string literal.
+fn text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Query `q` in SQL over the cluster's tables (`docs/sql.md`), as an analyst would write it: the
+/// derived fields (`activity_month`, `financial_year`, `age_band`, `hrg_chapter`) are columns.
+pub fn sql(q: &str, p: &Params) -> Result<String> {
+    let union = |select: &dyn Fn(&str) -> String| {
+        DATASETS
+            .iter()
+            .map(|ds| select(ds))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    };
+    Ok(match q {
+        "Q1" => format!(
+            "SELECT provider_code, activity_month, sum(pence) FROM ({}) GROUP BY 1, 2",
+            union(&|ds| format!(
+                "SELECT provider_code, activity_month, sum(price) AS pence FROM {ds} GROUP BY 1, 2"
+            ))
+        ),
+        "Q2" => format!(
+            "SELECT financial_year, pod, sum(n), sum(pence) FROM ({}) GROUP BY 1, 2",
+            union(&|ds| format!(
+                "SELECT financial_year, pod, count(*) AS n, sum(price) AS pence FROM {ds} \
+                 GROUP BY 1, 2"
+            ))
+        ),
+        "Q3" => format!(
+            "SELECT treatment_function_code, count(*), sum(price) FROM op \
+             WHERE provider_code = {} AND activity_date BETWEEN DATE {} AND DATE {} \
+             GROUP BY treatment_function_code",
+            text(&p.provider),
+            text(&p.quarter.0),
+            text(&p.quarter.1)
+        ),
+        "Q4" => format!(
+            "SELECT commissioner_code, age_band, count(*), sum(price) FROM apc \
+             WHERE hrg_chapter = {} GROUP BY 1, 2",
+            text(&p.chapter)
+        ),
+        // A patient is its NHS number, else its provider and local id: with the provider as the
+        // key, the distinct NHS numbers plus the distinct local ids of rows without one.
+        "Q5" => "SELECT provider_code, count(DISTINCT nhs_number) \
+                 + count(DISTINCT local_patient_id) FILTER (WHERE nhs_number IS NULL) \
+                 FROM op GROUP BY provider_code"
+            .to_string(),
+        "Q6" => union(&|ds| {
+            let hrg = if ds == "apc" { "spell_hrg" } else { "hrg" };
+            format!(
+                "SELECT commissioner_code, '{ds}', pod, {hrg}, count(*), sum(excess_bed_days), \
+                 sum(price), sum(CAST(pbr_excluded AS BIGINT)) FROM {ds} \
+                 WHERE provider_code = {} AND activity_month = {} \
+                 GROUP BY commissioner_code, pod, {hrg}",
+                text(&p.provider),
+                text(&p.month)
+            )
+        }),
+        other => bail!("unknown query {other}"),
+    })
+}
+
+/// Runs query `q` in SQL on the cluster (Flight SQL): canonical rows (sorted), as [`run`]'s.
+pub async fn run_sql(client: &Client, q: &str, p: &Params) -> Result<Vec<Row>> {
+    let batches = client.sql(&sql(q, p)?).await?.collect().await?;
+    let keys = keys(q);
+    let mut rows = Vec::new();
+    for b in &batches {
+        let columns = b
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let to = if i < keys {
+                    arrow::datatypes::DataType::Utf8
+                } else {
+                    arrow::datatypes::DataType::Int64
+                };
+                arrow::compute::cast(c, &to)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let b = RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(
+                columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        arrow::datatypes::Field::new(format!("c{i}"), c.data_type().clone(), true)
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            columns,
+        )?;
+        rows.extend(batch_rows(&b, keys)?);
+    }
+    sort_rows(&mut rows, keys);
+    Ok(rows)
 }
 
 /// Rows of an aggregate result: `keys` text columns (null stays null), then integers.

@@ -260,7 +260,11 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
         vec![vec![provider.clone()]]
     );
     // Anonymised: no record-level read, so no SQL over rows.
-    let e = sql_err(&as_user("anon"), "SELECT count(*) FROM apc").await;
+    let e = sql_err(
+        &as_user("anon"),
+        "SELECT provider_code, price FROM apc LIMIT 5",
+    )
+    .await;
     assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
     // No token, or a forged one.
     let e = sql_err(
@@ -293,14 +297,16 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
         "the provider's grouped SQL is on the audit log"
     );
 
-    // ADBC from Python, over TLS with a user's password.
+    // ADBC from Python, over TLS with users' passwords.
     if available("Python 3 with adbc-driver-flightsql", has_adbc()) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/adbc_sql.py");
+        let received = out.join("adbc-pseudonymised.arrows");
         let run = tokio::process::Command::new(python())
             .arg(&script)
             .arg(&cluster.nodes[&3].addr)
             .arg(&cluster.certs.ca)
-            .args(["prov", PASSWORD])
+            .args([PASSWORD, "prov", "nat", "anon", "sql-test"])
+            .arg(&received)
             .output()
             .await
             .unwrap();
@@ -312,30 +318,107 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
         let got: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
         let tables: Vec<&String> = got["tables"].as_object().unwrap().keys().collect();
         assert_eq!(tables, ["sus.public.apc", "sus.public.ec", "sus.public.op"]);
+        let columns = got["op_columns"].as_array().unwrap();
         assert!(
-            got["op_columns"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c == "price")
+            columns.iter().any(|c| c == "price") && columns.iter().any(|c| c == "activity_month")
         );
+        // The provider's own rows, now and at the freeze point (nothing changed since).
         let mine = count_and_price(expect(&live, |r| {
             (r.dataset == "op" && r.provider == provider).then(Vec::new)
         }));
-        let op = &got["answers"]["op"][0];
+        let mine = mine[&Vec::<String>::new()];
+        let op = &got["op"][0];
         assert_eq!(
             [op["n"].as_i64().unwrap(), op["pence"].as_i64().unwrap()],
-            [
-                mine[&Vec::<String>::new()][0],
-                mine[&Vec::<String>::new()][1]
-            ],
-            "the provider's own outpatient rows: {got}"
+            [mine[0], mine[1]],
+            "{got}"
+        );
+        assert_eq!(got["op_frozen"][0]["n"].as_i64(), Some(mine[0]), "{got}");
+        assert!(
+            got["refused_drop"].as_str().is_some(),
+            "DROP was answered: {got}"
+        );
+        // Pseudonymised rows: no clear identifier in any byte received (NHS numbers, local
+        // patient ids, record keys), and postcodes reduced to their sectors.
+        assert!(got["pseudonymised"]["rows"].as_u64().unwrap() > 0, "{got}");
+        let bytes = std::fs::read(&received).unwrap();
+        let mut identifiers = 0;
+        let mut postcodes = std::collections::HashSet::new();
+        for s in &summary.expected.submissions {
+            let mut r = csv::Reader::from_path(out.join(&s.file)).unwrap();
+            let header = r.headers().unwrap().clone();
+            let col = |name: &str| header.iter().position(|h| h == name);
+            let ids: Vec<usize> = ["nhs_number", "local_patient_id", "cds_unique_id"]
+                .iter()
+                .filter_map(|c| col(c))
+                .collect();
+            let postcode = col("postcode");
+            for rec in r.records() {
+                let rec = rec.unwrap();
+                for &c in &ids {
+                    let v = &rec[c];
+                    if v.len() >= 8 {
+                        identifiers += 1;
+                        assert!(
+                            !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+                            "the clear identifier {v} reached the pseudonymised client"
+                        );
+                    }
+                }
+                if let Some(p) = postcode
+                    .map(|c| rec[c].to_string())
+                    .filter(|p| p.len() >= 6)
+                {
+                    postcodes.insert(p);
+                }
+            }
+        }
+        assert!(
+            identifiers > 1_000,
+            "identifiers searched for: {identifiers}"
+        );
+        let reader = arrow::ipc::reader::StreamReader::try_new(
+            std::fs::File::open(&received).unwrap(),
+            None,
+        )
+        .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let sent = arrow::compute::cast(
+                batch.column_by_name("postcode").unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            for p in sent.as_string::<i32>().iter().flatten() {
+                assert!(
+                    !postcodes.contains(p),
+                    "the full postcode {p} reached the client"
+                );
+            }
+        }
+        // Anonymised: the disclosure control's table (text; counts rounded to 5 or suppressed).
+        let table = got["anonymised"].as_array().unwrap();
+        assert!(
+            table.iter().any(|r| r["commissioner_code"] == "TOTAL"),
+            "{got}"
+        );
+        for r in table {
+            let n = r["activity"].as_str().unwrap();
+            assert!(
+                n == "*" || n.parse::<u64>().is_ok_and(|n| n % 5 == 0),
+                "count {n}: {got}"
+            );
+        }
+        let e = got["refused_anonymised"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("PermissionDenied")
+                || e.contains("PERMISSION_DENIED")
+                || e.contains("Unauthorized"),
+            "the refusal keeps its code: {e}"
         );
         assert!(
-            got["refused"].as_str().is_some_and(|e| e.contains("DDL")
-                || e.contains("not supported")
-                || e.contains("Unsupported")),
-            "{got}"
+            e.contains("anonymised tier") && !e.contains("mismatch"),
+            "a readable refusal: {e}"
         );
     }
 }

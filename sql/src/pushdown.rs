@@ -127,8 +127,10 @@ fn pushed(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         aggregates.push(a);
     }
     // Without groups a native answer may have no row where SQL has one (count 0, the rest
-    // NULL): a hidden count tells them apart.
-    let hidden_count = group_by.is_empty();
+    // NULL): a hidden count tells them apart. A native query needs an aggregate: `SELECT
+    // DISTINCT` (groups only) gets the hidden count too.
+    let groupless = group_by.is_empty();
+    let hidden_count = groupless || aggregates.is_empty();
     if hidden_count {
         aggregates.push(aggregate_of(Func::Count, ""));
     }
@@ -156,6 +158,7 @@ fn pushed(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         spec,
         schema: output,
         hidden_count,
+        groupless,
         counts,
     };
     let new_scan = LogicalPlanBuilder::scan(
@@ -188,7 +191,7 @@ fn aggregate_of(func: Func, field: &str) -> v1::Aggregate {
 }
 
 /// The native aggregate of a SQL one: `count(*)`, or `sum`, `min`, `max` of an integer
-/// column (and `min`, `max` of a date column).
+/// column (`sum` of a flag cast to an integer; `min`, `max` of a date column).
 fn native(e: &Expr, schema: &SchemaRef) -> Option<v1::Aggregate> {
     let e = match e {
         Expr::Alias(a) => a.expr.as_ref(),
@@ -209,6 +212,12 @@ fn native(e: &Expr, schema: &SchemaRef) -> Option<v1::Aggregate> {
         ("count", [Expr::Literal(v, _)]) if !v.is_null() => Some(aggregate_of(Func::Count, "")),
         ("count", []) => Some(aggregate_of(Func::Count, "")),
         ("sum", [arg]) => {
+            // A flag summed as a count: `sum(CAST(pbr_excluded AS BIGINT))`.
+            if let Expr::Cast(c) = arg {
+                let (name, ty) = column(&c.expr)?;
+                return (ty == DataType::Boolean && c.field.data_type().is_integer())
+                    .then(|| aggregate_of(Func::Sum, &name));
+            }
             let (name, ty) = column(arg)?;
             ty.is_integer().then(|| aggregate_of(Func::Sum, &name))
         }
@@ -231,7 +240,10 @@ struct PushedAggregate {
     source: Arc<dyn Source>,
     spec: v1::QuerySpec,
     schema: SchemaRef,
+    /// The native table ends with a count the statement did not ask for.
     hidden_count: bool,
+    /// No group keys: SQL answers one row even over no rows.
+    groupless: bool,
     /// Per column of the native table: whether it is a count.
     counts: Vec<bool>,
 }
@@ -255,7 +267,7 @@ impl TableProvider for PushedAggregate {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // The native call runs when the plan is made: one round trip, answered in one batch.
         let native = self.source.aggregate(self.spec.clone()).await?;
-        let batch = conform(&native, &self.schema, self.hidden_count, &self.counts)?;
+        let batch = conform(&native, &self.schema, self, &self.counts)?;
         let exec = MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             self.schema.clone(),
@@ -270,17 +282,17 @@ impl TableProvider for PushedAggregate {
 fn conform(
     native: &RecordBatch,
     schema: &SchemaRef,
-    hidden_count: bool,
+    shape: &PushedAggregate,
     counts: &[bool],
 ) -> Result<RecordBatch> {
     let wanted = schema.fields().len();
-    let have = native.num_columns() - usize::from(hidden_count);
+    let have = native.num_columns() - usize::from(shape.hidden_count);
     if have != wanted {
         return Err(DataFusionError::Internal(format!(
             "a pushed-down aggregate answered {have} columns for {wanted}"
         )));
     }
-    if hidden_count && (native.num_rows() == 0 || matched_nothing(native)?) {
+    if shape.groupless && (native.num_rows() == 0 || matched_nothing(native)?) {
         // SQL's answer over no rows: counts 0, everything else NULL.
         let columns: Vec<ArrayRef> = schema
             .fields()
@@ -322,4 +334,83 @@ fn matched_nothing(native: &RecordBatch) -> Result<bool> {
         .downcast_ref::<arrow::array::Int64Array>()
         .ok_or_else(|| DataFusionError::Internal("a count that is no integer".into()))?;
     Ok(counts.len() == 1 && counts.value(0) == 0)
+}
+
+/// The pushed-down aggregate a whole plan is, at most renamed and reordered above it: what the
+/// anonymised tier may run. `None` when the plan computes anything else.
+pub(crate) fn whole_aggregate(plan: &LogicalPlan) -> Result<Option<ControlledRead>> {
+    // Column indices into the plan below, from the top's output down.
+    let mut selection: Vec<usize> = (0..plan.schema().fields().len()).collect();
+    let mut plan = plan;
+    loop {
+        match plan {
+            LogicalPlan::Projection(p) => {
+                let below = p.input.schema();
+                let mut indices = Vec::with_capacity(p.expr.len());
+                for e in &p.expr {
+                    let e = match e {
+                        Expr::Alias(a) => a.expr.as_ref(),
+                        other => other,
+                    };
+                    let Expr::Column(c) = e else { return Ok(None) };
+                    let Some(i) = below.maybe_index_of_column(c) else {
+                        return Ok(None);
+                    };
+                    indices.push(i);
+                }
+                selection = selection.into_iter().map(|i| indices[i]).collect();
+                plan = p.input.as_ref();
+            }
+            LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => {
+                let provider = source_as_provider(&scan.source)?;
+                let any: &dyn Any = provider.as_ref();
+                let Some(pushed) = any.downcast_ref::<PushedAggregate>() else {
+                    return Ok(None);
+                };
+                if let Some(p) = &scan.projection {
+                    selection = selection.into_iter().map(|i| p[i]).collect();
+                }
+                return Ok(Some(ControlledRead {
+                    source: pushed.source.clone(),
+                    spec: pushed.spec.clone(),
+                    selection,
+                }));
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// One pushed-down aggregate read at the anonymised tier.
+pub(crate) struct ControlledRead {
+    source: Arc<dyn Source>,
+    spec: v1::QuerySpec,
+    /// The native table's columns, in the statement's order.
+    selection: Vec<usize>,
+}
+
+impl ControlledRead {
+    /// The disclosure-controlled table, with the statement's column names (all text).
+    pub(crate) async fn run(&self, schema: &SchemaRef) -> crate::Result<RecordBatch> {
+        let table = self.source.aggregate(self.spec.clone()).await?;
+        let columns = self
+            .selection
+            .iter()
+            .map(|i| {
+                let c = table.columns().get(*i).ok_or_else(|| {
+                    crate::Error::source_error(
+                        crate::Code::Internal,
+                        format!("a controlled table without column {i}"),
+                    )
+                })?;
+                cast(c, &DataType::Utf8).map_err(|e| crate::Error::Sql(e.to_string()))
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(table.num_rows())),
+        )
+        .map_err(|e| crate::Error::Sql(e.to_string()))
+    }
 }

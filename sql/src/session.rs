@@ -1,15 +1,21 @@
 //! One caller's SQL session: the tables, the time-view functions, the limits.
 
+use crate::Code;
+use crate::pushdown::{ControlledRead, whole_aggregate};
 use crate::table::DatasetTable;
 use crate::{Error, Result, Source};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use std::sync::Arc;
 
 /// The tables, one per dataset.
@@ -26,6 +32,7 @@ pub const SCHEMA: &str = "public";
 /// `apc_at('freeze point')` (and `op_at`, `ec_at`) for a frozen view.
 pub struct Session {
     ctx: SessionContext,
+    anonymised: bool,
 }
 
 impl Session {
@@ -56,7 +63,10 @@ impl Session {
                 }),
             );
         }
-        Ok(Session { ctx })
+        Ok(Session {
+            ctx,
+            anonymised: source.anonymised(),
+        })
     }
 
     /// Plans a read-only statement (a query; no DDL, DML, `COPY` or `SET`).
@@ -79,13 +89,61 @@ impl Session {
 
     /// The columns `sql` answers.
     pub async fn schema(&self, sql: &str) -> Result<SchemaRef> {
+        if self.anonymised {
+            return Ok(self.controlled(sql).await?.1);
+        }
         let df = self.plan(sql).await?;
         Ok(Arc::new(df.schema().as_arrow().clone()))
     }
 
     /// Runs `sql`; the stream reads the cluster as it is polled.
     pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream> {
-        Ok(self.plan(sql).await?.execute_stream().await?)
+        if self.anonymised {
+            let (read, schema) = self.controlled(sql).await?;
+            let batch = read.run(&schema).await?;
+            let stream = futures::stream::once(async { Ok(batch) });
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)));
+        }
+        let stream = self.plan(sql).await?.execute_stream().await?;
+        // Branches of a UNION may differ in nullability or field metadata: every batch leaves
+        // with the statement's one schema, as a stream's consumers expect.
+        let schema = stream.schema();
+        let declared = schema.clone();
+        let batches = stream.map(move |batch| {
+            let batch = batch?;
+            if batch.schema_ref() == &declared {
+                return Ok(batch);
+            }
+            let columns = batch.columns().to_vec();
+            Ok(batch
+                .with_schema(declared.clone())
+                .or_else(|_| RecordBatch::try_new(declared.clone(), columns))?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+
+    /// At the anonymised tier a statement must be one pushed-down aggregate, answered as the
+    /// disclosure control leaves it: every column text (`*` for a suppressed cell, rounded
+    /// counts and sums), a `TOTAL` line after the groups.
+    async fn controlled(&self, sql: &str) -> Result<(ControlledRead, SchemaRef)> {
+        let plan = self.plan(sql).await?.into_optimized_plan()?;
+        let read = whole_aggregate(&plan)?.ok_or_else(|| {
+            Error::source_error(
+                Code::PermissionDenied,
+                "at the anonymised tier a statement must be one aggregate the nodes compute, so \
+                 that its table passes the disclosure control: one table, GROUP BY columns, \
+                 count(*), sum, min or max of columns, conditions the nodes apply exactly \
+                 (=, <>, IN, BETWEEN, ranges on numbers and dates); no DISTINCT, expressions, \
+                 joins, ORDER BY or LIMIT",
+            )
+        })?;
+        let fields: Vec<Field> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect();
+        Ok((read, Arc::new(Schema::new(fields))))
     }
 
     /// The tables' columns, as a client lists them.

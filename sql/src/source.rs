@@ -38,6 +38,14 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     async fn scan(&self, scan: ShardScan) -> Result<BatchStream>;
 
     /// The finished table of a pushed-down aggregate over every shard, as the native
-    /// `Query.Aggregate` answers it: the group keys as text, then one `Int64` per aggregate.
+    /// `Query.Aggregate` answers it: the group keys as text, then one `Int64` per aggregate;
+    /// for an [anonymised](Source::anonymised) caller, every cell as disclosure-controlled text
+    /// and a `TOTAL` line after the groups.
     async fn aggregate(&self, spec: v1::QuerySpec) -> Result<RecordBatch>;
+
+    /// Whether the caller reads at the anonymised tier: then only statements that are one
+    /// pushed-down aggregate are answered, and as the disclosure control leaves them (text).
+    fn anonymised(&self) -> bool {
+        false
+    }
 }

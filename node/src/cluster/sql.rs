@@ -3,7 +3,6 @@
 //! leader with the caller's own token, so the access rules and the audit of record-level reads
 //! apply exactly as they do to `Query.Scan` and Flight extracts.
 
-use super::reads::Extract;
 use super::service::Services;
 use crate::access::{Caller, Tier, pseudonym};
 use crate::error::status;
@@ -23,6 +22,9 @@ pub(crate) struct SqlSource {
     credentials: tonic::metadata::MetadataMap,
     /// The tier asked (the wire enum; unspecified: the caller's highest).
     tier: i32,
+    /// The tier the caller reads at (`None`: it may not read at the tier asked; every read
+    /// says why).
+    resolved: Option<Tier>,
 }
 
 impl std::fmt::Debug for SqlSource {
@@ -38,11 +40,15 @@ impl SqlSource {
         credentials: tonic::metadata::MetadataMap,
         tier: i32,
     ) -> SqlSource {
+        let resolved = Tier::from_proto(tier)
+            .and_then(|asked| caller.tier(asked))
+            .ok();
         SqlSource {
             services: services.clone(),
             caller,
             credentials,
             tier,
+            resolved,
         }
     }
 
@@ -51,20 +57,6 @@ impl SqlSource {
         let limit = self.services.cluster.limits.query.sql_memory_bytes;
         sus_sql::Session::new(Arc::new(self), limit).map_err(from_sql)
     }
-
-    /// The caller's read of every row of `dataset`, checked (the tier it resolves to).
-    fn check(&self, dataset: &str) -> Result<Extract> {
-        Extract::check(
-            &self.services,
-            self.caller.clone(),
-            self.tier,
-            dataset,
-            &[],
-            &[],
-            None,
-            "sql",
-        )
-    }
 }
 
 #[async_trait::async_trait]
@@ -72,29 +64,37 @@ impl sus_sql::Source for SqlSource {
     fn schema(&self, dataset: &str) -> sus_sql::Result<SchemaRef> {
         let known = Dataset::parse(dataset)
             .ok_or_else(|| sus_sql::Error::Sql(format!("no dataset {dataset} (apc, op, ec)")))?;
-        match self.check(dataset) {
-            Ok(extract) => extract.schema().map_err(to_sql),
-            // A caller who may not read rows (the anonymised tier) still sees the column names;
-            // its scans are refused by the nodes with their reason.
-            Err(_) => crate::query::exec::output_schema(known, &[])
-                .map(|s| pseudonym::schema(&s))
-                .map_err(to_sql),
-        }
+        // The stored columns, then the derived fields (buckets and flags) the nodes compute.
+        let stored = crate::schema::stored_schema(known);
+        let columns: Vec<String> = stored
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .chain(crate::query::field::DERIVED.iter().map(|d| d.to_string()))
+            .collect();
+        let schema = crate::query::exec::output_schema(known, &columns).map_err(to_sql)?;
+        Ok(match self.resolved {
+            Some(Tier::Identifiable) => schema,
+            _ => pseudonym::schema(&schema),
+        })
     }
 
     fn filterable(&self, dataset: &str) -> Vec<String> {
-        let Ok(extract) = self.check(dataset) else {
+        let Ok(schema) = sus_sql::Source::schema(self, dataset) else {
             return Vec::new();
         };
-        let Ok(schema) = extract.schema() else {
-            return Vec::new();
-        };
+        // Below the identifiable tier a filter on an identifying column would test raw values
+        // (the nodes refuse it): the planning node applies it to the transformed ones instead.
         schema
             .fields()
             .iter()
             .map(|f| f.name().clone())
-            .filter(|c| extract.tier == Tier::Identifiable || pseudonym::rule(c).is_none())
+            .filter(|c| self.resolved == Some(Tier::Identifiable) || pseudonym::rule(c).is_none())
             .collect()
+    }
+
+    fn anonymised(&self) -> bool {
+        self.resolved == Some(Tier::Anonymised)
     }
 
     fn shards(&self) -> Vec<u32> {
@@ -133,17 +133,6 @@ impl SqlSource {
             tier: self.tier,
             ..spec
         };
-        let anonymised = crate::access::read::aggregate(&self.caller, spec.clone(), true)
-            .is_ok_and(|r| r.tier == Tier::Anonymised);
-        if anonymised {
-            // Its finished tables are disclosure-controlled text (`*`, rounded counts), which
-            // no SQL aggregate's types can hold.
-            return Err(Error::PermissionDenied(
-                "SQL at the anonymised tier is not offered yet: use `sus query` (its tables \
-                 pass the disclosure control)"
-                    .into(),
-            ));
-        }
         let reply = self
             .services
             .read_aggregate(

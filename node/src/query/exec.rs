@@ -12,7 +12,7 @@ use crate::store::{SegmentView, Store};
 use crate::{Error, Result};
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::{and, filter_record_batch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use sus_proto::partial::Partial;
@@ -202,7 +202,14 @@ pub fn scan(
 ) -> Result<(u64, ScanStats)> {
     let schema = output_schema(dataset, columns)?;
     let listing = store.listing(dataset, resolve_view(store, view)?)?;
-    let mut inputs: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let derived = derived_fields(dataset, &schema);
+    let mut inputs: Vec<&str> = Vec::new();
+    for (f, d) in schema.fields().iter().zip(&derived) {
+        match d {
+            Some(d) => inputs.extend(d.inputs(dataset)),
+            None => inputs.push(f.name().as_str()),
+        }
+    }
     for f in filters.iter().chain(scope) {
         inputs.extend(f.field.inputs(dataset));
     }
@@ -248,7 +255,11 @@ pub fn scan(
                 let cols = schema
                     .fields()
                     .iter()
-                    .map(|f| {
+                    .zip(&derived)
+                    .map(|(f, d)| {
+                        if let Some(d) = d {
+                            return d.eval(dataset, &batch);
+                        }
                         batch.column_by_name(f.name()).cloned().ok_or_else(|| {
                             Error::InvalidArgument(format!("internal: scan lacks {}", f.name()))
                         })
@@ -262,19 +273,47 @@ pub fn scan(
     Ok((listing.version, stats))
 }
 
-/// The stored schema of `dataset` cut to `columns` (all when empty), in the order asked.
+/// The columns `columns` of `dataset` (every stored column when empty), in the order asked: its
+/// stored columns, and the derived fields of `query::field` (buckets as text, flags as booleans),
+/// which a scan computes from their inputs.
 pub fn output_schema(dataset: Dataset, columns: &[String]) -> Result<SchemaRef> {
     let schema = stored_schema(dataset);
     if columns.is_empty() {
         return Ok(schema);
     }
-    let indices = columns
+    let fields = columns
         .iter()
         .map(|c| {
-            schema
-                .index_of(c)
-                .map_err(|_| Error::InvalidArgument(format!("{dataset} has no stored column {c}")))
+            if let Ok(f) = schema.field_with_name(c) {
+                return Ok(f.clone());
+            }
+            match Field::resolve(dataset, c) {
+                Ok(Field::Bucket(_)) => Ok(arrow::datatypes::Field::new(c, DataType::Utf8, true)),
+                Ok(Field::Flag(_)) => Ok(arrow::datatypes::Field::new(c, DataType::Boolean, true)),
+                _ => Err(Error::InvalidArgument(format!(
+                    "{dataset} has no column {c}: columns are its stored ones and the derived {}",
+                    super::field::DERIVED.join(", ")
+                ))),
+            }
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(std::sync::Arc::new(schema.project(&indices)?))
+    Ok(std::sync::Arc::new(
+        arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()),
+    ))
+}
+
+/// The derived field behind each column of `schema` (`None`: a stored column).
+fn derived_fields(dataset: Dataset, schema: &SchemaRef) -> Vec<Option<Field>> {
+    let stored = stored_schema(dataset);
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if stored.field_with_name(f.name()).is_ok() {
+                None
+            } else {
+                Field::resolve(dataset, f.name()).ok()
+            }
+        })
+        .collect()
 }

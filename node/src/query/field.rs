@@ -80,6 +80,19 @@ const FLAGS: [(&str, Flag); 5] = [
     ("ungrouped", Flag::Ungrouped),
 ];
 
+/// The derived fields' names, in the order a table lists them.
+pub const DERIVED: [&str; 9] = [
+    "activity_month",
+    "financial_year",
+    "age_band",
+    "hrg_chapter",
+    "nhs_number_valid",
+    "gp_practice_valid",
+    "commissioner_valid",
+    "diagnosis_coded",
+    "ungrouped",
+];
+
 impl Field {
     /// Resolves a field name for `dataset`, or says which names exist.
     pub fn resolve(dataset: Dataset, name: &str) -> Result<Field> {
@@ -357,5 +370,24 @@ mod tests {
         let e = Field::resolve(Dataset::Apc, "secondary_diagnoses").expect_err("list");
         assert!(e.to_string().contains("list of codes"), "{e}");
         assert!(Field::resolve(Dataset::Op, "hrg_chapter").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod derived_tests {
+    use super::*;
+
+    #[test]
+    fn every_derived_name_resolves_and_every_bucket_and_flag_is_listed() {
+        for name in DERIVED {
+            let f = Field::resolve(Dataset::Apc, name).expect("resolves");
+            assert!(matches!(f, Field::Bucket(_) | Field::Flag(_)), "{name}");
+        }
+        for (name, _) in BUCKETS {
+            assert!(DERIVED.contains(&name), "{name}");
+        }
+        for (name, _) in FLAGS {
+            assert!(DERIVED.contains(&name), "{name}");
+        }
     }
 }

@@ -96,14 +96,22 @@ struct Args {
 
 /// An engine of the interleaved runs.
 enum Engine {
-    Sus { name: &'static str, client: Client },
+    Sus {
+        name: &'static str,
+        client: Client,
+    },
+    /// The same cluster, asked in SQL (Flight SQL, `queries::sql`).
+    SusSql {
+        name: &'static str,
+        client: Client,
+    },
     Peer(Box<Peer>),
 }
 
 impl Engine {
     fn name(&self) -> String {
         match self {
-            Engine::Sus { name, .. } => name.to_string(),
+            Engine::Sus { name, .. } | Engine::SusSql { name, .. } => name.to_string(),
             Engine::Peer(p) => p.engine.clone(),
         }
     }
@@ -114,6 +122,11 @@ impl Engine {
             Engine::Sus { client, .. } => {
                 let started = Instant::now();
                 let (rows, _) = queries::run(client, q, p).await?;
+                Ok((started.elapsed().as_secs_f64(), rows))
+            }
+            Engine::SusSql { client, .. } => {
+                let started = Instant::now();
+                let rows = queries::run_sql(client, q, p).await?;
                 Ok((started.elapsed().as_secs_f64(), rows))
             }
             Engine::Peer(peer) => {
@@ -196,6 +209,65 @@ async fn load(args: &Args, data: &Data, nodes: u64, replication: u32) -> Result<
 /// without the audit commit every identifiable read waits for.
 const PSEUDO_1: &str = "sus 1 node, pseudonymised";
 const PSEUDO_3: &str = "sus 3 nodes, pseudonymised";
+/// The identifiable clients asking in SQL.
+const SQL_1: &str = "sus 1 node, SQL";
+const SQL_3: &str = "sus 3 nodes, SQL";
+
+/// A record-level SQL read streamed to the client, and what the answering node held meanwhile.
+pub(crate) struct Streamed {
+    statement: String,
+    rows: u64,
+    /// Bytes of the Arrow arrays received (what holding the answer would take).
+    bytes: u64,
+    secs: f64,
+    /// The node's resident set before, and its peak while answering (VmHWM, reset first).
+    rss_before: u64,
+    rss_peak: u64,
+}
+
+/// A kernel memory figure of a process (`VmRSS`, `VmHWM`), bytes.
+fn vm(pid: u32, key: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .ok_or_else(|| anyhow::anyhow!("no {key} for process {pid}"))?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("{line}"))?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// Streams `SELECT * FROM op` from the 1-node cluster without keeping it, with the node's peak
+/// resident set over the read (the peak is reset first through `/proc/PID/clear_refs`).
+async fn stream_op(one: &Loaded) -> Result<Streamed> {
+    use futures::StreamExt;
+    let pid = one
+        .cluster
+        .pid(1)
+        .ok_or_else(|| anyhow::anyhow!("node 1 has no process"))?;
+    let statement = "SELECT * FROM op".to_string();
+    let rss_before = vm(pid, "VmRSS:")?;
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
+    let started = Instant::now();
+    let mut answer = one.client.sql(&statement).await?;
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    while let Some(batch) = answer.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        bytes += batch.get_array_memory_size() as u64;
+    }
+    Ok(Streamed {
+        statement,
+        rows,
+        bytes,
+        secs: started.elapsed().as_secs_f64(),
+        rss_before,
+        rss_peak: vm(pid, "VmHWM:")?,
+    })
+}
 
 /// Adds a national analyst whose highest tier is pseudonymised and returns a client logged in
 /// as that user.
@@ -473,6 +545,14 @@ async fn main() -> Result<()> {
             name: "sus 3 nodes",
             client: three.client.clone(),
         },
+        Engine::SusSql {
+            name: SQL_1,
+            client: one.client.clone(),
+        },
+        Engine::SusSql {
+            name: SQL_3,
+            client: three.client.clone(),
+        },
         Engine::Sus {
             name: PSEUDO_1,
             client: analyst(&one, &[1]).await?,
@@ -535,6 +615,16 @@ async fn main() -> Result<()> {
         }
     }
 
+    eprintln!("SQL: streaming SELECT * FROM op from the 1-node cluster");
+    let streamed = stream_op(&one).await?;
+    if streamed.rows != live_of("op") {
+        mismatches.push(format!(
+            "SELECT * FROM op streamed {} rows of {}",
+            streamed.rows,
+            live_of("op")
+        ));
+    }
+
     // From memory: the 1-node cluster restarted with a column cache, warmed by two runs.
     eprintln!("memory: restarting the 1-node cluster with a column cache");
     one.cluster.kill(1).await;
@@ -587,6 +677,7 @@ async fn main() -> Result<()> {
         memory: &memory,
         lat: [&lat1, &lat3],
         mismatches: &mismatches,
+        streamed: &streamed,
         elapsed: started.elapsed().as_secs_f64(),
     };
     report.write()?;

@@ -1,6 +1,6 @@
 //! The results of a side-by-side run: the markdown table with ratios and targets, and the CSV.
 
-use crate::{Args, Latency, Loaded, PSEUDO_1, PSEUDO_3, Results};
+use crate::{Args, Latency, Loaded, PSEUDO_1, PSEUDO_3, Results, SQL_1, SQL_3};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,6 +20,7 @@ pub(super) struct Report<'a> {
     pub(super) memory: &'a BTreeMap<String, Timings>,
     pub(super) lat: [&'a Latency; 2],
     pub(super) mismatches: &'a [String],
+    pub(super) streamed: &'a crate::Streamed,
     pub(super) elapsed: f64,
 }
 
@@ -377,6 +378,46 @@ impl Report<'_> {
             )?;
         }
 
+        writeln!(s, "\n## SQL beside the native calls (issue #24)\n")?;
+        writeln!(
+            s,
+            "The same clients asking Q1-Q6 in SQL over Flight SQL (`queries::sql`; the answers \
+             are checked equal to the native ones above). Overhead = SQL median / native median.\n"
+        )?;
+        writeln!(
+            s,
+            "| query | 1 node native | 1 node SQL | overhead | 3 nodes native | 3 nodes SQL | overhead |"
+        )?;
+        writeln!(s, "|---|---|---|---|---|---|---|")?;
+        for q in queries::QUERIES {
+            let (n1, s1) = (self.median(q, "sus 1 node"), self.median(q, SQL_1));
+            let (n3, s3) = (self.median(q, "sus 3 nodes"), self.median(q, SQL_3));
+            writeln!(
+                s,
+                "| {q} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | {:.2}x |",
+                n1 * 1e3,
+                s1 * 1e3,
+                s1 / n1,
+                n3 * 1e3,
+                s3 * 1e3,
+                s3 / n3
+            )?;
+        }
+        let st = self.streamed;
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        writeln!(
+            s,
+            "\n`{}` streamed to the client: {} rows, {:.1} MiB of Arrow arrays, in {:.2} s; the \
+             answering node's resident set {:.1} MiB before, peak {:.1} MiB while answering \
+             (VmHWM, reset before the read).",
+            st.statement,
+            st.rows,
+            mib(st.bytes),
+            st.secs,
+            mib(st.rss_before),
+            mib(st.rss_peak)
+        )?;
+
         writeln!(s, "\n## Targets (issue #7)\n")?;
         writeln!(s, "| target | measured | met |")?;
         writeln!(s, "|---|---|---|")?;
@@ -427,6 +468,15 @@ impl Report<'_> {
             ),
             three >= 0.8,
         )?;
+        for q in ["Q1", "Q3"] {
+            let overhead = self.median(q, SQL_1) / self.median(q, "sus 1 node");
+            let overhead3 = self.median(q, SQL_3) / self.median(q, "sus 3 nodes");
+            target(
+                &format!("{q} in SQL <= 1.2x the native call (issue #24)"),
+                format!("{overhead:.2}x on 1 node, {overhead3:.2}x on 3 nodes"),
+                overhead <= 1.2 && overhead3 <= 1.2,
+            )?;
+        }
         let ingest = rate(self.three) / py_rate;
         target(
             "replicated ingest >= 0.4x pyarrow's Parquet write rows/s",
