@@ -141,17 +141,19 @@ pub async fn run_cases(fx: &Fixture, cases: &mut Cases) {
                             .map_err(|e| format!("{user}: {sql}: {e}"))?;
                     }
                     // A grouped count comes back as the disclosure control leaves it: the same
-                    // table as the native call's.
-                    let sql_table =
-                        run(fx, user, None, "SELECT pod, count(*) FROM apc GROUP BY pod")
-                            .await
-                            .map_err(|s| format!("{user}: {s:?}"))?;
+                    // table as the native call's. (By commissioner: a national figure by POD
+                    // alone is exempt from the control.)
+                    let by_commissioner =
+                        "SELECT commissioner_code, count(*) FROM apc GROUP BY commissioner_code";
+                    let sql_table = run(fx, user, None, by_commissioner)
+                        .await
+                        .map_err(|s| format!("{user}: {s:?}"))?;
                     let native = crate::fixture::aggregate(
                         &fx.channel(1).await,
                         Some(fx.token(user)),
                         crate::fixture::spec(
                             "apc",
-                            &["pod"],
+                            &["commissioner_code"],
                             Vec::new(),
                             &[(sus_proto::v1::aggregate::Func::Count, "", "")],
                             sus_proto::v1::Tier::Unspecified,
