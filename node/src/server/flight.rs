@@ -14,7 +14,7 @@
 //! the shard's replicas). Any node serves any ticket: a node without a replica of the shard reads
 //! it from the shard's leader over the internal `Query.Scan` call and relays the batches.
 
-use super::flight_sql::{FlightSql, as_sent, is_flight_sql};
+use super::flight_sql::{FlightSql, as_sent, encode, is_flight_sql};
 use crate::access::Caller;
 use crate::cluster::auth::{self, Authenticated};
 use crate::cluster::reads::Extract;
@@ -22,7 +22,6 @@ use crate::cluster::service::Services;
 use crate::error::status;
 use crate::{Error, Result};
 use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -365,14 +364,7 @@ impl FlightService for Services {
             .await
             .map_err(status)?
             .map_err(|e| FlightError::Tonic(Box::new(status(e))));
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map_err(|e| match e {
-                FlightError::Tonic(s) => *s,
-                other => Status::internal(other.to_string()),
-            });
-        Ok(Response::new(Box::pin(data)))
+        Ok(Response::new(encode(schema, batches)))
     }
 
     async fn do_put(

@@ -144,14 +144,25 @@ fn schema_ipc(schema: &SchemaRef) -> std::result::Result<prost::bytes::Bytes, St
     Ok(bytes)
 }
 
+/// `batches` of `schema` as a `DoGet` stream; a refusal in the stream keeps its status.
+pub(super) fn encode(
+    schema: SchemaRef,
+    batches: impl futures::Stream<Item = std::result::Result<RecordBatch, FlightError>> + Send + 'static,
+) -> DoGetStream {
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(|e| match e {
+            FlightError::Tonic(s) => *s,
+            other => Status::internal(other.to_string()),
+        });
+    Box::pin(data)
+}
+
 /// One batch as a `DoGet` stream.
 fn one_batch(batch: RecordBatch) -> Response<DoGetStream> {
     let schema = batch.schema();
-    let data = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(futures::stream::once(async { Ok(batch) }))
-        .map_err(|e| Status::internal(e.to_string()));
-    Response::new(Box::pin(data))
+    Response::new(encode(schema, futures::stream::once(async { Ok(batch) })))
 }
 
 /// A `FlightInfo` for a metadata command: its schema, and the command itself as the ticket.
@@ -217,14 +228,7 @@ impl FlightSql {
         let schema = batches.schema();
         let batches =
             batches.map_err(|e| FlightError::Tonic(Box::new(sql_status(sus_sql::Error::from(e)))));
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map_err(|e| match e {
-                FlightError::Tonic(s) => *s,
-                other => Status::internal(other.to_string()),
-            });
-        Ok(Response::new(Box::pin(data)))
+        Ok(Response::new(encode(schema, batches)))
     }
 
     /// The tables' schemas as this caller receives them.
