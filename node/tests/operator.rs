@@ -23,27 +23,10 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
 
 use sus_chaos_tests::http::metric;
 
-/// Whether an external tool the test needs is here; under CI it must be.
-fn available(what: &str, ok: bool) -> bool {
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is missing, and CI requires it (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: {what} is not installed here; this part of the test did not run");
-    }
-    ok
-}
-
-fn python() -> String {
-    std::env::var("SUS_PYTHON").unwrap_or_else(|_| "python3".into())
-}
+use common::{available, python};
 
 fn has_pyarrow() -> bool {
-    std::process::Command::new(python())
-        .args(["-c", "import pyarrow.flight"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    common::python_has("pyarrow.flight")
 }
 
 fn chromium() -> Option<&'static str> {

@@ -8,7 +8,7 @@ mod common;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
-use common::{Table, expect};
+use common::{Table, available, expect, python};
 use std::collections::BTreeMap;
 use std::path::Path;
 use sus_client::cluster::UserInfo;
@@ -77,15 +77,8 @@ fn count_and_price(t: Table) -> Table {
         .collect()
 }
 
-fn python() -> String {
-    std::env::var("SUS_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 fn has_adbc() -> bool {
-    std::process::Command::new(python())
-        .args(["-c", "import adbc_driver_flightsql.dbapi, pyarrow"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    common::python_has("adbc_driver_flightsql.dbapi, pyarrow")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,16 +414,4 @@ async fn sql_answers_match_the_oracle_and_the_native_calls() {
             "a readable refusal: {e}"
         );
     }
-}
-
-/// Whether an external tool the test needs is here; under CI it must be.
-fn available(what: &str, ok: bool) -> bool {
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is missing, and CI requires it (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: {what} is not installed here; this part of the test did not run");
-    }
-    ok
 }

@@ -186,3 +186,28 @@ pub async fn cluster_with_data(
     .unwrap();
     (cluster, out, summary)
 }
+
+/// Whether an external tool the test needs is here; under CI it must be (`.ci/run` installs it).
+pub fn available(what: &str, ok: bool) -> bool {
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing, and CI requires it (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: {what} is not installed here; this part of the test did not run");
+    }
+    ok
+}
+
+/// The Python the tests run (`SUS_PYTHON`, else `python3`).
+pub fn python() -> String {
+    std::env::var("SUS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether that Python imports `modules` (e.g. `"pyarrow.flight"`).
+pub fn python_has(modules: &str) -> bool {
+    std::process::Command::new(python())
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
