@@ -359,6 +359,20 @@ pub async fn run_cases(fx: &Fixture, cases: &mut Cases) {
 
     cases
         .check(
+            "an unknown tier in x-sus-tier is refused, naming the tiers",
+            async {
+                let got = run(fx, "nat_id", Some("everything"), "SELECT count(*) FROM op").await;
+                refused(
+                    got,
+                    Code::InvalidArgument,
+                    "identifiable, pseudonymised, anonymised",
+                )
+            },
+        )
+        .await;
+
+    cases
+        .check(
             "a statement over 1 MiB is refused (INVALID_ARGUMENT)",
             async {
                 let long = format!("SELECT 1 {}", " ".repeat(1 << 20));
